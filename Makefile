@@ -1,0 +1,45 @@
+# imprint — see README.md. `make demo` runs the main job, `make test` all tests.
+GO ?= go
+BIN := bin/imprint
+DEB_PACKAGES := qemu-system-x86 ovmf seabios systemd-boot-efi grub-efi-amd64-bin grub-pc-bin \
+	ipxe busybox-static e2fsprogs dosfstools mtools gdisk fdisk bmap-tools dnsmasq tftpd-hpa curl \
+	zstd xz-utils util-linux kmod cpio
+export GOFLAGS ?= -mod=mod
+
+.PHONY: all build test unit vmtest deps bench demo lint clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/imprint
+
+# Installs what the tests need (Debian 12). Safe to run again.
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	$(GO) mod download
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+unit: build
+	$(GO) test -count=1 ./...
+
+vmtest: build
+	$(GO) test -count=1 -tags vmtest -timeout 60m ./vmtests/...
+
+test: deps lint unit
+
+bench: deps build
+	bash bench/run.sh
+
+demo: deps build
+	bash scripts/demo.sh
+
+clean:
+	rm -rf bin demo

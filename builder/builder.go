@@ -1,0 +1,453 @@
+// Package builder turns inputs (a root filesystem directory, raw partition
+// images, a whole-disk image) into an image in a store.
+package builder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/imprint-dev/imprint/builder/diskimage"
+	"github.com/imprint-dev/imprint/image"
+	"github.com/imprint-dev/imprint/partition"
+)
+
+// ErrInput says the build inputs do not fit together.
+var ErrInput = errors.New("bad build input")
+
+// PartitionFile is a ready raw partition image given as NAME=FILE.
+type PartitionFile struct {
+	Name, Path string
+}
+
+// Options are the inputs of one build.
+type Options struct {
+	Store   *image.Dir
+	Name    string
+	Version string // empty: derived from the content
+
+	Rootfs     string          // directory made into an ext4 root partition
+	RootSize   int64           // size of that filesystem; 0 estimates it
+	Partitions []PartitionFile // ready partition images
+	DiskImage  string          // whole GPT disk image (plain, .zst, .xz, .gz)
+	Bmap       string          // bmaptool map for DiskImage
+
+	Layout *partition.Layout // nil: the default layout
+
+	Kernel, Initrd, Cmdline string
+	ChunkSize               int64
+	TmpDir                  string
+	// Progress gets what is being stored and how far it is.
+	Progress func(label string, done, total int64)
+}
+
+// Result is a built image.
+type Result struct {
+	ID       string
+	Manifest *image.Manifest
+	Stats    image.StoreStats
+}
+
+// DefaultLayout is used when no --layout is given: an ESP big enough for two
+// kernels and initrds, the root image, and scratch space if the disk has room.
+func DefaultLayout() partition.Layout {
+	return partition.Layout{Partitions: []partition.Spec{
+		{Name: "esp", Type: partition.TypeESP, Role: partition.RoleESP, Size: 512 << 20},
+		{Name: "root", Type: partition.TypeRootX86_64, Role: partition.RoleImage},
+		{Name: "scratch", Type: partition.TypeLinuxGeneric, Role: partition.RoleLocal, Size: 64 << 20, Rest: true, Optional: true, FS: "ext4"},
+	}}
+}
+
+type source struct {
+	label string
+	r     io.ReaderAt
+	size  int64
+}
+
+// Build makes the image and stores it.
+func Build(ctx context.Context, o Options) (*Result, error) {
+	if err := image.ValidName(o.Name); err != nil {
+		return nil, fmt.Errorf("%w: --name: %v", ErrInput, err)
+	}
+	if o.Version != "" {
+		if err := image.ValidName(o.Version); err != nil {
+			return nil, fmt.Errorf("%w: --version: %v", ErrInput, err)
+		}
+	}
+	if o.ChunkSize == 0 {
+		o.ChunkSize = image.DefaultChunkSize
+	}
+	if o.DiskImage != "" && (o.Rootfs != "" || len(o.Partitions) > 0 || o.Layout != nil) {
+		return nil, fmt.Errorf("%w: --disk-image brings its own layout and content; it does not combine with --rootfs, --partition or --layout", ErrInput)
+	}
+	if o.DiskImage == "" && o.Rootfs == "" && len(o.Partitions) == 0 {
+		return nil, fmt.Errorf("%w: give --rootfs, --partition or --disk-image", ErrInput)
+	}
+	tmp, err := os.MkdirTemp(o.TmpDir, "imprint-build-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+
+	var (
+		layout  partition.Layout
+		content = map[string]source{}
+		created time.Time
+		digests []string
+	)
+	if o.DiskImage != "" {
+		di, err := diskimage.Open(ctx, o.DiskImage, o.Bmap, tmp)
+		if err != nil {
+			return nil, err
+		}
+		defer di.Close()
+		if err := di.VerifyBmap(ctx); err != nil {
+			return nil, err
+		}
+		layout, content = fromDisk(di, o.DiskImage)
+		st, err := os.Stat(o.DiskImage)
+		if err != nil {
+			return nil, err
+		}
+		created = st.ModTime()
+	} else {
+		layout = DefaultLayout()
+		if o.Layout != nil {
+			layout = *o.Layout
+		}
+		if o.Rootfs != "" {
+			rootName, err := rootPartition(layout)
+			if err != nil {
+				return nil, err
+			}
+			src, digest, newest, err := buildRootfs(ctx, o, tmp)
+			if err != nil {
+				return nil, err
+			}
+			if c, ok := src.r.(io.Closer); ok {
+				defer c.Close()
+			}
+			content[rootName] = src
+			created, digests = newest, append(digests, digest)
+		}
+		for _, pf := range o.Partitions {
+			f, err := os.Open(pf.Path)
+			if err != nil {
+				return nil, fmt.Errorf("%w: --partition %s=%s: %v", ErrInput, pf.Name, pf.Path, err)
+			}
+			defer f.Close()
+			st, err := f.Stat()
+			if err != nil {
+				return nil, err
+			}
+			if _, dup := content[pf.Name]; dup {
+				return nil, fmt.Errorf("%w: partition %q is given twice", ErrInput, pf.Name)
+			}
+			content[pf.Name] = source{label: pf.Name, r: f, size: st.Size()}
+			if st.ModTime().After(created) {
+				created = st.ModTime()
+			}
+			if o.Layout == nil && o.Rootfs == "" {
+				layout = addPartition(layout, pf.Name)
+			}
+		}
+		if o.Layout == nil && o.Rootfs == "" {
+			layout = dropEmptyRoot(layout, content)
+		}
+	}
+	if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
+		var sec int64
+		if _, err := fmt.Sscan(s, &sec); err == nil {
+			created = time.Unix(sec, 0)
+		}
+	}
+	created = created.UTC().Truncate(time.Second)
+
+	m := &image.Manifest{Format: image.FormatVersion, Name: o.Name, Created: created, ChunkSize: o.ChunkSize}
+	var stats image.StoreStats
+	for _, spec := range layout.Partitions {
+		p := image.Partition{Spec: spec}
+		src, has := content[spec.Name]
+		switch {
+		case spec.Role == partition.RoleImage && !has:
+			return nil, fmt.Errorf("%w: image partition %q has no content: give --partition %s=FILE", ErrInput, spec.Name, spec.Name)
+		case spec.Role != partition.RoleImage && has:
+			return nil, fmt.Errorf("%w: partition %q has role %s; only image partitions take content", ErrInput, spec.Name, spec.Role)
+		case has:
+			if src.size%512 != 0 {
+				return nil, fmt.Errorf("%w: partition %q: %s is %d bytes, not a multiple of 512", ErrInput, spec.Name, src.label, src.size)
+			}
+			if p.Size == 0 {
+				p.Size = (src.size + partition.Align - 1) / partition.Align * partition.Align
+			} else if p.Size < src.size {
+				return nil, fmt.Errorf("%w: partition %q: the layout gives %s, the content is %s", ErrInput, spec.Name, partition.HumanSize(p.Size), partition.HumanSize(src.size))
+			}
+			c, st, err := storeContent(ctx, o, "partition "+spec.Name, src)
+			if err != nil {
+				return nil, err
+			}
+			p.Content = c
+			digests = append(digests, c.SHA256)
+			addStats(&stats, st)
+		}
+		m.Partitions = append(m.Partitions, p)
+		delete(content, spec.Name)
+	}
+	for name := range content {
+		return nil, fmt.Errorf("%w: --partition %s: the layout has no partition of that name", ErrInput, name)
+	}
+	if err := m.Layout().Validate(); err != nil {
+		return nil, err
+	}
+
+	boot, err := bootArtifacts(o)
+	if err != nil {
+		return nil, err
+	}
+	if boot.kernel != "" || boot.initrd != "" || boot.cmdline != "" {
+		m.Boot = &image.Boot{Cmdline: boot.cmdline}
+		for _, a := range []struct {
+			path string
+			dst  **image.Content
+		}{{boot.kernel, &m.Boot.Kernel}, {boot.initrd, &m.Boot.Initrd}} {
+			if a.path == "" {
+				continue
+			}
+			f, err := os.Open(a.path)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %v", ErrInput, err)
+			}
+			st, err := f.Stat()
+			if err != nil {
+				f.Close()
+				return nil, err
+			}
+			c, s, err := storeContent(ctx, o, filepath.Base(a.path), source{label: a.path, r: f, size: st.Size()})
+			f.Close()
+			if err != nil {
+				return nil, err
+			}
+			*a.dst = c
+			digests = append(digests, c.SHA256)
+			addStats(&stats, s)
+		}
+	}
+
+	m.Version = o.Version
+	if m.Version == "" {
+		m.Version = created.Format("20060102") + "-" + image.HashBytes([]byte(strings.Join(digests, "\n")))[:8]
+	}
+	id, err := o.Store.PutManifest(m)
+	if err != nil {
+		return nil, err
+	}
+	return &Result{ID: id, Manifest: m, Stats: stats}, nil
+}
+
+func addStats(a *image.StoreStats, b image.StoreStats) {
+	a.Chunks += b.Chunks
+	a.Zero += b.Zero
+	a.New += b.New
+	a.NewBytes += b.NewBytes
+}
+
+func storeContent(ctx context.Context, o Options, label string, src source) (*image.Content, image.StoreStats, error) {
+	var done int64
+	return image.StoreContent(ctx, o.Store, src.r, src.size, o.ChunkSize, func(n int64) {
+		done += n
+		if o.Progress != nil {
+			o.Progress(label, done, src.size)
+		}
+	})
+}
+
+// rootPartition picks the layout entry the root filesystem goes into: one
+// named "root", else the only image partition with a root-* type.
+func rootPartition(l partition.Layout) (string, error) {
+	if p, ok := l.Find("root"); ok && p.Role == partition.RoleImage {
+		return p.Name, nil
+	}
+	var names []string
+	for _, p := range l.Partitions {
+		if p.Role == partition.RoleImage && strings.HasPrefix(partition.TypeName(p.Type), "root-") {
+			names = append(names, p.Name)
+		}
+	}
+	if len(names) != 1 {
+		return "", fmt.Errorf("%w: --rootfs needs one image partition named \"root\" (or exactly one of a root-* type) in the layout; found %d", ErrInput, len(names))
+	}
+	return names[0], nil
+}
+
+// addPartition puts a --partition into the default layout before scratch.
+func addPartition(l partition.Layout, name string) partition.Layout {
+	if _, ok := l.Find(name); ok {
+		return l
+	}
+	spec := partition.Spec{Name: name, Type: partition.TypeLinuxGeneric, Role: partition.RoleImage}
+	out := partition.Layout{}
+	for _, p := range l.Partitions {
+		if p.Rest {
+			out.Partitions = append(out.Partitions, spec)
+		}
+		out.Partitions = append(out.Partitions, p)
+	}
+	return out
+}
+
+// dropEmptyRoot removes the default root entry when only --partition was
+// given and none of them is called root.
+func dropEmptyRoot(l partition.Layout, content map[string]source) partition.Layout {
+	if _, ok := content["root"]; ok {
+		return l
+	}
+	out := partition.Layout{}
+	for _, p := range l.Partitions {
+		if p.Name == "root" && p.Role == partition.RoleImage {
+			continue
+		}
+		out.Partitions = append(out.Partitions, p)
+	}
+	return out
+}
+
+// fromDisk turns a whole-disk image's GPT into a layout and content.
+func fromDisk(di *diskimage.Image, path string) (partition.Layout, map[string]source) {
+	var l partition.Layout
+	content := map[string]source{}
+	used := map[string]bool{}
+	hasESP := false
+	for _, p := range di.Partitions() {
+		name := sanitize(p.Name)
+		if name == "" {
+			name = fmt.Sprintf("part%d", p.Index)
+		}
+		for base, k := name, 2; used[name]; k++ {
+			name = fmt.Sprintf("%s%d", base, k)
+		}
+		used[name] = true
+		spec := partition.Spec{Name: name, Type: p.Type, Size: p.Size}
+		switch p.Type {
+		case partition.TypeESP:
+			// The ESP belongs to imprint's bootloader step; its old content
+			// is not part of the image.
+			spec.Role = partition.RoleESP
+			spec.Size = max(p.Size, partition.MinESPSize)
+			hasESP = true
+		case partition.TypeBIOSBoot:
+			spec.Role = partition.RoleBIOSBoot
+		case partition.TypeSwap:
+			spec.Role, spec.FS = partition.RoleLocal, "swap"
+		default:
+			spec.Role = partition.RoleImage
+			content[name] = source{label: fmt.Sprintf("partition %d of %s", p.Index, path), r: p.Reader(di), size: p.Size}
+		}
+		l.Partitions = append(l.Partitions, spec)
+	}
+	if !hasESP {
+		esp := DefaultLayout().Partitions[0]
+		for used[esp.Name] {
+			esp.Name += "x"
+		}
+		l.Partitions = append([]partition.Spec{esp}, l.Partitions...)
+	}
+	return l, content
+}
+
+func sanitize(s string) string {
+	var b strings.Builder
+	for _, c := range strings.ToLower(strings.TrimSpace(s)) {
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_', c == '.':
+			b.WriteRune(c)
+		default:
+			b.WriteRune('-')
+		}
+	}
+	r := strings.Trim(b.String(), "-.")
+	if len(r) > 36 {
+		r = r[:36]
+	}
+	return r
+}
+
+type bootFiles struct{ kernel, initrd, cmdline string }
+
+// bootArtifacts finds the kernel and initrd: given paths win, else the
+// newest vmlinuz-*/initrd.img-* pair in the root tree's /boot.
+func bootArtifacts(o Options) (bootFiles, error) {
+	b := bootFiles{kernel: o.Kernel, initrd: o.Initrd, cmdline: o.Cmdline}
+	if o.Rootfs != "" && b.kernel == "" {
+		ks, _ := filepath.Glob(filepath.Join(o.Rootfs, "boot", "vmlinuz-*"))
+		sort.Strings(ks)
+		if len(ks) > 0 {
+			b.kernel = ks[len(ks)-1]
+			ver := strings.TrimPrefix(filepath.Base(b.kernel), "vmlinuz-")
+			if b.initrd == "" {
+				for _, cand := range []string{"initrd.img-" + ver, "initramfs-" + ver + ".img"} {
+					if _, err := os.Stat(filepath.Join(o.Rootfs, "boot", cand)); err == nil {
+						b.initrd = filepath.Join(o.Rootfs, "boot", cand)
+						break
+					}
+				}
+			}
+		}
+	}
+	if b.kernel == "" && b.initrd != "" {
+		return b, fmt.Errorf("%w: an initrd without a kernel", ErrInput)
+	}
+	if b.kernel != "" && b.cmdline == "" {
+		b.cmdline = "ro"
+	}
+	return b, nil
+}
+
+// buildRootfs makes the reproducible ext4 image of o.Rootfs.
+func buildRootfs(ctx context.Context, o Options, tmp string) (source, string, time.Time, error) {
+	st, err := os.Stat(o.Rootfs)
+	if err != nil {
+		return source{}, "", time.Time{}, fmt.Errorf("%w: --rootfs: %v", ErrInput, err)
+	}
+	if !st.IsDir() {
+		return source{}, "", time.Time{}, fmt.Errorf("%w: --rootfs %s is not a directory", ErrInput, o.Rootfs)
+	}
+	digest, newest, dataSize, files, err := treeDigest(ctx, o.Rootfs)
+	if err != nil {
+		return source{}, "", time.Time{}, fmt.Errorf("read --rootfs %s: %w", o.Rootfs, err)
+	}
+	if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
+		var sec int64
+		if _, err := fmt.Sscan(s, &sec); err == nil {
+			newest = time.Unix(sec, 0)
+		}
+	}
+	size := o.RootSize
+	if size == 0 {
+		// Data plus a quarter, an inode and a block per file, the journal.
+		size = dataSize + dataSize/4 + int64(files)*(4096+256) + 24<<20
+	}
+	size = (size + partition.Align - 1) / partition.Align * partition.Align
+	out := filepath.Join(tmp, "root.ext4")
+	for try := 0; ; try++ {
+		err = makeExt4(ctx, o.Rootfs, out, size, digest, newest, tmp)
+		if err == nil {
+			break
+		}
+		if o.RootSize != 0 || try == 3 {
+			return source{}, "", time.Time{}, err
+		}
+		size = (size*3/2 + partition.Align - 1) / partition.Align * partition.Align
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		return source{}, "", time.Time{}, err
+	}
+	// The file is removed with tmp; the open handle keeps it readable.
+	return source{label: "root filesystem", r: f, size: size}, digest, newest, nil
+}

@@ -1,0 +1,96 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/imprint-dev/imprint/builder"
+	"github.com/imprint-dev/imprint/image"
+	"github.com/imprint-dev/imprint/partition"
+	"github.com/spf13/cobra"
+)
+
+func newBuild(e *env) *cobra.Command {
+	var (
+		o          builder.Options
+		store      string
+		parts      []string
+		layoutFile string
+		rootSize   string
+		chunkSize  string
+	)
+	c := &cobra.Command{
+		Use:   "build --store DIR --name NAME (--rootfs DIR | --partition NAME=FILE... | --disk-image FILE)",
+		Short: "Make an image in a store from a root tree, partition images or a whole-disk image",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var err error
+			o.Store, err = image.CreateDir(store)
+			if err != nil {
+				return err
+			}
+			for _, p := range parts {
+				name, file, ok := strings.Cut(p, "=")
+				if !ok || name == "" || file == "" {
+					return fmt.Errorf("--partition %q: want NAME=FILE", p)
+				}
+				o.Partitions = append(o.Partitions, builder.PartitionFile{Name: name, Path: file})
+			}
+			if layoutFile != "" {
+				f, err := os.Open(layoutFile)
+				if err != nil {
+					return err
+				}
+				l, err := partition.ParseLayout(f)
+				f.Close()
+				if err != nil {
+					return fmt.Errorf("--layout %s: %w", layoutFile, err)
+				}
+				o.Layout = &l
+			}
+			if rootSize != "" {
+				if o.RootSize, err = partition.ParseSize(rootSize); err != nil {
+					return fmt.Errorf("--root-size: %w", err)
+				}
+			}
+			if chunkSize != "" {
+				if o.ChunkSize, err = partition.ParseSize(chunkSize); err != nil {
+					return fmt.Errorf("--chunk-size: %w", err)
+				}
+			}
+			pr := newProgress(e)
+			o.Progress = pr.update
+			res, err := builder.Build(cmd.Context(), o)
+			pr.finish()
+			if err != nil {
+				return err
+			}
+			m := res.Manifest
+			if e.json {
+				e.emitJSON(map[string]any{"id": res.ID, "name": m.Name, "version": m.Version, "chunks": res.Stats.Chunks, "zero_chunks": res.Stats.Zero, "new_chunks": res.Stats.New, "new_bytes": res.Stats.NewBytes})
+				return nil
+			}
+			e.printf("built %s:%s\n  image id %s\n  %d chunks: %d new, %d all-zero, %d already in the store\n",
+				m.Name, m.Version, res.ID, res.Stats.Chunks, res.Stats.New, res.Stats.Zero, res.Stats.Chunks-res.Stats.New-res.Stats.Zero)
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&store, "store", "", "store directory (created if missing)")
+	f.StringVar(&o.Name, "name", "", "image name")
+	f.StringVar(&o.Version, "version", "", "image version (default: creation date and content hash)")
+	f.StringVar(&o.Rootfs, "rootfs", "", "root filesystem directory, made into a reproducible ext4 image")
+	f.StringVar(&rootSize, "root-size", "", "size of the root filesystem (default: estimated from the tree)")
+	f.StringArrayVar(&parts, "partition", nil, "raw partition image NAME=FILE (repeatable)")
+	f.StringVar(&o.DiskImage, "disk-image", "", "whole GPT disk image (.img, .img.zst, .img.xz, .img.gz)")
+	f.StringVar(&o.Bmap, "bmap", "", "bmaptool map of --disk-image: only mapped ranges are read")
+	f.StringVar(&layoutFile, "layout", "", "layout file (imprint format or sfdisk --dump output)")
+	f.StringVar(&o.Kernel, "kernel", "", "kernel (default: the newest /boot/vmlinuz-* of --rootfs)")
+	f.StringVar(&o.Initrd, "initrd", "", "initrd (default: the matching /boot/initrd.img-*)")
+	f.StringVar(&o.Cmdline, "cmdline", "", "kernel command line of the image (default \"ro\" when there is a kernel)")
+	f.StringVar(&chunkSize, "chunk-size", "", "chunk size, a power of two from 64K to 64M (default 4M)")
+	_ = c.MarkFlagRequired("store")
+	_ = c.MarkFlagRequired("name")
+	return c
+}

@@ -1,0 +1,143 @@
+package cli
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/imprint-dev/imprint/deploy"
+	"github.com/imprint-dev/imprint/image"
+	"github.com/imprint-dev/imprint/partition"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+)
+
+func newDeploy(e *env) *cobra.Command {
+	var (
+		from, ref, size string
+		yes, noVerify   bool
+		o               deploy.Options
+	)
+	c := &cobra.Command{
+		Use:   "deploy --from STORE --image NAME[:VERSION] --disk PATH",
+		Short: "Partition a disk or image file and write an image onto it bit-for-bit",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			src, err := image.OpenDir(from)
+			if err != nil {
+				return fmt.Errorf("--from: %w", err)
+			}
+			name, version, _ := strings.Cut(ref, ":")
+			o.Image, err = image.Resolve(ctx, src, name, version)
+			if err != nil {
+				return err
+			}
+			o.Source = src
+			o.Verify = !noVerify
+			if size != "" {
+				if o.Size, err = partition.ParseSize(size); err != nil {
+					return fmt.Errorf("--size: %w", err)
+				}
+			}
+			pr := newProgress(e)
+			o.Events = func(ev deploy.Event) {
+				if e.json {
+					e.emitJSON(ev)
+					return
+				}
+				switch ev.Kind {
+				case "plan":
+					printPlan(e.io.Err, ev.Plan)
+				case "progress":
+					pr.update(ev.Phase+" "+ev.Partition, ev.Done, ev.Total)
+				case "warning":
+					fmt.Fprintf(e.io.Err, "warning: %s\n", ev.Message)
+				}
+			}
+			if !yes {
+				o.Confirm = func(p *deploy.Plan) error { return confirm(e, p) }
+			}
+			res, err := deploy.Run(ctx, o)
+			pr.finish()
+			if err != nil {
+				return err
+			}
+			if e.json {
+				e.emitJSON(map[string]any{"event": "result", "result": res})
+				return nil
+			}
+			if o.DryRun {
+				e.printf("dry run: nothing was written\n")
+				return nil
+			}
+			verified := "not verified (--no-verify)"
+			if res.Verified {
+				verified = "verified by read-back"
+			}
+			e.printf("deployed %s (image id %s) to %s in %s: %s written, %s resumed, %s\n",
+				res.Plan.Image, res.Plan.ImageID, res.Plan.Disk, res.Elapsed.Round(time.Millisecond),
+				partition.HumanSize(res.Written), partition.HumanSize(res.Skipped), verified)
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&from, "from", "", "store directory to read the image from")
+	f.StringVar(&ref, "image", "", "image NAME or NAME:VERSION (default version: the newest)")
+	f.StringVar(&o.Disk, "disk", "", "target block device or image file")
+	f.StringVar(&size, "size", "", "create or grow an image file to this size (e.g. 8G)")
+	f.BoolVar(&yes, "yes", false, "do not ask before writing")
+	f.BoolVar(&o.DryRun, "dry-run", false, "show the plan and write nothing")
+	f.BoolVar(&noVerify, "no-verify", false, "skip the read-back verification")
+	f.DurationVar(&o.CheckpointEvery, "checkpoint-interval", 2*time.Second, "how often progress is journaled for resume")
+	_ = f.MarkHidden("checkpoint-interval")
+	for _, r := range []string{"from", "image", "disk"} {
+		_ = c.MarkFlagRequired(r)
+	}
+	return c
+}
+
+func printPlan(w io.Writer, p *deploy.Plan) {
+	kind := "image file"
+	if p.Block {
+		kind = "block device"
+	}
+	if p.Create {
+		kind = "new image file"
+	}
+	fmt.Fprintf(w, "Plan for %s (%s, %s):\n", p.Disk, kind, partition.HumanSize(p.DiskSize))
+	fmt.Fprintf(w, "  image %s, id %s\n", p.Image, p.ImageID)
+	if p.Resume {
+		fmt.Fprintf(w, "  resumes an interrupted deploy of the same image: only chunks not yet written are written\n")
+	}
+	if len(p.Destroyed) > 0 {
+		fmt.Fprintf(w, "  DESTROYS %d existing partition(s):\n", len(p.Destroyed))
+		for _, d := range p.Destroyed {
+			fmt.Fprintf(w, "    %d %-20q %10s  %s\n", d.Index, d.Name, partition.HumanSize(d.Len), partition.TypeName(d.Type))
+		}
+	}
+	fmt.Fprintf(w, "  %-2s %-12s %-9s %10s %10s  %s\n", "#", "name", "role", "start", "size", "type")
+	for _, q := range p.Table.Partitions {
+		t := partition.TypeName(q.Type)
+		if q.FS != "" {
+			t += " (" + q.FS + ")"
+		}
+		fmt.Fprintf(w, "  %-2d %-12s %-9s %10s %10s  %s\n", q.Index, q.Name, q.Role, partition.HumanSize(q.Start), partition.HumanSize(q.Len), t)
+	}
+}
+
+func confirm(e *env, p *deploy.Plan) error {
+	f, ok := e.io.In.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return fmt.Errorf("%w (no terminal to ask on; add --yes to write %s)", deploy.ErrAborted, p.Disk)
+	}
+	fmt.Fprintf(e.io.Err, "Write %s? Everything on it listed above is lost. Type yes: ", p.Disk)
+	line, _ := bufio.NewReader(e.io.In).ReadString('\n')
+	if strings.TrimSpace(line) != "yes" {
+		return deploy.ErrAborted
+	}
+	return nil
+}

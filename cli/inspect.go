@@ -1,0 +1,211 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/imprint-dev/imprint/deploy"
+	"github.com/imprint-dev/imprint/image"
+	"github.com/imprint-dev/imprint/partition"
+	"github.com/spf13/cobra"
+)
+
+func newInspect(e *env) *cobra.Command {
+	var ref string
+	c := &cobra.Command{
+		Use:   "inspect TARGET [--image NAME[:VERSION]]",
+		Short: "Show a store (images, versions, sizes, dedup), one image, or a disk (layout, PARTUUIDs, image, state)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			target := args[0]
+			st, err := os.Stat(target)
+			if err != nil {
+				return err
+			}
+			if st.IsDir() {
+				src, err := image.OpenDir(target)
+				if err != nil {
+					return err
+				}
+				if ref != "" {
+					name, version, _ := strings.Cut(ref, ":")
+					r, err := image.Resolve(cmd.Context(), src, name, version)
+					if err != nil {
+						return err
+					}
+					return showImage(e, r)
+				}
+				return showStore(e, cmd, src)
+			}
+			return showDisk(e, target)
+		},
+	}
+	c.Flags().StringVar(&ref, "image", "", "with a store: show this image (NAME or NAME:VERSION)")
+	return c
+}
+
+func contentBytes(m *image.Manifest) (logical int64, chunks map[string]int64) {
+	chunks = map[string]int64{}
+	for _, nc := range m.Contents() {
+		logical += nc.Content.Size
+		for i, h := range nc.Content.Chunks {
+			if h != image.ZeroChunk {
+				chunks[h] = nc.Content.ChunkLen(i, m.ChunkSize)
+			}
+		}
+	}
+	return logical, chunks
+}
+
+func showStore(e *env, cmd *cobra.Command, src *image.Dir) error {
+	idx, err := src.Index(cmd.Context())
+	if err != nil {
+		return err
+	}
+	stored, err := src.StoredChunks()
+	if err != nil {
+		return err
+	}
+	type ver struct {
+		Name, Version, ID string
+		Created           string
+		Logical, Unique   int64
+	}
+	var vers []ver
+	var logical int64
+	all := map[string]int64{}
+	names := make([]string, 0, len(idx.Images))
+	for n := range idx.Images {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		for _, v := range idx.Images[n] {
+			r, err := image.Resolve(cmd.Context(), src, n, v.Version)
+			if err != nil {
+				return err
+			}
+			l, ch := contentBytes(r.Manifest)
+			var u int64
+			for h, s := range ch {
+				u += s
+				all[h] = s
+			}
+			logical += l
+			vers = append(vers, ver{n, v.Version, r.ID, v.Created.Format("2006-01-02T15:04:05Z"), l, u})
+		}
+	}
+	var unique int64
+	for _, s := range all {
+		unique += s
+	}
+	if e.json {
+		e.emitJSON(map[string]any{"store": src.Root, "images": vers, "logical_bytes": logical, "unique_chunk_bytes": unique, "stored_chunks": stored.Count, "stored_bytes": stored.Bytes})
+		return nil
+	}
+	e.printf("store %s\n", src.Root)
+	for _, v := range vers {
+		e.printf("  %s:%s  %s  id %s  %s of content, %s in non-zero chunks\n", v.Name, v.Version, v.Created, v.ID[:16], partition.HumanSize(v.Logical), partition.HumanSize(v.Unique))
+	}
+	ratio := 0.0
+	if stored.Bytes > 0 {
+		ratio = float64(logical) / float64(stored.Bytes)
+	}
+	e.printf("  %d chunks stored, %s on disk (zstd); %s of image content, %s unique: %.1fx smaller than raw\n",
+		stored.Count, partition.HumanSize(stored.Bytes), partition.HumanSize(logical), partition.HumanSize(unique), ratio)
+	return nil
+}
+
+func showImage(e *env, r *image.Resolved) error {
+	m := r.Manifest
+	if e.json {
+		e.emitJSON(map[string]any{"id": r.ID, "manifest": m})
+		return nil
+	}
+	e.printf("image %s:%s\n  id %s\n  created %s, chunk size %s\n", m.Name, m.Version, r.ID, m.Created.Format("2006-01-02T15:04:05Z"), partition.HumanSize(m.ChunkSize))
+	e.printf("  layout:\n")
+	for _, p := range m.Partitions {
+		size := partition.HumanSize(p.Size)
+		if p.Rest {
+			size = "rest (min " + size + ")"
+		}
+		line := fmt.Sprintf("    %-12s %-9s %-14s %s", p.Name, p.Role, partition.TypeName(p.Type), size)
+		if p.FS != "" {
+			line += " " + p.FS
+		}
+		if p.Content != nil {
+			zero := 0
+			for _, h := range p.Content.Chunks {
+				if h == image.ZeroChunk {
+					zero++
+				}
+			}
+			line += fmt.Sprintf("  content %s sha256 %s, %d chunks (%d zero)", partition.HumanSize(p.Content.Size), p.Content.SHA256[:16], len(p.Content.Chunks), zero)
+		}
+		e.printf("%s\n", line)
+	}
+	if b := m.Boot; b != nil {
+		if b.Kernel != nil {
+			e.printf("  kernel %s sha256 %s\n", partition.HumanSize(b.Kernel.Size), b.Kernel.SHA256[:16])
+		}
+		if b.Initrd != nil {
+			e.printf("  initrd %s sha256 %s\n", partition.HumanSize(b.Initrd.Size), b.Initrd.SHA256[:16])
+		}
+		e.printf("  cmdline %q\n", b.Cmdline)
+	}
+	return nil
+}
+
+func showDisk(e *env, path string) error {
+	dev, err := partition.OpenDisk(path, partition.OpenOptions{})
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	od, err := deploy.ReadDisk(dev)
+	if od == nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if e.json {
+		out := map[string]any{"disk": path, "size": dev.Size(), "disk_guid": od.DiskGUID, "partitions": od.GPT}
+		if od.State != nil {
+			out["state"] = od.State
+			out["image_id"] = od.State.ImageID
+		}
+		if err != nil {
+			out["problem"] = err.Error()
+		}
+		e.emitJSON(out)
+		return nil
+	}
+	e.printf("disk %s, %s, GUID %s\n", path, partition.HumanSize(dev.Size()), od.DiskGUID)
+	for _, p := range od.GPT {
+		e.printf("  %d %-12s %-14s start %10s size %10s PARTUUID %s\n", p.Index, p.Name, partition.TypeName(p.Type), partition.HumanSize(p.Start), partition.HumanSize(p.Len), strings.ToLower(p.GUID))
+	}
+	if err != nil {
+		e.printf("  %v\n", err)
+		return nil
+	}
+	s := od.State
+	e.printf("  holds image %s:%s, id %s\n  deploy %s (started %s", s.Name, s.Version, s.ImageID, s.Status, s.Started.Format("2006-01-02T15:04:05Z"))
+	if s.Completed != nil {
+		e.printf(", completed %s", s.Completed.Format("2006-01-02T15:04:05Z"))
+	}
+	e.printf(")")
+	if s.Status == deploy.StatusComplete {
+		if s.Verified {
+			e.printf(", verified by read-back")
+		}
+	} else {
+		done, total := 0, 0
+		for _, b := range s.Done {
+			done += b.Count()
+			total += b.Len()
+		}
+		e.printf(", %d of %d chunks written", done, total)
+	}
+	e.printf("\n")
+	return nil
+}

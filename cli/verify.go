@@ -1,0 +1,70 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/imprint-dev/imprint/deploy"
+	"github.com/spf13/cobra"
+)
+
+func newVerify(e *env) *cobra.Command {
+	var disk string
+	c := &cobra.Command{
+		Use:   "verify --disk PATH",
+		Short: "Read a deployed disk back and compare it with its image (exit 0 identical, 1 drifted, 2 error)",
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return &exitError{code: 2, err: fmt.Errorf("verify takes no arguments; use --disk PATH")}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if disk == "" {
+				return &exitError{code: 2, err: fmt.Errorf("verify: --disk is required")}
+			}
+			pr := newProgress(e)
+			rep, err := deploy.VerifyDisk(cmd.Context(), disk, func(part string, done, total int64) {
+				pr.update("verify "+part, done, total)
+			})
+			pr.finish()
+			if rep != nil {
+				if e.json {
+					e.emitJSON(rep)
+				} else {
+					e.printf("%s holds %s (image id %s), deploy %s\n", rep.Disk, rep.Image, rep.ImageID, rep.Status)
+					for _, p := range rep.Partitions {
+						e.printf("  %-12s %-10s %d chunks, %d drifted", p.Name, p.Status, p.Chunks, len(p.Drifted))
+						if p.Problem != "" {
+							e.printf(": %s", p.Problem)
+						}
+						for i, d := range p.Drifted {
+							if i == 5 {
+								e.printf(" ...")
+								break
+							}
+							e.printf(" [chunk %d at byte %d]", d.Index, d.Offset)
+						}
+						e.printf("\n")
+					}
+					if rep.Identical {
+						e.printf("identical\n")
+					} else {
+						e.printf("DRIFTED\n")
+					}
+				}
+			}
+			switch {
+			case err == nil:
+				return nil
+			case errors.Is(err, deploy.ErrDrifted):
+				return &exitError{code: 1, err: err}
+			default:
+				return &exitError{code: 2, err: fmt.Errorf("verify: %w", err)}
+			}
+		},
+	}
+	c.Flags().StringVar(&disk, "disk", "", "deployed block device or image file")
+	c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &exitError{code: 2, err: err} })
+	return c
+}

@@ -1,0 +1,185 @@
+// Package copier moves chunks from a source onto a target: fetch,
+// decompress, verify, write at the chunk's offset; then reads the target
+// back and proves every chunk.
+package copier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"sync"
+
+	"github.com/imprint-dev/imprint/image"
+	"golang.org/x/sync/errgroup"
+)
+
+// ErrDrift says content read back from a target differs from the manifest.
+var ErrDrift = errors.New("content differs from the manifest")
+
+// Target is where content is written: a partition on a disk.
+type Target interface {
+	io.ReaderAt
+	io.WriterAt
+	// ZeroRange makes a range read as zeros exactly, even on a reused device.
+	ZeroRange(off, n int64) error
+}
+
+// Copier writes and verifies image content.
+type Copier struct {
+	Src       image.Source
+	Dec       *image.Decoder
+	ChunkSize int64
+	// Workers run the whole fetch-decode-check-write path each, so both
+	// cores decode while others wait on I/O. 0 means twice the CPUs.
+	Workers int
+}
+
+func (c *Copier) workers() int {
+	if c.Workers > 0 {
+		return c.Workers
+	}
+	return 2 * runtime.NumCPU()
+}
+
+// Hooks let the caller follow and steer a copy.
+type Hooks struct {
+	// Skip says chunk i is already on the target and proven (resume).
+	Skip func(i int) bool
+	// Done is called after chunk i is written (not yet synced).
+	Done func(i int)
+	// Progress gets byte counts as chunks complete or are skipped.
+	Progress func(n int64)
+}
+
+// Write puts content onto dst. Every chunk is checked against its SHA-256
+// before any of its bytes are written; a bad chunk stops the copy with an
+// image.ErrChecksum error naming it.
+func (c *Copier) Write(ctx context.Context, content *image.Content, dst Target, h Hooks) error {
+	n := len(content.Chunks)
+	pool := image.NewBufPool(int(c.ChunkSize))
+	idx := make(chan int)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(idx)
+		for i := range n {
+			if h.Skip != nil && h.Skip(i) {
+				if h.Progress != nil {
+					h.Progress(content.ChunkLen(i, c.ChunkSize))
+				}
+				continue
+			}
+			select {
+			case idx <- i:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+		}
+		return nil
+	})
+	for range c.workers() {
+		g.Go(func() error {
+			for i := range idx {
+				if err := c.writeChunk(gctx, content, i, dst, pool); err != nil {
+					return err
+				}
+				if h.Done != nil {
+					h.Done(i)
+				}
+				if h.Progress != nil {
+					h.Progress(content.ChunkLen(i, c.ChunkSize))
+				}
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+func (c *Copier) writeChunk(ctx context.Context, content *image.Content, i int, dst Target, pool *image.BufPool) error {
+	off := int64(i) * c.ChunkSize
+	l := content.ChunkLen(i, c.ChunkSize)
+	sum := content.Chunks[i]
+	if sum == image.ZeroChunk {
+		if err := dst.ZeroRange(off, l); err != nil {
+			return fmt.Errorf("zero chunk %d at %d: %w", i, off, err)
+		}
+		return nil
+	}
+	stored, err := c.Src.Chunk(ctx, sum)
+	if err != nil {
+		return fmt.Errorf("chunk %d: %w", i, err)
+	}
+	buf := pool.Get()
+	defer pool.Put(buf)
+	data, err := c.Dec.Decode(stored, sum, l, *buf)
+	if err != nil {
+		return fmt.Errorf("chunk %d: %w", i, err)
+	}
+	if _, err := dst.WriteAt(data, off); err != nil {
+		return fmt.Errorf("write chunk %d at %d: %w", i, off, err)
+	}
+	return nil
+}
+
+// Verify reads content back from src and compares every chunk with the
+// manifest. It returns the indexes of the chunks that differ, in order.
+func (c *Copier) Verify(ctx context.Context, content *image.Content, src io.ReaderAt, progress func(int64)) ([]int, error) {
+	n := len(content.Chunks)
+	pool := image.NewBufPool(int(c.ChunkSize))
+	bad := make([]bool, n)
+	idx := make(chan int)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(idx)
+		for i := range n {
+			select {
+			case idx <- i:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+		}
+		return nil
+	})
+	var mu sync.Mutex
+	for range c.workers() {
+		g.Go(func() error {
+			for i := range idx {
+				l := content.ChunkLen(i, c.ChunkSize)
+				buf := pool.Get()
+				b := (*buf)[:l]
+				if _, err := src.ReadAt(b, int64(i)*c.ChunkSize); err != nil && !(errors.Is(err, io.EOF) && len(b) == 0) {
+					pool.Put(buf)
+					return fmt.Errorf("read chunk %d: %w", i, err)
+				}
+				var ok bool
+				if content.Chunks[i] == image.ZeroChunk {
+					ok = image.IsZero(b)
+				} else {
+					ok = image.HashBytes(b) == content.Chunks[i]
+				}
+				pool.Put(buf)
+				if !ok {
+					mu.Lock()
+					bad[i] = true
+					mu.Unlock()
+				}
+				if progress != nil {
+					progress(l)
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	var out []int
+	for i, b := range bad {
+		if b {
+			out = append(out, i)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,426 @@
+// Package deploy is the one orchestration of a deploy: plan, partition,
+// copy, verify, record. The CLI, the agent's install mode and sync all use it.
+package deploy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/imprint-dev/imprint/copier"
+	"github.com/imprint-dev/imprint/image"
+	"github.com/imprint-dev/imprint/partition"
+)
+
+// ErrVerify says the read-back after writing found chunks that differ.
+var ErrVerify = errors.New("read-back verification failed")
+
+// ErrAborted says the plan was not confirmed.
+var ErrAborted = errors.New("aborted: the plan was not confirmed")
+
+// Event is one step of a deploy, for progress display and --json.
+type Event struct {
+	Kind      string `json:"event"` // plan, phase, progress, checkpoint, warning, complete
+	Phase     string `json:"phase,omitempty"`
+	Partition string `json:"partition,omitempty"`
+	Done      int64  `json:"done,omitempty"`
+	Total     int64  `json:"total,omitempty"`
+	Chunks    int    `json:"chunks,omitempty"`
+	Message   string `json:"message,omitempty"`
+	Plan      *Plan  `json:"plan,omitempty"`
+}
+
+// Options configure one deploy.
+type Options struct {
+	Source image.Source
+	Image  *image.Resolved
+	Disk   string // block device or image file
+	Size   int64  // create or grow an image file to this size
+	Verify bool
+	DryRun bool
+	// Confirm sees the plan before anything is written; an error aborts.
+	Confirm func(*Plan) error
+	Events  func(Event)
+	TmpDir  string
+	// CheckpointEvery is how often the journal is synced to the ESP.
+	CheckpointEvery time.Duration
+}
+
+// Plan is what a deploy will do, shown before it does it.
+type Plan struct {
+	Disk      string                   `json:"disk"`
+	DiskSize  int64                    `json:"disk_size"`
+	Block     bool                     `json:"block_device"`
+	Create    bool                     `json:"create_file"`
+	Image     string                   `json:"image"`
+	ImageID   string                   `json:"image_id"`
+	Resume    bool                     `json:"resume"`
+	Table     *partition.Table         `json:"table"`
+	Destroyed []partition.GPTPartition `json:"destroyed,omitempty"`
+}
+
+// Result is what a finished deploy reports.
+type Result struct {
+	Plan     *Plan         `json:"plan"`
+	Written  int64         `json:"bytes_written"`
+	Skipped  int64         `json:"bytes_resumed"`
+	Verified bool          `json:"verified"`
+	Elapsed  time.Duration `json:"elapsed_ns"`
+}
+
+func (o *Options) emit(e Event) {
+	if o.Events != nil {
+		o.Events(e)
+	}
+}
+
+// Run deploys o.Image onto o.Disk.
+func Run(ctx context.Context, o Options) (*Result, error) {
+	start := time.Now()
+	m := o.Image.Manifest
+	if err := partition.CheckTarget(o.Disk); err != nil {
+		return nil, err
+	}
+	plan, dev, resume, err := prepare(o)
+	if err != nil {
+		return nil, err
+	}
+	if dev != nil {
+		defer dev.Close()
+	}
+	o.emit(Event{Kind: "plan", Plan: plan})
+	if o.DryRun {
+		return &Result{Plan: plan}, nil
+	}
+	if o.Confirm != nil {
+		if err := o.Confirm(plan); err != nil {
+			return nil, err
+		}
+	}
+
+	var st *State
+	var esp *partition.FAT
+	if resume != nil {
+		st, esp = resume.State, resume.ESP
+		st.Status = StatusWriting
+	} else {
+		st, esp, err = partitionDisk(ctx, o, dev, plan)
+		if err != nil {
+			return nil, err
+		}
+	}
+
+	res := &Result{Plan: plan}
+	cp := &copier.Copier{Src: o.Source, ChunkSize: m.ChunkSize}
+	cp.Dec, err = image.NewDecoder()
+	if err != nil {
+		return nil, err
+	}
+	defer cp.Dec.Close()
+
+	j := &journal{dev: dev, esp: esp, st: st, every: o.CheckpointEvery, emit: o.emit}
+	for _, p := range m.Partitions {
+		if p.Content == nil {
+			continue
+		}
+		placed, _ := st.Table.Find(p.Name)
+		bm := st.Done[p.Name]
+		total := p.Content.Size
+		var done, skipped int64
+		var mu sync.Mutex
+		o.emit(Event{Kind: "phase", Phase: "write", Partition: p.Name, Total: total})
+		stop := j.start(ctx)
+		err := cp.Write(ctx, p.Content, target{partition.Section{D: dev, Off: placed.Start, Len: placed.Len}, dev, placed.Start}, copier.Hooks{
+			Skip: func(i int) bool {
+				if bm.Has(i) {
+					mu.Lock()
+					skipped += p.Content.ChunkLen(i, m.ChunkSize)
+					mu.Unlock()
+					return true
+				}
+				return false
+			},
+			Done: bm.Set,
+			Progress: func(n int64) {
+				mu.Lock()
+				done += n
+				d := done
+				mu.Unlock()
+				o.emit(Event{Kind: "progress", Phase: "write", Partition: p.Name, Done: d, Total: total})
+			},
+		})
+		if cerr := stop(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return nil, fmt.Errorf("partition %s: %w", p.Name, err)
+		}
+		res.Written += total - skipped
+		res.Skipped += skipped
+	}
+	if err := j.checkpoint(); err != nil {
+		return nil, err
+	}
+
+	if o.Verify {
+		for _, p := range m.Partitions {
+			if p.Content == nil {
+				continue
+			}
+			placed, _ := st.Table.Find(p.Name)
+			if err := dev.DropCache(placed.Start, p.Content.Size); err != nil {
+				o.emit(Event{Kind: "warning", Message: fmt.Sprintf("could not drop the page cache before verifying: %v", err)})
+			}
+			o.emit(Event{Kind: "phase", Phase: "verify", Partition: p.Name, Total: p.Content.Size})
+			var done int64
+			var mu sync.Mutex
+			bad, err := cp.Verify(ctx, p.Content, partition.Section{D: dev, Off: placed.Start, Len: placed.Len}, func(n int64) {
+				mu.Lock()
+				done += n
+				d := done
+				mu.Unlock()
+				o.emit(Event{Kind: "progress", Phase: "verify", Partition: p.Name, Done: d, Total: p.Content.Size})
+			})
+			if err != nil {
+				return nil, fmt.Errorf("verify partition %s: %w", p.Name, err)
+			}
+			if len(bad) > 0 {
+				// Unmark them so a rerun writes them again.
+				fresh := copier.NewBitmap(len(p.Content.Chunks))
+				for i := range len(p.Content.Chunks) {
+					if st.Done[p.Name].Has(i) && !contains(bad, i) {
+						fresh.Set(i)
+					}
+				}
+				st.Done[p.Name] = fresh
+				_ = j.checkpoint()
+				return nil, fmt.Errorf("%w: partition %s: %d chunks read back differ (first at byte %d); the disk may be failing", ErrVerify, p.Name, len(bad), int64(bad[0])*m.ChunkSize)
+			}
+		}
+		res.Verified = true
+	}
+
+	now := time.Now().UTC()
+	st.Status, st.Completed, st.Verified, st.Done = StatusComplete, &now, res.Verified, nil
+	if err := j.checkpoint(); err != nil {
+		return nil, err
+	}
+	if err := dev.RereadPartitions(); err != nil {
+		o.emit(Event{Kind: "warning", Message: err.Error()})
+	}
+	res.Elapsed = time.Since(start)
+	o.emit(Event{Kind: "complete", Message: fmt.Sprintf("image %s:%s (%s) deployed to %s", m.Name, m.Version, o.Image.ID, o.Disk)})
+	return res, nil
+}
+
+func contains(s []int, v int) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// prepare opens the target and decides between a fresh deploy and a resume.
+func prepare(o Options) (*Plan, *partition.Disk, *OnDisk, error) {
+	m := o.Image.Manifest
+	plan := &Plan{Disk: o.Disk, Image: m.Name + ":" + m.Version, ImageID: o.Image.ID}
+	_, statErr := os.Stat(o.Disk)
+	plan.Create = errors.Is(statErr, os.ErrNotExist)
+	if o.DryRun && plan.Create {
+		if o.Size <= 0 {
+			return nil, nil, nil, fmt.Errorf("%s does not exist; give --size to create an image file", o.Disk)
+		}
+		plan.DiskSize = o.Size
+		t, err := partition.Place(m.Layout(), o.Size, 512)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("%s: %w", o.Disk, err)
+		}
+		plan.Table = t
+		return plan, nil, nil, nil
+	}
+	dev, err := partition.OpenDisk(o.Disk, partition.OpenOptions{Write: !o.DryRun, Create: true, Size: o.Size})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	plan.DiskSize, plan.Block = dev.Size(), dev.IsBlock()
+	fail := func(err error) (*Plan, *partition.Disk, *OnDisk, error) {
+		dev.Close()
+		return nil, nil, nil, err
+	}
+	if !plan.Create {
+		od, err := ReadDisk(dev)
+		if od != nil {
+			plan.Destroyed = od.GPT
+		}
+		if err == nil && od.State.ImageID == o.Image.ID && od.State.Status != StatusComplete &&
+			od.State.Table.DiskSize == dev.Size() && (*partitionTableView)(od.State.Table).matches(od.GPT) {
+			plan.Resume, plan.Table, plan.Destroyed = true, od.State.Table, nil
+			for _, p := range m.Partitions {
+				if p.Content != nil && (od.State.Done[p.Name] == nil || od.State.Done[p.Name].Len() != len(p.Content.Chunks)) {
+					od.State.Done[p.Name] = copier.NewBitmap(len(p.Content.Chunks))
+				}
+			}
+			return plan, dev, od, nil
+		}
+	}
+	t, err := partition.Place(m.Layout(), dev.Size(), dev.SectorSize())
+	if err != nil {
+		return fail(fmt.Errorf("%s: %w", o.Disk, err))
+	}
+	if _, ok := t.ByRole(partition.RoleESP); !ok {
+		return fail(fmt.Errorf("%w: the layout has no ESP to keep imprint's state in", partition.ErrBadLayout))
+	}
+	plan.Table = t
+	return plan, dev, nil, nil
+}
+
+// partitionDisk writes the GPT, formats the ESP and local partitions, and
+// records the starting state.
+func partitionDisk(ctx context.Context, o Options, dev *partition.Disk, plan *Plan) (*State, *partition.FAT, error) {
+	t := plan.Table
+	o.emit(Event{Kind: "phase", Phase: "partition"})
+	if err := partition.WriteGPT(dev, t); err != nil {
+		return nil, nil, err
+	}
+	espP, _ := t.ByRole(partition.RoleESP)
+	esp, err := partition.FormatFAT(dev, espP, "ESP")
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, p := range t.Partitions {
+		if p.Role != partition.RoleLocal {
+			continue
+		}
+		sec := partition.Section{D: dev, Off: p.Start, Len: p.Len}
+		switch p.FS {
+		case "swap":
+			err = partition.MakeSwap(sec, p.Name)
+		case "ext4":
+			err = partition.MakeExt4(ctx, sec, p.Name, o.TmpDir)
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("partition %s: %w", p.Name, err)
+		}
+	}
+	m := o.Image.Manifest
+	st := &State{
+		Format: 1, ImageID: o.Image.ID, Name: m.Name, Version: m.Version,
+		Status: StatusWriting, Started: time.Now().UTC(), Table: t,
+		Done: map[string]*copier.Bitmap{},
+	}
+	for _, p := range m.Partitions {
+		if p.Content != nil {
+			st.Done[p.Name] = copier.NewBitmap(len(p.Content.Chunks))
+		}
+	}
+	// The manifest goes first: a state file always names a manifest that is
+	// already there.
+	if err := esp.WriteFile(ManifestFile, o.Image.Raw); err != nil {
+		return nil, nil, fmt.Errorf("write %s on the ESP: %w", ManifestFile, err)
+	}
+	if err := dev.Sync(); err != nil {
+		return nil, nil, err
+	}
+	if err := writeState(dev, esp, st); err != nil {
+		return nil, nil, err
+	}
+	o.emit(Event{Kind: "phase", Phase: "partitioned"})
+	return st, esp, nil
+}
+
+func writeState(dev *partition.Disk, esp *partition.FAT, st *State) error {
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := esp.WriteFile(StateFile, append(b, '\n')); err != nil {
+		return fmt.Errorf("write %s on the ESP: %w", StateFile, err)
+	}
+	return dev.Sync()
+}
+
+// target is a partition with exact zeroing through the whole device.
+type target struct {
+	partition.Section
+	dev *partition.Disk
+	off int64
+}
+
+func (t target) ZeroRange(off, n int64) error { return t.dev.ZeroRange(t.off+off, n) }
+
+// journal checkpoints the state while chunks are being written.
+type journal struct {
+	dev   *partition.Disk
+	esp   *partition.FAT
+	st    *State
+	every time.Duration
+	emit  func(Event)
+	mu    sync.Mutex
+}
+
+// checkpoint syncs the data written so far, then records which chunks it
+// holds. The bitmaps are cloned before the sync, so every chunk in the
+// record was written before the sync began.
+func (j *journal) checkpoint() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	snap := *j.st
+	snap.Done = map[string]*copier.Bitmap{}
+	n := 0
+	for k, v := range j.st.Done {
+		c := v.Clone()
+		snap.Done[k] = c
+		n += c.Count()
+	}
+	if err := j.dev.Sync(); err != nil {
+		return err
+	}
+	if err := writeState(j.dev, j.esp, &snap); err != nil {
+		return err
+	}
+	j.emit(Event{Kind: "checkpoint", Chunks: n})
+	return nil
+}
+
+// start runs checkpoints in the background until the returned stop is
+// called; stop writes a last one.
+func (j *journal) start(ctx context.Context) (stop func() error) {
+	every := j.every
+	if every <= 0 {
+		every = 2 * time.Second
+	}
+	done := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				errc <- nil
+				return
+			case <-ctx.Done():
+				errc <- nil
+				return
+			case <-t.C:
+				if err := j.checkpoint(); err != nil {
+					errc <- err
+					return
+				}
+			}
+		}
+	}()
+	return func() error {
+		close(done)
+		if err := <-errc; err != nil {
+			return err
+		}
+		return j.checkpoint()
+	}
+}

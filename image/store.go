@@ -1,0 +1,309 @@
+package image
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/google/renameio/v2"
+	"github.com/klauspost/compress/zstd"
+)
+
+// Source is what a deploy reads from: a store directory today, an HTTP store
+// or a deployed disk later. Implementations must be safe for concurrent use.
+type Source interface {
+	// Index lists the images and versions the source holds.
+	Index(ctx context.Context) (*Index, error)
+	// Manifest returns the raw manifest bytes of one version.
+	Manifest(ctx context.Context, name, version string) ([]byte, error)
+	// Chunk returns the stored (zstd-compressed) bytes of a chunk.
+	Chunk(ctx context.Context, sum string) ([]byte, error)
+}
+
+// Index is the store's table of contents, kept as index.json at the store
+// root so that a static HTTP server can serve listings too.
+type Index struct {
+	Images map[string][]IndexEntry `json:"images"`
+}
+
+// IndexEntry is one version in the index.
+type IndexEntry struct {
+	Version string    `json:"version"`
+	ID      string    `json:"id"`
+	Created time.Time `json:"created"`
+}
+
+// Latest returns the newest version of name by creation time.
+func (x *Index) Latest(name string) (IndexEntry, bool) {
+	vs := x.Images[name]
+	if len(vs) == 0 {
+		return IndexEntry{}, false
+	}
+	best := vs[0]
+	for _, v := range vs[1:] {
+		if v.Created.After(best.Created) || (v.Created.Equal(best.Created) && v.Version > best.Version) {
+			best = v
+		}
+	}
+	return best, true
+}
+
+// Resolved is a manifest fetched from a source with its id.
+type Resolved struct {
+	Manifest *Manifest
+	Raw      []byte
+	ID       string
+}
+
+// Resolve fetches and parses name at version; an empty version means the
+// newest one.
+func Resolve(ctx context.Context, src Source, name, version string) (*Resolved, error) {
+	if err := ValidName(name); err != nil {
+		return nil, fmt.Errorf("image name: %w", err)
+	}
+	if version == "" {
+		idx, err := src.Index(ctx)
+		if err != nil {
+			return nil, err
+		}
+		e, ok := idx.Latest(name)
+		if !ok {
+			return nil, fmt.Errorf("image %q: %w in the store", name, ErrNotFound)
+		}
+		version = e.Version
+	} else if err := ValidName(version); err != nil {
+		return nil, fmt.Errorf("image version: %w", err)
+	}
+	raw, err := src.Manifest(ctx, name, version)
+	if err != nil {
+		return nil, err
+	}
+	m, err := Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("image %s:%s: %w", name, version, err)
+	}
+	if m.Name != name || m.Version != version {
+		return nil, fmt.Errorf("%w: image %s:%s holds a manifest for %s:%s", ErrFormat, name, version, m.Name, m.Version)
+	}
+	return &Resolved{Manifest: m, Raw: raw, ID: ID(raw)}, nil
+}
+
+// Dir is a store in a local directory.
+type Dir struct {
+	Root string
+
+	mu  sync.Mutex // serialises index updates
+	enc *zstd.Encoder
+}
+
+// OpenDir opens an existing store directory.
+func OpenDir(root string) (*Dir, error) {
+	st, err := os.Stat(filepath.Join(root, "chunks"))
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%s is not an imprint store (no chunks/ directory): %w", root, ErrNotFound)
+		}
+		return nil, err
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("%s/chunks is not a directory", root)
+	}
+	return &Dir{Root: root}, nil
+}
+
+// CreateDir opens a store directory, creating it when missing.
+func CreateDir(root string) (*Dir, error) {
+	for _, d := range []string{"chunks", "images"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	return &Dir{Root: root}, nil
+}
+
+func (d *Dir) chunkPath(sum string) string {
+	return filepath.Join(d.Root, "chunks", sum[:2], sum)
+}
+
+func (d *Dir) manifestPath(name, version string) string {
+	return filepath.Join(d.Root, "images", name, version, "manifest.json")
+}
+
+// Index implements Source. It is built from the directory tree, so a store
+// copied by hand without index.json still lists its images.
+func (d *Dir) Index(ctx context.Context) (*Index, error) {
+	idx := &Index{Images: map[string][]IndexEntry{}}
+	names, err := os.ReadDir(filepath.Join(d.Root, "images"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	for _, n := range names {
+		if !n.IsDir() || ValidName(n.Name()) != nil {
+			continue
+		}
+		vers, err := os.ReadDir(filepath.Join(d.Root, "images", n.Name()))
+		if err != nil {
+			return nil, err
+		}
+		for _, v := range vers {
+			if !v.IsDir() || ValidName(v.Name()) != nil {
+				continue
+			}
+			raw, err := os.ReadFile(d.manifestPath(n.Name(), v.Name()))
+			if err != nil {
+				continue // a version directory without a manifest is not an image yet
+			}
+			var head struct {
+				Created time.Time `json:"created"`
+			}
+			_ = json.Unmarshal(raw, &head)
+			idx.Images[n.Name()] = append(idx.Images[n.Name()], IndexEntry{Version: v.Name(), ID: ID(raw), Created: head.Created})
+		}
+	}
+	for _, vs := range idx.Images {
+		sort.Slice(vs, func(i, j int) bool { return vs[i].Created.Before(vs[j].Created) })
+	}
+	return idx, nil
+}
+
+// Manifest implements Source.
+func (d *Dir) Manifest(ctx context.Context, name, version string) ([]byte, error) {
+	if ValidName(name) != nil || ValidName(version) != nil {
+		return nil, fmt.Errorf("image %s:%s: %w", name, version, ErrNotFound)
+	}
+	raw, err := os.ReadFile(d.manifestPath(name, version))
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, err2 := os.Stat(filepath.Join(d.Root, "images", name)); err2 != nil {
+			return nil, fmt.Errorf("image %q: %w in store %s", name, ErrNotFound, d.Root)
+		}
+		return nil, fmt.Errorf("image %q version %q: %w in store %s", name, version, ErrNotFound, d.Root)
+	}
+	return raw, err
+}
+
+// Chunk implements Source.
+func (d *Dir) Chunk(ctx context.Context, sum string) ([]byte, error) {
+	if !isHash(sum) {
+		return nil, fmt.Errorf("chunk %q: %w", sum, ErrNotFound)
+	}
+	b, err := os.ReadFile(d.chunkPath(sum))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("chunk %s: %w in store %s", sum, ErrNotFound, d.Root)
+	}
+	return b, err
+}
+
+// HasChunk reports whether the chunk is already stored.
+func (d *Dir) HasChunk(sum string) bool {
+	_, err := os.Stat(d.chunkPath(sum))
+	return err == nil
+}
+
+// PutChunk stores data under its SHA-256 unless a chunk of that name is
+// already there. The write is atomic: a crash leaves no partial chunk under
+// its final name.
+func (d *Dir) PutChunk(sum string, data []byte) (stored bool, err error) {
+	if d.HasChunk(sum) {
+		return false, nil
+	}
+	enc, err := d.encoder()
+	if err != nil {
+		return false, err
+	}
+	comp := enc.EncodeAll(data, make([]byte, 0, len(data)/2))
+	p := d.chunkPath(sum)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return false, err
+	}
+	if err := renameio.WriteFile(p, comp, 0o644); err != nil {
+		return false, fmt.Errorf("store chunk %s: %w", sum, err)
+	}
+	return true, nil
+}
+
+func (d *Dir) encoder() (*zstd.Encoder, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.enc == nil {
+		// EncodeAll is safe for concurrent use; one encoder serves all workers.
+		e, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1))
+		if err != nil {
+			return nil, err
+		}
+		d.enc = e
+	}
+	return d.enc, nil
+}
+
+// PutManifest writes a manifest atomically and refreshes index.json. An
+// existing version with different bytes is refused: versions are immutable.
+func (d *Dir) PutManifest(m *Manifest) (id string, err error) {
+	if err := m.Validate(); err != nil {
+		return "", err
+	}
+	raw, err := m.Marshal()
+	if err != nil {
+		return "", err
+	}
+	p := d.manifestPath(m.Name, m.Version)
+	if old, err := os.ReadFile(p); err == nil {
+		if string(old) != string(raw) {
+			return "", fmt.Errorf("image %s:%s: %w (image id %s); pick another --version", m.Name, m.Version, ErrExists, ID(old))
+		}
+		return ID(raw), nil
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return "", err
+	}
+	if err := renameio.WriteFile(p, raw, 0o644); err != nil {
+		return "", err
+	}
+	return ID(raw), d.writeIndex()
+}
+
+func (d *Dir) writeIndex() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	idx, err := d.Index(context.Background())
+	if err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(idx, "", "  ")
+	if err != nil {
+		return err
+	}
+	return renameio.WriteFile(filepath.Join(d.Root, "index.json"), append(b, '\n'), 0o644)
+}
+
+// ChunkStat describes stored chunks for inspect.
+type ChunkStat struct {
+	Count int
+	Bytes int64 // compressed bytes on disk
+}
+
+// StoredChunks walks chunks/ and sums what is there.
+func (d *Dir) StoredChunks() (ChunkStat, error) {
+	var st ChunkStat
+	err := filepath.WalkDir(filepath.Join(d.Root, "chunks"), func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if e.Type().IsRegular() && isHash(e.Name()) {
+			info, err := e.Info()
+			if err != nil {
+				return err
+			}
+			st.Count++
+			st.Bytes += info.Size()
+		}
+		return nil
+	})
+	return st, err
+}

@@ -1,0 +1,18 @@
+// Package partition owns layouts, GPT creation and reading, placement on a
+// target, and the safety checks that keep imprint off the wrong disk.
+package partition
+
+import "errors"
+
+// Sentinel errors callers act on.
+var (
+	ErrBadLayout   = errors.New("bad layout")
+	ErrTooSmall    = errors.New("target too small")
+	ErrMounted     = errors.New("target is mounted")
+	ErrSwap        = errors.New("target is used as swap")
+	ErrHeld        = errors.New("target is held by another device")
+	ErrRunningRoot = errors.New("target holds the running root filesystem")
+	ErrReadOnly    = errors.New("target is read-only")
+	ErrNoGPT       = errors.New("no GPT partition table")
+	ErrNotTarget   = errors.New("target is neither a block device nor a regular file")
+)

@@ -1,0 +1,188 @@
+package partition
+
+import (
+	"errors"
+	"fmt"
+	iofs "io/fs"
+	"os"
+	"path"
+	"strings"
+
+	"github.com/diskfs/go-diskfs/backend/file"
+	"github.com/diskfs/go-diskfs/filesystem/fat32"
+)
+
+// MinESPSize is the smallest FAT32 ESP that firmware accepts at 512-byte
+// sectors: below it FAT32 has too few clusters (see FIELD-NOTES).
+const MinESPSize = 48 << 20
+
+// FAT is a FAT32 filesystem on a partition of an unmounted target, read and
+// written through go-diskfs (the ESP cannot be mounted on every host).
+type FAT struct {
+	fs         *fat32.FileSystem
+	dev        Device
+	start, len int64
+}
+
+// FormatFAT makes a new FAT32 filesystem on p.
+func FormatFAT(dev Device, p Placed, label string) (*FAT, error) {
+	minSize := int64(MinESPSize)
+	if dev.SectorSize() == 4096 {
+		minSize = 300 << 20
+	}
+	if p.Len < minSize {
+		return nil, fmt.Errorf("%w: partition %q is %s; FAT32 at %d-byte sectors needs at least %s", ErrBadLayout, p.Name, HumanSize(p.Len), dev.SectorSize(), HumanSize(minSize))
+	}
+	fs, err := fat32.Create(file.New(fileView{dev}, false), p.Len, p.Start, dev.SectorSize(), label, false)
+	if err != nil {
+		return nil, fmt.Errorf("format FAT32 on partition %q: %w", p.Name, err)
+	}
+	return &FAT{fs: fs, dev: dev, start: p.Start, len: p.Len}, nil
+}
+
+// OpenFAT opens the FAT32 filesystem on the partition at start/len.
+func OpenFAT(dev Device, start, length int64) (*FAT, error) {
+	fs, err := fat32.Read(file.New(fileView{dev}, false), length, start, dev.SectorSize())
+	if err != nil {
+		return nil, fmt.Errorf("read FAT32 at offset %d: %w", start, err)
+	}
+	return &FAT{fs: fs, dev: dev, start: start, len: length}, nil
+}
+
+// go-diskfs wants "/a/b" for OpenFile/Mkdir and "a/b" for ReadDir.
+func abs(p string) string { return "/" + strings.TrimPrefix(path.Clean("/"+p), "/") }
+func rel(p string) string {
+	r := strings.TrimPrefix(path.Clean("/"+p), "/")
+	if r == "" {
+		return "."
+	}
+	return r
+}
+
+// MkdirAll makes dir and its parents.
+func (f *FAT) MkdirAll(dir string) error {
+	top := strings.SplitN(rel(dir), "/", 2)[0]
+	newTop := top != "." && !f.Exists(top)
+	if err := f.fs.Mkdir(abs(dir)); err != nil {
+		return err
+	}
+	if !newTop {
+		return nil
+	}
+	g, err := readGeom(f.dev, f.start)
+	if err != nil {
+		return err
+	}
+	if err := g.fixDotDot(f.dev, top); err != nil {
+		return fmt.Errorf("mkdir %s: %w", top, err)
+	}
+	return f.reopen()
+}
+
+func (f *FAT) reopen() error {
+	fs, err := fat32.Read(file.New(fileView{f.dev}, false), f.len, f.start, f.dev.SectorSize())
+	if err != nil {
+		return err
+	}
+	f.fs = fs
+	return nil
+}
+
+// ReadFile reads a whole file. It reads the cluster chain itself:
+// go-diskfs v1.9.4 returns bytes past the end of a file when it is read in
+// pieces that do not end on a cluster boundary.
+func (f *FAT) ReadFile(name string) ([]byte, error) {
+	if !f.Exists(name) {
+		return nil, fmt.Errorf("%s: %w", name, iofs.ErrNotExist)
+	}
+	g, err := readGeom(f.dev, f.start)
+	if err != nil {
+		return nil, err
+	}
+	return g.readFile(f.dev, rel(name))
+}
+
+// Exists reports whether name is there.
+func (f *FAT) Exists(name string) bool {
+	ents, err := f.fs.ReadDir(rel(path.Dir(abs(name))))
+	if err != nil {
+		return false
+	}
+	base := path.Base(abs(name))
+	for _, e := range ents {
+		if strings.EqualFold(e.Name(), base) {
+			return true
+		}
+	}
+	return false
+}
+
+// ReadDir lists a directory.
+func (f *FAT) ReadDir(dir string) ([]iofs.DirEntry, error) {
+	return f.fs.ReadDir(rel(dir))
+}
+
+// Remove deletes a file; a missing file is not an error.
+func (f *FAT) Remove(name string) error {
+	if !f.Exists(name) {
+		return nil
+	}
+	g, err := readGeom(f.dev, f.start)
+	if err != nil {
+		return err
+	}
+	_, first, err := g.lookup(f.dev, rel(name))
+	if err != nil {
+		return err
+	}
+	clusters, err := g.chain(f.dev, first)
+	if err != nil {
+		return err
+	}
+	if err := f.fs.Remove(abs(name)); err != nil {
+		return err
+	}
+	if err := g.free(f.dev, clusters); err != nil {
+		return err
+	}
+	return f.reopen()
+}
+
+// WriteFile writes name so that a crash leaves either the old or the new
+// content findable: the data goes to name+".new" first, then the old file
+// is removed and the new one renamed over. ReadFileAtomic finds the ".new"
+// file if the crash fell between the two.
+func (f *FAT) WriteFile(name string, data []byte) error {
+	if err := f.MkdirAll(path.Dir(abs(name))); err != nil {
+		return err
+	}
+	tmp := abs(name) + ".new"
+	if err := f.Remove(tmp); err != nil {
+		return err
+	}
+	h, err := f.fs.OpenFile(tmp, os.O_CREATE|os.O_RDWR|os.O_TRUNC)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", tmp, err)
+	}
+	if _, err := h.Write(data); err != nil {
+		h.Close()
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err := h.Close(); err != nil {
+		return err
+	}
+	if err := f.Remove(name); err != nil {
+		return err
+	}
+	return f.fs.Rename(tmp, abs(name))
+}
+
+// ReadFileAtomic reads a file written by WriteFile, falling back to the
+// ".new" file that a crash between remove and rename leaves.
+func (f *FAT) ReadFileAtomic(name string) ([]byte, error) {
+	b, err := f.ReadFile(name)
+	if errors.Is(err, iofs.ErrNotExist) {
+		return f.ReadFile(name + ".new")
+	}
+	return b, err
+}

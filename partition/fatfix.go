@@ -1,0 +1,217 @@
+package partition
+
+import (
+	"encoding/binary"
+	"fmt"
+	"strings"
+	"unicode/utf16"
+)
+
+// go-diskfs v1.9.4 leaves two marks that fsck.fat reports: a removed file's
+// clusters stay allocated, and a directory made in the root gets a ".."
+// entry pointing at the root's cluster instead of 0. fatGeom reads the
+// on-disk structures directly to mend both; the FAT is reopened afterwards
+// because go-diskfs keeps its own copy of the table in memory.
+type fatGeom struct {
+	start, bps, spc, rsvd, nfats, fatSz int64
+	root                                uint32
+}
+
+func readGeom(dev Device, start int64) (fatGeom, error) {
+	b := make([]byte, 512)
+	if _, err := dev.ReadAt(b, start); err != nil {
+		return fatGeom{}, err
+	}
+	g := fatGeom{
+		start: start,
+		bps:   int64(binary.LittleEndian.Uint16(b[11:])),
+		spc:   int64(b[13]),
+		rsvd:  int64(binary.LittleEndian.Uint16(b[14:])),
+		nfats: int64(b[16]),
+		fatSz: int64(binary.LittleEndian.Uint32(b[36:])),
+		root:  binary.LittleEndian.Uint32(b[44:]),
+	}
+	if g.bps == 0 || g.spc == 0 || g.nfats == 0 || g.fatSz == 0 || g.root < 2 {
+		return fatGeom{}, fmt.Errorf("not a FAT32 boot sector at offset %d", start)
+	}
+	return g, nil
+}
+
+func (g fatGeom) clusterBytes() int64 { return g.bps * g.spc }
+
+func (g fatGeom) clusterOff(c uint32) int64 {
+	data := g.start + (g.rsvd+g.nfats*g.fatSz)*g.bps
+	return data + int64(c-2)*g.clusterBytes()
+}
+
+func (g fatGeom) entryOff(c uint32, copyN int64) int64 {
+	return g.start + (g.rsvd+copyN*g.fatSz)*g.bps + int64(c)*4
+}
+
+func (g fatGeom) next(dev Device, c uint32) (uint32, error) {
+	var b [4]byte
+	if _, err := dev.ReadAt(b[:], g.entryOff(c, 0)); err != nil {
+		return 0, err
+	}
+	return binary.LittleEndian.Uint32(b[:]) & 0x0FFFFFFF, nil
+}
+
+func (g fatGeom) chain(dev Device, c uint32) ([]uint32, error) {
+	var out []uint32
+	for c >= 2 && c < 0x0FFFFFF7 {
+		out = append(out, c)
+		if len(out) > 1<<22 {
+			return nil, fmt.Errorf("FAT cluster chain loops")
+		}
+		n, err := g.next(dev, c)
+		if err != nil {
+			return nil, err
+		}
+		c = n
+	}
+	return out, nil
+}
+
+func (g fatGeom) free(dev Device, clusters []uint32) error {
+	var zero [4]byte
+	for _, c := range clusters {
+		for i := range g.nfats {
+			if _, err := dev.WriteAt(zero[:], g.entryOff(c, i)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// lookup finds the directory entry of name ("a/b") and returns the entry's
+// byte offset and its first cluster.
+func (g fatGeom) lookup(dev Device, name string) (off int64, cluster uint32, err error) {
+	dir := g.root
+	parts := strings.Split(strings.Trim(name, "/"), "/")
+	for i, part := range parts {
+		off, cluster, err = g.find(dev, dir, part)
+		if err != nil {
+			return 0, 0, err
+		}
+		if off < 0 {
+			return 0, 0, fmt.Errorf("%s: not found", strings.Join(parts[:i+1], "/"))
+		}
+		dir = cluster
+	}
+	return off, cluster, nil
+}
+
+func (g fatGeom) find(dev Device, dir uint32, name string) (int64, uint32, error) {
+	clusters, err := g.chain(dev, dir)
+	if err != nil {
+		return 0, 0, err
+	}
+	buf := make([]byte, g.clusterBytes())
+	var lfn []uint16
+	for _, c := range clusters {
+		if _, err := dev.ReadAt(buf, g.clusterOff(c)); err != nil {
+			return 0, 0, err
+		}
+		for o := 0; o+32 <= len(buf); o += 32 {
+			e := buf[o : o+32]
+			switch {
+			case e[0] == 0:
+				return -1, 0, nil
+			case e[0] == 0xE5:
+				lfn = nil
+				continue
+			case e[11] == 0x0F:
+				if e[0]&0x40 != 0 {
+					lfn = nil
+				}
+				var part []uint16
+				for _, r := range [][2]int{{1, 11}, {14, 26}, {28, 32}} {
+					for k := r[0]; k < r[1]; k += 2 {
+						part = append(part, binary.LittleEndian.Uint16(e[k:]))
+					}
+				}
+				lfn = append(part, lfn...)
+				continue
+			}
+			long := ""
+			if lfn != nil {
+				u := lfn
+				for k, ch := range u {
+					if ch == 0 {
+						u = u[:k]
+						break
+					}
+				}
+				long = string(utf16.Decode(u))
+			}
+			lfn = nil
+			short := strings.TrimRight(string(e[0:8]), " ")
+			if ext := strings.TrimRight(string(e[8:11]), " "); ext != "" {
+				short += "." + ext
+			}
+			if strings.EqualFold(long, name) || strings.EqualFold(short, name) {
+				cl := uint32(binary.LittleEndian.Uint16(e[20:]))<<16 | uint32(binary.LittleEndian.Uint16(e[26:]))
+				return g.clusterOff(c) + int64(o), cl, nil
+			}
+		}
+	}
+	return -1, 0, nil
+}
+
+// fixDotDot points the ".." entry of a directory made in the root at
+// cluster 0, as the FAT specification wants.
+func (g fatGeom) fixDotDot(dev Device, name string) error {
+	_, c, err := g.lookup(dev, name)
+	if err != nil {
+		return err
+	}
+	dotdot := g.clusterOff(c) + 32
+	var e [32]byte
+	if _, err := dev.ReadAt(e[:], dotdot); err != nil {
+		return err
+	}
+	if string(e[0:2]) != ".." {
+		return fmt.Errorf("%s: second entry is not \"..\"", name)
+	}
+	var zero [2]byte
+	if _, err := dev.WriteAt(zero[:], dotdot+20); err != nil {
+		return err
+	}
+	_, err = dev.WriteAt(zero[:], dotdot+26)
+	return err
+}
+
+func (g fatGeom) readFile(dev Device, name string) ([]byte, error) {
+	off, first, err := g.lookup(dev, name)
+	if err != nil {
+		return nil, err
+	}
+	var e [32]byte
+	if _, err := dev.ReadAt(e[:], off); err != nil {
+		return nil, err
+	}
+	if e[11]&0x10 != 0 {
+		return nil, fmt.Errorf("%s is a directory", name)
+	}
+	size := int64(binary.LittleEndian.Uint32(e[28:]))
+	clusters, err := g.chain(dev, first)
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(clusters))*g.clusterBytes() < size {
+		return nil, fmt.Errorf("%s: %d bytes in %d clusters: the FAT chain is short", name, size, len(clusters))
+	}
+	out := make([]byte, size)
+	for i, c := range clusters {
+		lo := int64(i) * g.clusterBytes()
+		if lo >= size {
+			break
+		}
+		hi := min(lo+g.clusterBytes(), size)
+		if _, err := dev.ReadAt(out[lo:hi], g.clusterOff(c)); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}

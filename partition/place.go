@@ -1,0 +1,133 @@
+package partition
+
+import (
+	"crypto/rand"
+	"fmt"
+)
+
+// Align is where every partition starts and how sizes round: 1 MiB suits
+// 512-byte and 4 KiB sectors and every SSD erase block we know of.
+const Align = 1 << 20
+
+// Placed is a layout entry resolved against a target.
+type Placed struct {
+	Spec
+	Index int    `json:"index"` // 1-based GPT entry
+	Start int64  `json:"start"` // bytes from the start of the disk
+	Len   int64  `json:"len"`   // bytes
+	GUID  string `json:"partuuid"`
+}
+
+// Table is a layout placed on a disk of a given size.
+type Table struct {
+	DiskGUID   string   `json:"disk_guid"`
+	SectorSize int64    `json:"sector_size"`
+	DiskSize   int64    `json:"disk_size"`
+	Partitions []Placed `json:"partitions"`
+}
+
+// Find returns the placed partition named name.
+func (t *Table) Find(name string) (Placed, bool) {
+	for _, p := range t.Partitions {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return Placed{}, false
+}
+
+// ByRole returns the first partition with role r.
+func (t *Table) ByRole(r Role) (Placed, bool) {
+	for _, p := range t.Partitions {
+		if p.Role == r {
+			return p, true
+		}
+	}
+	return Placed{}, false
+}
+
+func alignUp(n int64) int64 { return (n + Align - 1) / Align * Align }
+
+// gptReserve is what the backup GPT needs at the end of the disk: the
+// 16 KiB entry array plus its header sector.
+func gptReserve(sectorSize int64) int64 { return 16384 + sectorSize }
+
+// MinSize is the smallest disk the layout fits on.
+func MinSize(l Layout, sectorSize int64) int64 {
+	n := int64(Align)
+	for _, p := range l.Partitions {
+		if p.Rest && p.Optional {
+			continue
+		}
+		n += alignUp(p.Size)
+	}
+	return n + alignUp(gptReserve(sectorSize))
+}
+
+// Place lays l out on a disk of diskSize bytes with the given logical sector
+// size, giving every partition a new random PARTUUID and the disk a new GUID.
+// Partitions start on 1 MiB boundaries in layout order; a "rest" partition
+// ends on the last 1 MiB boundary before the backup GPT.
+func Place(l Layout, diskSize, sectorSize int64) (*Table, error) {
+	if err := l.Validate(); err != nil {
+		return nil, err
+	}
+	if sectorSize != 512 && sectorSize != 4096 {
+		return nil, fmt.Errorf("sector size %d: only 512 and 4096 are supported", sectorSize)
+	}
+	need := MinSize(l, sectorSize)
+	if diskSize < need {
+		return nil, fmt.Errorf("%w: the target has %s, the layout needs %s", ErrTooSmall, HumanSize(diskSize), HumanSize(need))
+	}
+	end := (diskSize - gptReserve(sectorSize)) / Align * Align
+	fixed := int64(0)
+	for _, p := range l.Partitions {
+		if !p.Rest {
+			fixed += alignUp(p.Size)
+		}
+	}
+	restLen := end - Align - fixed
+
+	t := &Table{DiskGUID: newGUID(), SectorSize: sectorSize, DiskSize: diskSize}
+	off := int64(Align)
+	for _, p := range l.Partitions {
+		n := alignUp(p.Size)
+		if p.Rest {
+			if restLen < p.Size {
+				if p.Optional {
+					continue
+				}
+				return nil, fmt.Errorf("%w: partition %q needs at least %s, %s is left", ErrTooSmall, p.Name, HumanSize(p.Size), HumanSize(restLen))
+			}
+			n = restLen
+		}
+		t.Partitions = append(t.Partitions, Placed{Spec: p, Index: len(t.Partitions) + 1, Start: off, Len: n, GUID: newGUID()})
+		off += n
+	}
+	return t, nil
+}
+
+func newGUID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand never fails on Linux
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%X-%X-%X-%X-%X", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// HumanSize prints bytes in binary units with one decimal.
+func HumanSize(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	s := fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
+	return s
+}
