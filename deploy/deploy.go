@@ -232,7 +232,9 @@ func prepare(o Options) (*Plan, *partition.Disk, *OnDisk, error) {
 	plan := &Plan{Disk: o.Disk, Image: m.Name + ":" + m.Version, ImageID: o.Image.ID}
 	_, statErr := os.Stat(o.Disk)
 	plan.Create = errors.Is(statErr, os.ErrNotExist)
-	if o.DryRun && plan.Create {
+	if plan.Create {
+		// Plan before creating anything, so a layout that does not fit
+		// leaves no file behind.
 		if o.Size <= 0 {
 			return nil, nil, nil, fmt.Errorf("%s does not exist; give --size to create an image file", o.Disk)
 		}
@@ -242,7 +244,9 @@ func prepare(o Options) (*Plan, *partition.Disk, *OnDisk, error) {
 			return nil, nil, nil, fmt.Errorf("%s: %w", o.Disk, err)
 		}
 		plan.Table = t
-		return plan, nil, nil, nil
+		if o.DryRun {
+			return plan, nil, nil, nil
+		}
 	}
 	dev, err := partition.OpenDisk(o.Disk, partition.OpenOptions{Write: !o.DryRun, Create: true, Size: o.Size})
 	if err != nil {

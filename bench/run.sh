@@ -1,0 +1,355 @@
+#!/usr/bin/env bash
+# imprint benchmark: imprint deploy vs bmaptool copy vs dd, on the same data,
+# in one run. Called by `make bench` (after `make build`).
+#
+#   bash bench/run.sh                 full size (~1 GiB of content, 4 GiB disk)
+#   BENCH_QUICK=1 bash bench/run.sh   4x smaller, a smoke run
+#   BENCH_DIR=/big/disk bash ...      where the work files go (default bench/out/work)
+#   BENCH_REPS=3                      repetitions per timed command (median is reported)
+#   BENCH_KEEP=1                      keep the big work files at the end
+#
+# Needs: bin/imprint, bmaptool (bmap-tools), zstd, sgdisk (gdisk),
+# mkfs.ext4 (e2fsprogs), coreutils. Run as root (drop_caches; imprint deploy).
+#
+# Output: a table on stdout and in bench/out/results.md; details of every run
+# in the work directory's logs (removed with the work files unless BENCH_KEEP=1).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+IMPRINT=$ROOT/bin/imprint
+OUT=$ROOT/bench/out
+W=${BENCH_DIR:-$OUT/work}
+REPS=${BENCH_REPS:-3}
+QUICK=${BENCH_QUICK:-0}
+
+MiB=$((1 << 20))
+GiB=$((1 << 30))
+if [[ $QUICK == 1 ]]; then
+	DISK=$((1 * GiB))    # whole sparse disk image
+	ESP=$((128 * MiB))   # ESP of the source image (>= 48 MiB for FAT32)
+	COMP=$((150 * MiB))  # compressible files in the root tree
+	RAND=$((100 * MiB))  # random files in the root tree
+	DENSE=$((256 * MiB)) # dense partition of random data
+else
+	DISK=$((4 * GiB))
+	ESP=$((512 * MiB))
+	COMP=$((600 * MiB))
+	RAND=$((400 * MiB))
+	DENSE=$((1 * GiB))
+fi
+DENSE_DISK=$((ESP + DENSE + 64 * MiB)) # room for the ESP, the partition and GPT
+
+log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() {
+	log "FAIL: $*"
+	exit 1
+}
+
+for t in bmaptool zstd sgdisk mkfs.ext4 cmp tar; do
+	command -v "$t" >/dev/null || die "$t not found (make deps installs it)"
+done
+[[ -x $IMPRINT ]] || die "$IMPRINT missing: run make build"
+[[ $(id -u) == 0 ]] || die "run as root (imprint deploy, drop_caches)"
+
+mkdir -p "$OUT" "$W"
+W=$(cd "$W" && pwd)
+LOGS=$W/logs
+rm -rf "$LOGS"
+mkdir -p "$LOGS"
+
+cleanup() {
+	local rc=$?
+	if [[ ${BENCH_KEEP:-0} != 1 ]]; then
+		rm -rf "$W/tree" "$W/store" "$W/dstore" "$W"/*.img "$W"/*.zst "$W"/*.bmap "$W"/*.raw "$W"/*.ext4
+	fi
+	((rc == 0)) || log "failed (exit $rc); logs in $LOGS"
+}
+trap cleanup EXIT
+
+drop_caches() {
+	sync
+	echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || log "warning: cannot drop caches (timings include cached reads)"
+}
+
+now() { date +%s.%N; }
+
+# median of the arguments (numbers)
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+# ---------------------------------------------------------------- GPT helpers
+# part_range FILE TYPECODE -> "start_byte length_bytes" of the first partition
+# with that sgdisk type code (e.g. 8304, EF00).
+part_range() {
+	local f=$1 code=$2 line
+	line=$(sgdisk -p "$f" 2>/dev/null | awk -v c="$code" '$1 ~ /^[0-9]+$/ && toupper($6) == toupper(c) {print $2, $3; exit}')
+	[[ -n $line ]] || die "$f: no partition of type $code"
+	set -- $line
+	echo "$(($1 * 512)) $((($2 - $1 + 1) * 512))"
+}
+part_range_by_name() { # FILE NAME (GPT partition name)
+	local f=$1 name=$2 line
+	line=$(sgdisk -p "$f" 2>/dev/null | awk -v n="$name" '$1 ~ /^[0-9]+$/ && $7 == n {print $2, $3; exit}')
+	[[ -n $line ]] || die "$f: no partition named $name"
+	set -- $line
+	echo "$(($1 * 512)) $((($2 - $1 + 1) * 512))"
+}
+
+# check_range SRC SRC_OFF TGT TGT_OFF LEN LABEL: the bytes must be identical.
+check_range() {
+	local src=$1 so=$2 tgt=$3 to=$4 len=$5 label=$6
+	if ! cmp -s -i "$so:$to" -n "$len" "$src" "$tgt"; then
+		cmp -i "$so:$to" -n "$len" "$src" "$tgt" 2>&1 | head -3 >&2 || true
+		die "$label: target differs from the source ($len bytes at $to vs $so)"
+	fi
+}
+
+# ---------------------------------------------------------------- results
+declare -A MED     # key -> median seconds
+declare -A BYTES   # key -> bytes the case is about (for MB/s)
+declare -A ALL     # key -> all samples
+ORDER=()
+
+# timed KEY BYTES SETUP_FN RUN_FN CHECK_FN: REPS times: setup (untimed), drop
+# caches, time run, check (untimed). Records the median.
+timed() {
+	local key=$1 bytes=$2 setup=$3 run=$4 check=$5 r t0 t1 samples=()
+	for ((r = 1; r <= REPS; r++)); do
+		$setup
+		drop_caches
+		t0=$(now)
+		$run >"$LOGS/$key.$r.log" 2>&1 || {
+			tail -20 "$LOGS/$key.$r.log" >&2
+			die "$key (run $r) failed"
+		}
+		t1=$(now)
+		$check "$key.$r"
+		samples+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')")
+		log "$key run $r: ${samples[-1]} s"
+	done
+	MED[$key]=$(median "${samples[@]}")
+	BYTES[$key]=$bytes
+	ALL[$key]="${samples[*]}"
+	ORDER+=("$key")
+}
+
+mbps() { awk -v b="$1" -v s="$2" 'BEGIN {printf "%.0f", b / s / 1e6}'; }
+
+T_START=$(now)
+log "work dir $W (quick=$QUICK, reps=$REPS)"
+
+# ================================================================ data
+# ---- the root tree: compressible files (copies of /usr) + random files
+log "making the root tree: $((COMP / MiB)) MiB of /usr files, $((RAND / MiB)) MiB random"
+rm -rf "$W/tree"
+mkdir -p "$W/tree/rand"
+# Regular files of /usr (text, libraries, binaries), in a stable order, cut at
+# COMP bytes; repeated into copyN/ directories if /usr is smaller than COMP.
+find /usr/share /usr/lib /usr/bin -xdev -type f -size -16M -printf '%s %p\n' 2>/dev/null |
+	sort -k2 >"$W/usrfiles"
+have=0 n=0
+while ((have < COMP)); do
+	n=$((n + 1))
+	awk -v need=$((COMP - have)) '{ if (t >= need) exit; t += $1; sub(/^[0-9]+ /, ""); print }' "$W/usrfiles" >"$W/list"
+	[[ -s $W/list ]] || die "no files found under /usr"
+	mkdir -p "$W/tree/copy$n"
+	tar -cf - --no-recursion -T "$W/list" 2>/dev/null | tar -xf - -C "$W/tree/copy$n" 2>/dev/null || true
+	have=$(du -sb --apparent-size "$W/tree" | cut -f1)
+done
+rm -f "$W/usrfiles" "$W/list"
+# Random files of different sizes.
+left=$RAND i=0
+for sz in 64 96 8 128 32 16 48 4 2 1; do
+	((left > 0)) || break
+	b=$((sz * MiB * RAND / (400 * MiB)))
+	((b > left || i == 9)) && b=$left
+	((b > 0)) || continue
+	head -c "$b" /dev/urandom >"$W/tree/rand/blob$i.bin"
+	left=$((left - b)) i=$((i + 1))
+done
+TREE_BYTES=$(du -sb --apparent-size "$W/tree" | cut -f1)
+log "tree: $((TREE_BYTES / MiB)) MiB in $(find "$W/tree" -type f | wc -l) files"
+
+# ---- the sparse GPT disk image
+log "making disk.img ($((DISK / MiB)) MiB GPT: ESP + ext4 root)"
+rm -f "$W/disk.img"
+truncate -s "$DISK" "$W/disk.img"
+# No -q: gdisk 1.0.9's sgdisk -q silently writes nothing.
+# The root ends 1 MiB before the end of the disk so every partition is a whole
+# number of MiB: imprint places partitions at 1 MiB alignment and rounds
+# sizes up to 1 MiB, so a root that runs to the last usable sector (sgdisk
+# -n 2:0:0) would not fit a target of the same size.
+R1=$((2048 + ESP / 512))
+R2=$((DISK / 512 - 2048 - 1))
+sgdisk -o -n "1:2048:$((R1 - 1))" -t 1:ef00 -c 1:esp -n "2:$R1:$R2" -t 2:8304 -c 2:root "$W/disk.img" >"$LOGS/sgdisk.log"
+read -r ROOT_OFF ROOT_LEN < <(part_range "$W/disk.img" 8304)
+log "root partition at $ROOT_OFF, $ROOT_LEN bytes"
+rm -f "$W/root.ext4"
+truncate -s "$ROOT_LEN" "$W/root.ext4"
+mkfs.ext4 -q -F -L root -b 4096 -d "$W/tree" "$W/root.ext4" >"$LOGS/mkfs.log" 2>&1 || {
+	cat "$LOGS/mkfs.log" >&2
+	die "mkfs.ext4 failed"
+}
+dd if="$W/root.ext4" of="$W/disk.img" bs=64K seek=$((ROOT_OFF / 65536)) conv=notrunc,sparse status=none
+rm -f "$W/root.ext4"
+bmaptool create -o "$W/disk.bmap" "$W/disk.img" 2>"$LOGS/bmap-create.log"
+MAPPED=$(sed -n 's:.*<MappedBlocksCount>[[:space:]]*\([0-9]*\).*:\1:p' "$W/disk.bmap")
+BLKSZ=$(sed -n 's:.*<BlockSize>[[:space:]]*\([0-9]*\).*:\1:p' "$W/disk.bmap")
+MAPPED_BYTES=$((MAPPED * BLKSZ))
+zstd -T0 -3 -q -f "$W/disk.img" -o "$W/disk.img.zst"
+log "disk.img: $((MAPPED_BYTES / MiB)) MiB mapped; disk.img.zst $(($(stat -c %s "$W/disk.img.zst") / MiB)) MiB"
+
+# ---- the dense partition
+log "making dense.raw ($((DENSE / MiB)) MiB random)"
+head -c "$DENSE" /dev/urandom >"$W/dense.raw"
+
+# ================================================================ build (not compared)
+build_setup() { rm -rf "$W/store"; }
+build_run() { "$IMPRINT" build --store "$W/store" --name bench --version v1 --disk-image "$W/disk.img"; }
+build_check() { :; }
+timed "imprint-build" "$MAPPED_BYTES" build_setup build_run build_check
+
+dbuild_setup() { rm -rf "$W/dstore"; }
+dbuild_run() { "$IMPRINT" build --store "$W/dstore" --name dense --version v1 --partition "data=$W/dense.raw"; }
+timed "imprint-build-dense" "$DENSE" dbuild_setup dbuild_run build_check
+
+# ================================================================ sparse case
+T=$W/target.img
+fresh() { rm -f "$T"; }
+
+imprint_check() { # the root partition (by type) must hold the source's bytes, and verify must pass
+	local o l
+	read -r o l < <(part_range "$T" 8304)
+	((l >= ROOT_LEN)) || die "$1: target root partition is $l bytes, source $ROOT_LEN"
+	check_range "$W/disk.img" "$ROOT_OFF" "$T" "$o" "$ROOT_LEN" "$1"
+	"$IMPRINT" verify --disk "$T" >"$LOGS/$1.verify.log" 2>&1 || die "$1: imprint verify says the disk is not identical"
+}
+same_layout_check() { # bmaptool and dd copy the whole disk: same offsets
+	[[ $(stat -c %s "$T") -ge $DISK ]] || die "$1: target is $(stat -c %s "$T") bytes, want $DISK"
+	check_range "$W/disk.img" "$ROOT_OFF" "$T" "$ROOT_OFF" "$ROOT_LEN" "$1"
+}
+
+dep_run() { "$IMPRINT" deploy --from "$W/store" --image bench:v1 --disk "$T" --size "$DISK" --yes "$@"; }
+dep_nv_run() { "$IMPRINT" deploy --from "$W/store" --image bench:v1 --disk "$T" --size "$DISK" --yes --no-verify; }
+bmap_run() { bmaptool copy --bmap "$W/disk.bmap" "$W/disk.img" "$T"; }
+bmapz_run() { bmaptool copy --bmap "$W/disk.bmap" "$W/disk.img.zst" "$T"; }
+dd_run() { dd if="$W/disk.img" of="$T" bs=4M conv=sparse,fsync; }
+
+log "sparse case: $((DISK / MiB)) MiB disk, $((MAPPED_BYTES / MiB)) MiB mapped"
+timed "imprint-deploy" "$MAPPED_BYTES" fresh dep_run imprint_check
+timed "imprint-deploy-noverify" "$MAPPED_BYTES" fresh dep_nv_run imprint_check
+timed "bmaptool-copy" "$MAPPED_BYTES" fresh bmap_run same_layout_check
+timed "bmaptool-copy-zst" "$MAPPED_BYTES" fresh bmapz_run same_layout_check
+timed "dd-sparse" "$MAPPED_BYTES" fresh dd_run same_layout_check
+
+# ================================================================ dense case
+dense_check() {
+	local o l
+	read -r o l < <(part_range_by_name "$T" data)
+	((l >= DENSE)) || die "$1: target data partition is $l bytes, want $DENSE"
+	check_range "$W/dense.raw" 0 "$T" "$o" "$DENSE" "$1"
+	"$IMPRINT" verify --disk "$T" >"$LOGS/$1.verify.log" 2>&1 || die "$1: imprint verify says the disk is not identical"
+}
+dd_dense_check() {
+	[[ $(stat -c %s "$T") -eq $DENSE ]] || die "$1: target is $(stat -c %s "$T") bytes, want $DENSE"
+	check_range "$W/dense.raw" 0 "$T" 0 "$DENSE" "$1"
+}
+ddep_run() { "$IMPRINT" deploy --from "$W/dstore" --image dense:v1 --disk "$T" --size "$DENSE_DISK" --yes "$@"; }
+ddep_nv_run() { "$IMPRINT" deploy --from "$W/dstore" --image dense:v1 --disk "$T" --size "$DENSE_DISK" --yes --no-verify; }
+ddd_run() { dd if="$W/dense.raw" of="$T" bs=4M oflag=direct conv=fsync; }
+
+log "dense case: $((DENSE / MiB)) MiB of random data"
+timed "imprint-deploy-dense" "$DENSE" fresh ddep_run dense_check
+timed "imprint-deploy-dense-noverify" "$DENSE" fresh ddep_nv_run dense_check
+timed "dd-dense" "$DENSE" fresh ddd_run dd_dense_check
+
+# ================================================================ phase breakdown
+# One more deploy of each case with --json; every event line gets a
+# timestamp, so the time of each phase (partition, write, verify) shows.
+phase_table() { # EVENTS T0
+	awk -v t0="$2" '
+		NR == 1 { prev = t0 }
+		{ t = $1 }
+		/"event":"plan"/ && !p0 { printf "open+plan %.2fs; ", t - t0; p0 = 1; last = t }
+		/"event":"phase"/ { match($0, /"phase":"[a-z]+"/); p = substr($0, RSTART + 9, RLENGTH - 10)
+			if (cur != "") printf "%s %.2fs; ", cur, t - last; cur = p; last = t }
+		/"event":"result"/ { if (cur != "") printf "%s %.2fs; ", cur, t - last; cur = ""; last = t }
+		END { printf "total %.2fs\n", t - t0 }
+	' "$1"
+}
+run_phases() { # KEY RUN...
+	local key=$1
+	shift
+	fresh
+	drop_caches
+	local t0=$EPOCHREALTIME
+	"$@" --json | while IFS= read -r l; do printf '%s %s\n' "$EPOCHREALTIME" "$l"; done >"$LOGS/$key.events"
+	phase_table "$LOGS/$key.events" "$t0"
+}
+log "phase breakdown (one extra run each, with --json)"
+PH_SPARSE=$(run_phases phases-sparse dep_run)
+PH_DENSE=$(run_phases phases-dense ddep_run)
+fresh
+
+# ================================================================ report
+r2() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+ge() { awk -v a="$1" -v b="$2" 'BEGIN {exit !(a >= b)}'; }
+
+desc() {
+	case $1 in
+	imprint-build) echo "imprint build --disk-image (not compared)" ;;
+	imprint-build-dense) echo "imprint build --partition (not compared)" ;;
+	imprint-deploy) echo "imprint deploy (verify on)" ;;
+	imprint-deploy-noverify) echo "imprint deploy --no-verify" ;;
+	bmaptool-copy) echo "bmaptool copy --bmap, raw image (checksums on)" ;;
+	bmaptool-copy-zst) echo "bmaptool copy --bmap, .img.zst (checksums on)" ;;
+	dd-sparse) echo "dd bs=4M conv=sparse,fsync" ;;
+	imprint-deploy-dense) echo "imprint deploy (verify on)" ;;
+	imprint-deploy-dense-noverify) echo "imprint deploy --no-verify" ;;
+	dd-dense) echo "dd bs=4M oflag=direct conv=fsync" ;;
+	esac
+}
+case_of() { case $1 in *dense*) echo dense ;; *) echo sparse ;; esac }
+
+SP_RATIO=$(r2 "${MED[imprint-deploy]}" "${MED[bmaptool-copy]}")
+SP_RATIO_NV=$(r2 "${MED[imprint-deploy-noverify]}" "${MED[bmaptool-copy]}")
+SP_RATIO_Z=$(r2 "${MED[imprint-deploy]}" "${MED[bmaptool-copy-zst]}")
+SP_RATIO_DD=$(r2 "${MED[imprint-deploy]}" "${MED[dd-sparse]}")
+# throughput ratio = dd time / imprint time
+DN_RATIO=$(r2 "${MED[dd-dense]}" "${MED[imprint-deploy-dense]}")
+DN_RATIO_NV=$(r2 "${MED[dd-dense]}" "${MED[imprint-deploy-dense-noverify]}")
+if ge 0.5 "$SP_RATIO"; then G1="HOLDS"; else G1="MISSED"; fi
+if ge "$DN_RATIO" 0.9; then G2="HOLDS"; else G2="MISSED"; fi
+T_TOTAL=$(awk -v a="$T_START" -v b="$(now)" 'BEGIN {printf "%.0f", b - a}')
+
+report() {
+	echo "## imprint benchmark results"
+	echo
+	echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(free -h | awk '/^Mem:/ {print $2}') RAM, imprint $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$( [[ -n $(cd "$ROOT" && git status --porcelain 2>/dev/null | grep -v '^?? bench/' | head -1) ]] && echo '+dirty'), quick=$QUICK, $REPS runs each, median; whole run ${T_TOTAL}s."
+	echo
+	echo "Sparse case: $((DISK / MiB)) MiB GPT disk image, ext4 root holding $((TREE_BYTES / MiB)) MiB of files ($((COMP / MiB)) MiB from /usr, $((RAND / MiB)) MiB random); $((MAPPED_BYTES / MiB)) MiB mapped by the bmap. Dense case: $((DENSE / MiB)) MiB of random data as one partition. MB/s = mapped (sparse) or partition (dense) bytes / wall time; 1 MB = 10^6 bytes. Page cache dropped before every run; every target checked byte for byte (cmp) afterwards, imprint targets also with \`imprint verify\`."
+	echo
+	echo "| tool | case | median s | MB/s | runs (s) |"
+	echo "|---|---|---:|---:|---|"
+	local k
+	for k in "${ORDER[@]}"; do
+		printf '| %s | %s | %.2f | %s | %s |\n' "$(desc "$k")" "$(case_of "$k")" "${MED[$k]}" "$(mbps "${BYTES[$k]}" "${MED[$k]}")" "${ALL[$k]}"
+	done
+	echo
+	echo "| ratio | value | goal |"
+	echo "|---|---:|---|"
+	echo "| sparse: imprint deploy (verify) / bmaptool copy, time | $SP_RATIO | ≤ 0.50: **$G1** |"
+	echo "| sparse: imprint deploy --no-verify / bmaptool copy, time | $SP_RATIO_NV | (information) |"
+	echo "| sparse: imprint deploy (verify) / bmaptool copy .zst, time | $SP_RATIO_Z | (information) |"
+	echo "| sparse: imprint deploy (verify) / dd conv=sparse, time | $SP_RATIO_DD | (information) |"
+	echo "| dense: imprint deploy (verify) / dd, throughput | $DN_RATIO | ≥ 0.90: **$G2** |"
+	echo "| dense: imprint deploy --no-verify / dd, throughput | $DN_RATIO_NV | (information) |"
+	echo
+	echo "imprint deploy phases (one extra run, --json event times):"
+	echo
+	echo "- sparse: $PH_SPARSE"
+	echo "- dense: $PH_DENSE"
+	echo
+	echo "bmaptool checks the bmap's SHA-256 of the data it reads while copying (its default); it does not read the target back. imprint's default reads every written chunk back from the target after dropping it from the page cache."
+}
+report | tee "$OUT/results.md"
+log "done in ${T_TOTAL}s; table also in $OUT/results.md"

@@ -1,0 +1,142 @@
+package copier
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"testing"
+
+	"github.com/imprint-dev/imprint/image"
+)
+
+// memTarget is a partition in memory that remembers which ranges were
+// written.
+type memTarget struct {
+	b       []byte
+	written map[int64]bool
+}
+
+func (m *memTarget) ReadAt(p []byte, off int64) (int, error) { return copy(p, m.b[off:]), nil }
+func (m *memTarget) WriteAt(p []byte, off int64) (int, error) {
+	m.written[off] = true
+	return copy(m.b[off:], p), nil
+}
+func (m *memTarget) ZeroRange(off, n int64) error {
+	clear(m.b[off : off+n])
+	return nil
+}
+
+const cs = 64 << 10
+
+func setup(t *testing.T) (*Copier, *image.Dir, *image.Content, []byte) {
+	t.Helper()
+	st, err := image.CreateDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 10*cs+4096)
+	rand.Read(data[:3*cs])
+	rand.Read(data[6*cs:])
+	c, _, err := image.StoreContent(context.Background(), st, bytes.NewReader(data), int64(len(data)), cs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec, _ := image.NewDecoder()
+	t.Cleanup(dec.Close)
+	return &Copier{Src: st, Dec: dec, ChunkSize: cs, Workers: 3}, st, c, data
+}
+
+func TestWriteZeroesReusedTargetAndVerifies(t *testing.T) {
+	cp, _, c, data := setup(t)
+	dst := &memTarget{b: bytes.Repeat([]byte{0xEE}, len(data)), written: map[int64]bool{}}
+	if err := cp.Write(context.Background(), c, dst, Hooks{}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(dst.b, data) {
+		t.Fatal("target differs from the content: zero chunks were not zeroed on a reused target")
+	}
+	bad, err := cp.Verify(context.Background(), c, dst, nil)
+	if err != nil || len(bad) != 0 {
+		t.Fatalf("verify: %v %v", bad, err)
+	}
+	dst.b[4*cs+7] = 1 // inside an all-zero chunk
+	dst.b[len(data)-1] ^= 1
+	bad, _ = cp.Verify(context.Background(), c, dst, nil)
+	if len(bad) != 2 || bad[0] != 4 || bad[1] != 10 {
+		t.Fatalf("verify found %v, want [4 10]", bad)
+	}
+}
+
+func TestWriteSkipsDoneChunks(t *testing.T) {
+	cp, _, c, data := setup(t)
+	dst := &memTarget{b: make([]byte, len(data)), written: map[int64]bool{}}
+	done := NewBitmap(len(c.Chunks))
+	done.Set(0)
+	done.Set(7)
+	var marked []int
+	err := cp.Write(context.Background(), c, dst, Hooks{Skip: done.Has, Done: func(i int) { marked = append(marked, i) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dst.written[0] || dst.written[7*cs] {
+		t.Fatal("a chunk marked done was written again")
+	}
+	if len(marked) != len(c.Chunks)-2 {
+		t.Fatalf("%d chunks reported done, want %d", len(marked), len(c.Chunks)-2)
+	}
+}
+
+func TestBadChunkIsNeverWritten(t *testing.T) {
+	cp, st, c, data := setup(t)
+	// Replace chunk 1's stored bytes with a valid zstd frame of other data.
+	other := make([]byte, cs)
+	rand.Read(other)
+	otherSum := image.HashBytes(other)
+	st.PutChunk(otherSum, other)
+	forged, _ := st.Chunk(context.Background(), otherSum)
+	cp.Src = swapSource{Source: st, sum: c.Chunks[1], stored: forged}
+	cp.Workers = 1
+	dst := &memTarget{b: make([]byte, len(data)), written: map[int64]bool{}}
+	err := cp.Write(context.Background(), c, dst, Hooks{})
+	if !errors.Is(err, image.ErrChecksum) {
+		t.Fatalf("got %v, want ErrChecksum", err)
+	}
+	if dst.written[cs] {
+		t.Fatal("the forged chunk reached the target")
+	}
+}
+
+type swapSource struct {
+	image.Source
+	sum    string
+	stored []byte
+}
+
+func (s swapSource) Chunk(ctx context.Context, sum string) ([]byte, error) {
+	if sum == s.sum {
+		return s.stored, nil
+	}
+	return s.Source.Chunk(ctx, sum)
+}
+
+func TestBitmapJSONRoundTrip(t *testing.T) {
+	b := NewBitmap(13)
+	for _, i := range []int{0, 5, 12} {
+		b.Set(i)
+	}
+	raw, err := b.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c Bitmap
+	if err := c.UnmarshalJSON(raw); err != nil {
+		t.Fatal(err)
+	}
+	if c.Count() != 3 || !c.Has(12) || c.Has(11) || c.Len() != 13 {
+		t.Fatalf("round trip lost bits: %s", raw)
+	}
+	if err := c.UnmarshalJSON([]byte(`{"n":100,"bits":"AA=="}`)); err == nil {
+		t.Fatal("a bitmap of the wrong length was accepted")
+	}
+}
