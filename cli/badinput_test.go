@@ -93,10 +93,10 @@ func TestDeployRefusesBadInput(t *testing.T) {
 		}, `version "9.9": not found`, true},
 		{"new file too small for the layout", func(t *testing.T, b built) (string, []string) {
 			return "", []string{"--size", "40M"}
-		}, "target too small: the target has 40.0 MiB, the layout needs 68.0 MiB", true},
+		}, "target too small: the target has 40.0 MiB, the layout needs 69.0 MiB", true},
 		{"existing file too small", func(t *testing.T, b built) (string, []string) {
 			return existing(t, 50<<20), nil
-		}, "target too small: the target has 50.0 MiB, the layout needs 68.0 MiB", true},
+		}, "target too small: the target has 50.0 MiB, the layout needs 69.0 MiB", true},
 		{"no --yes and no terminal", func(t *testing.T, b built) (string, []string) {
 			return existing(t, 100<<20), []string{"--yes=false"}
 		}, "aborted", true},

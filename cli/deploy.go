@@ -19,6 +19,7 @@ func newDeploy(e *env) *cobra.Command {
 	var (
 		from, ref, size string
 		yes, noVerify   bool
+		bios            bool
 		o               deploy.Options
 	)
 	c := &cobra.Command{
@@ -37,6 +38,17 @@ func newDeploy(e *env) *cobra.Command {
 				return err
 			}
 			o.Source = src
+			if bios {
+				if o.Boot.Firmware != "" && o.Boot.Firmware != "both" {
+					return fmt.Errorf("--bios contradicts --firmware %s", o.Boot.Firmware)
+				}
+				o.Boot.Firmware = "both"
+			}
+			switch o.Boot.Firmware {
+			case "", "uefi", "bios", "both":
+			default:
+				return fmt.Errorf("--firmware %q: want uefi, bios or both", o.Boot.Firmware)
+			}
 			o.Verify = !noVerify
 			if size != "" {
 				if o.Size, err = partition.ParseSize(size); err != nil {
@@ -94,6 +106,14 @@ func newDeploy(e *env) *cobra.Command {
 	f.BoolVar(&noVerify, "no-verify", false, "skip the read-back verification")
 	f.DurationVar(&o.CheckpointEvery, "checkpoint-interval", 2*time.Second, "how often progress is journaled for resume")
 	_ = f.MarkHidden("checkpoint-interval")
+	f.StringVar(&o.Boot.Loader, "bootloader", "systemd-boot", "UEFI boot loader: systemd-boot or grub")
+	f.StringVar(&o.Boot.Firmware, "firmware", "", "uefi, bios or both (default: both for image files and removable disks, else uefi)")
+	f.BoolVar(&bios, "bios", false, "also boot on legacy BIOS (same as --firmware both)")
+	f.BoolVar(&o.Boot.Skip, "no-bootloader", false, "write no boot loader or menu")
+	f.StringVar(&o.Boot.EFIBinary, "efi-binary", "", "systemd-boot EFI binary to install (default: Debian's systemd-boot-efi)")
+	f.StringVar(&o.Boot.DisklessURL, "diskless-url", "", "add a diskless entry that fetches the image from this server")
+	f.StringVar(&o.Boot.NetbootURL, "netboot-url", "", "server the netboot (iPXE) entry chains to")
+	f.IntVar(&o.Boot.Timeout, "boot-timeout", 3, "boot menu timeout in seconds")
 	for _, r := range []string{"from", "image", "disk"} {
 		_ = c.MarkFlagRequired(r)
 	}

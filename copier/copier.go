@@ -183,3 +183,23 @@ func (c *Copier) Verify(ctx context.Context, content *image.Content, src io.Read
 	}
 	return out, nil
 }
+
+// memTarget collects content in memory.
+type memTarget []byte
+
+func (m memTarget) ReadAt(p []byte, off int64) (int, error)  { return copy(p, m[off:]), nil }
+func (m memTarget) WriteAt(p []byte, off int64) (int, error) { return copy(m[off:], p), nil }
+func (m memTarget) ZeroRange(off, n int64) error             { clear(m[off : off+n]); return nil }
+
+// ReadContent fetches a whole content into memory, every chunk checked:
+// for boot artifacts, which are small.
+func (c *Copier) ReadContent(ctx context.Context, content *image.Content) ([]byte, error) {
+	if content == nil {
+		return nil, nil
+	}
+	buf := make(memTarget, content.Size)
+	if err := c.Write(ctx, content, buf, Hooks{}); err != nil {
+		return nil, err
+	}
+	return buf, nil
+}

@@ -10,19 +10,19 @@ import (
 	"github.com/imprint-dev/imprint/image"
 )
 
-// memTarget is a partition in memory that remembers which ranges were
+// recTarget is a partition in memory that remembers which ranges were
 // written.
-type memTarget struct {
+type recTarget struct {
 	b       []byte
 	written map[int64]bool
 }
 
-func (m *memTarget) ReadAt(p []byte, off int64) (int, error) { return copy(p, m.b[off:]), nil }
-func (m *memTarget) WriteAt(p []byte, off int64) (int, error) {
+func (m *recTarget) ReadAt(p []byte, off int64) (int, error) { return copy(p, m.b[off:]), nil }
+func (m *recTarget) WriteAt(p []byte, off int64) (int, error) {
 	m.written[off] = true
 	return copy(m.b[off:], p), nil
 }
-func (m *memTarget) ZeroRange(off, n int64) error {
+func (m *recTarget) ZeroRange(off, n int64) error {
 	clear(m.b[off : off+n])
 	return nil
 }
@@ -49,7 +49,7 @@ func setup(t *testing.T) (*Copier, *image.Dir, *image.Content, []byte) {
 
 func TestWriteZeroesReusedTargetAndVerifies(t *testing.T) {
 	cp, _, c, data := setup(t)
-	dst := &memTarget{b: bytes.Repeat([]byte{0xEE}, len(data)), written: map[int64]bool{}}
+	dst := &recTarget{b: bytes.Repeat([]byte{0xEE}, len(data)), written: map[int64]bool{}}
 	if err := cp.Write(context.Background(), c, dst, Hooks{}); err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +70,7 @@ func TestWriteZeroesReusedTargetAndVerifies(t *testing.T) {
 
 func TestWriteSkipsDoneChunks(t *testing.T) {
 	cp, _, c, data := setup(t)
-	dst := &memTarget{b: make([]byte, len(data)), written: map[int64]bool{}}
+	dst := &recTarget{b: make([]byte, len(data)), written: map[int64]bool{}}
 	done := NewBitmap(len(c.Chunks))
 	done.Set(0)
 	done.Set(7)
@@ -97,7 +97,7 @@ func TestBadChunkIsNeverWritten(t *testing.T) {
 	forged, _ := st.Chunk(context.Background(), otherSum)
 	cp.Src = swapSource{Source: st, sum: c.Chunks[1], stored: forged}
 	cp.Workers = 1
-	dst := &memTarget{b: make([]byte, len(data)), written: map[int64]bool{}}
+	dst := &recTarget{b: make([]byte, len(data)), written: map[int64]bool{}}
 	err := cp.Write(context.Background(), c, dst, Hooks{})
 	if !errors.Is(err, image.ErrChecksum) {
 		t.Fatalf("got %v, want ErrChecksum", err)

@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/imprint-dev/imprint/bootloader"
 	"github.com/imprint-dev/imprint/copier"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/partition"
@@ -48,6 +50,19 @@ type Options struct {
 	TmpDir  string
 	// CheckpointEvery is how often the journal is synced to the ESP.
 	CheckpointEvery time.Duration
+	Boot            BootOptions
+}
+
+// BootOptions choose the boot menu a deploy installs.
+type BootOptions struct {
+	Skip        bool   // write no boot loader
+	Loader      string // systemd-boot (default) or grub
+	Firmware    string // uefi, bios, both; "" picks both for image files and removable disks
+	EFIBinary   string
+	DisklessURL string
+	NetbootURL  string
+	Timeout     int
+	AgentInitrd []byte
 }
 
 // Plan is what a deploy will do, shown before it does it.
@@ -85,7 +100,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := partition.CheckTarget(o.Disk); err != nil {
 		return nil, err
 	}
-	plan, dev, resume, err := prepare(o)
+	plan, dev, resume, err := prepare(&o)
 	if err != nil {
 		return nil, err
 	}
@@ -204,6 +219,16 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		res.Verified = true
 	}
 
+	if !o.Boot.Skip {
+		o.emit(Event{Kind: "phase", Phase: "bootloader"})
+		if err := installBoot(ctx, o, cp, dev, esp, st.Table); err != nil {
+			return nil, fmt.Errorf("boot loader: %w", err)
+		}
+		if err := dev.Sync(); err != nil {
+			return nil, err
+		}
+	}
+
 	now := time.Now().UTC()
 	st.Status, st.Completed, st.Verified, st.Done = StatusComplete, &now, res.Verified, nil
 	if err := j.checkpoint(); err != nil {
@@ -217,6 +242,84 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	return res, nil
 }
 
+// withBIOSBoot gives the layout the 1 MiB partition GRUB i386-pc needs
+// when the disk is to boot on legacy BIOS too.
+func withBIOSBoot(l partition.Layout, b BootOptions) partition.Layout {
+	if b.Skip || b.Firmware == bootloader.UEFI {
+		return l
+	}
+	for _, p := range l.Partitions {
+		if p.Role == partition.RoleBIOSBoot {
+			return l
+		}
+	}
+	out := partition.Layout{Partitions: []partition.Spec{{Name: "bios-boot", Type: partition.TypeBIOSBoot, Role: partition.RoleBIOSBoot, Size: partition.Align}}}
+	out.Partitions = append(out.Partitions, l.Partitions...)
+	return out
+}
+
+// installBoot puts the boot menu on the new disk: the image's kernel and
+// initrd on the ESP, the UEFI loader and entries, and GRUB for BIOS.
+func installBoot(ctx context.Context, o Options, cp *copier.Copier, dev *partition.Disk, esp *partition.FAT, t *partition.Table) error {
+	m := o.Image.Manifest
+	if m.Boot == nil || m.Boot.Kernel == nil {
+		o.emit(Event{Kind: "warning", Message: "the image has no kernel: the disk gets no boot menu"})
+		return nil
+	}
+	kernel, err := cp.ReadContent(ctx, m.Boot.Kernel)
+	if err != nil {
+		return fmt.Errorf("kernel: %w", err)
+	}
+	initrd, err := cp.ReadContent(ctx, m.Boot.Initrd)
+	if err != nil {
+		return fmt.Errorf("initrd: %w", err)
+	}
+	root, ok := rootPartition(m, t)
+	if !ok {
+		return fmt.Errorf("the image has no root partition for the local entry")
+	}
+	uuid, err := esp.VolumeID()
+	if err != nil {
+		return err
+	}
+	b := o.Boot
+	if _, err := bootloader.Install(ctx, esp, bootloader.InstallOptions{
+		Loader: b.Loader, Firmware: b.Firmware, NewESP: true, EFIBinary: b.EFIBinary,
+		Name: m.Name, Version: m.Version, Kernel: kernel, Initrd: initrd, Cmdline: m.Boot.Cmdline,
+		RootPARTUUID: root.GUID, DisklessURL: b.DisklessURL, AgentInitrd: b.AgentInitrd, NetbootURL: b.NetbootURL,
+		Timeout: b.Timeout, ESPUUID: uuid, TmpDir: o.TmpDir,
+	}); err != nil {
+		return err
+	}
+	if b.Firmware == bootloader.UEFI {
+		return nil
+	}
+	bb, ok := t.ByRole(partition.RoleBIOSBoot)
+	if !ok {
+		return fmt.Errorf("firmware %s needs a BIOS boot partition and the layout has none", b.Firmware)
+	}
+	return bootloader.InstallBIOS(ctx, dev, bb, bootloader.BIOSOptions{ConfigPath: bootloader.GrubCfg, TmpDir: o.TmpDir})
+}
+
+// rootPartition is the partition the local entry boots: the image
+// partition named root, else the first image partition of a root type.
+func rootPartition(m *image.Manifest, t *partition.Table) (partition.Placed, bool) {
+	if p, ok := t.Find("root"); ok && p.Role == partition.RoleImage {
+		return p, true
+	}
+	for _, p := range t.Partitions {
+		if p.Role == partition.RoleImage && strings.HasPrefix(partition.TypeName(p.Type), "root-") {
+			return p, true
+		}
+	}
+	for _, p := range t.Partitions {
+		if p.Role == partition.RoleImage {
+			return p, true
+		}
+	}
+	return partition.Placed{}, false
+}
+
 func contains(s []int, v int) bool {
 	for _, x := range s {
 		if x == v {
@@ -227,8 +330,9 @@ func contains(s []int, v int) bool {
 }
 
 // prepare opens the target and decides between a fresh deploy and a resume.
-func prepare(o Options) (*Plan, *partition.Disk, *OnDisk, error) {
+func prepare(o *Options) (*Plan, *partition.Disk, *OnDisk, error) {
 	m := o.Image.Manifest
+	layout := m.Layout()
 	plan := &Plan{Disk: o.Disk, Image: m.Name + ":" + m.Version, ImageID: o.Image.ID}
 	_, statErr := os.Stat(o.Disk)
 	plan.Create = errors.Is(statErr, os.ErrNotExist)
@@ -239,7 +343,10 @@ func prepare(o Options) (*Plan, *partition.Disk, *OnDisk, error) {
 			return nil, nil, nil, fmt.Errorf("%s does not exist; give --size to create an image file", o.Disk)
 		}
 		plan.DiskSize = o.Size
-		t, err := partition.Place(m.Layout(), o.Size, 512)
+		if o.Boot.Firmware == "" {
+			o.Boot.Firmware = bootloader.Both
+		}
+		t, err := partition.Place(withBIOSBoot(layout, o.Boot), o.Size, 512)
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("%s: %w", o.Disk, err)
 		}
@@ -273,7 +380,13 @@ func prepare(o Options) (*Plan, *partition.Disk, *OnDisk, error) {
 			return plan, dev, od, nil
 		}
 	}
-	t, err := partition.Place(m.Layout(), dev.Size(), dev.SectorSize())
+	if o.Boot.Firmware == "" {
+		o.Boot.Firmware = bootloader.UEFI
+		if !dev.IsBlock() || dev.Removable() {
+			o.Boot.Firmware = bootloader.Both
+		}
+	}
+	t, err := partition.Place(withBIOSBoot(layout, o.Boot), dev.Size(), dev.SectorSize())
 	if err != nil {
 		return fail(fmt.Errorf("%s: %w", o.Disk, err))
 	}

@@ -74,7 +74,7 @@ func ReadDisk(dev partition.Device) (*OnDisk, error) {
 		return od, fmt.Errorf("%w: %v", ErrNotDeployed, err)
 	}
 	od.ESP = fat
-	raw, err := fat.ReadFileAtomic(StateFile)
+	raw, err := fat.ReadFile(StateFile)
 	if err != nil {
 		return od, fmt.Errorf("%w: no %s on the ESP", ErrNotDeployed, StateFile)
 	}
@@ -86,7 +86,7 @@ func ReadDisk(dev partition.Device) (*OnDisk, error) {
 		return od, fmt.Errorf("%w: %s has an unknown format", ErrNotDeployed, StateFile)
 	}
 	od.State = &st
-	mraw, err := fat.ReadFileAtomic(ManifestFile)
+	mraw, err := fat.ReadFile(ManifestFile)
 	if err != nil {
 		return od, fmt.Errorf("%w: no %s on the ESP", ErrNotDeployed, ManifestFile)
 	}

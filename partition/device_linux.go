@@ -88,3 +88,17 @@ func (d *Disk) RereadPartitions() error {
 	}
 	return nil
 }
+
+// Removable reports whether the kernel flags the device as removable media
+// (USB sticks, SD cards): such disks get both UEFI and BIOS boot by default.
+func (d *Disk) Removable() bool {
+	if !d.block {
+		return false
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(d.f.Fd()), &st); err != nil {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/sys/dev/block/%d:%d/removable", unix.Major(st.Rdev), unix.Minor(st.Rdev)))
+	return err == nil && len(b) > 0 && b[0] == '1'
+}

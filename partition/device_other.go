@@ -16,3 +16,6 @@ func (d *Disk) DropCache(off, n int64) error { return nil }
 
 // RereadPartitions is a no-op off Linux.
 func (d *Disk) RereadPartitions() error { return nil }
+
+// Removable is false off Linux.
+func (d *Disk) Removable() bool { return false }

@@ -103,7 +103,7 @@ func TestFATStateFilesAreFsckClean(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := fat2.ReadFileAtomic("imprint/state.json")
+	b, err := fat2.ReadFile("imprint/state.json")
 	if err != nil || len(b) != 10000 || b[0] != 'e' {
 		t.Fatalf("read back %d bytes, %v", len(b), err)
 	}

@@ -88,10 +88,10 @@ func (f *FAT) reopen() error {
 	return nil
 }
 
-// ReadFile reads a whole file. It reads the cluster chain itself:
+// readFile reads a whole file. It reads the cluster chain itself:
 // go-diskfs v1.9.4 returns bytes past the end of a file when it is read in
 // pieces that do not end on a cluster boundary.
-func (f *FAT) ReadFile(name string) ([]byte, error) {
+func (f *FAT) readFile(name string) ([]byte, error) {
 	if !f.Exists(name) {
 		return nil, fmt.Errorf("%s: %w", name, iofs.ErrNotExist)
 	}
@@ -150,7 +150,7 @@ func (f *FAT) Remove(name string) error {
 
 // WriteFile writes name so that a crash leaves either the old or the new
 // content findable: the data goes to name+".new" first, then the old file
-// is removed and the new one renamed over. ReadFileAtomic finds the ".new"
+// is removed and the new one renamed over. ReadFile finds the ".new"
 // file if the crash fell between the two.
 func (f *FAT) WriteFile(name string, data []byte) error {
 	if err := f.MkdirAll(path.Dir(abs(name))); err != nil {
@@ -177,12 +177,21 @@ func (f *FAT) WriteFile(name string, data []byte) error {
 	return f.fs.Rename(tmp, abs(name))
 }
 
-// ReadFileAtomic reads a file written by WriteFile, falling back to the
-// ".new" file that a crash between remove and rename leaves.
-func (f *FAT) ReadFileAtomic(name string) ([]byte, error) {
-	b, err := f.ReadFile(name)
-	if errors.Is(err, iofs.ErrNotExist) {
-		return f.ReadFile(name + ".new")
+// ReadFile reads a whole file. For a file written by WriteFile it falls
+// back to the ".new" file that a crash between remove and rename leaves.
+func (f *FAT) ReadFile(name string) ([]byte, error) {
+	b, err := f.readFile(name)
+	if errors.Is(err, iofs.ErrNotExist) && f.Exists(name+".new") {
+		return f.readFile(name + ".new")
 	}
 	return b, err
+}
+
+// VolumeID is the FAT volume serial as GRUB and blkid print it ("ABCD-1234").
+func (f *FAT) VolumeID() (string, error) {
+	var b [4]byte
+	if _, err := f.dev.ReadAt(b[:], f.start+67); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%02X%02X-%02X%02X", b[3], b[2], b[1], b[0]), nil
 }
