@@ -16,7 +16,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-IMPRINT=$ROOT/bin/imprint
+IMPRINT_SRC=$ROOT/bin/imprint
 OUT=$ROOT/bench/out
 W=${BENCH_DIR:-$OUT/work}
 REPS=${BENCH_REPS:-3}
@@ -37,9 +37,10 @@ else
 	RAND=$((400 * MiB))
 	DENSE=$((1 * GiB))
 fi
-# imprint puts its 512 MiB ESP first; 2 MiB more for alignment and the GPTs,
-# so no scratch partition (optional, >= 64 MiB, mkfs.ext4) is made.
-DENSE_DISK=$((512 * MiB + DENSE + 2 * MiB))
+# imprint's default layout: (BIOS boot,) a 512 MiB ESP, the partition, and an
+# optional scratch partition (>= 64 MiB, mkfs.ext4) when there is room. 32 MiB
+# spare leaves room for alignment and the GPTs but none for scratch.
+DENSE_DISK=$((512 * MiB + DENSE + 32 * MiB))
 
 log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() {
@@ -50,7 +51,7 @@ die() {
 for t in bmaptool zstd sgdisk mkfs.ext4 cmp tar; do
 	command -v "$t" >/dev/null || die "$t not found (make deps installs it)"
 done
-[[ -x $IMPRINT ]] || die "$IMPRINT missing: run make build"
+[[ -x $IMPRINT_SRC ]] || die "$IMPRINT_SRC missing: run make build"
 [[ $(id -u) == 0 ]] || die "run as root (imprint deploy, drop_caches)"
 
 mkdir -p "$OUT" "$W"
@@ -58,11 +59,16 @@ W=$(cd "$W" && pwd)
 LOGS=$W/logs
 rm -rf "$LOGS"
 mkdir -p "$LOGS"
+# Run a private copy, so a rebuild of bin/imprint during the run cannot mix
+# two versions in one table.
+IMPRINT=$W/imprint
+cp "$IMPRINT_SRC" "$IMPRINT"
+IMPRINT_ID="$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo '?') (binary sha256 $(sha256sum "$IMPRINT" | cut -c1-12))"
 
 cleanup() {
 	local rc=$?
 	if [[ ${BENCH_KEEP:-0} != 1 ]]; then
-		rm -rf "$W/tree" "$W/store" "$W/dstore" "$W"/*.img "$W"/*.zst "$W"/*.bmap "$W"/*.raw "$W"/*.ext4
+		rm -rf "$W/tree" "$W/store" "$W/dstore" "$W/imprint" "$W"/*.img "$W"/*.zst "$W"/*.bmap "$W"/*.raw "$W"/*.ext4
 	fi
 	((rc == 0)) || log "failed (exit $rc); logs in $LOGS"
 }
@@ -176,12 +182,12 @@ log "making disk.img ($((DISK / MiB)) MiB GPT: ESP + ext4 root)"
 rm -f "$W/disk.img"
 truncate -s "$DISK" "$W/disk.img"
 # No -q: gdisk 1.0.9's sgdisk -q silently writes nothing.
-# The root ends 1 MiB before the end of the disk so every partition is a whole
-# number of MiB: imprint places partitions at 1 MiB alignment and rounds
-# sizes up to 1 MiB, so a root that runs to the last usable sector (sgdisk
-# -n 2:0:0) would not fit a target of the same size.
+# The root ends 16 MiB before the end of the disk and is a whole number of
+# MiB: imprint starts partitions at 1 MiB boundaries, rounds sizes up to 1 MiB
+# and may add a 1 MiB BIOS boot partition, so a root that runs to the last
+# usable sector (sgdisk -n 2:0:0) would not fit a target of the same size.
 R1=$((2048 + ESP / 512))
-R2=$((DISK / 512 - 2048 - 1))
+R2=$((DISK / 512 - 16 * 2048 - 1))
 sgdisk -o -n "1:2048:$((R1 - 1))" -t 1:ef00 -c 1:esp -n "2:$R1:$R2" -t 2:8304 -c 2:root "$W/disk.img" >"$LOGS/sgdisk.log"
 read -r ROOT_OFF ROOT_LEN < <(part_range "$W/disk.img" 8304)
 log "root partition at $ROOT_OFF, $ROOT_LEN bytes"
@@ -326,7 +332,7 @@ T_TOTAL=$(awk -v a="$T_START" -v b="$(now)" 'BEGIN {printf "%.0f", b - a}')
 report() {
 	echo "## imprint benchmark results"
 	echo
-	echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(free -h | awk '/^Mem:/ {print $2}') RAM, imprint $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$( [[ -n $(cd "$ROOT" && git status --porcelain 2>/dev/null | grep -v '^?? bench/' | head -1) ]] && echo '+dirty'), quick=$QUICK, $REPS runs each, median; whole run ${T_TOTAL}s."
+	echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(free -h | awk '/^Mem:/ {print $2}') RAM, imprint $IMPRINT_ID, quick=$QUICK, $REPS runs each, median; whole run ${T_TOTAL}s."
 	echo
 	echo "Sparse case: $((DISK / MiB)) MiB GPT disk image, ext4 root holding $((TREE_BYTES / MiB)) MiB of files ($((COMP / MiB)) MiB from /usr, $((RAND / MiB)) MiB random); $((MAPPED_BYTES / MiB)) MiB mapped by the bmap. Dense case: $((DENSE / MiB)) MiB of random data as one partition. MB/s = mapped (sparse) or partition (dense) bytes / wall time; 1 MB = 10^6 bytes. Page cache dropped before every run; every target checked byte for byte (cmp) afterwards, imprint targets also with \`imprint verify\`."
 	echo

@@ -109,6 +109,7 @@ func newDeploy(e *env) *cobra.Command {
 	f.StringVar(&o.Boot.Loader, "bootloader", "systemd-boot", "UEFI boot loader: systemd-boot or grub")
 	f.StringVar(&o.Boot.Firmware, "firmware", "", "uefi, bios or both (default: both for image files and removable disks, else uefi)")
 	f.BoolVar(&bios, "bios", false, "also boot on legacy BIOS (same as --firmware both)")
+	f.BoolVar(&o.KeepExisting, "keep-existing", false, "keep every partition on the disk, put the image in the largest free region, reuse its ESP (dual boot)")
 	f.BoolVar(&o.Boot.Skip, "no-bootloader", false, "write no boot loader or menu")
 	f.StringVar(&o.Boot.EFIBinary, "efi-binary", "", "systemd-boot EFI binary to install (default: Debian's systemd-boot-efi)")
 	f.StringVar(&o.Boot.DisklessURL, "diskless-url", "", "add a diskless entry that fetches the image from this server")
@@ -132,6 +133,9 @@ func printPlan(w io.Writer, p *deploy.Plan) {
 	fmt.Fprintf(w, "  image %s, id %s\n", p.Image, p.ImageID)
 	if p.Resume {
 		fmt.Fprintf(w, "  resumes an interrupted deploy of the same image: only chunks not yet written are written\n")
+	}
+	if len(p.Kept) > 0 {
+		fmt.Fprintf(w, "  keeps %d existing partition(s) untouched\n", len(p.Kept))
 	}
 	if len(p.Destroyed) > 0 {
 		fmt.Fprintf(w, "  DESTROYS %d existing partition(s):\n", len(p.Destroyed))

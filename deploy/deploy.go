@@ -51,6 +51,9 @@ type Options struct {
 	// CheckpointEvery is how often the journal is synced to the ESP.
 	CheckpointEvery time.Duration
 	Boot            BootOptions
+	// KeepExisting keeps every partition already on the disk and places the
+	// image in the largest free region, reusing the disk's ESP (dual boot).
+	KeepExisting bool
 }
 
 // BootOptions choose the boot menu a deploy installs.
@@ -76,6 +79,16 @@ type Plan struct {
 	Resume    bool                     `json:"resume"`
 	Table     *partition.Table         `json:"table"`
 	Destroyed []partition.GPTPartition `json:"destroyed,omitempty"`
+	Kept      []partition.GPTPartition `json:"kept,omitempty"`
+}
+
+func (p *Plan) kept(guid string) bool {
+	for _, k := range p.Kept {
+		if k.GUID == guid {
+			return true
+		}
+	}
+	return false
 }
 
 // Result is what a finished deploy reports.
@@ -221,7 +234,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 
 	if !o.Boot.Skip {
 		o.emit(Event{Kind: "phase", Phase: "bootloader"})
-		if err := installBoot(ctx, o, cp, dev, esp, st.Table); err != nil {
+		if err := installBoot(ctx, o, cp, dev, esp, st.Table, !plan.kept(espGUID(st.Table))); err != nil {
 			return nil, fmt.Errorf("boot loader: %w", err)
 		}
 		if err := dev.Sync(); err != nil {
@@ -260,7 +273,12 @@ func withBIOSBoot(l partition.Layout, b BootOptions) partition.Layout {
 
 // installBoot puts the boot menu on the new disk: the image's kernel and
 // initrd on the ESP, the UEFI loader and entries, and GRUB for BIOS.
-func installBoot(ctx context.Context, o Options, cp *copier.Copier, dev *partition.Disk, esp *partition.FAT, t *partition.Table) error {
+func espGUID(t *partition.Table) string {
+	p, _ := t.ByRole(partition.RoleESP)
+	return p.GUID
+}
+
+func installBoot(ctx context.Context, o Options, cp *copier.Copier, dev *partition.Disk, esp *partition.FAT, t *partition.Table, newESP bool) error {
 	m := o.Image.Manifest
 	if m.Boot == nil || m.Boot.Kernel == nil {
 		o.emit(Event{Kind: "warning", Message: "the image has no kernel: the disk gets no boot menu"})
@@ -284,7 +302,7 @@ func installBoot(ctx context.Context, o Options, cp *copier.Copier, dev *partiti
 	}
 	b := o.Boot
 	if _, err := bootloader.Install(ctx, esp, bootloader.InstallOptions{
-		Loader: b.Loader, Firmware: b.Firmware, NewESP: true, EFIBinary: b.EFIBinary,
+		Loader: b.Loader, Firmware: b.Firmware, NewESP: newESP, EFIBinary: b.EFIBinary,
 		Name: m.Name, Version: m.Version, Kernel: kernel, Initrd: initrd, Cmdline: m.Boot.Cmdline,
 		RootPARTUUID: root.GUID, DisklessURL: b.DisklessURL, AgentInitrd: b.AgentInitrd, NetbootURL: b.NetbootURL,
 		Timeout: b.Timeout, ESPUUID: uuid, TmpDir: o.TmpDir,
@@ -336,6 +354,9 @@ func prepare(o *Options) (*Plan, *partition.Disk, *OnDisk, error) {
 	plan := &Plan{Disk: o.Disk, Image: m.Name + ":" + m.Version, ImageID: o.Image.ID}
 	_, statErr := os.Stat(o.Disk)
 	plan.Create = errors.Is(statErr, os.ErrNotExist)
+	if plan.Create && o.KeepExisting {
+		return nil, nil, nil, fmt.Errorf("--keep-existing: %s does not exist; it needs a disk that already has a GPT", o.Disk)
+	}
 	if plan.Create {
 		// Plan before creating anything, so a layout that does not fit
 		// leaves no file behind.
@@ -380,6 +401,9 @@ func prepare(o *Options) (*Plan, *partition.Disk, *OnDisk, error) {
 			return plan, dev, od, nil
 		}
 	}
+	if o.KeepExisting {
+		return prepareBeside(o, plan, dev, layout)
+	}
 	if o.Boot.Firmware == "" {
 		o.Boot.Firmware = bootloader.UEFI
 		if !dev.IsBlock() || dev.Removable() {
@@ -397,6 +421,38 @@ func prepare(o *Options) (*Plan, *partition.Disk, *OnDisk, error) {
 	return plan, dev, nil, nil
 }
 
+// prepareBeside plans a dual-boot deploy: every existing partition stays.
+// The firmware default is UEFI only, since GRUB for BIOS would replace the
+// MBR boot code another system may rely on.
+func prepareBeside(o *Options, plan *Plan, dev *partition.Disk, layout partition.Layout) (*Plan, *partition.Disk, *OnDisk, error) {
+	fail := func(err error) (*Plan, *partition.Disk, *OnDisk, error) {
+		dev.Close()
+		return nil, nil, nil, err
+	}
+	guid, parts, err := partition.ReadGPT(dev)
+	if err != nil {
+		return fail(fmt.Errorf("--keep-existing: %s: %w", o.Disk, err))
+	}
+	if o.Boot.Firmware == "" {
+		o.Boot.Firmware = bootloader.UEFI
+	}
+	hasESP := false
+	for _, p := range parts {
+		if p.Type == partition.TypeESP {
+			hasESP = true
+		}
+	}
+	t, err := partition.PlaceBeside(withBIOSBoot(layout, o.Boot), parts, guid, dev.Size(), dev.SectorSize(), hasESP)
+	if err != nil {
+		return fail(fmt.Errorf("%s: %w", o.Disk, err))
+	}
+	if _, ok := t.ByRole(partition.RoleESP); !ok {
+		return fail(fmt.Errorf("%w: neither the disk nor the layout has an ESP to keep imprint's state in", partition.ErrBadLayout))
+	}
+	plan.Table, plan.Kept, plan.Destroyed = t, parts, nil
+	return plan, dev, nil, nil
+}
+
 // partitionDisk writes the GPT, formats the ESP and local partitions, and
 // records the starting state.
 func partitionDisk(ctx context.Context, o Options, dev *partition.Disk, plan *Plan) (*State, *partition.FAT, error) {
@@ -406,12 +462,18 @@ func partitionDisk(ctx context.Context, o Options, dev *partition.Disk, plan *Pl
 		return nil, nil, err
 	}
 	espP, _ := t.ByRole(partition.RoleESP)
-	esp, err := partition.FormatFAT(dev, espP, "ESP")
+	var esp *partition.FAT
+	var err error
+	if plan.kept(espP.GUID) {
+		esp, err = partition.OpenFAT(dev, espP.Start, espP.Len)
+	} else {
+		esp, err = partition.FormatFAT(dev, espP, "ESP")
+	}
 	if err != nil {
 		return nil, nil, err
 	}
 	for _, p := range t.Partitions {
-		if p.Role != partition.RoleLocal {
+		if p.Role != partition.RoleLocal || plan.kept(p.GUID) {
 			continue
 		}
 		sec := partition.Section{D: dev, Off: p.Start, Len: p.Len}

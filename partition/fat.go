@@ -76,6 +76,9 @@ func (f *FAT) MkdirAll(dir string) error {
 	if err := g.fixDotDot(f.dev, top); err != nil {
 		return fmt.Errorf("mkdir %s: %w", top, err)
 	}
+	if err := g.fixFSInfo(f.dev); err != nil {
+		return err
+	}
 	return f.reopen()
 }
 
@@ -145,6 +148,9 @@ func (f *FAT) Remove(name string) error {
 	if err := g.free(f.dev, clusters); err != nil {
 		return err
 	}
+	if err := g.fixFSInfo(f.dev); err != nil {
+		return err
+	}
 	return f.reopen()
 }
 
@@ -174,7 +180,19 @@ func (f *FAT) WriteFile(name string, data []byte) error {
 	if err := f.Remove(name); err != nil {
 		return err
 	}
-	return f.fs.Rename(tmp, abs(name))
+	if err := f.fs.Rename(tmp, abs(name)); err != nil {
+		return err
+	}
+	return f.fixInfo()
+}
+
+// fixInfo keeps the FSInfo free count true after go-diskfs changed the FAT.
+func (f *FAT) fixInfo() error {
+	g, err := readGeom(f.dev, f.start)
+	if err != nil {
+		return err
+	}
+	return g.fixFSInfo(f.dev)
 }
 
 // ReadFile reads a whole file. For a file written by WriteFile it falls

@@ -215,3 +215,44 @@ func (g fatGeom) readFile(dev Device, name string) ([]byte, error) {
 	}
 	return out, nil
 }
+
+// fixFSInfo recounts the free clusters into the FSInfo sector. go-diskfs
+// does not maintain it, and a count another tool wrote (mkfs.vfat) goes
+// stale as soon as go-diskfs allocates.
+func (g fatGeom) fixFSInfo(dev Device) error {
+	var bs [512]byte
+	if _, err := dev.ReadAt(bs[:], g.start); err != nil {
+		return err
+	}
+	infoSec := int64(binary.LittleEndian.Uint16(bs[48:]))
+	total := int64(binary.LittleEndian.Uint32(bs[32:]))
+	if infoSec == 0 || infoSec == 0xFFFF || total == 0 {
+		return nil
+	}
+	clusters := (total - g.rsvd - g.nfats*g.fatSz) / g.spc
+	fat := make([]byte, (clusters+2)*4)
+	if _, err := dev.ReadAt(fat, g.entryOff(0, 0)); err != nil {
+		return err
+	}
+	free, next := uint32(0), uint32(0xFFFFFFFF)
+	for c := int64(2); c < clusters+2; c++ {
+		if binary.LittleEndian.Uint32(fat[c*4:])&0x0FFFFFFF == 0 {
+			free++
+			if next == 0xFFFFFFFF {
+				next = uint32(c)
+			}
+		}
+	}
+	var info [512]byte
+	off := g.start + infoSec*g.bps
+	if _, err := dev.ReadAt(info[:], off); err != nil {
+		return err
+	}
+	if binary.LittleEndian.Uint32(info[0:]) != 0x41615252 || binary.LittleEndian.Uint32(info[484:]) != 0x61417272 {
+		return nil // no valid FSInfo sector: nothing to keep right
+	}
+	binary.LittleEndian.PutUint32(info[488:], free)
+	binary.LittleEndian.PutUint32(info[492:], next)
+	_, err := dev.WriteAt(info[:], off)
+	return err
+}

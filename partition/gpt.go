@@ -30,13 +30,14 @@ func WriteGPT(dev Device, t *Table) error {
 	}
 	for _, p := range t.Partitions {
 		g.Partitions = append(g.Partitions, &gpt.Partition{
-			Index: p.Index,
-			Start: uint64(p.Start / t.SectorSize),
-			End:   uint64((p.Start+p.Len)/t.SectorSize) - 1,
-			Size:  uint64(p.Len),
-			Type:  gpt.Type(p.Type),
-			Name:  p.Name,
-			GUID:  p.GUID,
+			Index:      p.Index,
+			Start:      uint64(p.Start / t.SectorSize),
+			End:        uint64((p.Start+p.Len)/t.SectorSize) - 1,
+			Size:       uint64(p.Len),
+			Type:       gpt.Type(p.Type),
+			Name:       p.Name,
+			GUID:       p.GUID,
+			Attributes: p.Attrs,
 		})
 	}
 	if err := g.Write(fileView{dev}, dev.Size()); err != nil {
@@ -53,6 +54,7 @@ type GPTPartition struct {
 	GUID  string
 	Start int64
 	Len   int64
+	Attrs uint64
 }
 
 // ReadGPT reads the partition table of dev. A disk with no valid GPT gives
@@ -74,6 +76,7 @@ func ReadGPT(dev Device) (diskGUID string, parts []GPTPartition, err error) {
 			GUID:  strings.ToUpper(p.GUID),
 			Start: int64(p.Start) * int64(ss),
 			Len:   int64(p.End-p.Start+1) * int64(ss),
+			Attrs: p.Attributes,
 		})
 	}
 	return strings.ToUpper(g.GUID), parts, nil

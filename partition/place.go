@@ -3,6 +3,7 @@ package partition
 import (
 	"crypto/rand"
 	"fmt"
+	"sort"
 )
 
 // Align is where every partition starts and how sizes round: 1 MiB suits
@@ -16,6 +17,9 @@ type Placed struct {
 	Start int64  `json:"start"` // bytes from the start of the disk
 	Len   int64  `json:"len"`   // bytes
 	GUID  string `json:"partuuid"`
+	// Attrs are the GPT attribute bits, kept for partitions that were
+	// already on the disk.
+	Attrs uint64 `json:"attrs,omitempty"`
 }
 
 // Table is a layout placed on a disk of a given size.
@@ -130,4 +134,97 @@ func HumanSize(n int64) string {
 	}
 	s := fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
 	return s
+}
+
+// Region is a free stretch of a disk.
+type Region struct{ Start, Len int64 }
+
+// FreeRegions lists the 1 MiB-aligned gaps between existing partitions.
+func FreeRegions(existing []GPTPartition, diskSize, sectorSize int64) []Region {
+	type span struct{ a, b int64 }
+	used := []span{{0, Align}, {(diskSize - gptReserve(sectorSize)) / Align * Align, diskSize}}
+	for _, p := range existing {
+		used = append(used, span{p.Start, p.Start + p.Len})
+	}
+	sort.Slice(used, func(i, j int) bool { return used[i].a < used[j].a })
+	var out []Region
+	end := int64(0)
+	for _, u := range used {
+		start := alignUp(end)
+		if u.a/Align*Align > start {
+			out = append(out, Region{start, u.a/Align*Align - start})
+		}
+		end = max(end, u.b)
+	}
+	return out
+}
+
+// PlaceBeside lays l out in the largest free region of a disk that keeps
+// all its existing partitions (dual boot). Existing partitions keep their
+// entries, GUIDs and attributes; new ones get unused entry numbers and new
+// PARTUUIDs. Partitions with role esp in l are skipped when reuseESP is
+// set: the disk's own ESP serves.
+func PlaceBeside(l Layout, existing []GPTPartition, diskGUID string, diskSize, sectorSize int64, reuseESP bool) (*Table, error) {
+	var want Layout
+	for _, p := range l.Partitions {
+		if p.Role == RoleESP && reuseESP {
+			continue
+		}
+		want.Partitions = append(want.Partitions, p)
+	}
+	t := &Table{DiskGUID: diskGUID, SectorSize: sectorSize, DiskSize: diskSize}
+	usedIdx := map[int]bool{}
+	for _, p := range existing {
+		role := RoleKeep
+		if p.Type == TypeESP {
+			role = RoleESP
+		}
+		t.Partitions = append(t.Partitions, Placed{Spec: Spec{Name: p.Name, Type: p.Type, Role: role, Size: p.Len}, Index: p.Index, Start: p.Start, Len: p.Len, GUID: p.GUID, Attrs: p.Attrs})
+		usedIdx[p.Index] = true
+	}
+	if len(want.Partitions) == 0 {
+		return t, nil
+	}
+	regions := FreeRegions(existing, diskSize, sectorSize)
+	var best Region
+	for _, r := range regions {
+		if r.Len > best.Len {
+			best = r
+		}
+	}
+	need := MinSize(want, sectorSize) - Align - alignUp(gptReserve(sectorSize))
+	if best.Len < need {
+		return nil, fmt.Errorf("%w: the largest free region is %s (at %s), the image needs %s beside the existing partitions", ErrTooSmall, HumanSize(best.Len), HumanSize(best.Start), HumanSize(need))
+	}
+	fixed := int64(0)
+	for _, p := range want.Partitions {
+		if !p.Rest {
+			fixed += alignUp(p.Size)
+		}
+	}
+	restLen := best.Len - fixed
+	off, idx := best.Start, 1
+	for _, p := range want.Partitions {
+		n := alignUp(p.Size)
+		if p.Rest {
+			if restLen < p.Size {
+				if p.Optional {
+					continue
+				}
+				return nil, fmt.Errorf("%w: partition %q needs at least %s, %s is left", ErrTooSmall, p.Name, HumanSize(p.Size), HumanSize(restLen))
+			}
+			n = restLen
+		}
+		for usedIdx[idx] {
+			idx++
+		}
+		if idx > 128 {
+			return nil, fmt.Errorf("%w: the GPT has no free entry left", ErrBadLayout)
+		}
+		usedIdx[idx] = true
+		t.Partitions = append(t.Partitions, Placed{Spec: p, Index: idx, Start: off, Len: n, GUID: newGUID()})
+		off += n
+	}
+	sort.Slice(t.Partitions, func(i, j int) bool { return t.Partitions[i].Index < t.Partitions[j].Index })
+	return t, nil
 }
