@@ -73,7 +73,7 @@ func newBoot(e *env) *cobra.Command {
 		Use:   "boot",
 		Short: "List, add, remove boot entries and set the default on a deployed disk or a mounted ESP",
 	}
-	c.AddCommand(newBootList(e), newBootAdd(e), newBootRemove(e), newBootDefault(e))
+	c.AddCommand(newBootList(e), newBootAdd(e), newBootRemove(e), newBootDefault(e), newBootNVRAM(e))
 	return c
 }
 
