@@ -103,10 +103,15 @@ part_range_by_name() { # FILE NAME (GPT partition name)
 }
 
 # check_range SRC SRC_OFF TGT TGT_OFF LEN LABEL: the bytes must be identical.
+# Both sides are read with O_DIRECT (offsets and lengths are MiB multiples):
+# it reads what is on the disk, and it is much faster than buffered reads
+# through the holes of sparse files (the kernel zero-fills page cache there).
+range() { dd if="$1" iflag=direct,skip_bytes,count_bytes skip="$2" count="$3" bs=4M status=none; }
 check_range() {
 	local src=$1 so=$2 tgt=$3 to=$4 len=$5 label=$6
-	if ! cmp -s -i "$so:$to" -n "$len" "$src" "$tgt"; then
-		cmp -i "$so:$to" -n "$len" "$src" "$tgt" 2>&1 | head -3 >&2 || true
+	((so % 4096 == 0 && to % 4096 == 0 && len % 4096 == 0)) || die "$label: unaligned range"
+	if ! cmp -s -n "$len" <(range "$src" "$so" "$len") <(range "$tgt" "$to" "$len"); then
+		cmp -n "$len" <(range "$src" "$so" "$len") <(range "$tgt" "$to" "$len") 2>&1 | head -3 >&2 || true
 		die "$label: target differs from the source ($len bytes at $to vs $so)"
 	fi
 }
@@ -117,32 +122,48 @@ declare -A BYTES   # key -> bytes the case is about (for MB/s)
 declare -A ALL     # key -> all samples
 ORDER=()
 
-# timed KEY BYTES SETUP_FN RUN_FN CHECK_FN: REPS times: setup (untimed), drop
-# caches, time run, check (untimed). Records the median.
-timed() {
-	local key=$1 bytes=$2 setup=$3 run=$4 check=$5 r t0 t1 samples=()
+# add_case KEY BYTES SETUP_FN RUN_FN CHECK_FN registers a timed command;
+# run_cases runs every registered case once per round, REPS rounds, so that
+# background load on a noisy machine falls on all tools alike. Each run:
+# setup (untimed), drop caches, time the command, check the result (untimed).
+declare -A C_SETUP C_RUN C_CHECK SAMPLES
+PENDING=()
+add_case() {
+	local key=$1
+	BYTES[$key]=$2 C_SETUP[$key]=$3 C_RUN[$key]=$4 C_CHECK[$key]=$5 SAMPLES[$key]=""
+	PENDING+=("$key")
+}
+run_cases() {
+	local r key t0 t1 s
 	for ((r = 1; r <= REPS; r++)); do
-		$setup
-		drop_caches
-		t0=$(now)
-		$run >"$LOGS/$key.$r.log" 2>&1 || {
-			tail -20 "$LOGS/$key.$r.log" >&2
-			die "$key (run $r) failed"
-		}
-		t1=$(now)
-		$check "$key.$r"
-		samples+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')")
-		log "$key run $r: ${samples[-1]} s"
+		for key in "${PENDING[@]}"; do
+			${C_SETUP[$key]}
+			drop_caches
+			t0=$(now)
+			${C_RUN[$key]} >"$LOGS/$key.$r.log" 2>&1 || {
+				tail -20 "$LOGS/$key.$r.log" >&2
+				die "$key (run $r) failed"
+			}
+			t1=$(now)
+			${C_CHECK[$key]} "$key.$r"
+			s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')
+			SAMPLES[$key]+=" $s"
+			log "$key run $r: $s s"
+		done
 	done
-	MED[$key]=$(median "${samples[@]}")
-	BYTES[$key]=$bytes
-	ALL[$key]="${samples[*]}"
-	ORDER+=("$key")
+	for key in "${PENDING[@]}"; do
+		# shellcheck disable=SC2086
+		MED[$key]=$(median ${SAMPLES[$key]})
+		ALL[$key]=${SAMPLES[$key]# }
+		ORDER+=("$key")
+	done
+	PENDING=()
 }
 
 mbps() { awk -v b="$1" -v s="$2" 'BEGIN {printf "%.0f", b / s / 1e6}'; }
 
 T_START=$(now)
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 log "work dir $W (quick=$QUICK, reps=$REPS)"
 
 # ================================================================ data
@@ -214,11 +235,13 @@ head -c "$DENSE" /dev/urandom >"$W/dense.raw"
 build_setup() { rm -rf "$W/store"; }
 build_run() { "$IMPRINT" build --store "$W/store" --name bench --version v1 --disk-image "$W/disk.img"; }
 build_check() { :; }
-timed "imprint-build" "$MAPPED_BYTES" build_setup build_run build_check
+add_case "imprint-build" "$MAPPED_BYTES" build_setup build_run build_check
 
 dbuild_setup() { rm -rf "$W/dstore"; }
 dbuild_run() { "$IMPRINT" build --store "$W/dstore" --name dense --version v1 --partition "data=$W/dense.raw"; }
-timed "imprint-build-dense" "$DENSE" dbuild_setup dbuild_run build_check
+add_case "imprint-build-dense" "$DENSE" dbuild_setup dbuild_run build_check
+log "imprint build (not part of the comparison)"
+run_cases
 
 # ================================================================ sparse case
 T=$W/target.img
@@ -243,11 +266,12 @@ bmapz_run() { bmaptool copy --bmap "$W/disk.bmap" "$W/disk.img.zst" "$T"; }
 dd_run() { dd if="$W/disk.img" of="$T" bs=4M conv=sparse,fsync; }
 
 log "sparse case: $((DISK / MiB)) MiB disk, $((MAPPED_BYTES / MiB)) MiB mapped"
-timed "imprint-deploy" "$MAPPED_BYTES" fresh dep_run imprint_check
-timed "imprint-deploy-noverify" "$MAPPED_BYTES" fresh dep_nv_run imprint_check
-timed "bmaptool-copy" "$MAPPED_BYTES" fresh bmap_run same_layout_check
-timed "bmaptool-copy-zst" "$MAPPED_BYTES" fresh bmapz_run same_layout_check
-timed "dd-sparse" "$MAPPED_BYTES" fresh dd_run same_layout_check
+add_case "imprint-deploy" "$MAPPED_BYTES" fresh dep_run imprint_check
+add_case "imprint-deploy-noverify" "$MAPPED_BYTES" fresh dep_nv_run imprint_check
+add_case "bmaptool-copy" "$MAPPED_BYTES" fresh bmap_run same_layout_check
+add_case "bmaptool-copy-zst" "$MAPPED_BYTES" fresh bmapz_run same_layout_check
+add_case "dd-sparse" "$MAPPED_BYTES" fresh dd_run same_layout_check
+run_cases
 
 # ================================================================ dense case
 dense_check() {
@@ -266,9 +290,10 @@ ddep_nv_run() { "$IMPRINT" deploy --from "$W/dstore" --image dense:v1 --disk "$T
 ddd_run() { dd if="$W/dense.raw" of="$T" bs=4M oflag=direct conv=fsync; }
 
 log "dense case: $((DENSE / MiB)) MiB of random data"
-timed "imprint-deploy-dense" "$DENSE" fresh ddep_run dense_check
-timed "imprint-deploy-dense-noverify" "$DENSE" fresh ddep_nv_run dense_check
-timed "dd-dense" "$DENSE" fresh ddd_run dd_dense_check
+add_case "imprint-deploy-dense" "$DENSE" fresh ddep_run dense_check
+add_case "imprint-deploy-dense-noverify" "$DENSE" fresh ddep_nv_run dense_check
+add_case "dd-dense" "$DENSE" fresh ddd_run dd_dense_check
+run_cases
 
 # ================================================================ phase breakdown
 # One more deploy of each case with --json; every event line gets a
@@ -327,12 +352,13 @@ DN_RATIO=$(r2 "${MED[dd-dense]}" "${MED[imprint-deploy-dense]}")
 DN_RATIO_NV=$(r2 "${MED[dd-dense]}" "${MED[imprint-deploy-dense-noverify]}")
 if ge 0.5 "$SP_RATIO"; then G1="HOLDS"; else G1="MISSED"; fi
 if ge "$DN_RATIO" 0.9; then G2="HOLDS"; else G2="MISSED"; fi
+LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
 T_TOTAL=$(awk -v a="$T_START" -v b="$(now)" 'BEGIN {printf "%.0f", b - a}')
 
 report() {
 	echo "## imprint benchmark results"
 	echo
-	echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(free -h | awk '/^Mem:/ {print $2}') RAM, imprint $IMPRINT_ID, quick=$QUICK, $REPS runs each, median; whole run ${T_TOTAL}s."
+	echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(free -h | awk '/^Mem:/ {print $2}') RAM, imprint $IMPRINT_ID, quick=$QUICK, $REPS runs each, median; whole run ${T_TOTAL}s; load average at start $LOAD0, at end $LOAD1 (anything above ~0.5 means other work shared the machine)."
 	echo
 	echo "Sparse case: $((DISK / MiB)) MiB GPT disk image, ext4 root holding $((TREE_BYTES / MiB)) MiB of files ($((COMP / MiB)) MiB from /usr, $((RAND / MiB)) MiB random); $((MAPPED_BYTES / MiB)) MiB mapped by the bmap. Dense case: $((DENSE / MiB)) MiB of random data as one partition. MB/s = mapped (sparse) or partition (dense) bytes / wall time; 1 MB = 10^6 bytes. Page cache dropped before every run; every target checked byte for byte (cmp) afterwards, imprint targets also with \`imprint verify\`."
 	echo

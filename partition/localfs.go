@@ -80,3 +80,30 @@ func copyData(src *os.File, dst io.WriterAt, size int64) error {
 		return nil
 	})
 }
+
+// CopySparseFile copies an image file, keeping its holes, so a copy of a
+// mostly empty disk image costs what its data costs.
+func CopySparseFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	st, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	out, err := os.OpenFile(dst, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	if err := out.Truncate(st.Size()); err != nil {
+		out.Close()
+		return err
+	}
+	if err := copyData(in, out, st.Size()); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}

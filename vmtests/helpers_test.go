@@ -126,3 +126,7 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }
