@@ -31,9 +31,9 @@ unit: build
 	$(GO) test -count=1 ./...
 
 vmtest: build
-	$(GO) test -count=1 -tags vmtest -timeout 60m ./vmtests/...
+	$(GO) test -count=1 -tags vmtest -timeout 60m ./vmtests/... ./bootloader/...
 
-test: deps lint unit
+test: deps lint unit vmtest
 
 bench: deps build
 	bash bench/run.sh

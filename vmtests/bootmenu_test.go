@@ -375,7 +375,7 @@ func TestMenuSurvivesInterruptedUpdates(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/imprint").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	for _, delay := range []time.Duration{20 * time.Millisecond, 60 * time.Millisecond, 150 * time.Millisecond} {
+	for _, delay := range []time.Duration{50 * time.Millisecond, 300 * time.Millisecond, 700 * time.Millisecond} {
 		t.Run(fmt.Sprintf("sigkill-after-%v", delay), func(t *testing.T) {
 			disk := filepath.Join(t.TempDir(), "disk.img")
 			if err := partition.CopySparseFile(base, disk); err != nil {
@@ -422,7 +422,8 @@ func TestNVRAMEntryAndBootNext(t *testing.T) {
 		t.Fatal(err)
 	}
 	boot := func(t *testing.T, extra ...qemu.Marker) string {
-		vm := startVM(t, qemu.Config{Firmware: qemu.UEFI, UEFIVars: vars, Disks: []qemu.Disk{{Path: disk}}, Snapshot: true})
+		// Per-disk snapshot: -snapshot would also discard the NVRAM writes.
+		vm := startVM(t, qemu.Config{Firmware: qemu.UEFI, UEFIVars: vars, Disks: []qemu.Disk{{Path: disk, Snapshot: true}}})
 		markers := append(extra,
 			qemu.Marker{Text: fixture.InitrdRootMarker + strings.ToLower(root.GUID), Timeout: firmwareBoot},
 			qemu.Marker{Text: "IMPRINT-TEST root: nvram ok", Timeout: nextMarkerTimeout},
