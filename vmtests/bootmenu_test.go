@@ -479,4 +479,3 @@ func copyFileT(src, dst string) error {
 	}
 	return os.WriteFile(dst, b, 0o644)
 }
-
