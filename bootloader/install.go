@@ -110,7 +110,7 @@ func Install(ctx context.Context, f FS, o InstallOptions) (*Menu, error) {
 	})
 	if o.DisklessURL != "" {
 		e := Entry{ID: TypeDiskless, Type: TypeDiskless, Title: "imprint: " + title + " (diskless, from the network)", Version: o.Version,
-			Linux: kernel, Initrd: initrds, Options: strings.TrimSpace(disklessCmdline(o.Cmdline) + " imprint.source=" + o.DisklessURL)}
+			Linux: kernel, Initrd: initrds, Options: strings.TrimSpace(disklessCmdline(o.Cmdline) + " imprint.source=" + o.DisklessURL + " imprint.image=" + o.Name + ":" + o.Version)}
 		if o.AgentInitrd != nil {
 			agent := path.Join(kdir, "agent.img")
 			if err := writeNew(f, agent, o.AgentInitrd); err != nil {

@@ -41,6 +41,7 @@ type Options struct {
 	Layout *partition.Layout // nil: the default layout
 
 	Kernel, Initrd, Cmdline string
+	Agent                   string // agent initramfs (imprint initrd) to carry
 	ChunkSize               int64
 	TmpDir                  string
 	// Progress gets what is being stored and how far it is.
@@ -210,12 +211,12 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	if boot.kernel != "" || boot.initrd != "" || boot.cmdline != "" {
+	if boot.kernel != "" || boot.initrd != "" || boot.cmdline != "" || o.Agent != "" {
 		m.Boot = &image.Boot{Cmdline: boot.cmdline}
 		for _, a := range []struct {
 			path string
 			dst  **image.Content
-		}{{boot.kernel, &m.Boot.Kernel}, {boot.initrd, &m.Boot.Initrd}} {
+		}{{boot.kernel, &m.Boot.Kernel}, {boot.initrd, &m.Boot.Initrd}, {o.Agent, &m.Boot.Agent}} {
 			if a.path == "" {
 				continue
 			}

@@ -89,6 +89,7 @@ func newBuild(e *env) *cobra.Command {
 	f.StringVar(&o.Kernel, "kernel", "", "kernel (default: the newest /boot/vmlinuz-* of --rootfs)")
 	f.StringVar(&o.Initrd, "initrd", "", "initrd (default: the matching /boot/initrd.img-*)")
 	f.StringVar(&o.Cmdline, "cmdline", "", "kernel command line of the image (default \"ro\" when there is a kernel)")
+	f.StringVar(&o.Agent, "agent", "", "agent initramfs (from imprint initrd) for diskless and install boots")
 	f.StringVar(&chunkSize, "chunk-size", "", "chunk size, a power of two from 64K to 64M (default 4M)")
 	_ = c.MarkFlagRequired("store")
 	_ = c.MarkFlagRequired("name")

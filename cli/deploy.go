@@ -17,10 +17,12 @@ import (
 
 func newDeploy(e *env) *cobra.Command {
 	var (
-		from, ref, size string
-		yes, noVerify   bool
-		bios            bool
-		o               deploy.Options
+		from          []string
+		ref, size     string
+		yes, noVerify bool
+		bios          bool
+		agentFile     string
+		o             deploy.Options
 	)
 	c := &cobra.Command{
 		Use:   "deploy --from STORE --image NAME[:VERSION] --disk PATH",
@@ -28,16 +30,19 @@ func newDeploy(e *env) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			src, err := image.OpenDir(from)
-			if err != nil {
-				return fmt.Errorf("--from: %w", err)
+			for _, f := range from {
+				src, err := image.OpenSource(f)
+				if err != nil {
+					return fmt.Errorf("--from %s: %w", f, err)
+				}
+				o.Sources = append(o.Sources, src)
 			}
 			name, version, _ := strings.Cut(ref, ":")
-			o.Image, err = image.Resolve(ctx, src, name, version)
+			var err error
+			o.Image, err = image.ResolveAny(ctx, o.Sources, name, version)
 			if err != nil {
 				return err
 			}
-			o.Source = src
 			if bios {
 				if o.Boot.Firmware != "" && o.Boot.Firmware != "both" {
 					return fmt.Errorf("--bios contradicts --firmware %s", o.Boot.Firmware)
@@ -50,6 +55,13 @@ func newDeploy(e *env) *cobra.Command {
 				return fmt.Errorf("--firmware %q: want uefi, bios or both", o.Boot.Firmware)
 			}
 			o.Verify = !noVerify
+			if agentFile != "" {
+				b, err := os.ReadFile(agentFile)
+				if err != nil {
+					return fmt.Errorf("--agent: %w", err)
+				}
+				o.Boot.AgentInitrd = b
+			}
 			if size != "" {
 				if o.Size, err = partition.ParseSize(size); err != nil {
 					return fmt.Errorf("--size: %w", err)
@@ -93,11 +105,16 @@ func newDeploy(e *env) *cobra.Command {
 			e.printf("deployed %s (image id %s) to %s in %s: %s written, %s resumed, %s\n",
 				res.Plan.Image, res.Plan.ImageID, res.Plan.Disk, res.Elapsed.Round(time.Millisecond),
 				partition.HumanSize(res.Written), partition.HumanSize(res.Skipped), verified)
+			if len(from) > 1 {
+				for i, n := range res.BytesFrom {
+					e.printf("  %s from %s\n", partition.HumanSize(n), from[i])
+				}
+			}
 			return nil
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&from, "from", "", "store directory to read the image from")
+	f.StringArrayVar(&from, "from", nil, "store to read the image from: a directory or an http(s):// URL; repeat for more sources (tried in order per chunk)")
 	f.StringVar(&ref, "image", "", "image NAME or NAME:VERSION (default version: the newest)")
 	f.StringVar(&o.Disk, "disk", "", "target block device or image file")
 	f.StringVar(&size, "size", "", "create or grow an image file to this size (e.g. 8G)")
@@ -113,6 +130,7 @@ func newDeploy(e *env) *cobra.Command {
 	f.BoolVar(&o.Boot.Skip, "no-bootloader", false, "write no boot loader or menu")
 	f.StringVar(&o.Boot.EFIBinary, "efi-binary", "", "systemd-boot EFI binary to install (default: Debian's systemd-boot-efi)")
 	f.StringVar(&o.Boot.DisklessURL, "diskless-url", "", "add a diskless entry that fetches the image from this server")
+	f.StringVar(&agentFile, "agent", "", "agent initramfs for the diskless entry (default: the image's own, if it carries one)")
 	f.StringVar(&o.Boot.NetbootURL, "netboot-url", "", "server the netboot (iPXE) entry chains to")
 	f.IntVar(&o.Boot.Timeout, "boot-timeout", 3, "boot menu timeout in seconds")
 	for _, r := range []string{"from", "image", "disk"} {

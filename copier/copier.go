@@ -28,12 +28,63 @@ type Target interface {
 
 // Copier writes and verifies image content.
 type Copier struct {
-	Src       image.Source
+	// Sources are tried in order for every chunk: one that fails, or
+	// sends bytes that do not hash to the chunk's name, is passed over for
+	// that chunk and the next one is asked. Peers are never trusted.
+	Sources   []image.Source
 	Dec       *image.Decoder
 	ChunkSize int64
 	// Workers run the whole fetch-decode-check-write path each, so both
 	// cores decode while others wait on I/O. 0 means twice the CPUs.
 	Workers int
+	// OnSourceError hears about every chunk a source could not give or
+	// gave wrong; the copy goes on with the next source.
+	OnSourceError func(source int, chunk string, err error)
+
+	mu        sync.Mutex
+	fromBytes []int64 // per source: bytes of chunks taken from it
+}
+
+// BytesFrom says how many bytes of chunks came from each source.
+func (c *Copier) BytesFrom() []int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]int64(nil), c.fromBytes...)
+}
+
+// fetch gets chunk sum of length l from the first source that has it
+// right, decoded into buf.
+func (c *Copier) fetch(ctx context.Context, sum string, l int64, buf []byte) ([]byte, error) {
+	if len(c.Sources) == 0 {
+		return nil, fmt.Errorf("chunk %s: no source to fetch it from", sum)
+	}
+	var errs []error
+	for i, src := range c.Sources {
+		stored, err := src.Chunk(ctx, sum)
+		if err == nil {
+			var data []byte
+			if data, err = c.Dec.Decode(stored, sum, l, buf); err == nil {
+				c.mu.Lock()
+				if len(c.fromBytes) < len(c.Sources) {
+					c.fromBytes = append(c.fromBytes, make([]int64, len(c.Sources)-len(c.fromBytes))...)
+				}
+				c.fromBytes[i] += l
+				c.mu.Unlock()
+				return data, nil
+			}
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if c.OnSourceError != nil {
+			c.OnSourceError(i, sum, err)
+		}
+		errs = append(errs, err)
+	}
+	if len(errs) == 1 {
+		return nil, errs[0]
+	}
+	return nil, fmt.Errorf("no source gave it right: %w", errors.Join(errs...))
 }
 
 func (c *Copier) workers() int {
@@ -107,13 +158,9 @@ func (c *Copier) writeChunk(ctx context.Context, content *image.Content, i int, 
 		}
 		return nil
 	}
-	stored, err := c.Src.Chunk(ctx, sum)
-	if err != nil {
-		return fmt.Errorf("chunk %d: %w", i, err)
-	}
 	buf := pool.Get()
 	defer pool.Put(buf)
-	data, err := c.Dec.Decode(stored, sum, l, *buf)
+	data, err := c.fetch(ctx, sum, l, *buf)
 	if err != nil {
 		return fmt.Errorf("chunk %d: %w", i, err)
 	}

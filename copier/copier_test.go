@@ -44,7 +44,7 @@ func setup(t *testing.T) (*Copier, *image.Dir, *image.Content, []byte) {
 	}
 	dec, _ := image.NewDecoder()
 	t.Cleanup(dec.Close)
-	return &Copier{Src: st, Dec: dec, ChunkSize: cs, Workers: 3}, st, c, data
+	return &Copier{Sources: []image.Source{st}, Dec: dec, ChunkSize: cs, Workers: 3}, st, c, data
 }
 
 func TestWriteZeroesReusedTargetAndVerifies(t *testing.T) {
@@ -95,7 +95,7 @@ func TestBadChunkIsNeverWritten(t *testing.T) {
 	otherSum := image.HashBytes(other)
 	st.PutChunk(otherSum, other)
 	forged, _ := st.Chunk(context.Background(), otherSum)
-	cp.Src = swapSource{Source: st, sum: c.Chunks[1], stored: forged}
+	cp.Sources = []image.Source{swapSource{Source: st, sum: c.Chunks[1], stored: forged}}
 	cp.Workers = 1
 	dst := &recTarget{b: make([]byte, len(data)), written: map[int64]bool{}}
 	err := cp.Write(context.Background(), c, dst, Hooks{})
@@ -138,5 +138,37 @@ func TestBitmapJSONRoundTrip(t *testing.T) {
 	}
 	if err := c.UnmarshalJSON([]byte(`{"n":100,"bits":"AA=="}`)); err == nil {
 		t.Fatal("a bitmap of the wrong length was accepted")
+	}
+}
+
+func TestLyingSourceIsPassedOverForTheNext(t *testing.T) {
+	cp, st, c, data := setup(t)
+	other := make([]byte, cs)
+	rand.Read(other)
+	otherSum := image.HashBytes(other)
+	st.PutChunk(otherSum, other)
+	forged, _ := st.Chunk(context.Background(), otherSum)
+	liar := swapSource{Source: st, sum: c.Chunks[1], stored: forged}
+	var complaints []string
+	cp.Sources = []image.Source{liar, st}
+	cp.OnSourceError = func(src int, chunk string, err error) {
+		if src != 0 || !errors.Is(err, image.ErrChecksum) {
+			t.Errorf("complaint about source %d: %v", src, err)
+		}
+		complaints = append(complaints, chunk)
+	}
+	dst := &recTarget{b: make([]byte, len(data)), written: map[int64]bool{}}
+	if err := cp.Write(context.Background(), c, dst, Hooks{}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(dst.b, data) {
+		t.Fatal("the lying source changed the result")
+	}
+	if len(complaints) != 1 || complaints[0] != c.Chunks[1] {
+		t.Fatalf("complaints %v", complaints)
+	}
+	from := cp.BytesFrom()
+	if from[1] != cs {
+		t.Fatalf("bytes from the honest source for the forged chunk: %v", from)
 	}
 }

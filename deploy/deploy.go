@@ -38,12 +38,13 @@ type Event struct {
 
 // Options configure one deploy.
 type Options struct {
-	Source image.Source
-	Image  *image.Resolved
-	Disk   string // block device or image file
-	Size   int64  // create or grow an image file to this size
-	Verify bool
-	DryRun bool
+	// Sources are the stores chunks come from, tried in order per chunk.
+	Sources []image.Source
+	Image   *image.Resolved
+	Disk    string // block device or image file
+	Size    int64  // create or grow an image file to this size
+	Verify  bool
+	DryRun  bool
 	// Confirm sees the plan before anything is written; an error aborts.
 	Confirm func(*Plan) error
 	Events  func(Event)
@@ -93,11 +94,12 @@ func (p *Plan) kept(guid string) bool {
 
 // Result is what a finished deploy reports.
 type Result struct {
-	Plan     *Plan         `json:"plan"`
-	Written  int64         `json:"bytes_written"`
-	Skipped  int64         `json:"bytes_resumed"`
-	Verified bool          `json:"verified"`
-	Elapsed  time.Duration `json:"elapsed_ns"`
+	Plan      *Plan         `json:"plan"`
+	BytesFrom []int64       `json:"bytes_from_source"`
+	Written   int64         `json:"bytes_written"`
+	Skipped   int64         `json:"bytes_resumed"`
+	Verified  bool          `json:"verified"`
+	Elapsed   time.Duration `json:"elapsed_ns"`
 }
 
 func (o *Options) emit(e Event) {
@@ -143,7 +145,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 
 	res := &Result{Plan: plan}
-	cp := &copier.Copier{Src: o.Source, ChunkSize: m.ChunkSize}
+	cp := &copier.Copier{Sources: o.Sources, ChunkSize: m.ChunkSize, OnSourceError: func(i int, sum string, err error) {
+		o.emit(Event{Kind: "warning", Message: fmt.Sprintf("source %d: chunk %s: %v; trying the next source", i+1, sum, err)})
+	}}
 	cp.Dec, err = image.NewDecoder()
 	if err != nil {
 		return nil, err
@@ -251,6 +255,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		o.emit(Event{Kind: "warning", Message: err.Error()})
 	}
 	res.Elapsed = time.Since(start)
+	res.BytesFrom = cp.BytesFrom()
 	o.emit(Event{Kind: "complete", Message: fmt.Sprintf("image %s:%s (%s) deployed to %s", m.Name, m.Version, o.Image.ID, o.Disk)})
 	return res, nil
 }
@@ -292,6 +297,12 @@ func installBoot(ctx context.Context, o Options, cp *copier.Copier, dev *partiti
 	if err != nil {
 		return fmt.Errorf("initrd: %w", err)
 	}
+	b := o.Boot
+	if m.Boot.Agent != nil && b.AgentInitrd == nil {
+		if b.AgentInitrd, err = cp.ReadContent(ctx, m.Boot.Agent); err != nil {
+			return fmt.Errorf("agent initramfs: %w", err)
+		}
+	}
 	root, ok := rootPartition(m, t)
 	if !ok {
 		return fmt.Errorf("the image has no root partition for the local entry")
@@ -300,7 +311,6 @@ func installBoot(ctx context.Context, o Options, cp *copier.Copier, dev *partiti
 	if err != nil {
 		return err
 	}
-	b := o.Boot
 	if _, err := bootloader.Install(ctx, esp, bootloader.InstallOptions{
 		Loader: b.Loader, Firmware: b.Firmware, NewESP: newESP, EFIBinary: b.EFIBinary,
 		Name: m.Name, Version: m.Version, Kernel: kernel, Initrd: initrd, Cmdline: m.Boot.Cmdline,

@@ -54,8 +54,11 @@ type Partition struct {
 
 // Boot holds the boot artifacts an image carries.
 type Boot struct {
-	Kernel  *Content `json:"kernel,omitempty"`
-	Initrd  *Content `json:"initrd,omitempty"`
+	Kernel *Content `json:"kernel,omitempty"`
+	Initrd *Content `json:"initrd,omitempty"`
+	// Agent is imprint's agent initramfs for diskless and install boots,
+	// made for this kernel (imprint initrd).
+	Agent   *Content `json:"agent,omitempty"`
 	Cmdline string   `json:"cmdline,omitempty"`
 }
 
@@ -94,6 +97,9 @@ func (m *Manifest) Contents() []NamedContent {
 		}
 		if m.Boot.Initrd != nil {
 			out = append(out, NamedContent{"initrd", m.Boot.Initrd})
+		}
+		if m.Boot.Agent != nil {
+			out = append(out, NamedContent{"agent", m.Boot.Agent})
 		}
 	}
 	return out

@@ -307,3 +307,22 @@ func (d *Dir) StoredChunks() (ChunkStat, error) {
 	})
 	return st, err
 }
+
+// ResolveAny resolves name:version from the first source that has it.
+func ResolveAny(ctx context.Context, srcs []Source, name, version string) (*Resolved, error) {
+	var errs []error
+	for _, s := range srcs {
+		r, err := Resolve(ctx, s, name, version)
+		if err == nil {
+			return r, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		return nil, fmt.Errorf("no store given")
+	}
+	return nil, errors.Join(errs...)
+}

@@ -26,20 +26,20 @@ import (
 const firmwareBoot = 150 * time.Second
 
 // image is the fixture built into a store.
-type image struct {
+type fxImage struct {
 	fx    *fixture.Fixture
 	store string
 }
 
-func buildImage(t *testing.T, cmdline string) image {
+func buildImage(t *testing.T, cmdline string) fxImage {
 	t.Helper()
 	fx := buildFixture(t)
 	store := filepath.Join(t.TempDir(), "store")
 	imprint(t, "build", "--store", store, "--name", "fixture", "--rootfs", fx.RootfsDir, "--cmdline", cmdline)
-	return image{fx: fx, store: store}
+	return fxImage{fx: fx, store: store}
 }
 
-func (im image) deploy(t *testing.T, disk string, args ...string) {
+func (im fxImage) deploy(t *testing.T, disk string, args ...string) {
 	t.Helper()
 	imprint(t, append([]string{"deploy", "--from", im.store, "--image", "fixture", "--disk", disk, "--yes", "--boot-timeout", "0"}, args...)...)
 }

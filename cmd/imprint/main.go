@@ -7,10 +7,16 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/imprint-dev/imprint/agent"
 	"github.com/imprint-dev/imprint/cli"
 )
 
 func main() {
+	if os.Getpid() == 1 {
+		// imprint is the /init of its own initramfs: the agent.
+		_ = agent.Main(context.Background(), os.Stdout)
+		os.Exit(1)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := cli.Run(ctx, os.Args[1:], cli.Stdio{In: os.Stdin, Out: os.Stdout, Err: os.Stderr})
 	stop()

@@ -1,0 +1,171 @@
+// Package agent is what runs inside imprint's initramfs, as /init: it
+// brings the network up, fetches the image, checks every chunk, and either
+// runs the root from RAM (diskless) or deploys it onto the local disk
+// (install) and reboots.
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Params come from the kernel command line.
+type Params struct {
+	Sources []string // imprint.source=URL[,URL...]
+	Image   string   // imprint.image=NAME[:VERSION]
+	Install string   // imprint.install=DISK
+	OnFail  string   // imprint.onfail=reboot|shell|halt
+	// Iface pins the network interface (imprint.iface=eth0); default: the
+	// first one with a carrier that gets a DHCP lease.
+	Iface string
+}
+
+// ParseCmdline reads imprint.* parameters.
+func ParseCmdline(c string) (Params, error) {
+	p := Params{OnFail: "reboot"}
+	for _, w := range strings.Fields(c) {
+		k, v, _ := strings.Cut(w, "=")
+		switch k {
+		case "imprint.source":
+			for _, s := range strings.Split(v, ",") {
+				if s != "" {
+					p.Sources = append(p.Sources, s)
+				}
+			}
+		case "imprint.image":
+			p.Image = v
+		case "imprint.install":
+			p.Install = v
+		case "imprint.onfail":
+			p.OnFail = v
+		case "imprint.iface":
+			p.Iface = v
+		}
+	}
+	if len(p.Sources) == 0 {
+		return p, fmt.Errorf("no imprint.source=URL on the kernel command line")
+	}
+	switch p.OnFail {
+	case "reboot", "shell", "halt":
+	default:
+		return p, fmt.Errorf("imprint.onfail=%s: want reboot, shell or halt", p.OnFail)
+	}
+	return p, nil
+}
+
+// Agent is one run of the initramfs program.
+type Agent struct {
+	Console io.Writer
+	Params  Params
+	// Tries is how often the whole fetch is tried before onfail applies.
+	Tries int
+}
+
+func (a *Agent) say(format string, args ...any) {
+	fmt.Fprintf(a.Console, "IMPRINT-AGENT: "+format+"\n", args...)
+}
+
+// Main is the initramfs entry point; it returns only on failure (the
+// caller then powers off or reboots as onfail says).
+func Main(ctx context.Context, console io.Writer) error {
+	if err := mountEarly(); err != nil {
+		fmt.Fprintf(console, "IMPRINT-AGENT: FAIL mounting /proc, /sys, /dev: %v\n", err)
+	}
+	raw, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		return err
+	}
+	p, err := ParseCmdline(string(raw))
+	a := &Agent{Console: console, Params: p, Tries: 5}
+	if err != nil {
+		a.say("FAIL %v", err)
+		return a.fail(err)
+	}
+	a.say("starting: image %q from %s", p.Image, strings.Join(p.Sources, ", "))
+	if err := loadModules(a); err != nil {
+		a.say("modules: %v", err)
+	}
+	waitEntropy(a)
+	var last error
+	for try := 1; try <= a.Tries; try++ {
+		if try > 1 {
+			a.say("retrying in %d s (try %d of %d)", 2*try, try, a.Tries)
+			time.Sleep(time.Duration(2*try) * time.Second)
+		}
+		if err := netUp(ctx, a); err != nil {
+			a.say("FAIL network: %v", err)
+			last = err
+			continue
+		}
+		if p.Install != "" {
+			err = a.install(ctx)
+		} else {
+			err = a.diskless(ctx)
+		}
+		if err == nil {
+			return nil
+		}
+		a.say("FAIL %v", err)
+		last = err
+	}
+	return a.fail(last)
+}
+
+func (a *Agent) fail(err error) error {
+	switch a.Params.OnFail {
+	case "shell":
+		for _, sh := range []string{"/bin/sh", "/bin/busybox"} {
+			if _, serr := os.Stat(sh); serr == nil {
+				a.say("onfail=shell: starting %s", sh)
+				_ = unix.Exec(sh, []string{sh}, os.Environ())
+			}
+		}
+		a.say("onfail=shell: no shell in this initramfs; halting")
+		unix.Sync()
+		_ = unix.Reboot(unix.LINUX_REBOOT_CMD_HALT)
+	case "halt":
+		unix.Sync()
+		_ = unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+	default:
+		a.say("onfail=reboot: rebooting in 5 s")
+		time.Sleep(5 * time.Second)
+		unix.Sync()
+		_ = unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+	}
+	return err
+}
+
+func mountEarly() error {
+	for _, m := range []struct{ src, dst, typ string }{
+		{"proc", "/proc", "proc"}, {"sysfs", "/sys", "sysfs"}, {"devtmpfs", "/dev", "devtmpfs"}, {"tmpfs", "/run", "tmpfs"},
+	} {
+		if err := os.MkdirAll(m.dst, 0o755); err != nil {
+			return err
+		}
+		if err := unix.Mount(m.src, m.dst, m.typ, 0, ""); err != nil && err != unix.EBUSY {
+			return fmt.Errorf("mount %s: %w", m.dst, err)
+		}
+	}
+	return nil
+}
+
+// waitEntropy says so when the kernel's random pool is not ready: Go's
+// crypto/rand (DHCP transaction ids) blocks until it is, and a machine
+// without a hardware RNG can sit there silently for minutes.
+func waitEntropy(a *Agent) {
+	var b [1]byte
+	if _, err := unix.Getrandom(b[:], unix.GRND_NONBLOCK); err == nil {
+		return
+	}
+	a.say("waiting for the kernel's random number generator (no hardware RNG seen)")
+	start := time.Now()
+	if _, err := unix.Getrandom(b[:], 0); err == nil {
+		a.say("random number generator ready after %v", time.Since(start).Round(time.Millisecond))
+	}
+}

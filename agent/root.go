@@ -1,0 +1,264 @@
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/imprint-dev/imprint/copier"
+	"github.com/imprint-dev/imprint/deploy"
+	"github.com/imprint-dev/imprint/image"
+	"github.com/imprint-dev/imprint/partition"
+	"golang.org/x/sys/unix"
+)
+
+func (a *Agent) sources() ([]image.Source, error) {
+	var out []image.Source
+	for _, s := range a.Params.Sources {
+		src, err := image.OpenSource(s)
+		if err != nil {
+			return nil, fmt.Errorf("imprint.source=%s: %w", s, err)
+		}
+		out = append(out, src)
+	}
+	return out, nil
+}
+
+func (a *Agent) resolve(ctx context.Context, srcs []image.Source) (*image.Resolved, error) {
+	name, version, _ := strings.Cut(a.Params.Image, ":")
+	if name == "" {
+		return nil, fmt.Errorf("no imprint.image=NAME[:VERSION] on the kernel command line")
+	}
+	r, err := image.ResolveAny(ctx, srcs, name, version)
+	if err != nil {
+		return nil, err
+	}
+	a.say("image %s:%s, id %s", r.Manifest.Name, r.Manifest.Version, r.ID)
+	return r, nil
+}
+
+// RootPartition is the image partition the machine runs as its root.
+func RootPartition(m *image.Manifest) (*image.Partition, error) {
+	for i, p := range m.Partitions {
+		if p.Content != nil && p.Name == "root" {
+			return &m.Partitions[i], nil
+		}
+	}
+	for i, p := range m.Partitions {
+		if p.Content != nil && strings.HasPrefix(partition.TypeName(p.Type), "root-") {
+			return &m.Partitions[i], nil
+		}
+	}
+	return nil, fmt.Errorf("image %s:%s has no root partition", m.Name, m.Version)
+}
+
+// fileTarget is the RAM copy of the root.
+type fileTarget struct{ f *os.File }
+
+func (t fileTarget) ReadAt(p []byte, off int64) (int, error)  { return t.f.ReadAt(p, off) }
+func (t fileTarget) WriteAt(p []byte, off int64) (int, error) { return t.f.WriteAt(p, off) }
+func (t fileTarget) ZeroRange(off, n int64) error {
+	// A new file in tmpfs reads as zeros already; punching keeps it so.
+	return unix.Fallocate(int(t.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+}
+
+// diskless fetches the root into RAM, proves it, and switches to it with a
+// tmpfs overlay for writes. The local disk is never opened.
+func (a *Agent) diskless(ctx context.Context) error {
+	srcs, err := a.sources()
+	if err != nil {
+		return err
+	}
+	res, err := a.resolve(ctx, srcs)
+	if err != nil {
+		return err
+	}
+	rp, err := RootPartition(res.Manifest)
+	if err != nil {
+		return err
+	}
+	c := rp.Content
+	if err := os.MkdirAll("/run/imprint", 0o755); err != nil {
+		return err
+	}
+	img := "/run/imprint/root.img"
+	f, err := os.OpenFile(img, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Truncate(c.Size); err != nil {
+		return fmt.Errorf("%d bytes of RAM for the root: %w", c.Size, err)
+	}
+	dec, err := image.NewDecoder()
+	if err != nil {
+		return err
+	}
+	defer dec.Close()
+	cp := &copier.Copier{Sources: srcs, Dec: dec, ChunkSize: res.Manifest.ChunkSize,
+		OnSourceError: func(i int, sum string, err error) {
+			a.say("source %s: chunk %s refused: %v; trying the next source", a.Params.Sources[i], sum, err)
+		}}
+	a.say("fetching partition %s: %d bytes in %d chunks", rp.Name, c.Size, len(c.Chunks))
+	var mu sync.Mutex
+	var done int64
+	next := int64(0)
+	err = cp.Write(ctx, c, fileTarget{f}, copier.Hooks{Progress: func(n int64) {
+		mu.Lock()
+		defer mu.Unlock()
+		done += n
+		if done >= next {
+			a.say("fetched %d%%", done*100/max(c.Size, 1))
+			next += max(c.Size/5, 1)
+		}
+	}})
+	if err != nil {
+		return err
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(f, 0, c.Size)); err != nil {
+		return err
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	if sum != c.SHA256 {
+		return fmt.Errorf("%w: the assembled root hashes to %s, the image says %s", image.ErrChecksum, sum, c.SHA256)
+	}
+	from := cp.BytesFrom()
+	var parts []string
+	for i, n := range from {
+		parts = append(parts, fmt.Sprintf("%d bytes from %s", n, a.Params.Sources[i]))
+	}
+	a.say("root sha256=%s matches the image (%s)", sum, strings.Join(parts, ", "))
+	f.Close()
+	return runRoot(a, img)
+}
+
+// runRoot mounts the root image read-only under a tmpfs overlay and
+// switches to it.
+func runRoot(a *Agent, img string) error {
+	loop, err := attachLoop(img)
+	if err != nil {
+		return err
+	}
+	lower, rw, newroot := "/run/imprint/lower", "/run/imprint/rw", "/newroot"
+	for _, d := range []string{lower, rw, newroot} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	if err := unix.Mount(loop, lower, "ext4", unix.MS_RDONLY, ""); err != nil {
+		return fmt.Errorf("mount %s (ext4, read-only): %w", loop, err)
+	}
+	if err := unix.Mount("tmpfs", rw, "tmpfs", 0, "mode=0755"); err != nil {
+		return err
+	}
+	for _, d := range []string{rw + "/upper", rw + "/work"} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s/upper,workdir=%s/work", lower, rw, rw)
+	if err := unix.Mount("overlay", newroot, "overlay", 0, opts); err != nil {
+		return fmt.Errorf("overlay: %w", err)
+	}
+	a.say("root mounted read-only from RAM (%s) with a tmpfs overlay; starting /sbin/init", loop)
+	return switchRoot(newroot, "/sbin/init")
+}
+
+func attachLoop(img string) (string, error) {
+	ctl, err := os.OpenFile("/dev/loop-control", os.O_RDWR, 0)
+	if err != nil {
+		return "", fmt.Errorf("loop devices: %w", err)
+	}
+	n, err := unix.IoctlRetInt(int(ctl.Fd()), unix.LOOP_CTL_GET_FREE)
+	ctl.Close()
+	if err != nil {
+		return "", fmt.Errorf("no free loop device: %w", err)
+	}
+	dev := fmt.Sprintf("/dev/loop%d", n)
+	lf, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		return "", err
+	}
+	defer lf.Close()
+	bf, err := os.Open(img)
+	if err != nil {
+		return "", err
+	}
+	defer bf.Close()
+	cfg := unix.LoopConfig{Fd: uint32(bf.Fd())}
+	cfg.Info.Flags = unix.LO_FLAGS_READ_ONLY
+	if err := unix.IoctlLoopConfigure(int(lf.Fd()), &cfg); err != nil {
+		return "", fmt.Errorf("attach %s to %s: %w", img, dev, err)
+	}
+	return dev, nil
+}
+
+// switchRoot moves the early mounts into the new root, makes it / and
+// runs its init.
+func switchRoot(newroot, init string) error {
+	for _, m := range []string{"/dev", "/proc", "/sys", "/run"} {
+		dst := filepath.Join(newroot, m)
+		if err := os.MkdirAll(dst, 0o755); err != nil {
+			continue // a read-only lower without the directory: leave it
+		}
+		_ = unix.Mount(m, dst, "", unix.MS_MOVE, "")
+	}
+	if err := os.Chdir(newroot); err != nil {
+		return err
+	}
+	if err := unix.Mount(newroot, "/", "", unix.MS_MOVE, ""); err != nil {
+		return fmt.Errorf("move %s to /: %w", newroot, err)
+	}
+	if err := unix.Chroot("."); err != nil {
+		return err
+	}
+	if err := os.Chdir("/"); err != nil {
+		return err
+	}
+	return unix.Exec(init, []string{init}, os.Environ())
+}
+
+// install deploys the image onto the local disk with the same code as
+// imprint deploy, then reboots into it.
+func (a *Agent) install(ctx context.Context) error {
+	srcs, err := a.sources()
+	if err != nil {
+		return err
+	}
+	res, err := a.resolve(ctx, srcs)
+	if err != nil {
+		return err
+	}
+	disk := a.Params.Install
+	a.say("installing onto %s", disk)
+	last := -1
+	out, err := deploy.Run(ctx, deploy.Options{
+		Sources: srcs, Image: res, Disk: disk, Verify: true, TmpDir: "/run",
+		Events: func(e deploy.Event) {
+			switch e.Kind {
+			case "phase":
+				a.say("deploy: %s %s", e.Phase, e.Partition)
+			case "warning":
+				a.say("deploy: warning: %s", e.Message)
+			case "progress":
+				if pct := int(e.Done * 100 / max(e.Total, 1)); pct/25 != last {
+					last = pct / 25
+					a.say("deploy: %s %s %d%%", e.Phase, e.Partition, pct)
+				}
+			}
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("deploy to %s: %w", disk, err)
+	}
+	a.say("installed %s:%s onto %s, verified; rebooting into it", res.Manifest.Name, res.Manifest.Version, out.Plan.Disk)
+	unix.Sync()
+	return unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+}

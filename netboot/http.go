@@ -1,0 +1,319 @@
+// Package netboot is the network side of imprint: an HTTP server for stores
+// and boot files, generated iPXE scripts, and per-machine decisions; DHCP
+// (netboot/dhcp) and TFTP (netboot/tftp) hand machines over to it.
+package netboot
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/imprint-dev/imprint/copier"
+	"github.com/imprint-dev/imprint/image"
+)
+
+// Mode is what a machine does when it netboots.
+type Mode string
+
+const (
+	// Diskless runs the image from RAM; the local disk is not touched.
+	Diskless Mode = "diskless"
+	// Install deploys the image onto the machine's disk, then reboots.
+	Install Mode = "install"
+	// Local sends the machine back to its own disk (iPXE exits).
+	Local Mode = "local"
+)
+
+// Decision is what one machine gets.
+type Decision struct {
+	Image       string // NAME or NAME:VERSION
+	Mode        Mode
+	InstallDisk string // for Install, e.g. /dev/vda
+	Cmdline     string // extra kernel arguments
+}
+
+// Decider chooses per machine, by MAC address. ok=false: not ours to boot.
+type Decider interface {
+	Decide(mac net.HardwareAddr) (d Decision, ok bool)
+}
+
+// Static gives every machine the same decision, except those in PerMAC.
+type Static struct {
+	Default Decision
+	PerMAC  map[string]Decision // key: lower-case "aa:bb:cc:dd:ee:ff"
+}
+
+// Decide implements Decider.
+func (s Static) Decide(mac net.HardwareAddr) (Decision, bool) {
+	if d, ok := s.PerMAC[strings.ToLower(mac.String())]; ok {
+		return d, d.Image != ""
+	}
+	return s.Default, s.Default.Image != ""
+}
+
+// HTTP serves one store read-only, the boot files of its images, and iPXE
+// scripts. Every path it answers is built from validated names: nothing
+// else under the store, nothing outside it.
+type HTTP struct {
+	Store   string // store directory
+	Decider Decider
+	// Agent is the agent initramfs to serve for images that carry none.
+	Agent string
+	// Public is the base URL machines reach this server at, e.g.
+	// http://10.0.0.1:8080/ (scripts and kernel command lines carry it).
+	Public string
+	// Console is the kernel console argument for booted machines.
+	Console string
+	Logf    func(string, ...any)
+
+	mu    sync.Mutex
+	cache map[string][]byte // boot artifacts by content hash
+}
+
+func (h *HTTP) logf(format string, a ...any) {
+	if h.Logf != nil {
+		h.Logf(format, a...)
+	}
+}
+
+// ServeHTTP implements http.Handler.
+func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		http.Error(w, "read-only", http.StatusMethodNotAllowed)
+		return
+	}
+	p := r.URL.Path
+	if len(p) > 512 || strings.ContainsAny(p, "\\\x00") {
+		http.Error(w, "bad path", http.StatusBadRequest)
+		return
+	}
+	parts := strings.Split(strings.TrimPrefix(p, "/"), "/")
+	switch {
+	case p == "/boot.ipxe":
+		h.script(w, r)
+	case p == "/index.json":
+		h.file(w, r, "index.json", "no-cache", "")
+	case len(parts) == 5 && parts[0] == "images" && parts[3] == "manifest.json" && parts[4] == "" ||
+		len(parts) == 4 && parts[0] == "images" && parts[3] == "manifest.json":
+		if image.ValidName(parts[1]) != nil || image.ValidName(parts[2]) != nil {
+			http.NotFound(w, r)
+			return
+		}
+		h.file(w, r, path.Join("images", parts[1], parts[2], "manifest.json"), "public, max-age=60", "")
+	case len(parts) == 3 && parts[0] == "chunks" && isHex(parts[2], 64) && parts[1] == parts[2][:2]:
+		h.file(w, r, path.Join("chunks", parts[1], parts[2]), "public, max-age=31536000, immutable", `"`+parts[2]+`"`)
+	case len(parts) == 4 && parts[0] == "boot":
+		h.bootFile(w, r, parts[1], parts[2], parts[3])
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func isHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// file serves a store file through os.Root, which refuses symlinks and
+// ".." that lead out of the store.
+func (h *HTTP) file(w http.ResponseWriter, r *http.Request, rel, cache, etag string) {
+	root, err := os.OpenRoot(h.Store)
+	if err != nil {
+		h.logf("http: store %s: %v", h.Store, err)
+		http.Error(w, "store unavailable", http.StatusInternalServerError)
+		return
+	}
+	defer root.Close()
+	f, err := root.Open(rel)
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			h.logf("http: %s: %v", rel, err)
+		}
+		http.NotFound(w, r)
+		return
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("Cache-Control", cache)
+	if etag != "" {
+		w.Header().Set("ETag", etag)
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	if strings.HasSuffix(rel, ".json") {
+		w.Header().Set("Content-Type", "application/json")
+	}
+	http.ServeContent(w, r, "", st.ModTime(), f)
+}
+
+// bootFile serves an image's kernel, initrd or agent initramfs, assembled
+// from its chunks and checked, so a machine can boot without the store
+// holding loose files.
+func (h *HTTP) bootFile(w http.ResponseWriter, r *http.Request, name, version, file string) {
+	if image.ValidName(name) != nil || image.ValidName(version) != nil {
+		http.NotFound(w, r)
+		return
+	}
+	src, err := image.OpenDir(h.Store)
+	if err != nil {
+		http.Error(w, "store unavailable", http.StatusInternalServerError)
+		return
+	}
+	res, err := image.Resolve(r.Context(), src, name, version)
+	if err != nil {
+		http.NotFound(w, r)
+		return
+	}
+	b := res.Manifest.Boot
+	var c *image.Content
+	switch file {
+	case "vmlinuz":
+		if b != nil {
+			c = b.Kernel
+		}
+	case "initrd.img":
+		if b != nil {
+			c = b.Initrd
+		}
+	case "agent.img":
+		if b != nil && b.Agent != nil {
+			c = b.Agent
+		} else if h.Agent != "" {
+			w.Header().Set("Cache-Control", "no-cache")
+			http.ServeFile(w, r, h.Agent)
+			return
+		}
+	}
+	if c == nil {
+		http.NotFound(w, r)
+		return
+	}
+	data, err := h.content(r.Context(), src, res.Manifest.ChunkSize, c)
+	if err != nil {
+		h.logf("http: boot file %s:%s/%s: %v", name, version, file, err)
+		http.Error(w, "boot file unavailable", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("ETag", `"`+c.SHA256+`"`)
+	w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(data))
+}
+
+func (h *HTTP) content(ctx context.Context, src image.Source, chunkSize int64, c *image.Content) ([]byte, error) {
+	h.mu.Lock()
+	if b, ok := h.cache[c.SHA256]; ok {
+		h.mu.Unlock()
+		return b, nil
+	}
+	h.mu.Unlock()
+	dec, err := image.NewDecoder()
+	if err != nil {
+		return nil, err
+	}
+	defer dec.Close()
+	cp := &copier.Copier{Sources: []image.Source{src}, Dec: dec, ChunkSize: chunkSize}
+	b, err := cp.ReadContent(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	if image.HashBytes(b) != c.SHA256 {
+		return nil, fmt.Errorf("%w: assembled content does not hash to %s", image.ErrChecksum, c.SHA256)
+	}
+	h.mu.Lock()
+	if h.cache == nil || len(h.cache) > 8 {
+		h.cache = map[string][]byte{}
+	}
+	h.cache[c.SHA256] = b
+	h.mu.Unlock()
+	return b, nil
+}
+
+// script answers iPXE with what this machine boots.
+func (h *HTTP) script(w http.ResponseWriter, r *http.Request) {
+	mac, err := net.ParseMAC(r.URL.Query().Get("mac"))
+	w.Header().Set("Content-Type", "text/plain")
+	w.Header().Set("Cache-Control", "no-store")
+	if err != nil {
+		fmt.Fprint(w, "#!ipxe\necho imprint: no or bad ?mac= in the script URL\nexit 1\n")
+		return
+	}
+	s, err := h.Script(r.Context(), mac)
+	if err != nil {
+		h.logf("http: script for %s: %v", mac, err)
+		fmt.Fprintf(w, "#!ipxe\necho imprint: %s\nsleep 10\nexit 1\n", strings.ReplaceAll(err.Error(), "\n", " "))
+		return
+	}
+	io.WriteString(w, s)
+}
+
+// Script is the iPXE script for one machine. Debian's iPXE on UEFI needs
+// initrd=<name> on the kernel command line, so the initrd is named.
+func (h *HTTP) Script(ctx context.Context, mac net.HardwareAddr) (string, error) {
+	d, ok := h.Decider.Decide(mac)
+	if !ok {
+		return "#!ipxe\necho imprint: this machine is not ours to boot\nexit 1\n", nil
+	}
+	if d.Mode == Local {
+		return "#!ipxe\necho imprint: booting from the local disk\nexit 0\n", nil
+	}
+	src, err := image.OpenDir(h.Store)
+	if err != nil {
+		return "", err
+	}
+	name, version, _ := strings.Cut(d.Image, ":")
+	res, err := image.Resolve(ctx, src, name, version)
+	if err != nil {
+		return "", err
+	}
+	m := res.Manifest
+	if m.Boot == nil || m.Boot.Kernel == nil {
+		return "", fmt.Errorf("image %s:%s has no kernel", m.Name, m.Version)
+	}
+	base := strings.TrimRight(h.Public, "/")
+	boot := fmt.Sprintf("%s/boot/%s/%s", base, m.Name, m.Version)
+	args := []string{"initrd=agent.img", "imprint.source=" + base + "/", "imprint.image=" + m.Name + ":" + m.Version}
+	if d.Mode == Install {
+		args = append(args, "imprint.install="+d.InstallDisk)
+	}
+	if h.Console != "" {
+		args = append(args, h.Console)
+	}
+	args = append(args, strings.Fields(agentCmdline(m.Boot.Cmdline))...)
+	if d.Cmdline != "" {
+		args = append(args, d.Cmdline)
+	}
+	return fmt.Sprintf("#!ipxe\necho imprint: %s %s (%s)\nkernel %s/vmlinuz %s\ninitrd --name agent.img %s/agent.img\nboot\n",
+		d.Mode, m.Name+":"+m.Version, mac, boot, strings.Join(args, " "), boot), nil
+}
+
+// agentCmdline keeps the image's command line except root=, which the
+// agent replaces.
+func agentCmdline(c string) string {
+	var keep []string
+	for _, w := range strings.Fields(c) {
+		if !strings.HasPrefix(w, "root=") && !strings.HasPrefix(w, "initrd=") {
+			keep = append(keep, w)
+		}
+	}
+	return strings.Join(keep, " ")
+}
