@@ -1,0 +1,30 @@
+package agent
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParseCmdline(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		want    Params
+		wantErr string
+	}{
+		{"console=ttyS0 imprint.source=http://a/,http://b/ imprint.image=node:1", Params{Sources: []string{"http://a/", "http://b/"}, Image: "node:1", OnFail: "reboot"}, ""},
+		{"imprint.source=http://a/ imprint.install=/dev/vda imprint.onfail=halt", Params{Sources: []string{"http://a/"}, Install: "/dev/vda", OnFail: "halt"}, ""},
+		{"console=ttyS0 ro", Params{}, "no imprint.source"},
+		{"imprint.source=http://a/ imprint.onfail=explode", Params{}, "imprint.onfail=explode"},
+	} {
+		p, err := ParseCmdline(tc.in)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%q: %v, want %q", tc.in, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || strings.Join(p.Sources, ",") != strings.Join(tc.want.Sources, ",") || p.Image != tc.want.Image || p.Install != tc.want.Install || p.OnFail != tc.want.OnFail {
+			t.Errorf("%q: %+v %v", tc.in, p, err)
+		}
+	}
+}
