@@ -194,6 +194,14 @@ func (c *Copier) Verify(ctx context.Context, content *image.Content, src io.Read
 		g.Go(func() error {
 			for i := range idx {
 				l := content.ChunkLen(i, c.ChunkSize)
+				if content.Chunks[i] == image.ZeroChunk && isHole(src, int64(i)*c.ChunkSize, l) {
+					// A hole reads as zeros by the filesystem's guarantee:
+					// nothing to read.
+					if progress != nil {
+						progress(l)
+					}
+					continue
+				}
 				buf := pool.Get()
 				b := (*buf)[:l]
 				if _, err := src.ReadAt(b, int64(i)*c.ChunkSize); err != nil && !(errors.Is(err, io.EOF) && len(b) == 0) {
@@ -229,6 +237,16 @@ func (c *Copier) Verify(ctx context.Context, content *image.Content, src io.Read
 		}
 	}
 	return out, nil
+}
+
+// holer is a reader that knows its holes (an image file).
+type holer interface {
+	Hole(off, n int64) bool
+}
+
+func isHole(r io.ReaderAt, off, n int64) bool {
+	h, ok := r.(holer)
+	return ok && h.Hole(off, n)
 }
 
 // memTarget collects content in memory.

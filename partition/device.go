@@ -124,3 +124,10 @@ func (s Section) WriteAt(p []byte, off int64) (int, error) {
 	}
 	return s.D.WriteAt(p, s.Off+off)
 }
+
+// Hole reports whether the section's range is a hole of the underlying
+// image file.
+func (s Section) Hole(off, n int64) bool {
+	h, ok := s.D.(interface{ Hole(off, n int64) bool })
+	return ok && h.Hole(s.Off+off, n)
+}

@@ -102,3 +102,16 @@ func (d *Disk) Removable() bool {
 	b, err := os.ReadFile(fmt.Sprintf("/sys/dev/block/%d:%d/removable", unix.Major(st.Rdev), unix.Minor(st.Rdev)))
 	return err == nil && len(b) > 0 && b[0] == '1'
 }
+
+// Hole reports whether [off, off+n) of an image file is entirely a hole
+// (never for block devices, which have no holes to ask about).
+func (d *Disk) Hole(off, n int64) bool {
+	if d.block {
+		return false
+	}
+	data, err := unix.Seek(int(d.f.Fd()), off, unix.SEEK_DATA)
+	if err == unix.ENXIO {
+		return off+n <= d.size
+	}
+	return err == nil && data >= off+n
+}

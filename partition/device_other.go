@@ -19,3 +19,6 @@ func (d *Disk) RereadPartitions() error { return nil }
 
 // Removable is false off Linux.
 func (d *Disk) Removable() bool { return false }
+
+// Hole is false where SEEK_DATA is not available.
+func (d *Disk) Hole(off, n int64) bool { return false }
