@@ -1,33 +1,39 @@
 package cli
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"net"
-	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/imprint-dev/imprint/netboot"
+	"github.com/imprint-dev/imprint/netboot/dhcp"
 	"github.com/spf13/cobra"
 )
 
 func newServe(e *env) *cobra.Command {
 	var (
-		h            netboot.HTTP
-		addr, public string
-		img, mode    string
-		installDisk  string
-		extraCmdline string
+		h                          netboot.HTTP
+		addr, public               string
+		img, mode                  string
+		installDisk, extraCmdline  string
+		dhcpMode, iface, serverIP  string
+		pool, router, leases, tftp string
+		netmask                    int
+		dns, reserve               []string
+		ipxeDir                    string
 	)
 	c := &cobra.Command{
-		Use:   "serve --store DIR [--http ADDR]",
-		Short: "Serve a store and boot files over HTTP, with iPXE scripts per machine",
+		Use:   "serve --store DIR --image NAME [--dhcp full|proxy --interface IFACE]",
+		Short: "Serve a store, boot files and iPXE scripts over HTTP; DHCP (full or proxyDHCP) and TFTP for netbooting machines",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if h.Store == "" {
 				return fmt.Errorf("--store is required")
+			}
+			if _, err := os.Stat(filepath.Join(h.Store, "chunks")); err != nil {
+				return fmt.Errorf("--store %s is not an imprint store: %w", h.Store, err)
 			}
 			switch netboot.Mode(mode) {
 			case netboot.Diskless, netboot.Install, netboot.Local:
@@ -38,65 +44,125 @@ func newServe(e *env) *cobra.Command {
 				return fmt.Errorf("--mode install needs --install-disk (e.g. /dev/vda)")
 			}
 			h.Decider = netboot.Static{Default: netboot.Decision{Image: img, Mode: netboot.Mode(mode), InstallDisk: installDisk, Cmdline: extraCmdline}}
-			ln, err := net.Listen("tcp", addr)
-			if err != nil {
-				return err
+			logf := func(f string, a ...any) { fmt.Fprintf(e.io.Err, f+"\n", a...) }
+			h.Logf = logf
+			srv := &netboot.Server{HTTP: &h, HTTPAddr: addr, IPXEDir: ipxeDir, Logf: logf}
+			var ip net.IP
+			if serverIP != "" {
+				if ip = net.ParseIP(serverIP).To4(); ip == nil {
+					return fmt.Errorf("--server-ip %q is not an IPv4 address", serverIP)
+				}
+			} else if iface != "" {
+				var err error
+				if ip, err = interfaceIP(iface); err != nil {
+					return err
+				}
 			}
 			if public == "" {
-				public = "http://" + ln.Addr().String() + "/"
+				host, port, err := net.SplitHostPort(addr)
+				if err != nil {
+					return fmt.Errorf("--http %q: %w", addr, err)
+				}
+				if host == "" || host == "0.0.0.0" || host == "::" {
+					if ip == nil {
+						return fmt.Errorf("give --public-url, --server-ip or --interface so machines know where to fetch from")
+					}
+					host = ip.String()
+				}
+				public = "http://" + net.JoinHostPort(host, port) + "/"
 			}
 			h.Public = public
-			h.Logf = func(f string, a ...any) { fmt.Fprintf(e.io.Err, f+"\n", a...) }
-			srv := &http.Server{Handler: logRequests(&h, h.Logf), ReadHeaderTimeout: 10 * time.Second}
-			fmt.Fprintf(e.io.Err, "imprint serve: store %s at %s (listening on %s)\n", h.Store, public, ln.Addr())
-			ctx := cmd.Context()
-			errc := make(chan error, 1)
-			go func() { errc <- srv.Serve(ln) }()
-			select {
-			case <-ctx.Done():
-				sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				_ = srv.Shutdown(sctx)
-				return nil
-			case err := <-errc:
-				if errors.Is(err, http.ErrServerClosed) {
-					return nil
-				}
-				return err
+			if tftp != "" {
+				srv.TFTPAddr = tftp
 			}
+			switch dhcpMode {
+			case "off":
+			case "full", "proxy":
+				if iface == "" || ip == nil {
+					return fmt.Errorf("--dhcp %s needs --interface (and its address, or --server-ip)", dhcpMode)
+				}
+				cfg := &dhcp.Config{Mode: dhcp.Full, Interface: iface, ServerIP: ip, LeaseFile: leases}
+				if dhcpMode == "proxy" {
+					cfg.Mode = dhcp.Proxy
+				} else {
+					lo, hi, ok := strings.Cut(pool, "-")
+					cfg.PoolStart, cfg.PoolEnd = net.ParseIP(lo).To4(), net.ParseIP(hi).To4()
+					if !ok || cfg.PoolStart == nil || cfg.PoolEnd == nil {
+						return fmt.Errorf("--dhcp full needs --pool START-END, e.g. 10.0.0.100-10.0.0.200")
+					}
+					cfg.Netmask = net.CIDRMask(netmask, 32)
+					if router != "" {
+						cfg.Router = net.ParseIP(router).To4()
+					}
+					for _, d := range dns {
+						cfg.DNS = append(cfg.DNS, net.ParseIP(d).To4())
+					}
+					for _, r := range reserve {
+						res, err := parseReservation(r)
+						if err != nil {
+							return err
+						}
+						cfg.Reservations = append(cfg.Reservations, res)
+					}
+				}
+				srv.DHCP = cfg
+				if srv.TFTPAddr == "" {
+					srv.TFTPAddr = net.JoinHostPort(ip.String(), "69")
+				}
+			default:
+				return fmt.Errorf("--dhcp %q: want off, full or proxy", dhcpMode)
+			}
+			return srv.Run(cmd.Context())
 		},
 	}
 	f := c.Flags()
 	f.StringVar(&h.Store, "store", "", "store directory to serve")
 	f.StringVar(&addr, "http", ":8080", "HTTP listen address")
-	f.StringVar(&public, "public-url", "", "URL machines reach this server at (default: from the listen address)")
+	f.StringVar(&public, "public-url", "", "URL machines reach this server at (default: from --http and the interface address)")
 	f.StringVar(&img, "image", "", "image machines boot, NAME or NAME:VERSION")
 	f.StringVar(&mode, "mode", "diskless", "what netbooting machines do: diskless, install or local")
 	f.StringVar(&installDisk, "install-disk", "", "disk the agent installs onto with --mode install")
 	f.StringVar(&h.Agent, "agent", "", "agent initramfs for images that carry none (imprint initrd)")
 	f.StringVar(&h.Console, "console", "console=ttyS0", "kernel console argument for netbooted machines")
 	f.StringVar(&extraCmdline, "cmdline", "", "extra kernel arguments for netbooted machines")
+	f.StringVar(&dhcpMode, "dhcp", "off", "DHCP: off, full (addresses and boot options) or proxy (boot options beside the site's DHCP server)")
+	f.StringVar(&iface, "interface", "", "interface to serve DHCP on and to bind to")
+	f.StringVar(&serverIP, "server-ip", "", "this server's address on --interface (default: the interface's first IPv4 address)")
+	f.StringVar(&pool, "pool", "", "--dhcp full: address pool START-END")
+	f.IntVar(&netmask, "netmask", 24, "--dhcp full: prefix length of the network")
+	f.StringVar(&router, "router", "", "--dhcp full: default gateway to hand out")
+	f.StringArrayVar(&dns, "dns", nil, "--dhcp full: DNS server to hand out (repeatable)")
+	f.StringArrayVar(&reserve, "reserve", nil, "--dhcp full: MAC=IP[,HOSTNAME] reservation (repeatable)")
+	f.StringVar(&leases, "leases", "", "--dhcp full: lease file, written atomically (default: in memory)")
+	f.StringVar(&tftp, "tftp", "", "TFTP listen address for PXE ROMs (default with --dhcp: port 69 on the server address)")
+	f.StringVar(&ipxeDir, "ipxe-dir", netboot.DefaultIPXEDir, "directory with ipxe.efi and undionly.kpxe")
 	return c
 }
 
-// logRequests logs each request with its status, for the admin watching a
-// rack boot.
-func logRequests(h http.Handler, logf func(string, ...any)) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rec := &statusRecorder{ResponseWriter: w, status: 200}
-		h.ServeHTTP(rec, r)
-		if rec.status >= 400 || !strings.HasPrefix(r.URL.Path, "/chunks/") {
-			logf("http: %s %s %s -> %d", r.RemoteAddr, r.Method, r.URL.RequestURI(), rec.status)
+func interfaceIP(name string) (net.IP, error) {
+	ifc, err := net.InterfaceByName(name)
+	if err != nil {
+		return nil, fmt.Errorf("--interface %s: %w", name, err)
+	}
+	addrs, err := ifc.Addrs()
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil {
+			return n.IP.To4(), nil
 		}
-	})
+	}
+	return nil, fmt.Errorf("--interface %s has no IPv4 address; give --server-ip", name)
 }
 
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
-}
-
-func (s *statusRecorder) WriteHeader(code int) {
-	s.status = code
-	s.ResponseWriter.WriteHeader(code)
+func parseReservation(s string) (dhcp.Reservation, error) {
+	macS, rest, ok := strings.Cut(s, "=")
+	ipS, host, _ := strings.Cut(rest, ",")
+	mac, err := net.ParseMAC(macS)
+	ip := net.ParseIP(ipS).To4()
+	if !ok || err != nil || ip == nil {
+		return dhcp.Reservation{}, fmt.Errorf("--reserve %q: want MAC=IP[,HOSTNAME]", s)
+	}
+	return dhcp.Reservation{MAC: mac, IP: ip, Hostname: host}, nil
 }

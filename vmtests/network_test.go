@@ -25,6 +25,7 @@ type netImage struct {
 	fx      *fixture.Fixture
 	store   string
 	rootSHA string
+	bin     string // static imprint binary
 }
 
 func buildNetImage(t *testing.T) netImage {
@@ -55,7 +56,7 @@ func buildNetImage(t *testing.T) netImage {
 			rootSHA = p.Content.SHA256
 		}
 	}
-	return netImage{fx: fx, store: store, rootSHA: rootSHA}
+	return netImage{fx: fx, store: store, rootSHA: rootSHA, bin: bin}
 }
 
 // serveHTTP runs imprint's HTTP server on the host's loopback for the test.

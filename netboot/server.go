@@ -1,0 +1,178 @@
+package netboot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/imprint-dev/imprint/netboot/dhcp"
+	"github.com/imprint-dev/imprint/netboot/tftp"
+	"golang.org/x/sync/errgroup"
+)
+
+// DefaultIPXEDir is where Debian's ipxe package puts its binaries.
+const DefaultIPXEDir = "/usr/lib/ipxe"
+
+// Server is `imprint serve`: HTTP always, DHCP (full or proxy) and TFTP
+// when configured. All listeners are opened before anything is served.
+type Server struct {
+	HTTP     *HTTP
+	HTTPAddr string
+	DHCP     *dhcp.Config // nil: no DHCP
+	TFTPAddr string       // "": no TFTP
+	IPXEDir  string
+	Logf     func(string, ...any)
+}
+
+func (s *Server) logf(format string, a ...any) {
+	if s.Logf != nil {
+		s.Logf(format, a...)
+	}
+}
+
+// Booter is the DHCP side of the per-machine decision: PXE ROMs get iPXE
+// by TFTP, UEFI HTTP boot gets iPXE by HTTP, iPXE gets its script URL.
+func (s *Server) Booter(c dhcp.Client) (dhcp.Boot, bool) {
+	if _, ok := s.HTTP.Decider.Decide(c.MAC); !ok {
+		return dhcp.Boot{}, false
+	}
+	base := strings.TrimRight(s.HTTP.Public, "/")
+	switch {
+	case c.IPXE:
+		return dhcp.Boot{Filename: base + "/boot.ipxe?mac=" + c.MAC.String()}, true
+	case c.HTTPClient:
+		return dhcp.Boot{Filename: base + "/ipxe/ipxe.efi"}, true
+	case c.PXE && c.Arch == dhcp.ArchBIOS:
+		return dhcp.Boot{Filename: "undionly.kpxe"}, true
+	case c.PXE && c.Arch.UEFIx64():
+		return dhcp.Boot{Filename: "ipxe.efi"}, true
+	}
+	return dhcp.Boot{}, false
+}
+
+// ipxeFiles are the iPXE binaries served by TFTP and HTTP.
+var ipxeFiles = map[string]bool{"ipxe.efi": true, "undionly.kpxe": true, "snponly.efi": true, "ipxe.pxe": true}
+
+func (s *Server) ipxeDir() string {
+	if s.IPXEDir != "" {
+		return s.IPXEDir
+	}
+	return DefaultIPXEDir
+}
+
+// Run serves until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("HTTP: %w", err)
+	}
+	var tconn net.PacketConn
+	if s.TFTPAddr != "" {
+		if tconn, err = net.ListenPacket("udp4", s.TFTPAddr); err != nil {
+			ln.Close()
+			return fmt.Errorf("TFTP: %w", err)
+		}
+	}
+	var dsrv *dhcp.Server
+	if s.DHCP != nil {
+		cfg := *s.DHCP
+		cfg.Booter = s.Booter
+		if cfg.Logf == nil {
+			cfg.Logf = s.Logf
+		}
+		if dsrv, err = dhcp.New(cfg); err != nil {
+			ln.Close()
+			if tconn != nil {
+				tconn.Close()
+			}
+			return fmt.Errorf("DHCP: %w", err)
+		}
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/ipxe/", func(w http.ResponseWriter, r *http.Request) {
+		name := strings.TrimPrefix(r.URL.Path, "/ipxe/")
+		if !ipxeFiles[name] {
+			http.NotFound(w, r)
+			return
+		}
+		http.ServeFile(w, r, filepath.Join(s.ipxeDir(), name))
+	})
+	mux.Handle("/", s.HTTP)
+	hs := &http.Server{Handler: logRequests(mux, s.logf), ReadHeaderTimeout: 10 * time.Second}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		err := hs.Serve(ln)
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return hs.Shutdown(sctx)
+	})
+	if tconn != nil {
+		ts := &tftp.Server{Handler: tftp.HandlerFunc(s.tftpOpen), Logf: s.Logf}
+		g.Go(func() error { return ts.Serve(gctx, tconn) })
+	}
+	if dsrv != nil {
+		g.Go(func() error { return dsrv.Serve(gctx) })
+	}
+	s.logf("imprint serve: HTTP on %s (public %s)%s%s", ln.Addr(), s.HTTP.Public,
+		map[bool]string{true: ", TFTP on " + s.TFTPAddr}[tconn != nil],
+		map[bool]string{true: ", DHCP " + modeName(s.DHCP)}[dsrv != nil])
+	return g.Wait()
+}
+
+func modeName(c *dhcp.Config) string {
+	if c == nil {
+		return "off"
+	}
+	return c.Mode.String() + " on " + c.Interface
+}
+
+// tftpOpen serves the iPXE binaries, and nothing else: PXE ROMs only need
+// iPXE; everything after it goes over HTTP.
+func (s *Server) tftpOpen(_ context.Context, name string, remote net.Addr) (io.ReadSeeker, error) {
+	clean, err := tftp.CleanPath(name)
+	if err != nil {
+		return nil, err
+	}
+	if !ipxeFiles[clean] {
+		s.logf("tftp: %s asked for %q: not served", remote, name)
+		return nil, fmt.Errorf("%s: %w", name, os.ErrNotExist)
+	}
+	s.logf("tftp: %s <- %s", remote, clean)
+	return os.Open(filepath.Join(s.ipxeDir(), clean))
+}
+
+// logRequests logs requests other than chunk downloads (and every failed
+// one), for the admin watching a rack boot.
+func logRequests(h http.Handler, logf func(string, ...any)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		h.ServeHTTP(rec, r)
+		if rec.status >= 400 || !strings.HasPrefix(r.URL.Path, "/chunks/") {
+			logf("http: %s %s %s -> %d", r.RemoteAddr, r.Method, r.URL.RequestURI(), rec.status)
+		}
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
