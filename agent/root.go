@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -238,9 +239,24 @@ func (a *Agent) install(ctx context.Context) error {
 	}
 	disk := a.Params.Install
 	a.say("installing onto %s", disk)
+	boot := deploy.BootOptions{Timeout: 1}
+	// The boot loader binaries come from the server that sent the image:
+	// the initramfs carries none.
+	base := strings.TrimRight(a.Params.Sources[0], "/")
+	if p, err := fetchFile(ctx, base+"/loader/systemd-bootx64.efi", "/run/systemd-bootx64.efi"); err == nil {
+		boot.EFIBinary = p
+	} else {
+		a.say("no systemd-boot from %s (%v): the disk gets no boot menu", base, err)
+		boot.Skip = true
+	}
+	if p, err := fetchFile(ctx, base+"/ipxe/ipxe.efi", "/run/ipxe.efi"); err == nil {
+		boot.IPXEEFI = p
+	} else {
+		boot.NoNetboot = true
+	}
 	last := -1
 	out, err := deploy.Run(ctx, deploy.Options{
-		Sources: srcs, Image: res, Disk: disk, Verify: true, TmpDir: "/run",
+		Sources: srcs, Image: res, Disk: disk, Verify: true, TmpDir: "/run", Boot: boot,
 		Events: func(e deploy.Event) {
 			switch e.Kind {
 			case "phase":
@@ -261,4 +277,28 @@ func (a *Agent) install(ctx context.Context) error {
 	a.say("installed %s:%s onto %s, verified; rebooting into it", res.Manifest.Name, res.Manifest.Version, out.Plan.Disk)
 	unix.Sync()
 	return unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+}
+
+func fetchFile(ctx context.Context, url, dst string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	f, err := os.Create(dst)
+	if err != nil {
+		return "", err
+	}
+	if _, err := io.Copy(f, io.LimitReader(resp.Body, 64<<20)); err != nil {
+		f.Close()
+		return "", err
+	}
+	return dst, f.Close()
 }

@@ -67,6 +67,8 @@ type BootOptions struct {
 	NetbootURL  string
 	Timeout     int
 	AgentInitrd []byte
+	IPXEEFI     string // iPXE for the netboot entry (default Debian's)
+	NoNetboot   bool
 }
 
 // Plan is what a deploy will do, shown before it does it.
@@ -315,7 +317,7 @@ func installBoot(ctx context.Context, o Options, cp *copier.Copier, dev *partiti
 		Loader: b.Loader, Firmware: b.Firmware, NewESP: newESP, EFIBinary: b.EFIBinary,
 		Name: m.Name, Version: m.Version, Kernel: kernel, Initrd: initrd, Cmdline: m.Boot.Cmdline,
 		RootPARTUUID: root.GUID, DisklessURL: b.DisklessURL, AgentInitrd: b.AgentInitrd, NetbootURL: b.NetbootURL,
-		Timeout: b.Timeout, ESPUUID: uuid, TmpDir: o.TmpDir,
+		Timeout: b.Timeout, ESPUUID: uuid, TmpDir: o.TmpDir, IPXEEFI: b.IPXEEFI, NoNetboot: b.NoNetboot,
 	}); err != nil {
 		return err
 	}
@@ -492,6 +494,12 @@ func partitionDisk(ctx context.Context, o Options, dev *partition.Disk, plan *Pl
 			err = partition.MakeSwap(sec, p.Name)
 		case "ext4":
 			err = partition.MakeExt4(ctx, sec, p.Name, o.TmpDir)
+			if errors.Is(err, partition.ErrNoTool) {
+				// Node-local state, not the image: leaving it for the
+				// node to format on first boot loses nothing.
+				o.emit(Event{Kind: "warning", Message: fmt.Sprintf("%v: partition %s is left unformatted", err, p.Name)})
+				err = nil
+			}
 		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("partition %s: %w", p.Name, err)

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/imprint-dev/imprint/bootloader"
 	"github.com/imprint-dev/imprint/netboot/dhcp"
 	"github.com/imprint-dev/imprint/netboot/tftp"
 	"golang.org/x/sync/errgroup"
@@ -103,6 +104,11 @@ func (s *Server) Run(ctx context.Context) error {
 			return
 		}
 		http.ServeFile(w, r, filepath.Join(s.ipxeDir(), name))
+	})
+	// The agent's install mode needs the UEFI loader it installs; the
+	// initramfs does not carry it.
+	mux.HandleFunc("/loader/systemd-bootx64.efi", func(w http.ResponseWriter, r *http.Request) {
+		http.ServeFile(w, r, bootloader.DefaultSystemdBoot)
 	})
 	mux.Handle("/", s.HTTP)
 	hs := &http.Server{Handler: logRequests(mux, s.logf), ReadHeaderTimeout: 10 * time.Second}

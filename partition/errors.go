@@ -15,4 +15,7 @@ var (
 	ErrReadOnly    = errors.New("target is read-only")
 	ErrNoGPT       = errors.New("no GPT partition table")
 	ErrNotTarget   = errors.New("target is neither a block device nor a regular file")
+	// ErrNoTool says a program imprint runs is not installed (the agent's
+	// initramfs has no mkfs.ext4).
+	ErrNoTool = errors.New("tool not found")
 )

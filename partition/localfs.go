@@ -39,6 +39,9 @@ func MakeSwap(sec Section, label string) error {
 // so no older signature survives there. ext4 does not read blocks it has not
 // initialised, so stale data elsewhere is harmless.
 func MakeExt4(ctx context.Context, sec Section, label, tmpDir string) error {
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		return fmt.Errorf("%w: mkfs.ext4 (e2fsprogs) for partition %s", ErrNoTool, label)
+	}
 	tmp, err := os.CreateTemp(tmpDir, "imprint-ext4-*.img")
 	if err != nil {
 		return err

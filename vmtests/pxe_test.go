@@ -231,3 +231,46 @@ func TestUEFIPXEProxyDHCP(t *testing.T) {
 		t.Errorf("proxy server log:\n%s", log.String())
 	}
 }
+
+// Network test 5: netboot install. A machine with a blank disk netboots,
+// the agent deploys the image onto its disk with imprint deploy's code and
+// reboots into the local entry; imprint verify on the disk file agrees.
+func TestNetbootInstall(t *testing.T) {
+	requireQEMU(t)
+	im := buildNetImage(t)
+	n := newNetns(t, "10.68.0.1/24")
+	log := serveIn(t, n, im.bin, "--store", im.store, "--image", "fixture", "--mode", "install", "--install-disk", "/dev/vda",
+		"--dhcp", "full", "--interface", n.tap, "--pool", "10.68.0.100-10.68.0.150", "--http", "10.68.0.1:8080")
+	disk := filepath.Join(t.TempDir(), "blank.img")
+	f, _ := os.Create(disk)
+	f.Truncate(1 << 30)
+	f.Close()
+	vm := startVM(t, qemu.Config{
+		Binary:   n.qemuBinary(t),
+		Firmware: qemu.UEFI,
+		Reboot:   true,
+		Disks:    []qemu.Disk{{Path: disk}},
+		Args: []string{"-netdev", "tap,id=pxe0,ifname=" + n.tap + ",script=no,downscript=no",
+			"-device", "virtio-net-pci,netdev=pxe0,mac=52:54:00:68:00:01", "-device", "virtio-rng-pci"},
+	})
+	err := vm.Expect(t.Context(),
+		qemu.Marker{Text: "IMPRINT-AGENT: installing onto /dev/vda", Timeout: firmwareBoot + 2*time.Minute},
+		qemu.Marker{Text: "IMPRINT-AGENT: installed fixture:", Timeout: 4 * nextMarkerTimeout},
+		qemu.Marker{Text: fixture.InitrdRootMarker, Timeout: firmwareBoot},
+		qemu.Marker{Text: fixture.RootSHA256Marker + im.fx.FileSHA256, Timeout: nextMarkerTimeout},
+		qemu.Marker{Text: fixture.RootOKMarker, Timeout: nextMarkerTimeout},
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := vm.Wait(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s", grepLines(vm.Console(), "IMPRINT-AGENT: install"))
+	root := partitionNamed(t, disk, "root")
+	if !strings.Contains(vm.Console(), fixture.InitrdRootMarker+strings.ToLower(root.GUID)) {
+		t.Error("the second boot did not run from the installed root partition")
+	}
+	imprint(t, "verify", "--disk", disk)
+	_ = log
+}
