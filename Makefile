@@ -37,6 +37,8 @@ test: deps lint unit vmtest
 
 bench: deps build
 	bash bench/run.sh
+	bash bench/dhcp/run.sh
+	bash bench/tftp/run.sh
 
 demo: deps build
 	bash scripts/demo.sh
