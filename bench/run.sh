@@ -56,6 +56,9 @@ done
 
 mkdir -p "$OUT" "$W"
 W=$(cd "$W" && pwd)
+need=$(((COMP + RAND) * 3 + DISK / 4 + DENSE * 3 + 2 * GiB)) # tree, images, stores, target
+free=$(($(df -Pk "$W" | awk 'NR == 2 {print $4}') * 1024))
+((free >= need)) || die "$W has $((free / GiB)) GiB free, the run needs about $((need / GiB + 1)) GiB (set BENCH_DIR)"
 LOGS=$W/logs
 rm -rf "$LOGS"
 mkdir -p "$LOGS"
@@ -68,7 +71,10 @@ IMPRINT_ID="$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo '?
 cleanup() {
 	local rc=$?
 	if [[ ${BENCH_KEEP:-0} != 1 ]]; then
-		rm -rf "$W/tree" "$W/store" "$W/dstore" "$W/imprint" "$W"/*.img "$W"/*.zst "$W"/*.bmap "$W"/*.raw "$W"/*.ext4
+		# Only what this script made: BENCH_DIR may hold other files.
+		rm -rf "$W/tree" "$W/store" "$W/dstore"
+		rm -f "$W/imprint" "$W/disk.img" "$W/disk.img.zst" "$W/disk.bmap" "$W/dense.raw" \
+			"$W/target.img" "$W/root.ext4" "$W/usrfiles" "$W/list"
 	fi
 	((rc == 0)) || log "failed (exit $rc); logs in $LOGS"
 }
@@ -358,7 +364,7 @@ T_TOTAL=$(awk -v a="$T_START" -v b="$(now)" 'BEGIN {printf "%.0f", b - a}')
 report() {
 	echo "## imprint benchmark results"
 	echo
-	echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(free -h | awk '/^Mem:/ {print $2}') RAM, imprint $IMPRINT_ID, quick=$QUICK, $REPS runs each, median; whole run ${T_TOTAL}s; load average at start $LOAD0, at end $LOAD1 (anything above ~0.5 means other work shared the machine)."
+	echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(free -h | awk '/^Mem:/ {print $2}') RAM, imprint $IMPRINT_ID, quick=$QUICK, $REPS runs each, median; whole run ${T_TOTAL}s; load average before the run $LOAD0, after it $LOAD1."
 	echo
 	echo "Sparse case: $((DISK / MiB)) MiB GPT disk image, ext4 root holding $((TREE_BYTES / MiB)) MiB of files ($((COMP / MiB)) MiB from /usr, $((RAND / MiB)) MiB random); $((MAPPED_BYTES / MiB)) MiB mapped by the bmap. Dense case: $((DENSE / MiB)) MiB of random data as one partition. MB/s = mapped (sparse) or partition (dense) bytes / wall time; 1 MB = 10^6 bytes. Page cache dropped before every run; every target checked byte for byte (cmp) afterwards, imprint targets also with \`imprint verify\`."
 	echo

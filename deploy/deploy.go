@@ -196,9 +196,6 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		res.Written += total - skipped
 		res.Skipped += skipped
 	}
-	if err := j.checkpoint(); err != nil {
-		return nil, err
-	}
 
 	if o.Verify {
 		for _, p := range m.Partitions {

@@ -274,3 +274,22 @@ func TestNetbootInstall(t *testing.T) {
 	imprint(t, "verify", "--disk", disk)
 	_ = log
 }
+
+// Network test 4: a legacy BIOS machine (SeaBIOS) netboots the image.
+// QEMU's NIC option ROMs are iPXE, so the first DHCP request already says
+// "iPXE" and gets the script URL; TFTP is proven by the UEFI native PXE
+// test (OVMF's own PXE client loads iPXE by TFTP).
+func TestBIOSPXE(t *testing.T) {
+	requireQEMU(t)
+	im := buildNetImage(t)
+	n := newNetns(t, "10.69.0.1/24")
+	log := serveIn(t, n, im.bin, "--store", im.store, "--image", "fixture", "--mode", "diskless",
+		"--dhcp", "full", "--interface", n.tap, "--pool", "10.69.0.100-10.69.0.150", "--http", "10.69.0.1:8080")
+	vm := pxeVM(t, n, qemu.BIOS, "52:54:00:69:00:01", true)
+	if err := vm.Expect(t.Context(), disklessMarkers(im)...); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(log.String(), "/boot.ipxe?mac=") {
+		t.Errorf("server log:\n%s", log.String())
+	}
+}
