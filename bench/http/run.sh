@@ -11,6 +11,7 @@ MIB=${BENCH_MIB:-64}
 WORK=${BENCH_DIR:-$(mktemp -d /var/tmp/imprint-bench-http.XXXXXX)}
 OUT=$ROOT/bench/http/out
 mkdir -p "$WORK" "$OUT"
+chmod 755 "$WORK" # nginx's workers run as www-data
 log() { printf '[bench-http %s] %s\n' "$(date +%T)" "$*" >&2; }
 command -v nginx >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null; }
 [ -x "$IMPRINT" ] || (cd "$ROOT" && make build)
@@ -21,7 +22,7 @@ trap cleanup EXIT
 
 log "data: a ${MIB} MiB partition, half random, half text"
 head -c $((MIB / 2 * 1024 * 1024)) /dev/urandom >"$WORK/part.img"
-yes "imprint benchmark line of fairly compressible text" | head -c $((MIB / 2 * 1024 * 1024)) >>"$WORK/part.img"
+head -c $((MIB / 2 * 1024 * 1024)) < <(yes "imprint benchmark line of fairly compressible text") >>"$WORK/part.img"
 printf 'esp esp 48M esp\ndata linux-generic auto image\n' >"$WORK/layout"
 "$IMPRINT" build --store "$WORK/store" --name bench --partition data="$WORK/part.img" --layout "$WORK/layout" >/dev/null
 
@@ -42,18 +43,23 @@ nginx -c "$WORK/nginx.conf" -g 'daemon off;' &
 pids+=($!)
 sleep 1
 
-run() { # $1 = url, $2 = label
+run() { # $1 = url, $2 = label; runs in a subshell: it must not inherit the cleanup
+	trap - EXIT
 	rm -f "$WORK"/d*.img
 	sync
 	echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
 	local t0 t1
 	t0=$(date +%s.%N)
+	local ps=()
 	for i in $(seq 1 "$CLIENTS"); do
 		"$IMPRINT" deploy --from "$1" --image bench --disk "$WORK/d$i.img" --size $((MIB + 60))M --yes --no-bootloader >/dev/null 2>"$WORK/err$i" &
+		ps+=($!)
 	done
-	if ! wait; then log "a deploy from $2 failed"; cat "$WORK"/err*; exit 1; fi
+	for p in "${ps[@]}"; do
+		wait "$p" || { log "a deploy from $2 failed"; tail -3 "$WORK"/err*; exit 1; }
+	done
 	t1=$(date +%s.%N)
-	for i in $(seq 1 "$CLIENTS"); do "$IMPRINT" verify --disk "$WORK/d$i.img" >/dev/null; done
+	for i in $(seq 1 "$CLIENTS"); do "$IMPRINT" verify --disk "$WORK/d$i.img" >/dev/null 2>&1 || { log "$2: disk $i differs"; exit 1; }; done
 	awk -v a="$t0" -v b="$t1" -v n="$CLIENTS" -v m="$MIB" 'BEGIN { printf "%.2f %.1f\n", b - a, n * m * 1048576 / (b - a) / 1e6 }'
 }
 read -r ti mi < <(run http://127.0.0.1:18081/ imprint)
