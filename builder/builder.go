@@ -325,10 +325,7 @@ func fromDisk(di *diskimage.Image, path string) (partition.Layout, map[string]so
 	used := map[string]bool{}
 	hasESP := false
 	for _, p := range di.Partitions() {
-		name := sanitize(p.Name)
-		if name == "" {
-			name = fmt.Sprintf("part%d", p.Index)
-		}
+		name := partition.SanitizeName(p.Name, p.Index)
 		for base, k := name, 2; used[name]; k++ {
 			name = fmt.Sprintf("%s%d", base, k)
 		}
@@ -359,23 +356,6 @@ func fromDisk(di *diskimage.Image, path string) (partition.Layout, map[string]so
 		l.Partitions = append([]partition.Spec{esp}, l.Partitions...)
 	}
 	return l, content
-}
-
-func sanitize(s string) string {
-	var b strings.Builder
-	for _, c := range strings.ToLower(strings.TrimSpace(s)) {
-		switch {
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_', c == '.':
-			b.WriteRune(c)
-		default:
-			b.WriteRune('-')
-		}
-	}
-	r := strings.Trim(b.String(), "-.")
-	if len(r) > 36 {
-		r = r[:36]
-	}
-	return r
 }
 
 type bootFiles struct{ kernel, initrd, cmdline string }

@@ -458,7 +458,7 @@ func parseSfdiskDump(lines []string) (Layout, error) {
 		default:
 			s.Role, s.FS = RoleLocal, "ext4"
 		}
-		s.Name = uniqueName(sanitizeName(e.name, e.num), used)
+		s.Name = uniqueName(SanitizeName(e.name, e.num), used)
 		used[s.Name] = true
 		l.Partitions = append(l.Partitions, s)
 		at = append(at, e.line)
@@ -558,9 +558,11 @@ func unquoteSfdisk(v string) (string, error) {
 	return b.String(), nil
 }
 
-// sanitizeName makes a GPT name usable as a layout name; names are free text
-// on disk ("EFI System", "Microsoft basic data").
-func sanitizeName(name string, num int) string {
+// SanitizeName makes a GPT partition name, free text on disk ("EFI
+// System", "Microsoft basic data"), usable as a layout name: lower case,
+// letters, digits, '-', '_' and '.', at most 36 characters; "partN" when
+// nothing is left.
+func SanitizeName(name string, num int) string {
 	var b strings.Builder
 	for _, c := range strings.ToLower(strings.TrimSpace(name)) {
 		if nameRune(c) {

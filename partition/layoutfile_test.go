@@ -240,7 +240,7 @@ func TestSanitizeAndUniqueName(t *testing.T) {
 		{long, 6, strings.Repeat("x", 36)},
 		{long, 7, strings.Repeat("x", 35) + "2"},
 	} {
-		got := uniqueName(sanitizeName(c.in, c.num), used)
+		got := uniqueName(SanitizeName(c.in, c.num), used)
 		used[got] = true
 		if got != c.want {
 			t.Errorf("name %q -> %q, want %q", c.in, got, c.want)

@@ -84,17 +84,29 @@ func Place(l Layout, diskSize, sectorSize int64) (*Table, error) {
 		return nil, fmt.Errorf("%w: the target has %s, the layout needs %s", ErrTooSmall, HumanSize(diskSize), HumanSize(need))
 	}
 	end := (diskSize - gptReserve(sectorSize)) / Align * Align
+	t := &Table{DiskGUID: newGUID(), SectorSize: sectorSize, DiskSize: diskSize}
+	next := 0
+	parts, err := lay(l.Partitions, Align, end-Align, func() (int, error) { next++; return next, nil })
+	if err != nil {
+		return nil, err
+	}
+	t.Partitions = parts
+	return t, nil
+}
+
+// lay places specs one after another from off, within length bytes: each
+// rounded up to Align, the rest partition taking what the others leave (or
+// left out when optional and too small). entry gives GPT entry numbers.
+func lay(specs []Spec, off, length int64, entry func() (int, error)) ([]Placed, error) {
 	fixed := int64(0)
-	for _, p := range l.Partitions {
+	for _, p := range specs {
 		if !p.Rest {
 			fixed += alignUp(p.Size)
 		}
 	}
-	restLen := end - Align - fixed
-
-	t := &Table{DiskGUID: newGUID(), SectorSize: sectorSize, DiskSize: diskSize}
-	off := int64(Align)
-	for _, p := range l.Partitions {
+	restLen := length - fixed
+	var out []Placed
+	for _, p := range specs {
 		n := alignUp(p.Size)
 		if p.Rest {
 			if restLen < p.Size {
@@ -105,10 +117,14 @@ func Place(l Layout, diskSize, sectorSize int64) (*Table, error) {
 			}
 			n = restLen
 		}
-		t.Partitions = append(t.Partitions, Placed{Spec: p, Index: len(t.Partitions) + 1, Start: off, Len: n, GUID: newGUID()})
+		idx, err := entry()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Placed{Spec: p, Index: idx, Start: off, Len: n, GUID: newGUID()})
 		off += n
 	}
-	return t, nil
+	return out, nil
 }
 
 func newGUID() string {
@@ -196,35 +212,19 @@ func PlaceBeside(l Layout, existing []GPTPartition, diskGUID string, diskSize, s
 	if best.Len < need {
 		return nil, fmt.Errorf("%w: the largest free region is %s (at %s), the image needs %s beside the existing partitions", ErrTooSmall, HumanSize(best.Len), HumanSize(best.Start), HumanSize(need))
 	}
-	fixed := int64(0)
-	for _, p := range want.Partitions {
-		if !p.Rest {
-			fixed += alignUp(p.Size)
-		}
-	}
-	restLen := best.Len - fixed
-	off, idx := best.Start, 1
-	for _, p := range want.Partitions {
-		n := alignUp(p.Size)
-		if p.Rest {
-			if restLen < p.Size {
-				if p.Optional {
-					continue
-				}
-				return nil, fmt.Errorf("%w: partition %q needs at least %s, %s is left", ErrTooSmall, p.Name, HumanSize(p.Size), HumanSize(restLen))
-			}
-			n = restLen
-		}
-		for usedIdx[idx] {
-			idx++
+	idx := 0
+	parts, err := lay(want.Partitions, best.Start, best.Len, func() (int, error) {
+		for idx++; usedIdx[idx]; idx++ {
 		}
 		if idx > 128 {
-			return nil, fmt.Errorf("%w: the GPT has no free entry left", ErrBadLayout)
+			return 0, fmt.Errorf("%w: the GPT has no free entry left", ErrBadLayout)
 		}
-		usedIdx[idx] = true
-		t.Partitions = append(t.Partitions, Placed{Spec: p, Index: idx, Start: off, Len: n, GUID: newGUID()})
-		off += n
+		return idx, nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	t.Partitions = append(t.Partitions, parts...)
 	sort.Slice(t.Partitions, func(i, j int) bool { return t.Partitions[i].Index < t.Partitions[j].Index })
 	return t, nil
 }
