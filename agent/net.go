@@ -86,11 +86,10 @@ func configure(l netlink.Link, lease *nclient4.Lease) error {
 	if err := netlink.AddrReplace(l, addr); err != nil {
 		return fmt.Errorf("address %v: %w", addr, err)
 	}
-	for _, gw := range ack.Router() {
-		if err := netlink.RouteReplace(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: gw}); err != nil {
-			return fmt.Errorf("default route via %v: %w", gw, err)
+	if gws := ack.Router(); len(gws) > 0 {
+		if err := netlink.RouteReplace(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: gws[0]}); err != nil {
+			return fmt.Errorf("default route via %v: %w", gws[0], err)
 		}
-		break
 	}
 	return nil
 }
