@@ -18,8 +18,8 @@ type Decoder struct {
 
 // NewDecoder makes a Decoder.
 func NewDecoder() (*Decoder, error) {
-	// DecodeAll is safe for concurrent use; concurrency 0 keeps it from
-	// starting goroutines we never use.
+	// DecodeAll is safe for concurrent use; concurrency 0 gives one
+	// decoder per CPU, as many as the copier's workers can keep busy.
 	d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(128<<20))
 	if err != nil {
 		return nil, err
