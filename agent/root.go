@@ -15,7 +15,6 @@ import (
 	"github.com/imprint-dev/imprint/copier"
 	"github.com/imprint-dev/imprint/deploy"
 	"github.com/imprint-dev/imprint/image"
-	"github.com/imprint-dev/imprint/partition"
 	"golang.org/x/sys/unix"
 )
 
@@ -44,21 +43,6 @@ func (a *Agent) resolve(ctx context.Context, srcs []image.Source) (*image.Resolv
 	return r, nil
 }
 
-// RootPartition is the image partition the machine runs as its root.
-func RootPartition(m *image.Manifest) (*image.Partition, error) {
-	for i, p := range m.Partitions {
-		if p.Content != nil && p.Name == "root" {
-			return &m.Partitions[i], nil
-		}
-	}
-	for i, p := range m.Partitions {
-		if p.Content != nil && strings.HasPrefix(partition.TypeName(p.Type), "root-") {
-			return &m.Partitions[i], nil
-		}
-	}
-	return nil, fmt.Errorf("image %s:%s has no root partition", m.Name, m.Version)
-}
-
 // fileTarget is the RAM copy of the root.
 type fileTarget struct{ f *os.File }
 
@@ -80,7 +64,7 @@ func (a *Agent) diskless(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	rp, err := RootPartition(res.Manifest)
+	rp, err := res.Manifest.RootPartition()
 	if err != nil {
 		return err
 	}

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -302,9 +301,13 @@ func installBoot(ctx context.Context, o Options, cp *copier.Copier, dev *partiti
 			return fmt.Errorf("agent initramfs: %w", err)
 		}
 	}
-	root, ok := rootPartition(m, t)
+	rp, err := m.RootPartition()
+	if err != nil {
+		return err
+	}
+	root, ok := t.Find(rp.Name)
 	if !ok {
-		return fmt.Errorf("the image has no root partition for the local entry")
+		return fmt.Errorf("partition %s is not on the disk", rp.Name)
 	}
 	uuid, err := esp.VolumeID()
 	if err != nil {
@@ -326,25 +329,6 @@ func installBoot(ctx context.Context, o Options, cp *copier.Copier, dev *partiti
 		return fmt.Errorf("firmware %s needs a BIOS boot partition and the layout has none", b.Firmware)
 	}
 	return bootloader.InstallBIOS(ctx, dev, bb, bootloader.BIOSOptions{ConfigPath: bootloader.GrubCfg, TmpDir: o.TmpDir})
-}
-
-// rootPartition is the partition the local entry boots: the image
-// partition named root, else the first image partition of a root type.
-func rootPartition(m *image.Manifest, t *partition.Table) (partition.Placed, bool) {
-	if p, ok := t.Find("root"); ok && p.Role == partition.RoleImage {
-		return p, true
-	}
-	for _, p := range t.Partitions {
-		if p.Role == partition.RoleImage && strings.HasPrefix(partition.TypeName(p.Type), "root-") {
-			return p, true
-		}
-	}
-	for _, p := range t.Partitions {
-		if p.Role == partition.RoleImage {
-			return p, true
-		}
-	}
-	return partition.Placed{}, false
 }
 
 func contains(s []int, v int) bool {
@@ -400,7 +384,7 @@ func prepare(o *Options) (*Plan, *partition.Disk, *OnDisk, error) {
 			plan.Destroyed = od.GPT
 		}
 		if err == nil && od.State.ImageID == o.Image.ID && od.State.Status != StatusComplete &&
-			od.State.Table.DiskSize == dev.Size() && (*partitionTableView)(od.State.Table).matches(od.GPT) {
+			od.State.Table.DiskSize == dev.Size() && tableMatches(od.State.Table, od.GPT) {
 			plan.Resume, plan.Table, plan.Destroyed = true, od.State.Table, nil
 			for _, p := range m.Partitions {
 				if p.Content != nil && (od.State.Done[p.Name] == nil || od.State.Done[p.Name].Len() != len(p.Content.Chunks)) {

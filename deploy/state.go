@@ -101,9 +101,9 @@ func ReadDisk(dev partition.Device) (*OnDisk, error) {
 	return od, nil
 }
 
-// matchesGPT reports whether the table recorded in the state is what the
+// tableMatches reports whether the table recorded in the state is what the
 // disk's GPT holds now.
-func (t *partitionTableView) matches(parts []partition.GPTPartition) bool {
+func tableMatches(t *partition.Table, parts []partition.GPTPartition) bool {
 	if len(parts) != len(t.Partitions) {
 		return false
 	}
@@ -115,5 +115,3 @@ func (t *partitionTableView) matches(parts []partition.GPTPartition) bool {
 	}
 	return true
 }
-
-type partitionTableView partition.Table

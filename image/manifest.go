@@ -82,6 +82,30 @@ func (m *Manifest) Layout() partition.Layout {
 	return l
 }
 
+// RootPartition is the image partition a machine runs as its root: the one
+// named "root", else the first of a root-* type, else the first image
+// partition.
+func (m *Manifest) RootPartition() (*Partition, error) {
+	pick := func(ok func(Partition) bool) *Partition {
+		for i, p := range m.Partitions {
+			if p.Content != nil && ok(p) {
+				return &m.Partitions[i]
+			}
+		}
+		return nil
+	}
+	for _, ok := range []func(Partition) bool{
+		func(p Partition) bool { return p.Name == "root" },
+		func(p Partition) bool { return strings.HasPrefix(partition.TypeName(p.Type), "root-") },
+		func(Partition) bool { return true },
+	} {
+		if p := pick(ok); p != nil {
+			return p, nil
+		}
+	}
+	return nil, fmt.Errorf("image %s:%s has no image partition to run as the root", m.Name, m.Version)
+}
+
 // Contents lists every stored blob of the image with a label, partitions
 // first, then boot artifacts.
 func (m *Manifest) Contents() []NamedContent {
