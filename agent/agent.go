@@ -24,6 +24,9 @@ type Params struct {
 	// Iface pins the network interface (imprint.iface=eth0); default: the
 	// first one with a carrier that gets a DHCP lease.
 	Iface string
+	// Trust are minisign public keys (imprint.trust=KEY[,KEY]); with any,
+	// only images signed by one of them are run or installed.
+	Trust []string
 }
 
 // ParseCmdline reads imprint.* parameters.
@@ -46,6 +49,12 @@ func ParseCmdline(c string) (Params, error) {
 			p.OnFail = v
 		case "imprint.iface":
 			p.Iface = v
+		case "imprint.trust":
+			for _, k := range strings.Split(v, ",") {
+				if k != "" {
+					p.Trust = append(p.Trust, k)
+				}
+			}
 		}
 	}
 	if len(p.Sources) == 0 {
@@ -63,6 +72,8 @@ func ParseCmdline(c string) (Params, error) {
 type Agent struct {
 	Console io.Writer
 	Params  Params
+	// Root is where the agent finds its own files (TrustFile); "" is /.
+	Root string
 	// Tries is how often the whole fetch is tried before onfail applies.
 	Tries int
 }

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/imprint-dev/imprint/agent/initramfs"
 	"github.com/imprint-dev/imprint/agent/kmod"
+	"github.com/imprint-dev/imprint/image"
 )
 
 // InitrdOptions say what goes into the agent initramfs.
@@ -20,7 +22,14 @@ type InitrdOptions struct {
 	ModulesDir string
 	// Release is the kernel release; default: the directory's name.
 	Release string
+	// Trust are minisign public keys (files or key text) put into the
+	// initramfs as TrustFile; the agent then accepts only images they
+	// signed, whatever the kernel command line says.
+	Trust []string
 }
+
+// TrustFile holds the keys baked into an agent initramfs, one per line.
+const TrustFile = "etc/imprint/trusted.pub"
 
 // BuildInitrd makes the agent initramfs: imprint as /init, the kernel
 // modules of Modules (with their dependencies) that this kernel has.
@@ -55,6 +64,13 @@ func BuildInitrd(o InitrdOptions) ([]byte, []kmod.Module, error) {
 	}
 	a.CharDev("dev/console", 0o600, 5, 1)
 	a.File("init", 0o755, self)
+	if len(o.Trust) > 0 {
+		keys, err := trustLines(o.Trust)
+		if err != nil {
+			return nil, nil, err
+		}
+		a.File(TrustFile, 0o644, keys)
+	}
 	if err := initramfs.AddModules(a, idx, mods, o.ModulesDir, o.Release); err != nil {
 		return nil, nil, err
 	}
@@ -83,4 +99,31 @@ func checkStatic(path string) error {
 		}
 	}
 	return nil
+}
+
+// trustLines checks each key and gives them as one key per line.
+func trustLines(specs []string) ([]byte, error) {
+	var out []byte
+	for _, s := range specs {
+		if _, err := image.ParseTrust([]string{s}); err != nil {
+			return nil, err
+		}
+		text := s
+		if b, err := os.ReadFile(s); err == nil {
+			text = lastKeyLine(string(b))
+		}
+		out = append(out, strings.TrimSpace(text)+"\n"...)
+	}
+	return out, nil
+}
+
+// lastKeyLine is the key of a minisign .pub file (its comment line dropped).
+func lastKeyLine(s string) string {
+	var key string
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "untrusted comment:") {
+			key = l
+		}
+	}
+	return key
 }

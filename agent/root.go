@@ -35,12 +35,46 @@ func (a *Agent) resolve(ctx context.Context, srcs []image.Source) (*image.Resolv
 	if name == "" {
 		return nil, fmt.Errorf("no imprint.image=NAME[:VERSION] on the kernel command line")
 	}
-	r, err := image.ResolveAny(ctx, srcs, name, version)
+	trust, err := a.trust()
 	if err != nil {
 		return nil, err
 	}
-	a.say("image %s:%s, id %s", r.Manifest.Name, r.Manifest.Version, r.ID)
+	r, err := image.ResolveAny(ctx, srcs, name, version, trust)
+	if err != nil {
+		return nil, err
+	}
+	signed := "unsigned, no imprint.trust given"
+	if trust != nil {
+		signed = "signature verified"
+	}
+	a.say("image %s:%s, id %s (%s)", r.Manifest.Name, r.Manifest.Version, r.ID, signed)
 	return r, nil
+}
+
+// trust gives the keys images must be signed by. Keys baked into the
+// initramfs win over the command line: whoever can edit the boot entry
+// must not be able to swap the key.
+func (a *Agent) trust() (*image.Trust, error) {
+	root := a.Root
+	if root == "" {
+		root = "/"
+	}
+	if b, err := os.ReadFile(filepath.Join(root, TrustFile)); err == nil {
+		keys := strings.Fields(string(b))
+		if len(a.Params.Trust) > 0 {
+			a.say("imprint.trust= on the command line is ignored: the initramfs carries its own trusted keys")
+		}
+		t, err := image.ParseTrust(keys)
+		if err != nil {
+			return nil, fmt.Errorf("/%s: %w", TrustFile, err)
+		}
+		return t, nil
+	}
+	t, err := image.ParseTrust(a.Params.Trust)
+	if err != nil {
+		return nil, fmt.Errorf("imprint.trust=: %w", err)
+	}
+	return t, nil
 }
 
 // fileTarget is the RAM copy of the root.

@@ -50,6 +50,7 @@ type InstallOptions struct {
 
 	DisklessURL string // adds the diskless entry when set
 	AgentInitrd []byte // the agent initramfs; nil uses the image's initrd
+	TrustKey    string // minisign public key the diskless agent demands (imprint.trust=)
 	NetbootURL  string // server URL for the netboot entry's script
 	NoNetboot   bool
 	IPXEEFI     string // default DefaultIPXEEFI
@@ -108,14 +109,23 @@ func Install(ctx context.Context, f FS, o InstallOptions) (*Menu, error) {
 		ID: TypeLocal, Type: TypeLocal, Title: "imprint: " + title + " (local disk)", Version: o.Version,
 		Linux: kernel, Initrd: initrds, Options: strings.TrimSpace("root=PARTUUID=" + strings.ToLower(o.RootPARTUUID) + " " + o.Cmdline),
 	})
+	// The agent goes onto the ESP even without a diskless entry: with it
+	// the disk carries every file of its image and can be served or
+	// exported whole (imprint serve --disk, imprint export).
+	agent := path.Join(kdir, "agent.img")
+	if o.AgentInitrd != nil {
+		if err := writeNew(f, agent, o.AgentInitrd); err != nil {
+			return nil, err
+		}
+	}
 	if o.DisklessURL != "" {
+		opts := disklessCmdline(o.Cmdline) + " imprint.source=" + o.DisklessURL + " imprint.image=" + o.Name + ":" + o.Version
+		if o.TrustKey != "" {
+			opts += " imprint.trust=" + o.TrustKey
+		}
 		e := Entry{ID: TypeDiskless, Type: TypeDiskless, Title: "imprint: " + title + " (diskless, from the network)", Version: o.Version,
-			Linux: kernel, Initrd: initrds, Options: strings.TrimSpace(disklessCmdline(o.Cmdline) + " imprint.source=" + o.DisklessURL + " imprint.image=" + o.Name + ":" + o.Version)}
+			Linux: kernel, Initrd: initrds, Options: strings.TrimSpace(opts)}
 		if o.AgentInitrd != nil {
-			agent := path.Join(kdir, "agent.img")
-			if err := writeNew(f, agent, o.AgentInitrd); err != nil {
-				return nil, err
-			}
 			e.Initrd = []string{agent}
 		}
 		m.Entries = append(m.Entries, e)

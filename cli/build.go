@@ -19,6 +19,7 @@ func newBuild(e *env) *cobra.Command {
 		layoutFile string
 		rootSize   string
 		chunkSize  string
+		signKey    string
 	)
 	c := &cobra.Command{
 		Use:   "build --store DIR --name NAME (--rootfs DIR | --partition NAME=FILE... | --disk-image FILE)",
@@ -26,6 +27,12 @@ func newBuild(e *env) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
+			var signer *image.Signer
+			if signKey != "" {
+				if signer, err = image.LoadSigner(signKey); err != nil {
+					return fmt.Errorf("--sign: %w", err)
+				}
+			}
 			o.Store, err = image.CreateDir(store)
 			if err != nil {
 				return err
@@ -67,17 +74,36 @@ func newBuild(e *env) *cobra.Command {
 				return err
 			}
 			m := res.Manifest
+			signed := false
+			if signer != nil {
+				raw, err := o.Store.Manifest(cmd.Context(), m.Name, m.Version)
+				if err != nil {
+					return err
+				}
+				sig, err := signer.Sign(raw)
+				if err != nil {
+					return err
+				}
+				if err := o.Store.PutSignature(m.Name, m.Version, sig); err != nil {
+					return err
+				}
+				signed = true
+			}
 			if e.json {
-				e.emitJSON(map[string]any{"id": res.ID, "name": m.Name, "version": m.Version, "chunks": res.Stats.Chunks, "zero_chunks": res.Stats.Zero, "new_chunks": res.Stats.New, "new_bytes": res.Stats.NewBytes})
+				e.emitJSON(map[string]any{"id": res.ID, "name": m.Name, "version": m.Version, "chunks": res.Stats.Chunks, "zero_chunks": res.Stats.Zero, "new_chunks": res.Stats.New, "new_bytes": res.Stats.NewBytes, "signed": signed})
 				return nil
 			}
 			e.printf("built %s:%s\n  image id %s\n  %d chunks: %d new, %d all-zero, %d already in the store\n",
 				m.Name, m.Version, res.ID, res.Stats.Chunks, res.Stats.New, res.Stats.Zero, res.Stats.Chunks-res.Stats.New-res.Stats.Zero)
+			if signed {
+				e.printf("  signed with %s (images/%s/%s/manifest.json%s)\n", signKey, m.Name, m.Version, image.SignatureSuffix)
+			}
 			return nil
 		},
 	}
 	f := c.Flags()
 	f.StringVar(&store, "store", "", "store directory (created if missing)")
+	f.StringVar(&signKey, "sign", "", "sign the manifest with this minisign secret key (imprint key generate)")
 	f.StringVar(&o.Name, "name", "", "image name")
 	f.StringVar(&o.Version, "version", "", "image version (default: creation date and content hash)")
 	f.StringVar(&o.Rootfs, "rootfs", "", "root filesystem directory, made into a reproducible ext4 image")

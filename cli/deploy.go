@@ -22,6 +22,7 @@ func newDeploy(e *env) *cobra.Command {
 		yes, noVerify bool
 		bios          bool
 		agentFile     string
+		trust         []string
 		o             deploy.Options
 	)
 	c := &cobra.Command{
@@ -30,16 +31,26 @@ func newDeploy(e *env) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			var err error
+			if o.Trust, err = trustFlag(trust); err != nil {
+				return err
+			}
+			if len(trust) > 0 {
+				o.Boot.TrustKey, err = trustKeyText(trust)
+				if err != nil {
+					return err
+				}
+			}
 			for _, f := range from {
-				src, err := image.OpenSource(f)
+				src, closeSrc, err := openSource(f)
 				if err != nil {
 					return fmt.Errorf("--from %s: %w", f, err)
 				}
+				defer closeSrc()
 				o.Sources = append(o.Sources, src)
 			}
 			name, version, _ := strings.Cut(ref, ":")
-			var err error
-			o.Image, err = image.ResolveAny(ctx, o.Sources, name, version)
+			o.Image, err = image.ResolveAny(ctx, o.Sources, name, version, o.Trust)
 			if err != nil {
 				return err
 			}
@@ -105,6 +116,9 @@ func newDeploy(e *env) *cobra.Command {
 			e.printf("deployed %s (image id %s) to %s in %s: %s written, %s resumed, %s\n",
 				res.Plan.Image, res.Plan.ImageID, res.Plan.Disk, res.Elapsed.Round(time.Millisecond),
 				partition.HumanSize(res.Written), partition.HumanSize(res.Skipped), verified)
+			if o.Trust != nil {
+				e.printf("  signature verified by a trusted key\n")
+			}
 			if len(from) > 1 {
 				for i, n := range res.BytesFrom {
 					e.printf("  %s from %s\n", partition.HumanSize(n), from[i])
@@ -114,7 +128,8 @@ func newDeploy(e *env) *cobra.Command {
 		},
 	}
 	f := c.Flags()
-	f.StringArrayVar(&from, "from", nil, "store to read the image from: a directory or an http(s):// URL; repeat for more sources (tried in order per chunk)")
+	f.StringArrayVar(&from, "from", nil, "where to read the image from: a store directory, an http(s):// store or peer, or a deployed disk; repeat for more sources (tried in order per chunk)")
+	f.StringArrayVar(&trust, "trust", nil, "minisign public key (file or key text) the image must be signed by; repeatable (any one suffices)")
 	f.StringVar(&ref, "image", "", "image NAME or NAME:VERSION (default version: the newest)")
 	f.StringVar(&o.Disk, "disk", "", "target block device or image file")
 	f.StringVar(&size, "size", "", "create or grow an image file to this size (e.g. 8G)")

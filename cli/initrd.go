@@ -42,5 +42,6 @@ func newInitrd(e *env) *cobra.Command {
 	c.Flags().StringVar(&o.Release, "release", "", "kernel release (default: the modules directory's name)")
 	c.Flags().StringVar(&o.Self, "imprint", "", "static imprint binary to use as /init (default: this one)")
 	c.Flags().StringVar(&out, "out", "", "where to write the initramfs")
+	c.Flags().StringArrayVar(&o.Trust, "trust", nil, "bake this minisign public key into the agent: it then runs and installs only images signed by it (repeatable)")
 	return c
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/imprint-dev/imprint/deploy"
 	"github.com/imprint-dev/imprint/netboot"
 	"github.com/imprint-dev/imprint/netboot/dhcp"
 	"github.com/spf13/cobra"
@@ -22,18 +23,45 @@ func newServe(e *env) *cobra.Command {
 		pool, router, leases, tftp string
 		netmask                    int
 		dns, reserve               []string
-		ipxeDir                    string
+		ipxeDir, disk              string
+		trust                      []string
 	)
 	c := &cobra.Command{
-		Use:   "serve --store DIR --image NAME [--dhcp full|proxy --interface IFACE]",
+		Use:   "serve (--store DIR --image NAME | --disk PATH) [--dhcp full|proxy --interface IFACE]",
 		Short: "Serve a store, boot files and iPXE scripts over HTTP; DHCP (full or proxyDHCP) and TFTP for netbooting machines",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if h.Store == "" {
-				return fmt.Errorf("--store is required")
+			var err error
+			if h.Trust, err = trustFlag(trust); err != nil {
+				return err
 			}
-			if _, err := os.Stat(filepath.Join(h.Store, "chunks")); err != nil {
-				return fmt.Errorf("--store %s is not an imprint store: %w", h.Store, err)
+			if len(trust) > 0 {
+				if h.TrustKeys, err = trustKeyText(trust); err != nil {
+					return err
+				}
+			}
+			switch {
+			case (h.Store == "") == (disk == ""):
+				return fmt.Errorf("give one of --store DIR or --disk PATH")
+			case disk != "":
+				d, err := deploy.OpenDiskSource(disk)
+				if err != nil {
+					return err
+				}
+				defer d.Close()
+				res := d.Resolved()
+				if err := h.Trust.Check(res); err != nil {
+					return fmt.Errorf("%s: %w; not serving it", disk, err)
+				}
+				h.Disk = d
+				if img == "" {
+					img = res.Manifest.Name + ":" + res.Manifest.Version
+				}
+				fmt.Fprintf(e.io.Err, "serving %s:%s (image id %s) from %s; every chunk is checked before it is sent\n", res.Manifest.Name, res.Manifest.Version, res.ID, disk)
+			default:
+				if _, err := os.Stat(filepath.Join(h.Store, "chunks")); err != nil {
+					return fmt.Errorf("--store %s is not an imprint store: %w", h.Store, err)
+				}
 			}
 			switch netboot.Mode(mode) {
 			case netboot.Diskless, netboot.Install, netboot.Local:
@@ -117,6 +145,8 @@ func newServe(e *env) *cobra.Command {
 	}
 	f := c.Flags()
 	f.StringVar(&h.Store, "store", "", "store directory to serve")
+	f.StringVar(&disk, "disk", "", "serve the image a deployed disk holds, from its partitions (instead of --store); the image is also the default --image")
+	f.StringArrayVar(&trust, "trust", nil, "serve and boot only images signed by this minisign public key; netbooted agents check it too (repeatable)")
 	f.StringVar(&addr, "http", ":8080", "HTTP listen address")
 	f.StringVar(&public, "public-url", "", "URL machines reach this server at (default: from --http and the interface address)")
 	f.StringVar(&img, "image", "", "image machines boot, NAME or NAME:VERSION")

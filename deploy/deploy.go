@@ -54,6 +54,9 @@ type Options struct {
 	// KeepExisting keeps every partition already on the disk and places the
 	// image in the largest free region, reusing the disk's ESP (dual boot).
 	KeepExisting bool
+	// Trust, when set, is the set of keys the image must be signed by;
+	// anything else is refused before a byte is written.
+	Trust *image.Trust
 }
 
 // BootOptions choose the boot menu a deploy installs.
@@ -66,6 +69,7 @@ type BootOptions struct {
 	NetbootURL  string
 	Timeout     int
 	AgentInitrd []byte
+	TrustKey    string // public key the diskless entry's agent requires
 	IPXEEFI     string // iPXE for the netboot entry (default Debian's)
 	NoNetboot   bool
 }
@@ -113,6 +117,9 @@ func (o *Options) emit(e Event) {
 func Run(ctx context.Context, o Options) (*Result, error) {
 	start := time.Now()
 	m := o.Image.Manifest
+	if err := o.Trust.Check(o.Image); err != nil {
+		return nil, err
+	}
 	if err := partition.CheckTarget(o.Disk); err != nil {
 		return nil, err
 	}
@@ -316,7 +323,7 @@ func installBoot(ctx context.Context, o Options, cp *copier.Copier, dev *partiti
 	if _, err := bootloader.Install(ctx, esp, bootloader.InstallOptions{
 		Loader: b.Loader, Firmware: b.Firmware, NewESP: newESP, EFIBinary: b.EFIBinary,
 		Name: m.Name, Version: m.Version, Kernel: kernel, Initrd: initrd, Cmdline: m.Boot.Cmdline,
-		RootPARTUUID: root.GUID, DisklessURL: b.DisklessURL, AgentInitrd: b.AgentInitrd, NetbootURL: b.NetbootURL,
+		RootPARTUUID: root.GUID, DisklessURL: b.DisklessURL, AgentInitrd: b.AgentInitrd, TrustKey: b.TrustKey, NetbootURL: b.NetbootURL,
 		Timeout: b.Timeout, ESPUUID: uuid, TmpDir: o.TmpDir, IPXEEFI: b.IPXEEFI, NoNetboot: b.NoNetboot,
 	}); err != nil {
 		return err
@@ -501,6 +508,14 @@ func partitionDisk(ctx context.Context, o Options, dev *partition.Disk, plan *Pl
 	// already there.
 	if err := esp.WriteFile(ManifestFile, o.Image.Raw); err != nil {
 		return nil, nil, fmt.Errorf("write %s on the ESP: %w", ManifestFile, err)
+	}
+	if o.Image.Signature != nil {
+		err = esp.WriteFile(SignatureFile, o.Image.Signature)
+	} else {
+		err = esp.Remove(SignatureFile) // a kept ESP may hold an older image's
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s on the ESP: %w", SignatureFile, err)
 	}
 	if err := dev.Sync(); err != nil {
 		return nil, nil, err

@@ -82,6 +82,9 @@ func (h *HTTP) once(ctx context.Context, u string, limit int64) ([]byte, bool, e
 	switch {
 	case resp.StatusCode == http.StatusNotFound:
 		return nil, false, fmt.Errorf("GET %s: %w", u, ErrNotFound)
+	case resp.StatusCode == http.StatusConflict:
+		// imprint serve --disk refuses a chunk that drifted on its disk.
+		return nil, false, fmt.Errorf("GET %s: %w: the server refused it as drifted", u, ErrChecksum)
 	case resp.StatusCode >= 500:
 		return nil, true, fmt.Errorf("GET %s: %s", u, resp.Status)
 	case resp.StatusCode != http.StatusOK:

@@ -25,6 +25,9 @@ type Source interface {
 	Manifest(ctx context.Context, name, version string) ([]byte, error)
 	// Chunk returns the stored (zstd-compressed) bytes of a chunk.
 	Chunk(ctx context.Context, sum string) ([]byte, error)
+	// Signature returns the manifest's minisign signature, or an error
+	// wrapping ErrNotFound for an unsigned image.
+	Signature(ctx context.Context, name, version string) ([]byte, error)
 }
 
 // Index is the store's table of contents, kept as index.json at the store
@@ -57,9 +60,10 @@ func (x *Index) Latest(name string) (IndexEntry, bool) {
 
 // Resolved is a manifest fetched from a source with its id.
 type Resolved struct {
-	Manifest *Manifest
-	Raw      []byte
-	ID       string
+	Manifest  *Manifest
+	Raw       []byte
+	ID        string
+	Signature []byte // nil when the source holds none
 }
 
 // Resolve fetches and parses name at version; an empty version means the
@@ -92,7 +96,11 @@ func Resolve(ctx context.Context, src Source, name, version string) (*Resolved, 
 	if m.Name != name || m.Version != version {
 		return nil, fmt.Errorf("%w: image %s:%s holds a manifest for %s:%s", ErrFormat, name, version, m.Name, m.Version)
 	}
-	return &Resolved{Manifest: m, Raw: raw, ID: ID(raw)}, nil
+	sig, err := fetchSignature(ctx, src, name, version)
+	if err != nil {
+		return nil, fmt.Errorf("image %s:%s: signature: %w", name, version, err)
+	}
+	return &Resolved{Manifest: m, Raw: raw, ID: ID(raw), Signature: sig}, nil
 }
 
 // Dir is a store in a local directory.
@@ -252,6 +260,16 @@ func (d *Dir) PutManifest(m *Manifest) (id string, err error) {
 	if err != nil {
 		return "", err
 	}
+	return d.PutManifestRaw(raw)
+}
+
+// PutManifestRaw stores manifest bytes as they are, so a copied image keeps
+// its id (and its signature stays valid).
+func (d *Dir) PutManifestRaw(raw []byte) (id string, err error) {
+	m, err := Parse(raw)
+	if err != nil {
+		return "", err
+	}
 	p := d.manifestPath(m.Name, m.Version)
 	if old, err := os.ReadFile(p); err == nil {
 		if string(old) != string(raw) {
@@ -308,11 +326,16 @@ func (d *Dir) StoredChunks() (ChunkStat, error) {
 	return st, err
 }
 
-// ResolveAny resolves name:version from the first source that has it.
-func ResolveAny(ctx context.Context, srcs []Source, name, version string) (*Resolved, error) {
+// ResolveAny resolves name:version from the first source that has it and,
+// under trust, signed by a trusted key: a peer offering a forged or unsigned
+// manifest is passed over for the next source.
+func ResolveAny(ctx context.Context, srcs []Source, name, version string, trust *Trust) (*Resolved, error) {
 	var errs []error
 	for _, s := range srcs {
 		r, err := Resolve(ctx, s, name, version)
+		if err == nil {
+			err = trust.Check(r)
+		}
 		if err == nil {
 			return r, nil
 		}

@@ -6,6 +6,7 @@ package netboot
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -65,8 +66,17 @@ func (s Static) Decide(mac net.HardwareAddr) (Decision, bool) {
 // scripts. Every path it answers is built from validated names: nothing
 // else under the store, nothing outside it.
 type HTTP struct {
-	Store   string // store directory
-	Decider Decider
+	Store string // store directory, served as its files
+	// Disk, when set, is served instead of Store: any image.Source, in
+	// practice a deployed disk (deploy.DiskSource), whose chunks are
+	// produced and checked on each request.
+	Disk image.Source
+	// Trust, when set, limits what is served and booted to images signed
+	// by one of its keys. TrustKeys (comma-separated key text) is passed
+	// to netbooted agents as imprint.trust= so they check it too.
+	Trust     *image.Trust
+	TrustKeys string
+	Decider   Decider
 	// Agent is the agent initramfs to serve for images that carry none.
 	Agent string
 	// Public is the base URL machines reach this server at, e.g.
@@ -102,15 +112,29 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case p == "/boot.ipxe":
 		h.script(w, r)
 	case p == "/index.json":
+		if h.Disk != nil {
+			h.index(w, r)
+			return
+		}
 		h.file(w, r, "index.json", "no-cache", "")
-	case len(parts) == 5 && parts[0] == "images" && parts[3] == "manifest.json" && parts[4] == "" ||
-		len(parts) == 4 && parts[0] == "images" && parts[3] == "manifest.json":
+	case len(parts) == 4 && parts[0] == "images" && (parts[3] == "manifest.json" || parts[3] == "manifest.json"+image.SignatureSuffix):
 		if image.ValidName(parts[1]) != nil || image.ValidName(parts[2]) != nil {
 			http.NotFound(w, r)
 			return
 		}
-		h.file(w, r, path.Join("images", parts[1], parts[2], "manifest.json"), "public, max-age=60", "")
+		if !h.trusted(w, r, parts[1], parts[2]) {
+			return
+		}
+		if h.Disk != nil {
+			h.fromSource(w, r, parts[1], parts[2], parts[3])
+			return
+		}
+		h.file(w, r, path.Join("images", parts[1], parts[2], parts[3]), "public, max-age=60", "")
 	case len(parts) == 3 && parts[0] == "chunks" && isHex(parts[2], 64) && parts[1] == parts[2][:2]:
+		if h.Disk != nil {
+			h.chunk(w, r, parts[2])
+			return
+		}
 		h.file(w, r, path.Join("chunks", parts[1], parts[2]), "public, max-age=31536000, immutable", `"`+parts[2]+`"`)
 	case len(parts) == 4 && parts[0] == "boot":
 		h.bootFile(w, r, parts[1], parts[2], parts[3])
@@ -174,7 +198,7 @@ func (h *HTTP) bootFile(w http.ResponseWriter, r *http.Request, name, version, f
 		http.NotFound(w, r)
 		return
 	}
-	src, err := image.OpenDir(h.Store)
+	src, err := h.source()
 	if err != nil {
 		http.Error(w, "store unavailable", http.StatusInternalServerError)
 		return
@@ -182,6 +206,11 @@ func (h *HTTP) bootFile(w http.ResponseWriter, r *http.Request, name, version, f
 	res, err := image.Resolve(r.Context(), src, name, version)
 	if err != nil {
 		http.NotFound(w, r)
+		return
+	}
+	if err := h.Trust.Check(res); err != nil {
+		h.logf("http: boot file %s:%s/%s refused: %v", name, version, file, err)
+		http.Error(w, "image not signed by a trusted key", http.StatusForbidden)
 		return
 	}
 	b := res.Manifest.Boot
@@ -276,13 +305,16 @@ func (h *HTTP) Script(ctx context.Context, mac net.HardwareAddr) (string, error)
 	if d.Mode == Local {
 		return "#!ipxe\necho imprint: booting from the local disk\nexit 0\n", nil
 	}
-	src, err := image.OpenDir(h.Store)
+	src, err := h.source()
 	if err != nil {
 		return "", err
 	}
 	name, version, _ := strings.Cut(d.Image, ":")
 	res, err := image.Resolve(ctx, src, name, version)
 	if err != nil {
+		return "", err
+	}
+	if err := h.Trust.Check(res); err != nil {
 		return "", err
 	}
 	m := res.Manifest
@@ -294,6 +326,9 @@ func (h *HTTP) Script(ctx context.Context, mac net.HardwareAddr) (string, error)
 	args := []string{"initrd=agent.img", "imprint.source=" + base + "/", "imprint.image=" + m.Name + ":" + m.Version}
 	if d.Mode == Install {
 		args = append(args, "imprint.install="+d.InstallDisk)
+	}
+	if h.TrustKeys != "" {
+		args = append(args, "imprint.trust="+h.TrustKeys)
 	}
 	if h.Console != "" {
 		args = append(args, h.Console)
@@ -316,4 +351,100 @@ func agentCmdline(c string) string {
 		}
 	}
 	return strings.Join(keep, " ")
+}
+
+func (h *HTTP) source() (image.Source, error) {
+	if h.Disk != nil {
+		return h.Disk, nil
+	}
+	return image.OpenDir(h.Store)
+}
+
+// trusted answers 403 for a manifest not signed by a trusted key, so a
+// server started with --trust never hands one out.
+func (h *HTTP) trusted(w http.ResponseWriter, r *http.Request, name, version string) bool {
+	if h.Trust == nil {
+		return true
+	}
+	src, err := h.source()
+	if err == nil {
+		var res *image.Resolved
+		if res, err = image.Resolve(r.Context(), src, name, version); err == nil {
+			err = h.Trust.Check(res)
+		} else if errors.Is(err, image.ErrNotFound) {
+			http.NotFound(w, r)
+			return false
+		}
+	}
+	if err != nil {
+		h.logf("http: %s:%s refused: %v", name, version, err)
+		http.Error(w, "image not signed by a trusted key", http.StatusForbidden)
+		return false
+	}
+	return true
+}
+
+func (h *HTTP) index(w http.ResponseWriter, r *http.Request) {
+	idx, err := h.Disk.Index(r.Context())
+	if err != nil {
+		h.logf("http: index: %v", err)
+		http.Error(w, "index unavailable", http.StatusInternalServerError)
+		return
+	}
+	b, err := json.MarshalIndent(idx, "", "  ")
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("Content-Type", "application/json")
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(append(b, '\n')))
+}
+
+func (h *HTTP) fromSource(w http.ResponseWriter, r *http.Request, name, version, file string) {
+	var b []byte
+	var err error
+	if file == "manifest.json" {
+		b, err = h.Disk.Manifest(r.Context(), name, version)
+	} else {
+		b, err = h.Disk.Signature(r.Context(), name, version)
+	}
+	if err != nil {
+		if !errors.Is(err, image.ErrNotFound) {
+			h.logf("http: %s:%s/%s: %v", name, version, file, err)
+		}
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("Cache-Control", "public, max-age=60")
+	w.Header().Set("Content-Type", "application/octet-stream")
+	if file == "manifest.json" {
+		w.Header().Set("Content-Type", "application/json")
+	}
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(b))
+}
+
+// chunk serves a chunk the source makes on request. A chunk whose bytes
+// no longer match its name is refused with 409 Conflict and logged: the
+// client takes it from another source, and the admin learns the disk
+// drifted.
+func (h *HTTP) chunk(w http.ResponseWriter, r *http.Request, sum string) {
+	b, err := h.Disk.Chunk(r.Context(), sum)
+	switch {
+	case errors.Is(err, image.ErrNotFound):
+		http.NotFound(w, r)
+		return
+	case errors.Is(err, image.ErrChecksum):
+		h.logf("http: REFUSED drifted chunk: %v", err)
+		http.Error(w, "chunk "+sum+" drifted on this server's disk; not served", http.StatusConflict)
+		return
+	case err != nil:
+		h.logf("http: chunk %s: %v", sum, err)
+		http.Error(w, "chunk unavailable", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+	w.Header().Set("ETag", `"`+sum+`"`)
+	w.Header().Set("Content-Type", "application/octet-stream")
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(b))
 }

@@ -1,0 +1,262 @@
+package deploy
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"path"
+	"sync"
+
+	"github.com/imprint-dev/imprint/image"
+	"github.com/imprint-dev/imprint/partition"
+	"github.com/klauspost/compress/zstd"
+)
+
+// SignatureFile is the manifest's signature on a deployed disk's ESP, kept
+// so the disk can pass its image on (serve --disk, export) still signed.
+const SignatureFile = ManifestFile + image.SignatureSuffix
+
+// bootDir is where the boot loader install keeps an image's kernel files.
+const bootDir = "EFI/imprint"
+
+// DiskSource serves the image a deployed disk holds, read straight from its
+// partitions: an image.Source like a store, so a deployed node can feed
+// other deploys (the tree) and be exported. Every chunk is hashed before it
+// is handed out; one that no longer matches the manifest is refused with
+// ErrDrifted, never served.
+type DiskSource struct {
+	path   string
+	dev    *partition.Disk
+	od     *OnDisk
+	sig    []byte
+	chunks map[string][]chunkLoc
+	places []place // every chunk of every content, zero ones too
+	// missing are boot files of the image that are not on the ESP.
+	missing []missingFile
+	enc     *zstd.Encoder
+
+	mu    sync.Mutex        // guards the ESP (go-diskfs is not safe for concurrent use) and files
+	files map[string][]byte // boot files read from the ESP, by path
+}
+
+type missingFile struct {
+	path    string
+	content *image.Content
+}
+
+// place is one chunk of one content, for checks that must cover every
+// place (export), not just one good copy of each chunk (serving).
+type place struct {
+	content string // label of the content ("partition root", "vmlinuz")
+	sum     string // chunk hash or image.ZeroChunk
+	loc     chunkLoc
+}
+
+// chunkLoc is one place a chunk's bytes live on the disk: a byte range of a
+// partition, or of a file on the ESP.
+type chunkLoc struct {
+	label string // for messages: "partition root chunk 7"
+	off   int64  // disk offset, or offset within file
+	n     int64
+	file  string // ESP file, "" for a partition range
+}
+
+// OpenDiskSource opens a deployed disk (block device or image file)
+// read-only. Only a disk whose deploy completed is served: a half-written
+// disk has chunks that are not there yet.
+func OpenDiskSource(p string) (*DiskSource, error) {
+	dev, err := partition.OpenDisk(p, partition.OpenOptions{})
+	if err != nil {
+		return nil, err
+	}
+	s, err := newDiskSource(p, dev)
+	if err != nil {
+		dev.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func newDiskSource(p string, dev *partition.Disk) (*DiskSource, error) {
+	od, err := ReadDisk(dev)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	if od.State.Status != StatusComplete {
+		return nil, fmt.Errorf("%s: %w: its deploy of %s:%s did not complete (status %q)", p, ErrNotDeployed, od.State.Name, od.State.Version, od.State.Status)
+	}
+	m := od.Manifest
+	s := &DiskSource{path: p, dev: dev, od: od, chunks: map[string][]chunkLoc{}, files: map[string][]byte{}}
+	if od.ESP.Exists(SignatureFile) {
+		if s.sig, err = od.ESP.ReadFile(SignatureFile); err != nil {
+			return nil, fmt.Errorf("%s: %s: %w", p, SignatureFile, err)
+		}
+	}
+	for _, mp := range m.Partitions {
+		if mp.Content == nil {
+			continue
+		}
+		placed, ok := od.State.Table.Find(mp.Name)
+		if !ok || !inGPT(od.GPT, placed, mp.Content.Size) {
+			return nil, fmt.Errorf("%s: %w: partition %s is missing or was moved in the GPT", p, ErrDrifted, mp.Name)
+		}
+		s.add(mp.Content, m.ChunkSize, "partition "+mp.Name, placed.Start, "")
+	}
+	if b := m.Boot; b != nil {
+		dir := path.Join(bootDir, m.Version)
+		for _, f := range []struct {
+			c    *image.Content
+			name string
+		}{{b.Kernel, "vmlinuz"}, {b.Initrd, "initrd.img"}, {b.Agent, "agent.img"}} {
+			// A disk deployed without a boot loader (or without a
+			// diskless entry, for the agent) lacks these files; their
+			// chunks are then simply not served from here.
+			switch {
+			case f.c == nil:
+			case od.ESP.Exists(path.Join(dir, f.name)):
+				s.add(f.c, m.ChunkSize, f.name, 0, path.Join(dir, f.name))
+			default:
+				s.missing = append(s.missing, missingFile{path.Join(dir, f.name), f.c})
+			}
+		}
+	}
+	s.enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func inGPT(gpt []partition.GPTPartition, p partition.Placed, size int64) bool {
+	for _, g := range gpt {
+		if g.GUID == p.GUID {
+			return g.Start == p.Start && g.Len >= size
+		}
+	}
+	return false
+}
+
+func (s *DiskSource) add(c *image.Content, chunkSize int64, label string, base int64, file string) {
+	for i, sum := range c.Chunks {
+		l := chunkLoc{
+			label: fmt.Sprintf("%s chunk %d", label, i),
+			off:   base + int64(i)*chunkSize,
+			n:     c.ChunkLen(i, chunkSize),
+			file:  file,
+		}
+		s.places = append(s.places, place{content: label, sum: sum, loc: l})
+		if sum != image.ZeroChunk {
+			s.chunks[sum] = append(s.chunks[sum], l)
+		}
+	}
+}
+
+// String names the source in messages.
+func (s *DiskSource) String() string { return "disk " + s.path }
+
+// Close releases the disk.
+func (s *DiskSource) Close() error {
+	s.enc.Close()
+	return s.dev.Close()
+}
+
+// Resolved is the image the disk holds, with its signature if it has one.
+func (s *DiskSource) Resolved() *image.Resolved {
+	return &image.Resolved{Manifest: s.od.Manifest, Raw: s.od.ManifestRaw, ID: s.od.State.ImageID, Signature: s.sig}
+}
+
+// Index implements image.Source: one image, one version.
+func (s *DiskSource) Index(ctx context.Context) (*image.Index, error) {
+	m := s.od.Manifest
+	return &image.Index{Images: map[string][]image.IndexEntry{
+		m.Name: {{Version: m.Version, ID: s.od.State.ImageID, Created: m.Created}},
+	}}, nil
+}
+
+func (s *DiskSource) holds(name, version string) error {
+	m := s.od.Manifest
+	if name != m.Name || version != m.Version {
+		return fmt.Errorf("image %s:%s: %w on %s (it holds %s:%s)", name, version, image.ErrNotFound, s.path, m.Name, m.Version)
+	}
+	return nil
+}
+
+// Manifest implements image.Source with the bytes recorded on the disk, so
+// the image id is the master's.
+func (s *DiskSource) Manifest(ctx context.Context, name, version string) ([]byte, error) {
+	if err := s.holds(name, version); err != nil {
+		return nil, err
+	}
+	return s.od.ManifestRaw, nil
+}
+
+// Signature implements image.Source.
+func (s *DiskSource) Signature(ctx context.Context, name, version string) ([]byte, error) {
+	if err := s.holds(name, version); err != nil {
+		return nil, err
+	}
+	if s.sig == nil {
+		return nil, fmt.Errorf("signature of %s:%s: %w on %s", name, version, image.ErrNotFound, s.path)
+	}
+	return s.sig, nil
+}
+
+// Chunk implements image.Source: the chunk's bytes as they are on the disk
+// now, checked against their name and compressed. A chunk listed in several
+// places is served from the first place that still matches.
+func (s *DiskSource) Chunk(ctx context.Context, sum string) ([]byte, error) {
+	b, err := s.RawChunk(ctx, sum)
+	if err != nil {
+		return nil, err
+	}
+	return s.enc.EncodeAll(b, make([]byte, 0, len(b)/2+64)), nil
+}
+
+// RawChunk is Chunk without compression.
+func (s *DiskSource) RawChunk(ctx context.Context, sum string) ([]byte, error) {
+	locs, ok := s.chunks[sum]
+	if !ok {
+		return nil, fmt.Errorf("chunk %s: %w on %s", sum, image.ErrNotFound, s.path)
+	}
+	var drifted []string
+	for _, l := range locs {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		b, err := s.read(l)
+		if err != nil {
+			return nil, fmt.Errorf("chunk %s (%s) on %s: %w", sum, l.label, s.path, err)
+		}
+		if image.HashBytes(b) == sum {
+			return b, nil
+		}
+		drifted = append(drifted, l.label)
+	}
+	// Both sentinels: deploy's callers act on ErrDrifted, a server that
+	// knows only the image package on ErrChecksum.
+	return nil, fmt.Errorf("chunk %s on %s: %w (%w): %v no longer hashes to its name", sum, s.path, ErrDrifted, image.ErrChecksum, drifted)
+}
+
+func (s *DiskSource) read(l chunkLoc) ([]byte, error) {
+	if l.file == "" {
+		b := make([]byte, l.n)
+		if _, err := s.dev.ReadAt(b, l.off); err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f, ok := s.files[l.file]
+	if !ok {
+		var err error
+		if f, err = s.od.ESP.ReadFile(l.file); err != nil {
+			return nil, fmt.Errorf("ESP %s: %w", l.file, err)
+		}
+		s.files[l.file] = f
+	}
+	if l.off+l.n > int64(len(f)) {
+		return nil, fmt.Errorf("ESP %s: %w: %d bytes, the manifest needs %d", l.file, ErrDrifted, len(f), l.off+l.n)
+	}
+	return bytes.Clone(f[l.off : l.off+l.n]), nil
+}

@@ -1,0 +1,133 @@
+package image
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func signedStore(t *testing.T) (st *Dir, raw []byte, pub, otherPub string) {
+	t.Helper()
+	dir := t.TempDir()
+	pub, err := GenerateKey(filepath.Join(dir, "k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if otherPub, err = GenerateKey(filepath.Join(dir, "other")); err != nil {
+		t.Fatal(err)
+	}
+	st, err = CreateDir(filepath.Join(dir, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := testManifest(t, st, randBytes(200<<10))
+	if _, err := st.PutManifest(m); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ = st.Manifest(context.Background(), "demo", "1")
+	s, err := LoadSigner(filepath.Join(dir, "k.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := s.Sign(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.PutSignature("demo", "1", sig); err != nil {
+		t.Fatal(err)
+	}
+	return st, raw, pub, otherPub
+}
+
+func TestTrustVerify(t *testing.T) {
+	st, raw, pub, otherPub := signedStore(t)
+	sig, _ := st.Signature(context.Background(), "demo", "1")
+	good, err := ParseTrust([]string{pub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	both, _ := ParseTrust([]string{otherPub, pub})
+	wrong, _ := ParseTrust([]string{otherPub})
+	flipped := bytes.Clone(raw)
+	flipped[len(flipped)/2] ^= 1
+	for _, tc := range []struct {
+		name     string
+		trust    *Trust
+		raw, sig []byte
+		want     string // "" = accepted
+	}{
+		{"signed, trusted key", good, raw, sig, ""},
+		{"signed, one of several keys", both, raw, sig, ""},
+		{"no --trust accepts anything", nil, raw, nil, ""},
+		{"unsigned", good, raw, nil, "carries no signature"},
+		{"other key", wrong, raw, sig, "does not verify"},
+		{"manifest changed after signing", good, flipped, sig, "does not verify"},
+		{"garbage signature", good, raw, []byte("untrusted comment: x\nnot base64\n"), "malformed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.trust.Verify(tc.raw, tc.sig)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrUntrusted) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want ErrUntrusted with %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestResolveAnySkipsUntrustedSources(t *testing.T) {
+	signed, _, pub, _ := signedStore(t)
+	// A second store with the same name:version, not signed.
+	plain, err := CreateDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := testManifest(t, plain, randBytes(100<<10))
+	if _, err := plain.PutManifest(m); err != nil {
+		t.Fatal(err)
+	}
+	trust, _ := ParseTrust([]string{pub})
+	r, err := ResolveAny(context.Background(), []Source{plain, signed}, "demo", "1", trust)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := signed.Manifest(context.Background(), "demo", "1")
+	if r.ID != ID(want) {
+		t.Fatal("the unsigned source's manifest was taken under trust")
+	}
+	if _, err := ResolveAny(context.Background(), []Source{plain}, "demo", "1", trust); !errors.Is(err, ErrUntrusted) {
+		t.Fatalf("only an unsigned source: %v", err)
+	}
+}
+
+func TestKeyFilesAndBadKeys(t *testing.T) {
+	dir := t.TempDir()
+	pub, err := GenerateKey(filepath.Join(dir, "k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := GenerateKey(filepath.Join(dir, "k")); err == nil {
+		t.Fatal("GenerateKey overwrote a key")
+	}
+	txt, err := PublicKeyText(filepath.Join(dir, "k.pub"))
+	if err != nil || txt != pub || strings.ContainsAny(txt, "\n ") {
+		t.Fatalf("PublicKeyText = %q, %v; want %q", txt, err, pub)
+	}
+	os.WriteFile(filepath.Join(dir, "junk"), []byte("hello\n"), 0o644)
+	for _, spec := range []string{"RWQnotakey", filepath.Join(dir, "junk"), filepath.Join(dir, "k.key")} {
+		if _, err := ParseTrust([]string{spec}); err == nil {
+			t.Errorf("ParseTrust(%q) accepted it", spec)
+		}
+	}
+	if _, err := LoadSigner(filepath.Join(dir, "k.pub")); err == nil {
+		t.Error("LoadSigner accepted a public key")
+	}
+}
