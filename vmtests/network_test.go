@@ -28,7 +28,7 @@ type netImage struct {
 	bin     string // static imprint binary
 }
 
-func buildNetImage(t *testing.T) netImage {
+func buildNetImage(t *testing.T, buildArgs ...string) netImage {
 	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "imprint")
@@ -41,7 +41,7 @@ func buildNetImage(t *testing.T) netImage {
 	agentImg := filepath.Join(dir, "agent.img")
 	imprint(t, "initrd", "--modules", fx.Modules, "--imprint", bin, "--out", agentImg)
 	store := filepath.Join(dir, "store")
-	imprint(t, "build", "--store", store, "--name", "fixture", "--rootfs", fx.RootfsDir, "--cmdline", "console=ttyS0 ro panic=1", "--agent", agentImg)
+	imprint(t, append([]string{"build", "--store", store, "--name", "fixture", "--rootfs", fx.RootfsDir, "--cmdline", "console=ttyS0 ro panic=1", "--agent", agentImg}, buildArgs...)...)
 	st, err := image.OpenDir(store)
 	if err != nil {
 		t.Fatal(err)
