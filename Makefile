@@ -39,6 +39,7 @@ bench: deps build
 	bash bench/run.sh
 	bash bench/dhcp/run.sh
 	bash bench/tftp/run.sh
+	bash bench/tree/run.sh
 
 demo: deps build
 	bash scripts/demo.sh

@@ -23,6 +23,7 @@ func newDeploy(e *env) *cobra.Command {
 		bios          bool
 		agentFile     string
 		trust         []string
+		serveAddr     string
 		o             deploy.Options
 	)
 	c := &cobra.Command{
@@ -96,10 +97,20 @@ func newDeploy(e *env) *cobra.Command {
 			if !yes {
 				o.Confirm = func(p *deploy.Plan) error { return confirm(e, p) }
 			}
+			var served *liveServer
+			if serveAddr != "" && !o.DryRun {
+				if served, err = startLiveServer(e, serveAddr, &o); err != nil {
+					return err
+				}
+				defer served.stop()
+			}
 			res, err := deploy.Run(ctx, o)
 			pr.finish()
 			if err != nil {
 				return err
+			}
+			if served != nil {
+				defer served.serveUntilDone(ctx, o.Disk)
 			}
 			if e.json {
 				e.emitJSON(map[string]any{"event": "result", "result": res})
@@ -132,6 +143,7 @@ func newDeploy(e *env) *cobra.Command {
 	f.StringArrayVar(&trust, "trust", nil, "minisign public key (file or key text) the image must be signed by; repeatable (any one suffices)")
 	f.StringVar(&ref, "image", "", "image NAME or NAME:VERSION (default version: the newest)")
 	f.StringVar(&o.Disk, "disk", "", "target block device or image file")
+	f.StringVar(&serveAddr, "serve", "", "serve the disk over HTTP at this address while it is written (chunks as they land) and after, until interrupted: other deploys can --from it at once")
 	f.StringVar(&size, "size", "", "create or grow an image file to this size (e.g. 8G)")
 	f.BoolVar(&yes, "yes", false, "do not ask before writing")
 	f.BoolVar(&o.DryRun, "dry-run", false, "show the plan and write nothing")

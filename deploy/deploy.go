@@ -57,6 +57,10 @@ type Options struct {
 	// Trust, when set, is the set of keys the image must be signed by;
 	// anything else is refused before a byte is written.
 	Trust *image.Trust
+	// Live, when set, gets a source serving the disk while it is being
+	// written (chunks as they land; see openLiveSource), so other deploys
+	// can take from this one before it completes. The caller owns it.
+	Live func(*DiskSource)
 }
 
 // BootOptions choose the boot menu a deploy installs.
@@ -150,6 +154,14 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
+	}
+
+	if o.Live != nil {
+		live, err := openLiveSource(o.Disk, o.Image, st.Table, st.Done)
+		if err != nil {
+			return nil, fmt.Errorf("serve while deploying: %w", err)
+		}
+		o.Live(live)
 	}
 
 	res := &Result{Plan: plan}

@@ -7,6 +7,7 @@ import (
 	"path"
 	"sync"
 
+	"github.com/imprint-dev/imprint/copier"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/partition"
 	"github.com/klauspost/compress/zstd"
@@ -37,6 +38,18 @@ type DiskSource struct {
 
 	mu    sync.Mutex        // guards the ESP (go-diskfs is not safe for concurrent use) and files
 	files map[string][]byte // boot files read from the ESP, by path
+
+	cmu      sync.Mutex // guards the fields below: served chunks
+	inflight map[string]*flight
+	recent   map[string][]byte
+	order    []string
+	kept     int
+
+	// avail, for a disk still being deployed, says which chunks are
+	// written; nil for a completed disk. later are the chunks of boot
+	// files, which such a disk gets only at the end.
+	avail func(chunkLoc) bool
+	later map[string]bool
 }
 
 type missingFile struct {
@@ -59,6 +72,8 @@ type chunkLoc struct {
 	off   int64  // disk offset, or offset within file
 	n     int64
 	file  string // ESP file, "" for a partition range
+	part  string // partition name, for a partition range
+	idx   int    // chunk index within its content
 }
 
 // OpenDiskSource opens a deployed disk (block device or image file)
@@ -100,7 +115,7 @@ func newDiskSource(p string, dev *partition.Disk) (*DiskSource, error) {
 		if !ok || !inGPT(od.GPT, placed, mp.Content.Size) {
 			return nil, fmt.Errorf("%s: %w: partition %s is missing or was moved in the GPT", p, ErrDrifted, mp.Name)
 		}
-		s.add(mp.Content, m.ChunkSize, "partition "+mp.Name, placed.Start, "")
+		s.add(mp.Content, m.ChunkSize, mp.Name, placed.Start, "")
 	}
 	if b := m.Boot; b != nil {
 		dir := path.Join(bootDir, m.Version)
@@ -136,13 +151,21 @@ func inGPT(gpt []partition.GPTPartition, p partition.Placed, size int64) bool {
 	return false
 }
 
-func (s *DiskSource) add(c *image.Content, chunkSize int64, label string, base int64, file string) {
+// add registers the chunks of one content: a partition (file == "",
+// name is the partition's) or a boot file on the ESP.
+func (s *DiskSource) add(c *image.Content, chunkSize int64, name string, base int64, file string) {
+	label, part := name, ""
+	if file == "" {
+		label, part = "partition "+name, name
+	}
 	for i, sum := range c.Chunks {
 		l := chunkLoc{
 			label: fmt.Sprintf("%s chunk %d", label, i),
 			off:   base + int64(i)*chunkSize,
 			n:     c.ChunkLen(i, chunkSize),
 			file:  file,
+			part:  part,
+			idx:   i,
 		}
 		s.places = append(s.places, place{content: label, sum: sum, loc: l})
 		if sum != image.ZeroChunk {
@@ -204,24 +227,95 @@ func (s *DiskSource) Signature(ctx context.Context, name, version string) ([]byt
 // Chunk implements image.Source: the chunk's bytes as they are on the disk
 // now, checked against their name and compressed. A chunk listed in several
 // places is served from the first place that still matches.
+//
+// Children of one node ask for the same chunks at about the same time, so
+// one read-check-compress serves all of them: concurrent requests for a
+// chunk share one computation, and recent results are kept (recentBytes).
+// What is kept was checked when it was read, and a chunk's bytes are its
+// name, so handing them out again is always right.
 func (s *DiskSource) Chunk(ctx context.Context, sum string) ([]byte, error) {
-	b, err := s.RawChunk(ctx, sum)
-	if err != nil {
-		return nil, err
+	s.cmu.Lock()
+	if b, ok := s.recent[sum]; ok {
+		s.cmu.Unlock()
+		return b, nil
 	}
-	return s.enc.EncodeAll(b, make([]byte, 0, len(b)/2+64)), nil
+	if c, ok := s.inflight[sum]; ok {
+		s.cmu.Unlock()
+		select {
+		case <-c.done:
+			return c.b, c.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	c := &flight{done: make(chan struct{})}
+	if s.inflight == nil {
+		s.inflight, s.recent = map[string]*flight{}, map[string][]byte{}
+	}
+	s.inflight[sum] = c
+	s.cmu.Unlock()
+
+	// Not the caller's context: other requests wait for this result.
+	raw, err := s.RawChunk(context.WithoutCancel(ctx), sum)
+	if err == nil {
+		c.b = image.Compress(s.enc, raw)
+	}
+	c.err = err
+
+	s.cmu.Lock()
+	delete(s.inflight, sum)
+	if err == nil {
+		s.keep(sum, c.b)
+	}
+	s.cmu.Unlock()
+	close(c.done)
+	return c.b, c.err
+}
+
+// recentBytes bounds the compressed chunks a DiskSource keeps.
+const recentBytes = 64 << 20
+
+type flight struct {
+	done chan struct{}
+	b    []byte
+	err  error
+}
+
+// keep remembers a served chunk, forgetting the oldest past recentBytes.
+// Called with cmu held.
+func (s *DiskSource) keep(sum string, b []byte) {
+	if len(b) > recentBytes/4 {
+		return
+	}
+	s.recent[sum] = b
+	s.order = append(s.order, sum)
+	s.kept += len(b)
+	for s.kept > recentBytes && len(s.order) > 0 {
+		old := s.order[0]
+		s.order = s.order[1:]
+		s.kept -= len(s.recent[old])
+		delete(s.recent, old)
+	}
 }
 
 // RawChunk is Chunk without compression.
 func (s *DiskSource) RawChunk(ctx context.Context, sum string) ([]byte, error) {
 	locs, ok := s.chunks[sum]
+	if !ok && s.later[sum] {
+		return nil, fmt.Errorf("chunk %s (a boot file) on %s: %w", sum, s.path, image.ErrNotYet)
+	}
 	if !ok {
 		return nil, fmt.Errorf("chunk %s: %w on %s", sum, image.ErrNotFound, s.path)
 	}
 	var drifted []string
+	notYet := false
 	for _, l := range locs {
 		if err := ctx.Err(); err != nil {
 			return nil, err
+		}
+		if s.avail != nil && !s.avail(l) {
+			notYet = true
+			continue
 		}
 		b, err := s.read(l)
 		if err != nil {
@@ -231,6 +325,9 @@ func (s *DiskSource) RawChunk(ctx context.Context, sum string) ([]byte, error) {
 			return b, nil
 		}
 		drifted = append(drifted, l.label)
+	}
+	if notYet && len(drifted) == 0 {
+		return nil, fmt.Errorf("chunk %s on %s: %w", sum, s.path, image.ErrNotYet)
 	}
 	// Both sentinels: deploy's callers act on ErrDrifted, a server that
 	// knows only the image package on ErrChecksum.
@@ -259,4 +356,52 @@ func (s *DiskSource) read(l chunkLoc) ([]byte, error) {
 		return nil, fmt.Errorf("ESP %s: %w: %d bytes, the manifest needs %d", l.file, ErrDrifted, len(f), l.off+l.n)
 	}
 	return bytes.Clone(f[l.off : l.off+l.n]), nil
+}
+
+// openLiveSource serves a disk while it is being deployed (cut-through):
+// chunks the deploy has written are served, checked like any other; the
+// rest are image.ErrNotYet, so a client waits for them or asks elsewhere.
+// It reads through its own read-only descriptor, which stays valid after
+// the deploy closes its own. Boot files are written last and are served
+// once the deploy has completed, by a DiskSource opened then.
+func openLiveSource(p string, img *image.Resolved, t *partition.Table, done map[string]*copier.Bitmap) (*DiskSource, error) {
+	dev, err := partition.OpenDisk(p, partition.OpenOptions{})
+	if err != nil {
+		return nil, err
+	}
+	m := img.Manifest
+	s := &DiskSource{
+		path: p, dev: dev, sig: img.Signature, chunks: map[string][]chunkLoc{}, files: map[string][]byte{},
+		od: &OnDisk{Manifest: m, ManifestRaw: img.Raw, State: &State{ImageID: img.ID, Name: m.Name, Version: m.Version, Status: StatusWriting, Table: t}},
+		avail: func(l chunkLoc) bool {
+			bm := done[l.part]
+			return bm != nil && bm.Has(l.idx)
+		},
+	}
+	for _, mp := range m.Partitions {
+		if mp.Content == nil {
+			continue
+		}
+		placed, ok := t.Find(mp.Name)
+		if !ok {
+			dev.Close()
+			return nil, fmt.Errorf("partition %s is not in the table", mp.Name)
+		}
+		s.add(mp.Content, m.ChunkSize, mp.Name, placed.Start, "")
+	}
+	if b := m.Boot; b != nil {
+		s.later = map[string]bool{}
+		for _, c := range []*image.Content{b.Kernel, b.Initrd, b.Agent} {
+			if c != nil {
+				for _, sum := range c.Chunks {
+					s.later[sum] = true
+				}
+			}
+		}
+	}
+	if s.enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1)); err != nil {
+		dev.Close()
+		return nil, err
+	}
+	return s, nil
 }

@@ -28,6 +28,10 @@ type HTTP struct {
 	// Tries is how often a request is made before its error is returned;
 	// transient failures (connection errors, 5xx) are retried.
 	Tries int
+	// NotYetWait is how long a chunk the server does not have yet (425,
+	// a peer still deploying) is waited for before the error wraps
+	// ErrNotYet and the copy asks the next source.
+	NotYetWait time.Duration
 }
 
 // OpenHTTP makes an HTTP source for the store at base.
@@ -42,7 +46,7 @@ func OpenHTTP(base string) (*HTTP, error) {
 	if !strings.HasSuffix(u.Path, "/") {
 		u.Path += "/"
 	}
-	return &HTTP{Base: u, Client: &http.Client{Timeout: 2 * time.Minute}, Tries: 3}, nil
+	return &HTTP{Base: u, Client: &http.Client{Timeout: 2 * time.Minute}, Tries: 3, NotYetWait: 2 * time.Minute}, nil
 }
 
 // String names the source in messages.
@@ -52,7 +56,9 @@ func (h *HTTP) get(ctx context.Context, rel string, limit int64) ([]byte, error)
 	u := h.Base.ResolveReference(&url.URL{Path: rel})
 	tries := max(h.Tries, 1)
 	var last error
-	for i := range tries {
+	waitUntil := time.Now().Add(h.NotYetWait)
+	pause := 50 * time.Millisecond
+	for i := 0; i < tries; i++ {
 		if i > 0 {
 			select {
 			case <-ctx.Done():
@@ -61,6 +67,17 @@ func (h *HTTP) get(ctx context.Context, rel string, limit int64) ([]byte, error)
 			}
 		}
 		b, retry, err := h.once(ctx, u.String(), limit)
+		// A peer still deploying has the chunk soon: wait for it without
+		// spending a try, up to NotYetWait in all.
+		for errors.Is(err, ErrNotYet) && time.Now().Add(pause).Before(waitUntil) {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(pause):
+			}
+			pause = min(2*pause, 200*time.Millisecond)
+			b, retry, err = h.once(ctx, u.String(), limit)
+		}
 		if err == nil || !retry {
 			return b, err
 		}
@@ -82,6 +99,8 @@ func (h *HTTP) once(ctx context.Context, u string, limit int64) ([]byte, bool, e
 	switch {
 	case resp.StatusCode == http.StatusNotFound:
 		return nil, false, fmt.Errorf("GET %s: %w", u, ErrNotFound)
+	case resp.StatusCode == http.StatusTooEarly:
+		return nil, false, fmt.Errorf("GET %s: %w", u, ErrNotYet)
 	case resp.StatusCode == http.StatusConflict:
 		// imprint serve --disk refuses a chunk that drifted on its disk.
 		return nil, false, fmt.Errorf("GET %s: %w: the server refused it as drifted", u, ErrChecksum)

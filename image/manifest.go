@@ -31,6 +31,9 @@ var (
 	ErrNotFound = errors.New("not found")
 	ErrChecksum = errors.New("checksum mismatch")
 	ErrExists   = errors.New("already exists with other content")
+	// ErrNotYet says a source will have a chunk but does not yet: a peer
+	// that is still deploying it. Clients wait a while, then ask elsewhere.
+	ErrNotYet = errors.New("not there yet")
 )
 
 // Content is a blob stored as an ordered list of chunks.

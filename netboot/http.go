@@ -386,6 +386,10 @@ func (h *HTTP) trusted(w http.ResponseWriter, r *http.Request, name, version str
 
 func (h *HTTP) index(w http.ResponseWriter, r *http.Request) {
 	idx, err := h.Disk.Index(r.Context())
+	if errors.Is(err, image.ErrNotYet) {
+		tooEarly(w, "the index")
+		return
+	}
 	if err != nil {
 		h.logf("http: index: %v", err)
 		http.Error(w, "index unavailable", http.StatusInternalServerError)
@@ -408,6 +412,10 @@ func (h *HTTP) fromSource(w http.ResponseWriter, r *http.Request, name, version,
 		b, err = h.Disk.Manifest(r.Context(), name, version)
 	} else {
 		b, err = h.Disk.Signature(r.Context(), name, version)
+	}
+	if errors.Is(err, image.ErrNotYet) {
+		tooEarly(w, file)
+		return
 	}
 	if err != nil {
 		if !errors.Is(err, image.ErrNotFound) {
@@ -434,6 +442,9 @@ func (h *HTTP) chunk(w http.ResponseWriter, r *http.Request, sum string) {
 	case errors.Is(err, image.ErrNotFound):
 		http.NotFound(w, r)
 		return
+	case errors.Is(err, image.ErrNotYet):
+		tooEarly(w, "chunk "+sum)
+		return
 	case errors.Is(err, image.ErrChecksum):
 		h.logf("http: REFUSED drifted chunk: %v", err)
 		http.Error(w, "chunk "+sum+" drifted on this server's disk; not served", http.StatusConflict)
@@ -447,4 +458,11 @@ func (h *HTTP) chunk(w http.ResponseWriter, r *http.Request, sum string) {
 	w.Header().Set("ETag", `"`+sum+`"`)
 	w.Header().Set("Content-Type", "application/octet-stream")
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(b))
+}
+
+// tooEarly answers for a disk still being deployed: 425 Too Early tells the
+// client to come back for it (image.HTTP waits), not to give up.
+func tooEarly(w http.ResponseWriter, what string) {
+	w.Header().Set("Retry-After", "1")
+	http.Error(w, what+" is not written here yet", http.StatusTooEarly)
 }

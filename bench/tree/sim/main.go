@@ -1,0 +1,197 @@
+// Command sim estimates how long imaging N nodes takes when every deployed
+// node serves its image onward (imprint serve --disk), against one server
+// feeding everyone. It is calibrated with figures measured by
+// bench/tree/run.sh; docs/scale.md explains the model.
+//
+// Two models. Store-and-forward: a node serves only after its own deploy
+// completed and was verified (imprint serve --disk); each server feeds at most
+// fanout clients at once and shares its send rate S equally among them; a
+// client takes data no faster than its own ingest rate C (fetch, decompress,
+// hash, write, read-back verify). A waiting node is given to the server with
+// the fewest clients. Rates are fluid (processor sharing), events are
+// completions. Cut-through: every node serves chunks as they land
+// (imprint deploy --serve); see cutThrough.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+)
+
+type server struct {
+	clients []int // node ids being fed
+}
+
+type result struct {
+	total   float64
+	depth   int // longest chain of servers from the master
+	servers int
+}
+
+// simulate returns the time to image n nodes of an image of size bytes.
+// fanout <= 0 means a single server with no limit (every node from the
+// master).
+func simulate(n int, size, c, s float64, fanout int, startup float64) result {
+	tree := fanout > 0
+	if !tree {
+		fanout = n
+	}
+	remaining := make([]float64, n)
+	level := make([]int, n)
+	servers := []*server{{}} // 0 is the master
+	serverOf := make([]int, n)
+	readyAt := []float64{0} // when a server starts serving
+	next := 0               // next node to start
+	now := 0.0
+	active := 0
+	depth := 0
+	assign := func() {
+		for next < n {
+			best := -1
+			for i, sv := range servers {
+				if readyAt[i] > now || len(sv.clients) >= fanout {
+					continue
+				}
+				if best < 0 || len(sv.clients) < len(servers[best].clients) {
+					best = i
+				}
+			}
+			if best < 0 {
+				return
+			}
+			servers[best].clients = append(servers[best].clients, next)
+			serverOf[next] = best
+			remaining[next] = size
+			if best > 0 {
+				level[next] = level[best-1] + 1
+			}
+			next++
+			active++
+		}
+	}
+	rate := func(id int) float64 {
+		k := float64(len(servers[serverOf[id]].clients))
+		return math.Min(c, s/k)
+	}
+	for {
+		assign()
+		if active == 0 && next >= n {
+			break
+		}
+		// The next event: a client completes, or a new server comes up.
+		dt := math.Inf(1)
+		for _, sv := range servers {
+			for _, id := range sv.clients {
+				dt = math.Min(dt, remaining[id]/rate(id))
+			}
+		}
+		for _, r := range readyAt {
+			if r > now {
+				dt = math.Min(dt, r-now)
+			}
+		}
+		if math.IsInf(dt, 1) {
+			panic("simulation stalled")
+		}
+		for _, sv := range servers {
+			for _, id := range sv.clients {
+				remaining[id] -= rate(id) * dt
+			}
+		}
+		now += dt
+		for _, sv := range servers {
+			kept := sv.clients[:0]
+			for _, id := range sv.clients {
+				if remaining[id] > 1e-6*size {
+					kept = append(kept, id)
+					continue
+				}
+				active--
+				depth = max(depth, level[id]+1)
+				if tree {
+					servers = append(servers, &server{})
+					readyAt = append(readyAt, now+startup)
+				}
+			}
+			sv.clients = kept
+		}
+	}
+	return result{total: now, depth: depth, servers: len(servers)}
+}
+
+// cutThrough estimates a tree where every node serves while it deploys
+// (imprint deploy --serve): the f-ary tree is formed at once, each node
+// takes data at min(C, S/f) (its parent's send rate shared by f children)
+// and can run no further ahead than its parent, so the last leaf finishes
+// one image time plus, per level, a start-up and one chunk behind.
+func cutThrough(n int, size, c, s float64, fanout int, startup, chunk float64) (total float64, depth int) {
+	nodes, width := 0, 1
+	for nodes < n {
+		width *= fanout
+		nodes += width
+		depth++
+	}
+	rate := math.Min(c, s/float64(fanout))
+	return size/rate + float64(depth)*(startup+chunk/rate), depth
+}
+
+func main() {
+	var (
+		nodes   = flag.Int("nodes", 1000, "nodes to image")
+		sizeMiB = flag.Float64("size-mib", 1024, "image data per node, MiB (what is sent: the non-zero chunks)")
+		clientR = flag.Float64("client-mbs", 0, "measured ingest rate of one deploy, MB/s (required)")
+		serverR = flag.Float64("server-mbs", 0, "measured send rate of one server, MB/s (required)")
+		lockR   = flag.Float64("lockstep-server-mbs", 0, "measured send rate of one server whose clients fetch the same chunks together (cut-through children); default -server-mbs")
+		link    = flag.Float64("link-mbs", 0, "also cap both rates at this network link rate, MB/s (0: no cap)")
+		fanouts = flag.String("fanouts", "4,8,16", "fan-outs to try")
+		startup = flag.Float64("startup-s", 1, "seconds from a node's completed deploy until it serves")
+	)
+	flag.Parse()
+	if *clientR <= 0 || *serverR <= 0 {
+		fmt.Fprintln(os.Stderr, "sim: give -client-mbs and -server-mbs (measured by bench/tree/run.sh)")
+		os.Exit(2)
+	}
+	c, s := *clientR*1e6, *serverR*1e6
+	ls := s
+	if *lockR > 0 {
+		ls = *lockR * 1e6
+	}
+	if *link > 0 {
+		c, s, ls = math.Min(c, *link*1e6), math.Min(s, *link*1e6), math.Min(ls, *link*1e6)
+	}
+	size := *sizeMiB * (1 << 20)
+	one := size / math.Min(c, s)
+	fmt.Printf("image %.0f MiB, client ingest %.0f MB/s, server send %.0f MB/s (%.0f MB/s to children in lockstep), %d nodes\n", *sizeMiB, c/1e6, s/1e6, ls/1e6, *nodes)
+	fmt.Printf("one node alone: %.1f s\n\n", one)
+	fmt.Printf("| setup | total | x one node | tree depth |\n|---|---|---|---|\n")
+	single := simulate(*nodes, size, c, s, 0, *startup)
+	fmt.Printf("| single server | %s | %.1fx | 1 |\n", human(single.total), single.total/one)
+	for _, f := range strings.Split(*fanouts, ",") {
+		fo, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || fo < 1 {
+			fmt.Fprintf(os.Stderr, "sim: fan-out %q\n", f)
+			os.Exit(2)
+		}
+		r := simulate(*nodes, size, c, s, fo, *startup)
+		fmt.Printf("| tree, fan-out %d, store-and-forward (serve --disk after deploy) | %s | %.1fx | %d |\n", fo, human(r.total), r.total/one, r.depth)
+	}
+	for _, f := range strings.Split(*fanouts, ",") {
+		fo, _ := strconv.Atoi(strings.TrimSpace(f))
+		tot, d := cutThrough(*nodes, size, c, ls, fo, *startup, 4<<20)
+		fmt.Printf("| tree, fan-out %d, cut-through (deploy --serve) | %s | %.1fx | %d |\n", fo, human(tot), tot/one, d)
+	}
+}
+
+func human(sec float64) string {
+	if sec < 120 {
+		return fmt.Sprintf("%.0f s", sec)
+	}
+	if sec < 7200 {
+		return fmt.Sprintf("%.1f min", sec/60)
+	}
+	return fmt.Sprintf("%.1f h", sec/3600)
+}
