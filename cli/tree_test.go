@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/imprint-dev/imprint/deploy"
@@ -261,4 +262,40 @@ func espFile(t *testing.T, disk, name string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestASickPeerIsPassedOver: a first --from that answers nothing but 503
+// is given up on after two failures instead of costing every chunk its
+// retries; the deploy takes everything from the next source.
+func TestASickPeerIsPassedOver(t *testing.T) {
+	b := treeImage(t)
+	var mu sync.Mutex
+	requests := 0
+	sick := httptestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		requests++
+		mu.Unlock()
+		http.Error(w, "overloaded", http.StatusServiceUnavailable)
+	}))
+	good := serveDisk(t, func() string {
+		d := filepath.Join(t.TempDir(), "a.img")
+		deployTo(t, b, d, b.store)
+		return d
+	}(), nil)
+	disk := filepath.Join(t.TempDir(), "d.img")
+	out := deployTo(t, b, disk, sick.URL, good.URL)
+	if rootSum(t, b, disk) != b.m.Partitions[1].Content.SHA256 {
+		t.Fatal("not identical")
+	}
+	mu.Lock()
+	n := requests
+	mu.Unlock()
+	// Resolving the manifest goes to the first source too; then at most
+	// the chunks in flight when it was marked down (workers x tries).
+	if n > 20 {
+		t.Errorf("the sick peer got %d requests; it should be passed over after two failures", n)
+	}
+	if !strings.Contains(out, "0 B from "+sick.URL) {
+		t.Errorf("summary:\n%s", out)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -32,6 +33,39 @@ type HTTP struct {
 	// a peer still deploying) is waited for before the error wraps
 	// ErrNotYet and the copy asks the next source.
 	NotYetWait time.Duration
+
+	// A server that could not be reached twice in a row is not asked
+	// again for downFor: a dead peer first in --from must not cost the
+	// retries' pauses on every chunk.
+	mu        sync.Mutex
+	fails     int
+	downUntil time.Time
+}
+
+// downFor is how long an unreachable server is passed over.
+const downFor = 15 * time.Second
+
+// ErrDown says a source is being passed over after it could not be reached.
+var ErrDown = errors.New("unreachable, passed over for now")
+
+func (h *HTTP) down() (time.Time, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.downUntil, time.Now().Before(h.downUntil)
+}
+
+// note records whether a request reached the server.
+func (h *HTTP) note(reached bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if reached {
+		h.fails = 0
+		return
+	}
+	h.fails++
+	if h.fails >= 2 {
+		h.downUntil = time.Now().Add(downFor)
+	}
 }
 
 // OpenHTTP makes an HTTP source for the store at base.
@@ -54,6 +88,9 @@ func (h *HTTP) String() string { return h.Base.String() }
 
 func (h *HTTP) get(ctx context.Context, rel string, limit int64) ([]byte, error) {
 	u := h.Base.ResolveReference(&url.URL{Path: rel})
+	if until, down := h.down(); down {
+		return nil, fmt.Errorf("GET %s: %w (until %s)", u, ErrDown, until.Format("15:04:05"))
+	}
 	tries := max(h.Tries, 1)
 	var last error
 	waitUntil := time.Now().Add(h.NotYetWait)
@@ -79,10 +116,12 @@ func (h *HTTP) get(ctx context.Context, rel string, limit int64) ([]byte, error)
 			b, retry, err = h.once(ctx, u.String(), limit)
 		}
 		if err == nil || !retry {
+			h.note(true)
 			return b, err
 		}
 		last = err
 	}
+	h.note(false)
 	return nil, last
 }
 
