@@ -121,10 +121,15 @@ func showStore(e *env, cmd *cobra.Command, src *image.Dir) error {
 func showImage(e *env, r *image.Resolved) error {
 	m := r.Manifest
 	if e.json {
-		e.emitJSON(map[string]any{"id": r.ID, "manifest": m})
+		e.emitJSON(map[string]any{"id": r.ID, "manifest": m, "signed": r.Signature != nil})
 		return nil
 	}
 	e.printf("image %s:%s\n  id %s\n  created %s, chunk size %s\n", m.Name, m.Version, r.ID, m.Created.Format("2006-01-02T15:04:05Z"), partition.HumanSize(m.ChunkSize))
+	if r.Signature != nil {
+		e.printf("  signed (manifest.json%s)\n", image.SignatureSuffix)
+	} else {
+		e.printf("  not signed\n")
+	}
 	e.printf("  layout:\n")
 	for _, p := range m.Partitions {
 		size := partition.HumanSize(p.Size)
@@ -207,5 +212,10 @@ func showDisk(e *env, path string) error {
 		e.printf(", %d of %d chunks written", done, total)
 	}
 	e.printf("\n")
+	if od.ESP.Exists(deploy.SignatureFile) {
+		e.printf("  manifest signed (%s on the ESP; check with --trust on serve or export)\n", deploy.SignatureFile)
+	} else {
+		e.printf("  manifest not signed\n")
+	}
 	return nil
 }

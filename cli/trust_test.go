@@ -104,6 +104,12 @@ func TestSignedImagesAndTrust(t *testing.T) {
 	// serve --disk and export refuse a disk whose image is not trusted.
 	plain := filepath.Join(dir, "plain.img")
 	mustRun(t, "deploy", "--from", unsigned.store, "--image", "tree:v1", "--disk", plain, "--size", "100M", "--yes")
+	if out := mustRun(t, "inspect", good); !strings.Contains(out, "manifest signed") {
+		t.Errorf("inspect of a signed disk:\n%s", out)
+	}
+	if out := mustRun(t, "inspect", plain); !strings.Contains(out, "manifest not signed") {
+		t.Errorf("inspect of an unsigned disk:\n%s", out)
+	}
 	if code, _, errs := run(t, "serve", "--disk", plain, "--http", "127.0.0.1:0", "--public-url", "http://127.0.0.1/", "--trust", pub); code == 0 || !strings.Contains(errs, "not signed by a trusted key") {
 		t.Fatalf("serve --disk --trust of an unsigned disk: exit %d %s", code, errs)
 	}
