@@ -148,6 +148,18 @@ func (h *HTTP) once(ctx context.Context, u string, limit int64) ([]byte, bool, e
 	case resp.StatusCode != http.StatusOK:
 		return nil, false, fmt.Errorf("GET %s: %s", u, resp.Status)
 	}
+	if resp.ContentLength > limit {
+		return nil, false, fmt.Errorf("GET %s: %d bytes, more than %d", u, resp.ContentLength, limit)
+	}
+	if resp.ContentLength >= 0 {
+		// One allocation of the announced size: io.ReadAll's growing
+		// buffer copies a 4 MiB chunk about a dozen times.
+		b := make([]byte, resp.ContentLength)
+		if _, err := io.ReadFull(resp.Body, b); err != nil {
+			return nil, true, fmt.Errorf("GET %s: %w", u, err)
+		}
+		return b, false, nil
+	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return nil, true, fmt.Errorf("GET %s: %w", u, err)

@@ -126,11 +126,33 @@ for d in c-a1 c-a2 c-b1 c-b2 c-b3 c-b4 c-b5 c-b6; do
 	"$IMPRINT" verify --disk "$WORK/$d.img" >/dev/null || { log "$d is not identical"; exit 1; }
 done
 
-log "server send rates (4 parallel fetchers, bytes discarded)"
-SM=$("$WORK/fetch" -url "$MASTER" -image bench:v1 -workers 4 -rounds 2 | awk '{print $1}')
-SD=$("$WORK/fetch" -url "$A1" -image bench:v1 -workers 4 -rounds 2 | awk '{print $1}')
-SL=$("$WORK/fetch" -url "$A2" -image bench:v1 -workers 4 -lockstep | awk '{print $1}')
-C=$(awk -v m="$MIB" -v t="$T1" 'BEGIN { printf "%.1f", m * 1.048576 / t }')
+# The rates for the model. A server and its clients are different machines
+# in a real tree; here each gets one core (taskset), so that one does not
+# measure the other's load.
+log "rates: one deploy on core 0 from a server on core 1; servers on core 1, fetchers (bytes discarded) on core 0"
+port=$((port + 1))
+taskset -c 1 "$IMPRINT" serve --store "$WORK/store" --image bench --http 127.0.0.1:$port --public-url http://127.0.0.1:$port/ >>"$WORK/serve.log" 2>&1 &
+pids+=($!)
+PM=$port
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PM/index.json" >/dev/null && break; sleep 0.1; done
+fresh
+t0=$(now)
+taskset -c 0 "$IMPRINT" deploy --from "http://127.0.0.1:$PM/" --image bench:v1 --disk "$WORK/rate.img" --size "$SIZE" --yes --no-bootloader >/dev/null 2>"$WORK/rate.err"
+TR=$(secs "$t0" "$(now)")
+C=$(awk -v m="$MIB" -v t="$TR" 'BEGIN { printf "%.1f", m * 1.048576 / t }')
+SM=$(taskset -c 0 "$WORK/fetch" -url "http://127.0.0.1:$PM/" -image bench:v1 -workers 4 -rounds 2 | awk '{print $1}')
+port=$((port + 1))
+taskset -c 1 "$IMPRINT" serve --disk "$WORK/rate.img" --http 127.0.0.1:$port --public-url http://127.0.0.1:$port/ >>"$WORK/serve.log" 2>&1 &
+pids+=($!)
+PD=$port
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PD/index.json" >/dev/null && break; sleep 0.1; done
+SD=$(for _ in 1 2 3; do taskset -c 0 "$WORK/fetch" -url "http://127.0.0.1:$PD/" -image bench:v1 -workers 4 | awk '{print $1}'; done | sort -n | sed -n 2p)
+median3() { sort -n | sed -n 2p; }
+LOCK=
+for f in 4 8 16; do
+	r=$(for _ in 1 2 3; do taskset -c 0 "$WORK/fetch" -url "http://127.0.0.1:$PD/" -image bench:v1 -workers $f -lockstep | awk '{print $1}'; done | median3)
+	LOCK=${LOCK:+$LOCK,}$f=$r
+done
 
 {
 	echo "## Tree: 8 clients, ${MIB} MiB image, $(date -u +%Y-%m-%d)"
@@ -144,19 +166,20 @@ C=$(awk -v m="$MIB" -v t="$T1" 'BEGIN { printf "%.1f", m * 1.048576 / t }')
 	echo
 	echo "Level-2 bytes taken from the master (fallback): ${frommaster:-none}."
 	echo
-	echo "Measured rates: one client ingests ${C} MB/s (deploy with verify);"
-	echo "one server sends ${SM} MB/s from a store, ${SD} MB/s from a deployed disk (serve --disk),"
-	echo "${SL} MB/s from a deployed disk to 4 clients fetching the same chunks together (cut-through children)."
+	echo "Measured rates, one core each for server and client: one deploy (verify on) ingests ${C} MB/s;"
+	echo "one server sends ${SM} MB/s from a store and ${SD} MB/s from a deployed disk (serve --disk) to 4 clients"
+	echo "fetching different chunks; from a deployed disk to F clients fetching the same chunks together"
+	echo "(cut-through children), F=MB/s: ${LOCK}."
 	echo
 	echo "### Simulation, 1000 nodes, 1 GiB image, calibrated with these rates"
 	echo
 	echo '```'
-	echo "sim -nodes 1000 -size-mib 1024 -client-mbs $C -server-mbs $SD -lockstep-server-mbs $SL"
+	echo "sim -nodes 1000 -size-mib 1024 -client-mbs $C -server-mbs $SD -lockstep-mbs $LOCK"
 	echo '```'
 	echo
-	"$WORK/sim" -nodes 1000 -size-mib 1024 -client-mbs "$C" -server-mbs "$SD" -lockstep-server-mbs "$SL"
+	"$WORK/sim" -nodes 1000 -size-mib 1024 -client-mbs "$C" -server-mbs "$SD" -lockstep-mbs "$LOCK"
 	echo
 	echo "Same, both rates capped at a 1 GbE link (117 MB/s):"
 	echo
-	"$WORK/sim" -nodes 1000 -size-mib 1024 -client-mbs "$C" -server-mbs "$SD" -lockstep-server-mbs "$SL" -link-mbs 117
+	"$WORK/sim" -nodes 1000 -size-mib 1024 -client-mbs "$C" -server-mbs "$SD" -lockstep-mbs "$LOCK" -link-mbs 117
 } | tee "$OUT/results.md"

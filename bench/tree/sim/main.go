@@ -145,7 +145,7 @@ func main() {
 		sizeMiB = flag.Float64("size-mib", 1024, "image data per node, MiB (what is sent: the non-zero chunks)")
 		clientR = flag.Float64("client-mbs", 0, "measured ingest rate of one deploy, MB/s (required)")
 		serverR = flag.Float64("server-mbs", 0, "measured send rate of one server, MB/s (required)")
-		lockR   = flag.Float64("lockstep-server-mbs", 0, "measured send rate of one server whose clients fetch the same chunks together (cut-through children); default -server-mbs")
+		lockR   = flag.String("lockstep-mbs", "", "measured send rates of one server to F clients fetching the same chunks together (cut-through children), as F=MB/s[,F=MB/s...]; a fan-out not listed uses -server-mbs")
 		link    = flag.Float64("link-mbs", 0, "also cap both rates at this network link rate, MB/s (0: no cap)")
 		fanouts = flag.String("fanouts", "4,8,16", "fan-outs to try")
 		startup = flag.Float64("startup-s", 1, "seconds from a node's completed deploy until it serves")
@@ -156,16 +156,28 @@ func main() {
 		os.Exit(2)
 	}
 	c, s := *clientR*1e6, *serverR*1e6
-	ls := s
-	if *lockR > 0 {
-		ls = *lockR * 1e6
+	lock := map[int]float64{}
+	if *lockR != "" {
+		for _, kv := range strings.Split(*lockR, ",") {
+			f, r, ok := strings.Cut(kv, "=")
+			fo, err1 := strconv.Atoi(f)
+			rate, err2 := strconv.ParseFloat(r, 64)
+			if !ok || err1 != nil || err2 != nil {
+				fmt.Fprintf(os.Stderr, "sim: -lockstep-mbs %q: want F=MB/s\n", kv)
+				os.Exit(2)
+			}
+			lock[fo] = rate * 1e6
+		}
 	}
 	if *link > 0 {
-		c, s, ls = math.Min(c, *link*1e6), math.Min(s, *link*1e6), math.Min(ls, *link*1e6)
+		c, s = math.Min(c, *link*1e6), math.Min(s, *link*1e6)
+		for f, r := range lock {
+			lock[f] = math.Min(r, *link*1e6)
+		}
 	}
 	size := *sizeMiB * (1 << 20)
 	one := size / math.Min(c, s)
-	fmt.Printf("image %.0f MiB, client ingest %.0f MB/s, server send %.0f MB/s (%.0f MB/s to children in lockstep), %d nodes\n", *sizeMiB, c/1e6, s/1e6, ls/1e6, *nodes)
+	fmt.Printf("image %.0f MiB, client ingest %.0f MB/s, server send %.0f MB/s, %d nodes\n", *sizeMiB, c/1e6, s/1e6, *nodes)
 	fmt.Printf("one node alone: %.1f s\n\n", one)
 	fmt.Printf("| setup | total | x one node | tree depth |\n|---|---|---|---|\n")
 	single := simulate(*nodes, size, c, s, 0, *startup)
@@ -181,8 +193,12 @@ func main() {
 	}
 	for _, f := range strings.Split(*fanouts, ",") {
 		fo, _ := strconv.Atoi(strings.TrimSpace(f))
+		ls, ok := lock[fo]
+		if !ok {
+			ls = s
+		}
 		tot, d := cutThrough(*nodes, size, c, ls, fo, *startup, 4<<20)
-		fmt.Printf("| tree, fan-out %d, cut-through (deploy --serve) | %s | %.1fx | %d |\n", fo, human(tot), tot/one, d)
+		fmt.Printf("| tree, fan-out %d, cut-through (deploy --serve; server sends %.0f MB/s to its %d children) | %s | %.1fx | %d |\n", fo, ls/1e6, fo, human(tot), tot/one, d)
 	}
 }
 
