@@ -123,9 +123,10 @@ func newDiskSource(p string, dev *partition.Disk) (*DiskSource, error) {
 			c    *image.Content
 			name string
 		}{{b.Kernel, "vmlinuz"}, {b.Initrd, "initrd.img"}, {b.Agent, "agent.img"}} {
-			// A disk deployed without a boot loader (or without a
-			// diskless entry, for the agent) lacks these files; their
-			// chunks are then simply not served from here.
+			// A disk deployed without a boot loader, or before the
+			// agent was always written, lacks these files; their chunks
+			// are then not served from here, and export needs them in
+			// the target store already.
 			switch {
 			case f.c == nil:
 			case od.ESP.Exists(path.Join(dir, f.name)):
