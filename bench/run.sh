@@ -7,6 +7,9 @@
 #   BENCH_DIR=/big/disk bash ...      where the work files go (default bench/out/work)
 #   BENCH_REPS=3                      repetitions per timed command (median is reported)
 #   BENCH_KEEP=1                      keep the big work files at the end
+#   BENCH_BASELINE=/path/to/imprint   also time this (older) imprint's verified
+#                                     deploys in the same rounds, for a
+#                                     before/after under the same load
 #
 # Needs: bin/imprint, bmaptool (bmap-tools), zstd, sgdisk (gdisk),
 # mkfs.ext4 (e2fsprogs), coreutils. Run as root (drop_caches; imprint deploy).
@@ -67,13 +70,20 @@ mkdir -p "$LOGS"
 IMPRINT=$W/imprint
 cp "$IMPRINT_SRC" "$IMPRINT"
 IMPRINT_ID="$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo '?') (binary sha256 $(sha256sum "$IMPRINT" | cut -c1-12))"
+BASE=""
+if [[ -n ${BENCH_BASELINE:-} ]]; then
+	[[ -x $BENCH_BASELINE ]] || die "BENCH_BASELINE=$BENCH_BASELINE is not an executable"
+	BASE=$W/imprint-baseline
+	cp "$BENCH_BASELINE" "$BASE"
+	IMPRINT_ID+="; baseline binary sha256 $(sha256sum "$BASE" | cut -c1-12)"
+fi
 
 cleanup() {
 	local rc=$?
 	if [[ ${BENCH_KEEP:-0} != 1 ]]; then
 		# Only what this script made: BENCH_DIR may hold other files.
 		rm -rf "$W/tree" "$W/store" "$W/dstore"
-		rm -f "$W/imprint" "$W/disk.img" "$W/disk.img.zst" "$W/disk.bmap" "$W/dense.raw" \
+		rm -f "$W/imprint" "$W/imprint-baseline" "$W/disk.img" "$W/disk.img.zst" "$W/disk.bmap" "$W/dense.raw" \
 			"$W/target.img" "$W/root.ext4" "$W/usrfiles" "$W/list"
 	fi
 	((rc == 0)) || log "failed (exit $rc); logs in $LOGS"
@@ -277,6 +287,8 @@ add_case "imprint-deploy-noverify" "$MAPPED_BYTES" fresh dep_nv_run imprint_chec
 add_case "bmaptool-copy" "$MAPPED_BYTES" fresh bmap_run same_layout_check
 add_case "bmaptool-copy-zst" "$MAPPED_BYTES" fresh bmapz_run same_layout_check
 add_case "dd-sparse" "$MAPPED_BYTES" fresh dd_run same_layout_check
+base_run() { "$BASE" deploy --from "$W/store" --image bench:v1 --disk "$T" --size "$DISK" --yes; }
+[[ -z $BASE ]] || add_case "imprint-deploy-baseline" "$MAPPED_BYTES" fresh base_run imprint_check
 run_cases
 
 # ================================================================ dense case
@@ -299,6 +311,8 @@ log "dense case: $((DENSE / MiB)) MiB of random data"
 add_case "imprint-deploy-dense" "$DENSE" fresh ddep_run dense_check
 add_case "imprint-deploy-dense-noverify" "$DENSE" fresh ddep_nv_run dense_check
 add_case "dd-dense" "$DENSE" fresh ddd_run dd_dense_check
+dbase_run() { "$BASE" deploy --from "$W/dstore" --image dense:v1 --disk "$T" --size "$DENSE_DISK" --yes; }
+[[ -z $BASE ]] || add_case "imprint-deploy-dense-baseline" "$DENSE" fresh dbase_run dense_check
 run_cases
 
 # ================================================================ phase breakdown
@@ -345,6 +359,7 @@ desc() {
 	imprint-deploy-dense) echo "imprint deploy (verify on)" ;;
 	imprint-deploy-dense-noverify) echo "imprint deploy --no-verify" ;;
 	dd-dense) echo "dd bs=4M oflag=direct conv=fsync" ;;
+	imprint-deploy-baseline | imprint-deploy-dense-baseline) echo "baseline imprint deploy (verify on): BENCH_BASELINE" ;;
 	esac
 }
 case_of() { case $1 in *dense*) echo dense ;; *) echo sparse ;; esac }
@@ -383,6 +398,10 @@ report() {
 	echo "| sparse: imprint deploy (verify) / dd conv=sparse, time | $SP_RATIO_DD | (information) |"
 	echo "| dense: imprint deploy (verify) / dd, throughput | $DN_RATIO | ≥ 0.90: **$G2** |"
 	echo "| dense: imprint deploy --no-verify / dd, throughput | $DN_RATIO_NV | (information) |"
+	if [[ -n $BASE ]]; then
+		echo "| sparse: baseline imprint deploy (verify) / bmaptool copy, time | $(r2 "${MED[imprint-deploy-baseline]}" "${MED[bmaptool-copy]}") | (information: before) |"
+		echo "| dense: baseline imprint deploy (verify) / dd, throughput | $(r2 "${MED[dd-dense]}" "${MED[imprint-deploy-dense-baseline]}") | (information: before) |"
+	fi
 	echo
 	echo "imprint deploy phases (one extra run, --json event times):"
 	echo

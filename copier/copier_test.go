@@ -5,9 +5,11 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"path/filepath"
 	"testing"
 
 	"github.com/imprint-dev/imprint/image"
+	"github.com/imprint-dev/imprint/partition"
 )
 
 // recTarget is a partition in memory that remembers which ranges were
@@ -172,3 +174,74 @@ func TestLyingSourceIsPassedOverForTheNext(t *testing.T) {
 		t.Fatalf("bytes from the honest source for the forged chunk: %v", from)
 	}
 }
+
+// On a partition of a real image file the copier writes and reads back
+// with O_DIRECT; the result must be the same as through the page cache,
+// and a read-back must see a change made through the page cache.
+func TestDirectIOOnImageFile(t *testing.T) {
+	for _, tc := range []struct {
+		tail  int  // bytes of the last chunk: 100 is one O_DIRECT cannot take
+		fresh bool // a new image file, all holes, or one full of old bytes
+	}{{4096, false}, {100, false}, {4096, true}} {
+		tail := tc.tail
+		cp, _, _, _ := setup(t)
+		st, _ := image.CreateDir(t.TempDir())
+		data := make([]byte, 10*cs+tail)
+		rand.Read(data[:3*cs])
+		rand.Read(data[6*cs:])
+		c, _, err := image.StoreContent(context.Background(), st, bytes.NewReader(data), int64(len(data)), cs, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cp.Sources = []image.Source{st}
+		path := filepath.Join(t.TempDir(), "disk.img")
+		const at = 1 << 20
+		dev, err := partition.OpenDisk(path, partition.OpenOptions{Write: true, Create: true, Size: 4 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dev.Close()
+		if !tc.fresh {
+			// Old bytes everywhere, so zero chunks must really be zeroed.
+			if _, err := dev.WriteAt(bytes.Repeat([]byte{0xEE}, 3<<20), 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sec := fileSection{partition.Section{D: dev, Off: at, Len: 2 << 20}, dev}
+		if d := openDirect(sec, true); d == nil {
+			t.Log("no O_DIRECT here: testing the ordinary path only")
+		} else {
+			d.close()
+		}
+		if err := cp.Write(context.Background(), c, sec, Hooks{}); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(data))
+		if _, err := dev.ReadAt(got, at); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, data) {
+			t.Fatalf("tail %d: the partition differs from the content", tail)
+		}
+		if bad, err := cp.Verify(context.Background(), c, sec, nil); err != nil || len(bad) != 0 {
+			t.Fatalf("tail %d: verify: %v %v", tail, bad, err)
+		}
+		if tc.fresh && !sec.Hole(4*cs, cs) {
+			t.Error("an all-zero chunk of a new image file was allocated: holes should stay holes")
+		}
+		if _, err := dev.WriteAt([]byte{^data[2*cs+5]}, at+2*cs+5); err != nil {
+			t.Fatal(err)
+		}
+		if bad, _ := cp.Verify(context.Background(), c, sec, nil); len(bad) != 1 || bad[0] != 2 {
+			t.Fatalf("tail %d: verify found %v after a change, want [2]", tail, bad)
+		}
+	}
+}
+
+// fileSection is a partition of an image file, as deploy hands it over.
+type fileSection struct {
+	partition.Section
+	dev *partition.Disk
+}
+
+func (s fileSection) ZeroRange(off, n int64) error { return s.dev.ZeroRange(s.Off+off, n) }

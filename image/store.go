@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -198,14 +199,39 @@ func (d *Dir) Manifest(ctx context.Context, name, version string) ([]byte, error
 
 // Chunk implements Source.
 func (d *Dir) Chunk(ctx context.Context, sum string) ([]byte, error) {
+	return d.ReadChunk(ctx, sum, nil)
+}
+
+// ReadChunk is Chunk reading into buf when the stored chunk fits in its
+// capacity: a copier reuses a few buffers instead of allocating one per
+// chunk, whose fresh pages and clearing were a tenth of a deploy's CPU.
+func (d *Dir) ReadChunk(ctx context.Context, sum string, buf []byte) ([]byte, error) {
 	if !isHash(sum) {
 		return nil, fmt.Errorf("chunk %q: %w", sum, ErrNotFound)
 	}
-	b, err := os.ReadFile(d.chunkPath(sum))
+	f, err := os.Open(d.chunkPath(sum))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("chunk %s: %w in store %s", sum, ErrNotFound, d.Root)
 	}
-	return b, err
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	n := st.Size()
+	if int64(cap(buf)) < n {
+		buf = make([]byte, n)
+	}
+	// Chunks are immutable: a file that changed size under us reads short
+	// (an error) or long (its hash will not match), never silently wrong.
+	b := buf[:n]
+	if _, err := io.ReadFull(f, b); err != nil {
+		return nil, fmt.Errorf("chunk %s: %w", sum, err)
+	}
+	return b, nil
 }
 
 // HasChunk reports whether the chunk is already stored.

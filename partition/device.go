@@ -125,6 +125,18 @@ func (s Section) WriteAt(p []byte, off int64) (int, error) {
 	return s.D.WriteAt(p, s.Off+off)
 }
 
+// Backing gives the open file the section lies on, the section's offset in
+// it and its length, so a copier can do its own I/O that bypasses the page
+// cache (O_DIRECT) on a second descriptor. f is nil when the section is not
+// on a Disk.
+func (s Section) Backing() (f *os.File, off, n int64) {
+	d, ok := s.D.(*Disk)
+	if !ok {
+		return nil, 0, 0
+	}
+	return d.f, s.Off, s.Len
+}
+
 // Hole reports whether the section's range is a hole of the underlying
 // image file.
 func (s Section) Hole(off, n int64) bool {
