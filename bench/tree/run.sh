@@ -140,7 +140,7 @@ t0=$(now)
 taskset -c 0 "$IMPRINT" deploy --from "http://127.0.0.1:$PM/" --image bench:v1 --disk "$WORK/rate.img" --size "$SIZE" --yes --no-bootloader >/dev/null 2>"$WORK/rate.err"
 TR=$(secs "$t0" "$(now)")
 C=$(awk -v m="$MIB" -v t="$TR" 'BEGIN { printf "%.1f", m * 1.048576 / t }')
-SM=$(taskset -c 0 "$WORK/fetch" -url "http://127.0.0.1:$PM/" -image bench:v1 -workers 4 -rounds 2 | awk '{print $1}')
+SM=$(for _ in 1 2 3; do taskset -c 0 "$WORK/fetch" -url "http://127.0.0.1:$PM/" -image bench:v1 -workers 4 | awk '{print $1}'; done | sort -n | sed -n 2p)
 port=$((port + 1))
 taskset -c 1 "$IMPRINT" serve --disk "$WORK/rate.img" --http 127.0.0.1:$port --public-url http://127.0.0.1:$port/ >>"$WORK/serve.log" 2>&1 &
 pids+=($!)
@@ -148,11 +148,16 @@ PD=$port
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PD/index.json" >/dev/null && break; sleep 0.1; done
 SD=$(for _ in 1 2 3; do taskset -c 0 "$WORK/fetch" -url "http://127.0.0.1:$PD/" -image bench:v1 -workers 4 | awk '{print $1}'; done | sort -n | sed -n 2p)
 median3() { sort -n | sed -n 2p; }
-LOCK=
-for f in 4 8 16; do
-	r=$(for _ in 1 2 3; do taskset -c 0 "$WORK/fetch" -url "http://127.0.0.1:$PD/" -image bench:v1 -workers $f -lockstep | awk '{print $1}'; done | median3)
-	LOCK=${LOCK:+$LOCK,}$f=$r
-done
+lockstep() { # lockstep URL: F=MB/s for F = 4, 8, 16 children fetching together
+	local out= f r
+	for f in 4 8 16; do
+		r=$(for _ in 1 2 3; do taskset -c 0 "$WORK/fetch" -url "$1" -image bench:v1 -workers $f -lockstep | awk '{print $1}'; done | median3)
+		out=${out:+$out,}$f=$r
+	done
+	echo "$out"
+}
+LOCK=$(lockstep "http://127.0.0.1:$PD/")
+MLOCK=$(lockstep "http://127.0.0.1:$PM/")
 
 {
 	echo "## Tree: 8 clients, ${MIB} MiB image, $(date -u +%Y-%m-%d)"
@@ -166,20 +171,25 @@ done
 	echo
 	echo "Level-2 bytes taken from the master (fallback): ${frommaster:-none}."
 	echo
-	echo "Measured rates, one core each for server and client: one deploy (verify on) ingests ${C} MB/s;"
-	echo "one server sends ${SM} MB/s from a store and ${SD} MB/s from a deployed disk (serve --disk) to 4 clients"
-	echo "fetching different chunks; from a deployed disk to F clients fetching the same chunks together"
-	echo "(cut-through children), F=MB/s: ${LOCK}."
+	echo "Measured rates (MB/s of image data; one core each for the server and its clients; medians of 3):"
+	echo
+	echo "- one deploy (verify on) ingests ${C};"
+	echo "- to 4 clients fetching different chunks, a store server (the master) sends ${SM}, serve --disk ${SD};"
+	echo "- to F clients fetching the same chunks together (cut-through children), F=rate: master ${MLOCK}; serve --disk ${LOCK}."
 	echo
 	echo "### Simulation, 1000 nodes, 1 GiB image, calibrated with these rates"
 	echo
 	echo '```'
-	echo "sim -nodes 1000 -size-mib 1024 -client-mbs $C -server-mbs $SD -lockstep-mbs $LOCK"
+	echo "sim -nodes 1000 -size-mib 1024 -client-mbs $C -master-mbs $SM -server-mbs $SD -lockstep-mbs $LOCK -master-lockstep-mbs $MLOCK"
 	echo '```'
 	echo
-	"$WORK/sim" -nodes 1000 -size-mib 1024 -client-mbs "$C" -server-mbs "$SD" -lockstep-mbs "$LOCK"
+	"$WORK/sim" -nodes 1000 -size-mib 1024 -client-mbs "$C" -master-mbs "$SM" -server-mbs "$SD" -lockstep-mbs "$LOCK" -master-lockstep-mbs "$MLOCK"
 	echo
-	echo "Same, both rates capped at a 1 GbE link (117 MB/s):"
+	echo "Same, every rate capped at a 10 GbE link (1170 MB/s):"
 	echo
-	"$WORK/sim" -nodes 1000 -size-mib 1024 -client-mbs "$C" -server-mbs "$SD" -lockstep-mbs "$LOCK" -link-mbs 117
+	"$WORK/sim" -nodes 1000 -size-mib 1024 -client-mbs "$C" -master-mbs "$SM" -server-mbs "$SD" -lockstep-mbs "$LOCK" -master-lockstep-mbs "$MLOCK" -link-mbs 1170
+	echo
+	echo "Same, every rate capped at a 1 GbE link (117 MB/s):"
+	echo
+	"$WORK/sim" -nodes 1000 -size-mib 1024 -client-mbs "$C" -master-mbs "$SM" -server-mbs "$SD" -lockstep-mbs "$LOCK" -master-lockstep-mbs "$MLOCK" -link-mbs 117
 } | tee "$OUT/results.md"

@@ -35,7 +35,7 @@ type result struct {
 // simulate returns the time to image n nodes of an image of size bytes.
 // fanout <= 0 means a single server with no limit (every node from the
 // master).
-func simulate(n int, size, c, s float64, fanout int, startup float64) result {
+func simulate(n int, size, c, master, s float64, fanout int, startup float64) result {
 	tree := fanout > 0
 	if !tree {
 		fanout = n
@@ -75,6 +75,9 @@ func simulate(n int, size, c, s float64, fanout int, startup float64) result {
 	}
 	rate := func(id int) float64 {
 		k := float64(len(servers[serverOf[id]].clients))
+		if serverOf[id] == 0 {
+			return math.Min(c, master/k)
+		}
 		return math.Min(c, s/k)
 	}
 	for {
@@ -128,14 +131,16 @@ func simulate(n int, size, c, s float64, fanout int, startup float64) result {
 // takes data at min(C, S/f) (its parent's send rate shared by f children)
 // and can run no further ahead than its parent, so the last leaf finishes
 // one image time plus, per level, a start-up and one chunk behind.
-func cutThrough(n int, size, c, s float64, fanout int, startup, chunk float64) (total float64, depth int) {
+func cutThrough(n int, size, c, master, s float64, fanout int, startup, chunk float64) (total float64, depth int) {
 	nodes, width := 0, 1
 	for nodes < n {
 		width *= fanout
 		nodes += width
 		depth++
 	}
-	rate := math.Min(c, s/float64(fanout))
+	// The master's children and every node's children share a sender;
+	// the slowest level sets the pace of the whole pipeline.
+	rate := math.Min(c, math.Min(master, s)/float64(fanout))
 	return size/rate + float64(depth)*(startup+chunk/rate), depth
 }
 
@@ -144,61 +149,77 @@ func main() {
 		nodes   = flag.Int("nodes", 1000, "nodes to image")
 		sizeMiB = flag.Float64("size-mib", 1024, "image data per node, MiB (what is sent: the non-zero chunks)")
 		clientR = flag.Float64("client-mbs", 0, "measured ingest rate of one deploy, MB/s (required)")
-		serverR = flag.Float64("server-mbs", 0, "measured send rate of one server, MB/s (required)")
-		lockR   = flag.String("lockstep-mbs", "", "measured send rates of one server to F clients fetching the same chunks together (cut-through children), as F=MB/s[,F=MB/s...]; a fan-out not listed uses -server-mbs")
-		link    = flag.Float64("link-mbs", 0, "also cap both rates at this network link rate, MB/s (0: no cap)")
+		masterR = flag.Float64("master-mbs", 0, "measured send rate of the master (a store server) to clients fetching different chunks, MB/s (required)")
+		serverR = flag.Float64("server-mbs", 0, "measured send rate of one serve --disk to clients fetching different chunks, MB/s (required)")
+		lockR   = flag.String("lockstep-mbs", "", "measured send rates of one serve --disk to F clients fetching the same chunks together (cut-through children), F=MB/s[,...]; a fan-out not listed uses -server-mbs")
+		mlockR  = flag.String("master-lockstep-mbs", "", "the same for the master; a fan-out not listed uses -master-mbs")
+		link    = flag.Float64("link-mbs", 0, "also cap every rate at this network link rate, MB/s (0: no cap)")
 		fanouts = flag.String("fanouts", "4,8,16", "fan-outs to try")
-		startup = flag.Float64("startup-s", 1, "seconds from a node's completed deploy until it serves")
+		startup = flag.Float64("startup-s", 1, "seconds from a node's start (cut-through) or completed deploy (store-and-forward) until it serves")
 	)
 	flag.Parse()
-	if *clientR <= 0 || *serverR <= 0 {
-		fmt.Fprintln(os.Stderr, "sim: give -client-mbs and -server-mbs (measured by bench/tree/run.sh)")
+	if *clientR <= 0 || *serverR <= 0 || *masterR <= 0 {
+		fmt.Fprintln(os.Stderr, "sim: give -client-mbs, -master-mbs and -server-mbs (measured by bench/tree/run.sh)")
 		os.Exit(2)
 	}
-	c, s := *clientR*1e6, *serverR*1e6
-	lock := map[int]float64{}
-	if *lockR != "" {
-		for _, kv := range strings.Split(*lockR, ",") {
+	capped := func(mbs float64) float64 {
+		r := mbs * 1e6
+		if *link > 0 {
+			r = math.Min(r, *link*1e6)
+		}
+		return r
+	}
+	rates := func(spec string) map[int]float64 {
+		out := map[int]float64{}
+		if spec == "" {
+			return out
+		}
+		for _, kv := range strings.Split(spec, ",") {
 			f, r, ok := strings.Cut(kv, "=")
 			fo, err1 := strconv.Atoi(f)
 			rate, err2 := strconv.ParseFloat(r, 64)
 			if !ok || err1 != nil || err2 != nil {
-				fmt.Fprintf(os.Stderr, "sim: -lockstep-mbs %q: want F=MB/s\n", kv)
+				fmt.Fprintf(os.Stderr, "sim: %q: want F=MB/s\n", kv)
 				os.Exit(2)
 			}
-			lock[fo] = rate * 1e6
+			out[fo] = capped(rate)
 		}
+		return out
 	}
-	if *link > 0 {
-		c, s = math.Min(c, *link*1e6), math.Min(s, *link*1e6)
-		for f, r := range lock {
-			lock[f] = math.Min(r, *link*1e6)
-		}
-	}
+	c, m, s := capped(*clientR), capped(*masterR), capped(*serverR)
+	lock, mlock := rates(*lockR), rates(*mlockR)
 	size := *sizeMiB * (1 << 20)
-	one := size / math.Min(c, s)
-	fmt.Printf("image %.0f MiB, client ingest %.0f MB/s, server send %.0f MB/s, %d nodes\n", *sizeMiB, c/1e6, s/1e6, *nodes)
-	fmt.Printf("one node alone: %.1f s\n\n", one)
+	one := size / math.Min(c, m)
+	fmt.Printf("image %.0f MiB, %d nodes; client ingest %.0f MB/s, master sends %.0f MB/s, a node %.0f MB/s\n", *sizeMiB, *nodes, c/1e6, m/1e6, s/1e6)
+	fmt.Printf("one node alone (from the master): %.1f s\n\n", one)
 	fmt.Printf("| setup | total | x one node | tree depth |\n|---|---|---|---|\n")
-	single := simulate(*nodes, size, c, s, 0, *startup)
+	single := simulate(*nodes, size, c, m, s, 0, *startup)
 	fmt.Printf("| single server | %s | %.1fx | 1 |\n", human(single.total), single.total/one)
+	var fos []int
 	for _, f := range strings.Split(*fanouts, ",") {
 		fo, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || fo < 1 {
 			fmt.Fprintf(os.Stderr, "sim: fan-out %q\n", f)
 			os.Exit(2)
 		}
-		r := simulate(*nodes, size, c, s, fo, *startup)
+		fos = append(fos, fo)
+	}
+	for _, fo := range fos {
+		r := simulate(*nodes, size, c, m, s, fo, *startup)
 		fmt.Printf("| tree, fan-out %d, store-and-forward (serve --disk after deploy) | %s | %.1fx | %d |\n", fo, human(r.total), r.total/one, r.depth)
 	}
-	for _, f := range strings.Split(*fanouts, ",") {
-		fo, _ := strconv.Atoi(strings.TrimSpace(f))
+	for _, fo := range fos {
 		ls, ok := lock[fo]
 		if !ok {
 			ls = s
 		}
-		tot, d := cutThrough(*nodes, size, c, ls, fo, *startup, 4<<20)
-		fmt.Printf("| tree, fan-out %d, cut-through (deploy --serve; server sends %.0f MB/s to its %d children) | %s | %.1fx | %d |\n", fo, ls/1e6, fo, human(tot), tot/one, d)
+		ml, ok := mlock[fo]
+		if !ok {
+			ml = m
+		}
+		tot, d := cutThrough(*nodes, size, c, ml, ls, fo, *startup, 4<<20)
+		fmt.Printf("| tree, fan-out %d, cut-through (deploy --serve; children get %.0f MB/s each) | %s | %.1fx | %d |\n",
+			fo, math.Min(c, math.Min(ml, ls)/float64(fo))/1e6, human(tot), tot/one, d)
 	}
 }
 
