@@ -7,6 +7,8 @@
 #   BENCH_DIR=/big/disk bash ...      where the work files go (default bench/out/work)
 #   BENCH_REPS=3                      repetitions per timed command (median is reported)
 #   BENCH_KEEP=1                      keep the big work files at the end
+#   BENCH_SETTLE=10                   seconds to wait after dropping the page
+#                                     cache before each timed run (default 0)
 #   BENCH_BASELINE=/path/to/imprint   also time this (older) imprint's verified
 #                                     deploys in the same rounds, for a
 #                                     before/after under the same load
@@ -24,6 +26,7 @@ OUT=$ROOT/bench/out
 W=${BENCH_DIR:-$OUT/work}
 REPS=${BENCH_REPS:-3}
 QUICK=${BENCH_QUICK:-0}
+SETTLE=${BENCH_SETTLE:-0}
 
 MiB=$((1 << 20))
 GiB=$((1 << 30))
@@ -93,6 +96,11 @@ trap cleanup EXIT
 drop_caches() {
 	sync
 	echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || log "warning: cannot drop caches (timings include cached reads)"
+	# On a VM with free page reporting, memory freed by the drop goes back
+	# to the host a few seconds later; a run that starts at once refills
+	# the page cache from pages not yet given back, which is cheaper. A
+	# pause gives every command the same settled start (docs/performance.md).
+	((SETTLE == 0)) || sleep "$SETTLE"
 }
 
 now() { date +%s.%N; }
@@ -180,7 +188,7 @@ mbps() { awk -v b="$1" -v s="$2" 'BEGIN {printf "%.0f", b / s / 1e6}'; }
 
 T_START=$(now)
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
-log "work dir $W (quick=$QUICK, reps=$REPS)"
+log "work dir $W (quick=$QUICK, reps=$REPS, settle=${SETTLE}s)"
 
 # ================================================================ data
 # ---- the root tree: compressible files (copies of /usr) + random files
@@ -379,7 +387,7 @@ T_TOTAL=$(awk -v a="$T_START" -v b="$(now)" 'BEGIN {printf "%.0f", b - a}')
 report() {
 	echo "## imprint benchmark results"
 	echo
-	echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(free -h | awk '/^Mem:/ {print $2}') RAM, imprint $IMPRINT_ID, quick=$QUICK, $REPS runs each, median; whole run ${T_TOTAL}s; load average before the run $LOAD0, after it $LOAD1."
+	echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(free -h | awk '/^Mem:/ {print $2}') RAM, imprint $IMPRINT_ID, quick=$QUICK, $REPS runs each, median, ${SETTLE}s pause after each cache drop; whole run ${T_TOTAL}s; load average before the run $LOAD0, after it $LOAD1."
 	echo
 	echo "Sparse case: $((DISK / MiB)) MiB GPT disk image, ext4 root holding $((TREE_BYTES / MiB)) MiB of files ($((COMP / MiB)) MiB from /usr, $((RAND / MiB)) MiB random); $((MAPPED_BYTES / MiB)) MiB mapped by the bmap. Dense case: $((DENSE / MiB)) MiB of random data as one partition. MB/s = mapped (sparse) or partition (dense) bytes / wall time; 1 MB = 10^6 bytes. Page cache dropped before every run; every target checked byte for byte (cmp) afterwards, imprint targets also with \`imprint verify\`."
 	echo
@@ -408,7 +416,7 @@ report() {
 	echo "- sparse: $PH_SPARSE"
 	echo "- dense: $PH_DENSE"
 	echo
-	echo "bmaptool checks the bmap's SHA-256 of the data it reads while copying (its default); it does not read the target back. imprint's default reads every written chunk back from the target after dropping it from the page cache."
+	echo "bmaptool checks the bmap's SHA-256 of the data it reads while copying (its default); it does not read the target back. imprint's default reads every written chunk back from the target (with O_DIRECT where the target allows it, so from the device, not the page cache) and checks its SHA-256."
 }
 report | tee "$OUT/results.md"
 log "done in ${T_TOTAL}s; table also in $OUT/results.md"
