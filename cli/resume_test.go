@@ -3,12 +3,16 @@ package cli
 import (
 	"bufio"
 	"encoding/json"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/imprint-dev/imprint/netboot"
 )
 
 func buildBinary(t *testing.T) string {
@@ -77,6 +81,9 @@ func TestDeployResumesAfterSIGKILL(t *testing.T) {
 	data := filepath.Join(dir, "data.img")
 	randomFile(t, data, 96<<20)
 	b := buildImage(t, "--store", filepath.Join(dir, "store"), "--name", "big", "--partition", "root="+data, "--chunk-size", "256K")
+	// A source that takes 3 ms a chunk keeps the write phase over ~300 ms
+	// however fast the target is, so the kills below land mid-write.
+	slow := httptestServer(t, slowChunks(&netboot.HTTP{Store: b.store, Decider: netboot.Static{}}, 3*time.Millisecond))
 
 	checkpoints := func(n int) func(event) bool {
 		seen := 0
@@ -101,7 +108,7 @@ func TestDeployResumesAfterSIGKILL(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			disk := filepath.Join(t.TempDir(), "disk.img")
-			args := []string{"deploy", "--from", b.store, "--image", b.name, "--disk", disk, "--size", "700M", "--yes", "--json", "--checkpoint-interval", "30ms"}
+			args := []string{"deploy", "--from", slow.URL, "--image", b.name, "--disk", disk, "--size", "700M", "--yes", "--json", "--checkpoint-interval", "30ms"}
 			_, killed := deployUntil(t, bin, args, tc.stop)
 			if !killed {
 				t.Fatal("the deploy finished before it could be killed")
@@ -139,4 +146,14 @@ func TestDeployResumesAfterSIGKILL(t *testing.T) {
 			}
 		})
 	}
+}
+
+// slowChunks delays every chunk a server sends.
+func slowChunks(h http.Handler, d time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/chunks/") {
+			time.Sleep(d)
+		}
+		h.ServeHTTP(w, r)
+	})
 }
