@@ -26,7 +26,8 @@ type ExportOptions struct {
 	Signer *image.Signer
 	// Now names a drifted version; zero means the current time.
 	Now time.Time
-	// Progress gets uncompressed byte counts as chunks are checked.
+	// Progress gets uncompressed byte counts as chunks are checked; calls
+	// do not overlap.
 	Progress func(n int64)
 	Workers  int
 }
@@ -112,7 +113,9 @@ func Export(ctx context.Context, src *DiskSource, dst *image.Dir, o ExportOption
 				}
 			}
 			if o.Progress != nil {
+				mu.Lock() // Progress is called from every worker
 				o.Progress(pl.loc.n)
+				mu.Unlock()
 			}
 			return nil
 		})
@@ -183,11 +186,10 @@ func exportDrifted(ctx context.Context, src *DiskSource, dst *image.Dir, o Expor
 			if *f.c == nil || !drifted[f.name] {
 				continue
 			}
-			src.mu.Lock()
-			data, err := src.od.ESP.ReadFile(bootDir + "/" + src.od.Manifest.Version + "/" + f.name)
-			src.mu.Unlock()
+			// Already read while checking, and kept.
+			data, err := src.espFile(bootDir + "/" + src.od.Manifest.Version + "/" + f.name)
 			if err != nil {
-				return nil, fmt.Errorf("%s on the ESP: %w", f.name, err)
+				return nil, err
 			}
 			if *f.c, err = recut(*f.c, bytes.NewReader(data), int64(len(data))); err != nil {
 				return nil, fmt.Errorf("%s: %w", f.name, err)

@@ -343,20 +343,30 @@ func (s *DiskSource) read(l chunkLoc) ([]byte, error) {
 		}
 		return b, nil
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	f, ok := s.files[l.file]
-	if !ok {
-		var err error
-		if f, err = s.od.ESP.ReadFile(l.file); err != nil {
-			return nil, fmt.Errorf("ESP %s: %w", l.file, err)
-		}
-		s.files[l.file] = f
+	f, err := s.espFile(l.file)
+	if err != nil {
+		return nil, err
 	}
 	if l.off+l.n > int64(len(f)) {
 		return nil, fmt.Errorf("ESP %s: %w: %d bytes, the manifest needs %d", l.file, ErrDrifted, len(f), l.off+l.n)
 	}
 	return bytes.Clone(f[l.off : l.off+l.n]), nil
+}
+
+// espFile reads a boot file from the ESP once and keeps it: its chunks are
+// asked for one by one. The result must not be modified.
+func (s *DiskSource) espFile(name string) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f, ok := s.files[name]; ok {
+		return f, nil
+	}
+	f, err := s.od.ESP.ReadFile(name)
+	if err != nil {
+		return nil, fmt.Errorf("ESP %s: %w", name, err)
+	}
+	s.files[name] = f
+	return f, nil
 }
 
 // openLiveSource serves a disk while it is being deployed (cut-through):
