@@ -46,7 +46,7 @@ type Options struct {
 	DryRun  bool
 	// Confirm sees the plan before anything is written; an error aborts.
 	Confirm func(*Plan) error
-	Events  func(Event)
+	Events  func(Event) // calls do not overlap
 	TmpDir  string
 	// CheckpointEvery is how often the journal is synced to the ESP.
 	CheckpointEvery time.Duration
@@ -120,6 +120,16 @@ func (o *Options) emit(e Event) {
 // Run deploys o.Image onto o.Disk.
 func Run(ctx context.Context, o Options) (*Result, error) {
 	start := time.Now()
+	if ev := o.Events; ev != nil {
+		// Copier workers report warnings and progress concurrently; the
+		// caller gets its events one at a time.
+		var mu sync.Mutex
+		o.Events = func(e Event) {
+			mu.Lock()
+			defer mu.Unlock()
+			ev(e)
+		}
+	}
 	m := o.Image.Manifest
 	if err := o.Trust.Check(o.Image); err != nil {
 		return nil, err
