@@ -9,7 +9,7 @@ import (
 
 	"github.com/imprint-dev/imprint/bootloader"
 	"github.com/imprint-dev/imprint/partition"
-	"github.com/imprint-dev/imprint/vmtests/qemu"
+	"github.com/imprint-dev/imprint/internal/qemu"
 	"github.com/spf13/cobra"
 )
 

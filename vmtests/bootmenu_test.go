@@ -17,7 +17,7 @@ import (
 	"github.com/imprint-dev/imprint/bootloader"
 	"github.com/imprint-dev/imprint/partition"
 	"github.com/imprint-dev/imprint/vmtests/fixture"
-	"github.com/imprint-dev/imprint/vmtests/qemu"
+	"github.com/imprint-dev/imprint/internal/qemu"
 )
 
 // firmwareBoot is how long a boot through firmware and a boot loader may

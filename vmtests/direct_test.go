@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/imprint-dev/imprint/vmtests/fixture"
-	"github.com/imprint-dev/imprint/vmtests/qemu"
+	"github.com/imprint-dev/imprint/internal/qemu"
 )
 
 // Per-marker timeouts: a direct kernel boot reaches userspace in ~5 s under

@@ -15,7 +15,7 @@ import (
 
 	"github.com/imprint-dev/imprint/cli"
 	"github.com/imprint-dev/imprint/vmtests/fixture"
-	"github.com/imprint-dev/imprint/vmtests/qemu"
+	"github.com/imprint-dev/imprint/internal/qemu"
 )
 
 // requireQEMU skips the test, saying what to install, when the host cannot

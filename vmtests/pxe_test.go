@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/imprint-dev/imprint/vmtests/fixture"
-	"github.com/imprint-dev/imprint/vmtests/qemu"
+	"github.com/imprint-dev/imprint/internal/qemu"
 )
 
 // netns is a network namespace with a tap device for QEMU, made by the

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imprint-dev/imprint/vmtests/qemu"
+	"github.com/imprint-dev/imprint/internal/qemu"
 )
 
 // Field team: a disk deployed at the master site is carried to a new site
