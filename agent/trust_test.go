@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/imprint-dev/imprint/image"
-	"github.com/imprint-dev/imprint/partition"
+	"github.com/imprint-dev/imprint/layout"
 )
 
 // TestAgentTrust: keys come from imprint.trust= or, winning over it, from
@@ -31,8 +31,8 @@ func TestAgentTrust(t *testing.T) {
 	}
 	m := &image.Manifest{Format: image.FormatVersion, Name: "n", Version: "1", Created: time.Unix(1700000000, 0).UTC(), ChunkSize: 64 << 10,
 		Partitions: []image.Partition{
-			{Spec: partition.Spec{Name: "esp", Type: partition.TypeESP, Role: partition.RoleESP, Size: 64 << 20}},
-			{Spec: partition.Spec{Name: "root", Type: partition.TypeRootX86_64, Role: partition.RoleImage, Size: 1 << 20}, Content: c},
+			{Spec: layout.Spec{Name: "esp", Type: layout.TypeESP, Role: layout.RoleESP, Size: 64 << 20}},
+			{Spec: layout.Spec{Name: "root", Type: layout.TypeRootX86_64, Role: layout.RoleImage, Size: 1 << 20}, Content: c},
 		}}
 	if _, err := st.PutManifest(m); err != nil {
 		t.Fatal(err)

@@ -12,7 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/imprint-dev/imprint/partition"
+	"github.com/imprint-dev/imprint/disk"
+	"github.com/imprint-dev/imprint/layout"
 )
 
 // Legacy BIOS boot through GRUB i386-pc, done the way grub-bios-setup (GRUB
@@ -103,7 +104,7 @@ func biosModules() []string {
 // keeping the disk signature and the partition table. The GPT must already
 // be on dev. GRUB then loads o.ConfigPath from whichever FAT partition holds
 // it.
-func InstallBIOS(ctx context.Context, dev partition.Device, biosBoot partition.Placed, o BIOSOptions) error {
+func InstallBIOS(ctx context.Context, dev disk.Device, biosBoot layout.Placed, o BIOSOptions) error {
 	if o.GrubDir == "" {
 		o.GrubDir = biosDefaultGrubDir
 	}
@@ -128,12 +129,12 @@ func InstallBIOS(ctx context.Context, dev partition.Device, biosBoot partition.P
 // biosCheckTarget refuses to write unless biosBoot is a BIOS boot partition
 // that the disk's own GPT has at the same place: core.img overwrites the
 // partition's start, so a stale or hand-made Placed must not point at data.
-func biosCheckTarget(dev partition.Device, p partition.Placed) error {
+func biosCheckTarget(dev disk.Device, p layout.Placed) error {
 	if p.Len == 0 && p.Start == 0 {
-		return fmt.Errorf("%w: the layout has none; add a 1 MiB partition of type bios-boot (%s) for legacy BIOS boot", ErrNoBIOSBoot, partition.TypeBIOSBoot)
+		return fmt.Errorf("%w: the layout has none; add a 1 MiB partition of type bios-boot (%s) for legacy BIOS boot", ErrNoBIOSBoot, layout.TypeBIOSBoot)
 	}
-	if !strings.EqualFold(p.Type, partition.TypeBIOSBoot) {
-		return fmt.Errorf("%w: partition %q has type %s, not bios-boot (%s)", ErrNoBIOSBoot, p.Name, partition.TypeName(p.Type), partition.TypeBIOSBoot)
+	if !strings.EqualFold(p.Type, layout.TypeBIOSBoot) {
+		return fmt.Errorf("%w: partition %q has type %s, not bios-boot (%s)", ErrNoBIOSBoot, p.Name, layout.TypeName(p.Type), layout.TypeBIOSBoot)
 	}
 	// boot.img and the blocklists address 512-byte sectors and BIOS
 	// int 13h booting from 4Kn disks is not something GRUB supports.
@@ -143,13 +144,13 @@ func biosCheckTarget(dev partition.Device, p partition.Placed) error {
 	if p.Start <= 0 || p.Start%biosSector != 0 || p.Len <= 0 || p.Start+p.Len > dev.Size() {
 		return fmt.Errorf("%w: partition %q at byte %d, %d bytes, is not a whole-sector range on a %d-byte disk", ErrNoBIOSBoot, p.Name, p.Start, p.Len, dev.Size())
 	}
-	_, parts, err := partition.ReadGPT(dev)
+	_, parts, err := disk.ReadGPT(dev)
 	if err != nil {
 		return fmt.Errorf("read the disk's GPT before installing GRUB for BIOS: %w", err)
 	}
 	found := false
 	for _, g := range parts {
-		if g.Start == p.Start && g.Len == p.Len && strings.EqualFold(g.Type, partition.TypeBIOSBoot) {
+		if g.Start == p.Start && g.Len == p.Len && strings.EqualFold(g.Type, layout.TypeBIOSBoot) {
 			found = true
 			break
 		}
@@ -267,7 +268,7 @@ func biosBuildCore(ctx context.Context, o BIOSOptions) ([]byte, error) {
 // and writes both, as grub-setup does when it embeds core.img in a BIOS
 // boot partition without Reed-Solomon codes (grub-install --no-rs-codes):
 // the partition belongs to GRUB alone, so there is nothing to repair from.
-func biosWrite(dev partition.Device, p partition.Placed, core, bootImg []byte) error {
+func biosWrite(dev disk.Device, p layout.Placed, core, bootImg []byte) error {
 	if len(bootImg) != biosSector || bootImg[0] != 0xeb || bootImg[biosBootDrive] != 0xff ||
 		(bootImg[biosDriveCheck] != 0xeb && bootImg[biosDriveCheck] != 0x90) ||
 		bootImg[510] != 0x55 || bootImg[511] != 0xaa {
@@ -345,8 +346,8 @@ func biosWrite(dev partition.Device, p partition.Placed, core, bootImg []byte) e
 	return biosSync(dev)
 }
 
-// biosSync flushes devices that can be flushed (partition.Disk can).
-func biosSync(dev partition.Device) error {
+// biosSync flushes devices that can be flushed (disk.Disk can).
+func biosSync(dev disk.Device) error {
 	if s, ok := dev.(interface{ Sync() error }); ok {
 		if err := s.Sync(); err != nil {
 			return fmt.Errorf("sync: %w", err)

@@ -11,7 +11,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/imprint-dev/imprint/partition"
+	"github.com/imprint-dev/imprint/disk"
+	"github.com/imprint-dev/imprint/layout"
 )
 
 const biosTestConfig = "/EFI/imprint/grub.cfg"
@@ -38,32 +39,32 @@ func biosTestGrub(t *testing.T) {
 // biosTestDisk makes a 64 MiB image file with GPT [bios-boot 1 MiB, esp
 // 48 MiB]. shrinkBIOS, if non-zero, makes the BIOS boot partition that
 // many bytes instead (in the table written to disk too).
-func biosTestDisk(t *testing.T, shrinkBIOS int64) (*partition.Disk, string, *partition.Table) {
+func biosTestDisk(t *testing.T, shrinkBIOS int64) (*disk.Disk, string, *layout.Table) {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "disk.img")
-	d, err := partition.OpenDisk(p, partition.OpenOptions{Write: true, Create: true, Size: 64 << 20})
+	d, err := disk.OpenDisk(p, disk.OpenOptions{Write: true, Create: true, Size: 64 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
-	l := partition.Layout{Partitions: []partition.Spec{
-		{Name: "bios", Type: partition.TypeBIOSBoot, Role: partition.RoleBIOSBoot, Size: 1 << 20},
-		{Name: "esp", Type: partition.TypeESP, Role: partition.RoleESP, Size: 48 << 20},
+	l := layout.Layout{Partitions: []layout.Spec{
+		{Name: "bios", Type: layout.TypeBIOSBoot, Role: layout.RoleBIOSBoot, Size: 1 << 20},
+		{Name: "esp", Type: layout.TypeESP, Role: layout.RoleESP, Size: 48 << 20},
 	}}
-	tab, err := partition.Place(l, d.Size(), d.SectorSize())
+	tab, err := layout.Place(l, d.Size(), d.SectorSize())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if shrinkBIOS != 0 {
 		tab.Partitions[0].Len = shrinkBIOS
 	}
-	if err := partition.WriteGPT(d, tab); err != nil {
+	if err := disk.WriteGPT(d, tab); err != nil {
 		t.Fatal(err)
 	}
 	return d, p, tab
 }
 
-func biosReadAt(t *testing.T, d partition.Device, off, n int64) []byte {
+func biosReadAt(t *testing.T, d disk.Device, off, n int64) []byte {
 	t.Helper()
 	b := make([]byte, n)
 	if _, err := d.ReadAt(b, off); err != nil {
@@ -77,7 +78,7 @@ func TestInstallBIOSWritesBootChain(t *testing.T) {
 	sgdisk := biosTestTool(t, "sgdisk")
 	ctx := context.Background()
 	d, path, tab := biosTestDisk(t, 0)
-	bios, _ := tab.ByRole(partition.RoleBIOSBoot)
+	bios, _ := tab.ByRole(layout.RoleBIOSBoot)
 
 	// Old boot code and a disk signature: the code must be replaced, the
 	// signature and the partition table kept.
@@ -88,7 +89,7 @@ func TestInstallBIOSWritesBootChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := biosReadAt(t, d, 0, 512)
-	_, gptBefore, err := partition.ReadGPT(d)
+	_, gptBefore, err := disk.ReadGPT(d)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +157,7 @@ func TestInstallBIOSWritesBootChain(t *testing.T) {
 		t.Errorf("core.img ends at byte %d, past the BIOS boot partition's end %d", end, bios.Start+bios.Len)
 	}
 
-	_, gptAfter, err := partition.ReadGPT(d)
+	_, gptAfter, err := disk.ReadGPT(d)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +190,7 @@ func TestInstallBIOSWritesBootChain(t *testing.T) {
 func TestInstallBIOSPartitionTooSmall(t *testing.T) {
 	biosTestGrub(t)
 	d, _, tab := biosTestDisk(t, 64<<10)
-	bios, _ := tab.ByRole(partition.RoleBIOSBoot)
+	bios, _ := tab.ByRole(layout.RoleBIOSBoot)
 	before := biosReadAt(t, d, 0, 1<<20+64<<10)
 	err := InstallBIOS(context.Background(), d, bios, BIOSOptions{ConfigPath: biosTestConfig, TmpDir: t.TempDir()})
 	if !errors.Is(err, ErrBIOSBootTooSmall) {
@@ -206,18 +207,18 @@ func TestInstallBIOSPartitionTooSmall(t *testing.T) {
 
 func TestInstallBIOSRefusesWhatIsNotABIOSBootPartition(t *testing.T) {
 	d, _, tab := biosTestDisk(t, 0)
-	bios, _ := tab.ByRole(partition.RoleBIOSBoot)
-	esp, _ := tab.ByRole(partition.RoleESP)
+	bios, _ := tab.ByRole(layout.RoleBIOSBoot)
+	esp, _ := tab.ByRole(layout.RoleESP)
 	moved := bios
 	moved.Start += 1 << 20 // not where the disk's GPT has it
 	o := BIOSOptions{ConfigPath: biosTestConfig, TmpDir: t.TempDir()}
 	before := biosReadAt(t, d, 0, 2<<20)
 	for _, c := range []struct {
 		name string
-		p    partition.Placed
+		p    layout.Placed
 		want string
 	}{
-		{"none", partition.Placed{}, "add a 1 MiB partition of type bios-boot"},
+		{"none", layout.Placed{}, "add a 1 MiB partition of type bios-boot"},
 		{"esp", esp, `partition "esp" has type esp`},
 		{"not on disk", moved, "the disk's GPT has no bios-boot partition at byte 2097152"},
 	} {
@@ -233,7 +234,7 @@ func TestInstallBIOSRefusesWhatIsNotABIOSBootPartition(t *testing.T) {
 
 func TestInstallBIOSWithoutGrubSaysWhatToInstall(t *testing.T) {
 	d, _, tab := biosTestDisk(t, 0)
-	bios, _ := tab.ByRole(partition.RoleBIOSBoot)
+	bios, _ := tab.ByRole(layout.RoleBIOSBoot)
 
 	t.Run("no grub-mkimage", func(t *testing.T) {
 		t.Setenv("PATH", t.TempDir())

@@ -12,7 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imprint-dev/imprint/partition"
+	"github.com/imprint-dev/imprint/disk"
+	"github.com/imprint-dev/imprint/layout"
 )
 
 // A boot under TCG takes ~11-13 s here (FIELD-NOTES); 120 s leaves room
@@ -25,8 +26,8 @@ func biosVMDisk(t *testing.T, cfg string) string {
 	t.Helper()
 	biosTestGrub(t)
 	d, path, tab := biosTestDisk(t, 0)
-	esp, _ := tab.ByRole(partition.RoleESP)
-	fat, err := partition.FormatFAT(d, esp, "ESP")
+	esp, _ := tab.ByRole(layout.RoleESP)
+	fat, err := disk.FormatFAT(d, esp, "ESP")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +36,7 @@ func biosVMDisk(t *testing.T, cfg string) string {
 			t.Fatal(err)
 		}
 	}
-	bios, _ := tab.ByRole(partition.RoleBIOSBoot)
+	bios, _ := tab.ByRole(layout.RoleBIOSBoot)
 	start := time.Now()
 	if err := InstallBIOS(context.Background(), d, bios, BIOSOptions{ConfigPath: biosTestConfig, TmpDir: t.TempDir()}); err != nil {
 		t.Fatal(err)
@@ -146,7 +147,7 @@ func TestBIOSMatchesGrubBiosSetup(t *testing.T) {
 	tmp := t.TempDir()
 
 	d, path, tab := biosTestDisk(t, 0)
-	bios, _ := tab.ByRole(partition.RoleBIOSBoot)
+	bios, _ := tab.ByRole(layout.RoleBIOSBoot)
 	if err := d.Sync(); err != nil {
 		t.Fatal(err)
 	}

@@ -14,8 +14,9 @@ import (
 	"time"
 
 	"github.com/imprint-dev/imprint/builder/diskimage"
+	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/image"
-	"github.com/imprint-dev/imprint/partition"
+	"github.com/imprint-dev/imprint/layout"
 )
 
 // ErrInput says the build inputs do not fit together.
@@ -38,7 +39,7 @@ type Options struct {
 	DiskImage  string          // whole GPT disk image (plain, .zst, .xz, .gz)
 	Bmap       string          // bmaptool map for DiskImage
 
-	Layout *partition.Layout // nil: the default layout
+	Layout *layout.Layout // nil: the default layout
 
 	Kernel, Initrd, Cmdline string
 	Agent                   string // agent initramfs (imprint initrd) to carry
@@ -57,11 +58,11 @@ type Result struct {
 
 // DefaultLayout is used when no --layout is given: an ESP big enough for two
 // kernels and initrds, the root image, and scratch space if the disk has room.
-func DefaultLayout() partition.Layout {
-	return partition.Layout{Partitions: []partition.Spec{
-		{Name: "esp", Type: partition.TypeESP, Role: partition.RoleESP, Size: 512 << 20},
-		{Name: "root", Type: partition.TypeRootX86_64, Role: partition.RoleImage},
-		{Name: "scratch", Type: partition.TypeLinuxGeneric, Role: partition.RoleLocal, Size: 64 << 20, Rest: true, Optional: true, FS: "ext4"},
+func DefaultLayout() layout.Layout {
+	return layout.Layout{Partitions: []layout.Spec{
+		{Name: "esp", Type: layout.TypeESP, Role: layout.RoleESP, Size: 512 << 20},
+		{Name: "root", Type: layout.TypeRootX86_64, Role: layout.RoleImage},
+		{Name: "scratch", Type: layout.TypeLinuxGeneric, Role: layout.RoleLocal, Size: 64 << 20, Rest: true, Optional: true, FS: "ext4"},
 	}}
 }
 
@@ -97,7 +98,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	defer os.RemoveAll(tmp)
 
 	var (
-		layout  partition.Layout
+		lay     layout.Layout
 		content = map[string]source{}
 		created time.Time
 		digests []string
@@ -111,19 +112,19 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		if err := di.VerifyBmap(ctx); err != nil {
 			return nil, err
 		}
-		layout, content = fromDisk(di, o.DiskImage)
+		lay, content = fromDisk(di, o.DiskImage)
 		st, err := os.Stat(o.DiskImage)
 		if err != nil {
 			return nil, err
 		}
 		created = st.ModTime()
 	} else {
-		layout = DefaultLayout()
+		lay = DefaultLayout()
 		if o.Layout != nil {
-			layout = *o.Layout
+			lay = *o.Layout
 		}
 		if o.Rootfs != "" {
-			rootName, err := rootPartition(layout)
+			rootName, err := rootPartition(lay)
 			if err != nil {
 				return nil, err
 			}
@@ -155,11 +156,11 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 				created = st.ModTime()
 			}
 			if o.Layout == nil && o.Rootfs == "" {
-				layout = addPartition(layout, pf.Name)
+				lay = addPartition(lay, pf.Name)
 			}
 		}
 		if o.Layout == nil && o.Rootfs == "" {
-			layout = dropEmptyRoot(layout, content)
+			lay = dropEmptyRoot(lay, content)
 		}
 	}
 	if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
@@ -172,22 +173,22 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 
 	m := &image.Manifest{Format: image.FormatVersion, Name: o.Name, Created: created, ChunkSize: o.ChunkSize}
 	var stats image.StoreStats
-	for _, spec := range layout.Partitions {
+	for _, spec := range lay.Partitions {
 		p := image.Partition{Spec: spec}
 		src, has := content[spec.Name]
 		switch {
-		case spec.Role == partition.RoleImage && !has:
+		case spec.Role == layout.RoleImage && !has:
 			return nil, fmt.Errorf("%w: image partition %q has no content: give --partition %s=FILE", ErrInput, spec.Name, spec.Name)
-		case spec.Role != partition.RoleImage && has:
+		case spec.Role != layout.RoleImage && has:
 			return nil, fmt.Errorf("%w: partition %q has role %s; only image partitions take content", ErrInput, spec.Name, spec.Role)
 		case has:
 			if src.size%512 != 0 {
 				return nil, fmt.Errorf("%w: partition %q: %s is %d bytes, not a multiple of 512", ErrInput, spec.Name, src.label, src.size)
 			}
 			if p.Size == 0 {
-				p.Size = (src.size + partition.Align - 1) / partition.Align * partition.Align
+				p.Size = (src.size + layout.Align - 1) / layout.Align * layout.Align
 			} else if p.Size < src.size {
-				return nil, fmt.Errorf("%w: partition %q: the layout gives %s, the content is %s", ErrInput, spec.Name, partition.HumanSize(p.Size), partition.HumanSize(src.size))
+				return nil, fmt.Errorf("%w: partition %q: the layout gives %s, the content is %s", ErrInput, spec.Name, layout.HumanSize(p.Size), layout.HumanSize(src.size))
 			}
 			c, st, err := storeContent(ctx, o, "partition "+spec.Name, src)
 			if err != nil {
@@ -270,13 +271,13 @@ func storeContent(ctx context.Context, o Options, label string, src source) (*im
 
 // rootPartition picks the layout entry the root filesystem goes into: one
 // named "root", else the only image partition with a root-* type.
-func rootPartition(l partition.Layout) (string, error) {
-	if p, ok := l.Find("root"); ok && p.Role == partition.RoleImage {
+func rootPartition(l layout.Layout) (string, error) {
+	if p, ok := l.Find("root"); ok && p.Role == layout.RoleImage {
 		return p.Name, nil
 	}
 	var names []string
 	for _, p := range l.Partitions {
-		if p.Role == partition.RoleImage && strings.HasPrefix(partition.TypeName(p.Type), "root-") {
+		if p.Role == layout.RoleImage && strings.HasPrefix(layout.TypeName(p.Type), "root-") {
 			names = append(names, p.Name)
 		}
 	}
@@ -287,12 +288,12 @@ func rootPartition(l partition.Layout) (string, error) {
 }
 
 // addPartition puts a --partition into the default layout before scratch.
-func addPartition(l partition.Layout, name string) partition.Layout {
+func addPartition(l layout.Layout, name string) layout.Layout {
 	if _, ok := l.Find(name); ok {
 		return l
 	}
-	spec := partition.Spec{Name: name, Type: partition.TypeLinuxGeneric, Role: partition.RoleImage}
-	out := partition.Layout{}
+	spec := layout.Spec{Name: name, Type: layout.TypeLinuxGeneric, Role: layout.RoleImage}
+	out := layout.Layout{}
 	for _, p := range l.Partitions {
 		if p.Rest {
 			out.Partitions = append(out.Partitions, spec)
@@ -304,13 +305,13 @@ func addPartition(l partition.Layout, name string) partition.Layout {
 
 // dropEmptyRoot removes the default root entry when only --partition was
 // given and none of them is called root.
-func dropEmptyRoot(l partition.Layout, content map[string]source) partition.Layout {
+func dropEmptyRoot(l layout.Layout, content map[string]source) layout.Layout {
 	if _, ok := content["root"]; ok {
 		return l
 	}
-	out := partition.Layout{}
+	out := layout.Layout{}
 	for _, p := range l.Partitions {
-		if p.Name == "root" && p.Role == partition.RoleImage {
+		if p.Name == "root" && p.Role == layout.RoleImage {
 			continue
 		}
 		out.Partitions = append(out.Partitions, p)
@@ -319,31 +320,31 @@ func dropEmptyRoot(l partition.Layout, content map[string]source) partition.Layo
 }
 
 // fromDisk turns a whole-disk image's GPT into a layout and content.
-func fromDisk(di *diskimage.Image, path string) (partition.Layout, map[string]source) {
-	var l partition.Layout
+func fromDisk(di *diskimage.Image, path string) (layout.Layout, map[string]source) {
+	var l layout.Layout
 	content := map[string]source{}
 	used := map[string]bool{}
 	hasESP := false
 	for _, p := range di.Partitions() {
-		name := partition.SanitizeName(p.Name, p.Index)
+		name := layout.SanitizeName(p.Name, p.Index)
 		for base, k := name, 2; used[name]; k++ {
 			name = fmt.Sprintf("%s%d", base, k)
 		}
 		used[name] = true
-		spec := partition.Spec{Name: name, Type: p.Type, Size: p.Size}
+		spec := layout.Spec{Name: name, Type: p.Type, Size: p.Size}
 		switch p.Type {
-		case partition.TypeESP:
+		case layout.TypeESP:
 			// The ESP belongs to imprint's bootloader step; its old content
 			// is not part of the image.
-			spec.Role = partition.RoleESP
-			spec.Size = max(p.Size, partition.MinESPSize)
+			spec.Role = layout.RoleESP
+			spec.Size = max(p.Size, disk.MinESPSize)
 			hasESP = true
-		case partition.TypeBIOSBoot:
-			spec.Role = partition.RoleBIOSBoot
-		case partition.TypeSwap:
-			spec.Role, spec.FS = partition.RoleLocal, "swap"
+		case layout.TypeBIOSBoot:
+			spec.Role = layout.RoleBIOSBoot
+		case layout.TypeSwap:
+			spec.Role, spec.FS = layout.RoleLocal, "swap"
 		default:
-			spec.Role = partition.RoleImage
+			spec.Role = layout.RoleImage
 			content[name] = source{label: fmt.Sprintf("partition %d of %s", p.Index, path), r: p.Reader(di), size: p.Size}
 		}
 		l.Partitions = append(l.Partitions, spec)
@@ -353,7 +354,7 @@ func fromDisk(di *diskimage.Image, path string) (partition.Layout, map[string]so
 		for used[esp.Name] {
 			esp.Name += "x"
 		}
-		l.Partitions = append([]partition.Spec{esp}, l.Partitions...)
+		l.Partitions = append([]layout.Spec{esp}, l.Partitions...)
 	}
 	return l, content
 }
@@ -413,7 +414,7 @@ func buildRootfs(ctx context.Context, o Options, tmp string) (source, string, ti
 		// Data plus a quarter, an inode and a block per file, the journal.
 		size = dataSize + dataSize/4 + int64(files)*(4096+256) + 24<<20
 	}
-	size = (size + partition.Align - 1) / partition.Align * partition.Align
+	size = (size + layout.Align - 1) / layout.Align * layout.Align
 	out := filepath.Join(tmp, "root.ext4")
 	for try := 0; ; try++ {
 		err = makeExt4(ctx, o.Rootfs, out, size, digest, newest, tmp)
@@ -423,7 +424,7 @@ func buildRootfs(ctx context.Context, o Options, tmp string) (source, string, ti
 		if o.RootSize != 0 || try == 3 {
 			return source{}, "", time.Time{}, err
 		}
-		size = (size*3/2 + partition.Align - 1) / partition.Align * partition.Align
+		size = (size*3/2 + layout.Align - 1) / layout.Align * layout.Align
 	}
 	f, err := os.Open(out)
 	if err != nil {

@@ -8,7 +8,8 @@ import (
 	"strings"
 
 	"github.com/imprint-dev/imprint/bootloader"
-	"github.com/imprint-dev/imprint/partition"
+	"github.com/imprint-dev/imprint/disk"
+	"github.com/imprint-dev/imprint/layout"
 	"github.com/spf13/cobra"
 )
 
@@ -35,22 +36,22 @@ func (t *espTarget) open(write bool) (bootloader.FS, func() error, error) {
 		return bootloader.DirFS(t.dir), func() error { return nil }, nil
 	}
 	if write {
-		if err := partition.CheckTarget(t.disk); err != nil {
+		if err := disk.CheckTarget(t.disk); err != nil {
 			return nil, nil, fmt.Errorf("%w (for a running system's mounted ESP use --esp)", err)
 		}
 	}
-	dev, err := partition.OpenDisk(t.disk, partition.OpenOptions{Write: write})
+	dev, err := disk.OpenDisk(t.disk, disk.OpenOptions{Write: write})
 	if err != nil {
 		return nil, nil, err
 	}
-	_, parts, err := partition.ReadGPT(dev)
+	_, parts, err := disk.ReadGPT(dev)
 	if err != nil {
 		dev.Close()
 		return nil, nil, fmt.Errorf("%s: %w", t.disk, err)
 	}
 	for _, p := range parts {
-		if p.Type == partition.TypeESP {
-			fat, err := partition.OpenFAT(dev, p.Start, p.Len)
+		if p.Type == layout.TypeESP {
+			fat, err := disk.OpenFAT(dev, p.Start, p.Len)
 			if err != nil {
 				dev.Close()
 				return nil, nil, err

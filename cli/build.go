@@ -7,7 +7,7 @@ import (
 
 	"github.com/imprint-dev/imprint/builder"
 	"github.com/imprint-dev/imprint/image"
-	"github.com/imprint-dev/imprint/partition"
+	"github.com/imprint-dev/imprint/layout"
 	"github.com/spf13/cobra"
 )
 
@@ -49,7 +49,7 @@ func newBuild(e *env) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				l, err := partition.ParseLayout(f)
+				l, err := layout.ParseLayout(f)
 				f.Close()
 				if err != nil {
 					return fmt.Errorf("--layout %s: %w", layoutFile, err)
@@ -57,12 +57,12 @@ func newBuild(e *env) *cobra.Command {
 				o.Layout = &l
 			}
 			if rootSize != "" {
-				if o.RootSize, err = partition.ParseSize(rootSize); err != nil {
+				if o.RootSize, err = layout.ParseSize(rootSize); err != nil {
 					return fmt.Errorf("--root-size: %w", err)
 				}
 			}
 			if chunkSize != "" {
-				if o.ChunkSize, err = partition.ParseSize(chunkSize); err != nil {
+				if o.ChunkSize, err = layout.ParseSize(chunkSize); err != nil {
 					return fmt.Errorf("--chunk-size: %w", err)
 				}
 			}

@@ -10,7 +10,7 @@ import (
 
 	"github.com/imprint-dev/imprint/deploy"
 	"github.com/imprint-dev/imprint/image"
-	"github.com/imprint-dev/imprint/partition"
+	"github.com/imprint-dev/imprint/layout"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 )
@@ -75,7 +75,7 @@ func newDeploy(e *env) *cobra.Command {
 				o.Boot.AgentInitrd = b
 			}
 			if size != "" {
-				if o.Size, err = partition.ParseSize(size); err != nil {
+				if o.Size, err = layout.ParseSize(size); err != nil {
 					return fmt.Errorf("--size: %w", err)
 				}
 			}
@@ -126,13 +126,13 @@ func newDeploy(e *env) *cobra.Command {
 			}
 			e.printf("deployed %s (image id %s) to %s in %s: %s written, %s resumed, %s\n",
 				res.Plan.Image, res.Plan.ImageID, res.Plan.Disk, res.Elapsed.Round(time.Millisecond),
-				partition.HumanSize(res.Written), partition.HumanSize(res.Skipped), verified)
+				layout.HumanSize(res.Written), layout.HumanSize(res.Skipped), verified)
 			if o.Trust != nil {
 				e.printf("  signature verified by a trusted key\n")
 			}
 			if len(from) > 1 {
 				for i, n := range res.BytesFrom {
-					e.printf("  %s from %s\n", partition.HumanSize(n), from[i])
+					e.printf("  %s from %s\n", layout.HumanSize(n), from[i])
 				}
 			}
 			return nil
@@ -174,7 +174,7 @@ func printPlan(w io.Writer, p *deploy.Plan) {
 	if p.Create {
 		kind = "new image file"
 	}
-	fmt.Fprintf(w, "Plan for %s (%s, %s):\n", p.Disk, kind, partition.HumanSize(p.DiskSize))
+	fmt.Fprintf(w, "Plan for %s (%s, %s):\n", p.Disk, kind, layout.HumanSize(p.DiskSize))
 	fmt.Fprintf(w, "  image %s, id %s\n", p.Image, p.ImageID)
 	if p.Resume {
 		fmt.Fprintf(w, "  resumes an interrupted deploy of the same image: only chunks not yet written are written\n")
@@ -185,16 +185,16 @@ func printPlan(w io.Writer, p *deploy.Plan) {
 	if len(p.Destroyed) > 0 {
 		fmt.Fprintf(w, "  DESTROYS %d existing partition(s):\n", len(p.Destroyed))
 		for _, d := range p.Destroyed {
-			fmt.Fprintf(w, "    %d %-20q %10s  %s\n", d.Index, d.Name, partition.HumanSize(d.Len), partition.TypeName(d.Type))
+			fmt.Fprintf(w, "    %d %-20q %10s  %s\n", d.Index, d.Name, layout.HumanSize(d.Len), layout.TypeName(d.Type))
 		}
 	}
 	fmt.Fprintf(w, "  %-2s %-12s %-9s %10s %10s  %s\n", "#", "name", "role", "start", "size", "type")
 	for _, q := range p.Table.Partitions {
-		t := partition.TypeName(q.Type)
+		t := layout.TypeName(q.Type)
 		if q.FS != "" {
 			t += " (" + q.FS + ")"
 		}
-		fmt.Fprintf(w, "  %-2d %-12s %-9s %10s %10s  %s\n", q.Index, q.Name, q.Role, partition.HumanSize(q.Start), partition.HumanSize(q.Len), t)
+		fmt.Fprintf(w, "  %-2d %-12s %-9s %10s %10s  %s\n", q.Index, q.Name, q.Role, layout.HumanSize(q.Start), layout.HumanSize(q.Len), t)
 	}
 }
 

@@ -9,7 +9,8 @@ import (
 	"testing"
 
 	"github.com/imprint-dev/imprint/bootloader"
-	"github.com/imprint-dev/imprint/partition"
+	"github.com/imprint-dev/imprint/disk"
+	"github.com/imprint-dev/imprint/layout"
 )
 
 // otherOSDisk makes a disk that already holds another system: an ESP made
@@ -62,34 +63,34 @@ func otherOSDisk(t *testing.T, size int64) (disk string, espFiles map[string]str
 	return disk, espFiles
 }
 
-func partitionHashes(t *testing.T, disk string) map[string]string {
+func partitionHashes(t *testing.T, path string) map[string]string {
 	t.Helper()
-	d, err := partition.OpenDisk(disk, partition.OpenOptions{})
+	d, err := disk.OpenDisk(path, disk.OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	_, parts, err := partition.ReadGPT(d)
+	_, parts, err := disk.ReadGPT(d)
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := map[string]string{}
 	for _, p := range parts {
-		out[p.GUID] = fmt.Sprintf("%d+%d %s %s", p.Start, p.Len, p.Type, sha256Range(t, disk, p.Start, p.Len))
+		out[p.GUID] = fmt.Sprintf("%d+%d %s %s", p.Start, p.Len, p.Type, sha256Range(t, path, p.Start, p.Len))
 	}
 	return out
 }
 
 func TestKeepExistingLeavesEveryOtherByteAlone(t *testing.T) {
 	need(t, "mkfs.ext4", "fsck.vfat")
-	disk, espFiles := otherOSDisk(t, 700<<20)
-	before := partitionHashes(t, disk)
+	target, espFiles := otherOSDisk(t, 700<<20)
+	before := partitionHashes(t, target)
 	dir := t.TempDir()
 	rootfs := filepath.Join(dir, "rootfs")
 	makeRootfs(t, rootfs, 1<<20)
 	b := buildImage(t, "--store", filepath.Join(dir, "store"), "--name", "shared", "--rootfs", rootfs, "--cmdline", "console=ttyS0 ro")
 
-	// A disk with too little room left says so, with sizes, and stays as it was.
+	// A target with too little room left says so, with sizes, and stays as it was.
 	small, _ := otherOSDisk(t, 180<<20)
 	smallBefore := fileSum(t, small)
 	code, _, errs := run(t, "deploy", "--from", b.store, "--image", b.name, "--disk", small, "--keep-existing", "--yes")
@@ -100,13 +101,13 @@ func TestKeepExistingLeavesEveryOtherByteAlone(t *testing.T) {
 		t.Fatal("a refused dual-boot deploy changed the disk")
 	}
 
-	mustRun(t, "deploy", "--from", b.store, "--image", b.name, "--disk", disk, "--keep-existing", "--yes")
-	after := partitionHashes(t, disk)
+	mustRun(t, "deploy", "--from", b.store, "--image", b.name, "--disk", target, "--keep-existing", "--yes")
+	after := partitionHashes(t, target)
 	espGUID := ""
-	d, _ := partition.OpenDisk(disk, partition.OpenOptions{})
-	_, parts, _ := partition.ReadGPT(d)
+	d, _ := disk.OpenDisk(target, disk.OpenOptions{})
+	_, parts, _ := disk.ReadGPT(d)
 	for _, p := range parts {
-		if p.Type == partition.TypeESP {
+		if p.Type == layout.TypeESP {
 			espGUID = p.GUID
 		}
 	}
@@ -121,13 +122,13 @@ func TestKeepExistingLeavesEveryOtherByteAlone(t *testing.T) {
 	if len(after) <= len(before) {
 		t.Fatalf("no partitions were added: %v", after)
 	}
-	var esp partition.GPTPartition
+	var esp layout.GPTPartition
 	for _, p := range parts {
 		if p.GUID == espGUID {
 			esp = p
 		}
 	}
-	fat, err := partition.OpenFAT(d, esp.Start, esp.Len)
+	fat, err := disk.OpenFAT(d, esp.Start, esp.Len)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +140,7 @@ func TestKeepExistingLeavesEveryOtherByteAlone(t *testing.T) {
 	}
 	if fat.Exists("EFI/BOOT/BOOTX64.EFI") {
 		// There was none: imprint may add the fallback loader, but only then.
-		t.Log("imprint added the fallback loader (the disk had none)")
+		t.Log("imprint added the fallback loader (the target had none)")
 	}
 	m, err := bootloader.ReadMenu(fat)
 	if err != nil {
@@ -152,11 +153,11 @@ func TestKeepExistingLeavesEveryOtherByteAlone(t *testing.T) {
 	}
 	d.Close()
 	espImg := filepath.Join(t.TempDir(), "esp")
-	extractRange(t, disk, esp.Start, esp.Len, espImg)
+	extractRange(t, target, esp.Start, esp.Len, espImg)
 	if out, err := exec.Command("fsck.vfat", "-n", espImg).CombinedOutput(); err != nil {
 		t.Errorf("fsck.vfat -n on the shared ESP: %v\n%s", err, out)
 	}
-	if code, out, _ := run(t, "verify", "--disk", disk); code != 0 {
+	if code, out, _ := run(t, "verify", "--disk", target); code != 0 {
 		t.Fatalf("verify: %d %s", code, out)
 	}
 }

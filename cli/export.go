@@ -6,7 +6,7 @@ import (
 
 	"github.com/imprint-dev/imprint/deploy"
 	"github.com/imprint-dev/imprint/image"
-	"github.com/imprint-dev/imprint/partition"
+	"github.com/imprint-dev/imprint/layout"
 	"github.com/spf13/cobra"
 )
 
@@ -72,7 +72,7 @@ func newExport(e *env) *cobra.Command {
 			} else {
 				e.printf("exported %s:%s from %s to %s\n  image id %s (the master's)\n", r.Name, r.Version, disk, out, r.ID)
 			}
-			e.printf("  %d chunks checked, %d new in the store (%s)\n", r.Chunks, r.New, partition.HumanSize(r.NewBytes))
+			e.printf("  %d chunks checked, %d new in the store (%s)\n", r.Chunks, r.New, layout.HumanSize(r.NewBytes))
 			switch {
 			case r.Signed && len(r.Drifted) > 0:
 				e.printf("  signed with %s\n", signKey)

@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/imprint-dev/imprint/deploy"
+	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/image"
-	"github.com/imprint-dev/imprint/partition"
 )
 
 // run executes the CLI in-process and returns exit code, stdout, stderr.
@@ -125,7 +125,7 @@ func flipBit(t *testing.T, path string, off int64) {
 // onDisk reads imprint's record of a deployed disk.
 func onDisk(t *testing.T, path string) *deploy.OnDisk {
 	t.Helper()
-	d, err := partition.OpenDisk(path, partition.OpenOptions{})
+	d, err := disk.OpenDisk(path, disk.OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func onDisk(t *testing.T, path string) *deploy.OnDisk {
 // a complete deploy.
 func notComplete(t *testing.T, path string) {
 	t.Helper()
-	d, err := partition.OpenDisk(path, partition.OpenOptions{})
+	d, err := disk.OpenDisk(path, disk.OpenOptions{})
 	if err != nil {
 		return // nothing was even created
 	}

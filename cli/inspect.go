@@ -7,8 +7,9 @@ import (
 	"strings"
 
 	"github.com/imprint-dev/imprint/deploy"
+	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/image"
-	"github.com/imprint-dev/imprint/partition"
+	"github.com/imprint-dev/imprint/layout"
 	"github.com/spf13/cobra"
 )
 
@@ -107,14 +108,14 @@ func showStore(e *env, cmd *cobra.Command, src *image.Dir) error {
 	}
 	e.printf("store %s\n", src.Root)
 	for _, v := range vers {
-		e.printf("  %s:%s  %s  id %s  %s of content, %s in non-zero chunks\n", v.Name, v.Version, v.Created, v.ID[:16], partition.HumanSize(v.Logical), partition.HumanSize(v.Unique))
+		e.printf("  %s:%s  %s  id %s  %s of content, %s in non-zero chunks\n", v.Name, v.Version, v.Created, v.ID[:16], layout.HumanSize(v.Logical), layout.HumanSize(v.Unique))
 	}
 	ratio := 0.0
 	if stored.Bytes > 0 {
 		ratio = float64(logical) / float64(stored.Bytes)
 	}
 	e.printf("  %d chunks stored, %s on disk (zstd); %s of image content, %s unique: %.1fx smaller than raw\n",
-		stored.Count, partition.HumanSize(stored.Bytes), partition.HumanSize(logical), partition.HumanSize(unique), ratio)
+		stored.Count, layout.HumanSize(stored.Bytes), layout.HumanSize(logical), layout.HumanSize(unique), ratio)
 	return nil
 }
 
@@ -124,7 +125,7 @@ func showImage(e *env, r *image.Resolved) error {
 		e.emitJSON(map[string]any{"id": r.ID, "manifest": m, "signed": r.Signature != nil})
 		return nil
 	}
-	e.printf("image %s:%s\n  id %s\n  created %s, chunk size %s\n", m.Name, m.Version, r.ID, m.Created.Format("2006-01-02T15:04:05Z"), partition.HumanSize(m.ChunkSize))
+	e.printf("image %s:%s\n  id %s\n  created %s, chunk size %s\n", m.Name, m.Version, r.ID, m.Created.Format("2006-01-02T15:04:05Z"), layout.HumanSize(m.ChunkSize))
 	if r.Signature != nil {
 		e.printf("  signed (manifest.json%s)\n", image.SignatureSuffix)
 	} else {
@@ -132,11 +133,11 @@ func showImage(e *env, r *image.Resolved) error {
 	}
 	e.printf("  layout:\n")
 	for _, p := range m.Partitions {
-		size := partition.HumanSize(p.Size)
+		size := layout.HumanSize(p.Size)
 		if p.Rest {
 			size = "rest (min " + size + ")"
 		}
-		line := fmt.Sprintf("    %-12s %-9s %-14s %s", p.Name, p.Role, partition.TypeName(p.Type), size)
+		line := fmt.Sprintf("    %-12s %-9s %-14s %s", p.Name, p.Role, layout.TypeName(p.Type), size)
 		if p.FS != "" {
 			line += " " + p.FS
 		}
@@ -147,16 +148,16 @@ func showImage(e *env, r *image.Resolved) error {
 					zero++
 				}
 			}
-			line += fmt.Sprintf("  content %s sha256 %s, %d chunks (%d zero)", partition.HumanSize(p.Content.Size), p.Content.SHA256[:16], len(p.Content.Chunks), zero)
+			line += fmt.Sprintf("  content %s sha256 %s, %d chunks (%d zero)", layout.HumanSize(p.Content.Size), p.Content.SHA256[:16], len(p.Content.Chunks), zero)
 		}
 		e.printf("%s\n", line)
 	}
 	if b := m.Boot; b != nil {
 		if b.Kernel != nil {
-			e.printf("  kernel %s sha256 %s\n", partition.HumanSize(b.Kernel.Size), b.Kernel.SHA256[:16])
+			e.printf("  kernel %s sha256 %s\n", layout.HumanSize(b.Kernel.Size), b.Kernel.SHA256[:16])
 		}
 		if b.Initrd != nil {
-			e.printf("  initrd %s sha256 %s\n", partition.HumanSize(b.Initrd.Size), b.Initrd.SHA256[:16])
+			e.printf("  initrd %s sha256 %s\n", layout.HumanSize(b.Initrd.Size), b.Initrd.SHA256[:16])
 		}
 		e.printf("  cmdline %q\n", b.Cmdline)
 	}
@@ -164,7 +165,7 @@ func showImage(e *env, r *image.Resolved) error {
 }
 
 func showDisk(e *env, path string) error {
-	dev, err := partition.OpenDisk(path, partition.OpenOptions{})
+	dev, err := disk.OpenDisk(path, disk.OpenOptions{})
 	if err != nil {
 		return err
 	}
@@ -185,9 +186,9 @@ func showDisk(e *env, path string) error {
 		e.emitJSON(out)
 		return nil
 	}
-	e.printf("disk %s, %s, GUID %s\n", path, partition.HumanSize(dev.Size()), od.DiskGUID)
+	e.printf("disk %s, %s, GUID %s\n", path, layout.HumanSize(dev.Size()), od.DiskGUID)
 	for _, p := range od.GPT {
-		e.printf("  %d %-12s %-14s start %10s size %10s PARTUUID %s\n", p.Index, p.Name, partition.TypeName(p.Type), partition.HumanSize(p.Start), partition.HumanSize(p.Len), strings.ToLower(p.GUID))
+		e.printf("  %d %-12s %-14s start %10s size %10s PARTUUID %s\n", p.Index, p.Name, layout.TypeName(p.Type), layout.HumanSize(p.Start), layout.HumanSize(p.Len), strings.ToLower(p.GUID))
 	}
 	if err != nil {
 		e.printf("  %v\n", err)

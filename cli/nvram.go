@@ -6,7 +6,8 @@ import (
 	"strings"
 
 	"github.com/imprint-dev/imprint/bootloader"
-	"github.com/imprint-dev/imprint/partition"
+	"github.com/imprint-dev/imprint/disk"
+	"github.com/imprint-dev/imprint/layout"
 	"github.com/spf13/cobra"
 )
 
@@ -45,35 +46,35 @@ func newBootNVRAM(e *env) *cobra.Command {
 	}
 
 	var (
-		disk, label, loader string
-		next                bool
+		diskPath, label, loader string
+		next                    bool
 	)
 	add := &cobra.Command{
 		Use:   "add --disk DISK [--next]",
 		Short: "Add a firmware boot entry for imprint's loader on DISK's ESP (and boot it next, once, with --next)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if disk == "" {
+			if diskPath == "" {
 				return fmt.Errorf("--disk is required")
 			}
-			dev, err := partition.OpenDisk(disk, partition.OpenOptions{})
+			dev, err := disk.OpenDisk(diskPath, disk.OpenOptions{})
 			if err != nil {
 				return err
 			}
 			defer dev.Close()
-			_, parts, err := partition.ReadGPT(dev)
+			_, parts, err := disk.ReadGPT(dev)
 			if err != nil {
-				return fmt.Errorf("%s: %w", disk, err)
+				return fmt.Errorf("%s: %w", diskPath, err)
 			}
-			var esp *partition.GPTPartition
+			var esp *layout.GPTPartition
 			for i := range parts {
-				if parts[i].Type == partition.TypeESP {
+				if parts[i].Type == layout.TypeESP {
 					esp = &parts[i]
 					break
 				}
 			}
 			if esp == nil {
-				return fmt.Errorf("%s has no EFI System Partition", disk)
+				return fmt.Errorf("%s has no EFI System Partition", diskPath)
 			}
 			file := `\EFI\systemd\systemd-bootx64.efi`
 			if loader == bootloader.Grub {
@@ -86,7 +87,7 @@ func newBootNVRAM(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			e.printf("Boot%04X %q -> %s on partition %d of %s\n", num, label, file, esp.Index, disk)
+			e.printf("Boot%04X %q -> %s on partition %d of %s\n", num, label, file, esp.Index, diskPath)
 			if next {
 				if err := vars.SetBootNext(num); err != nil {
 					return err
@@ -96,7 +97,7 @@ func newBootNVRAM(e *env) *cobra.Command {
 			return nil
 		},
 	}
-	add.Flags().StringVar(&disk, "disk", "", "the disk whose ESP holds imprint's loader")
+	add.Flags().StringVar(&diskPath, "disk", "", "the disk whose ESP holds imprint's loader")
 	add.Flags().StringVar(&label, "label", "imprint", "entry description")
 	add.Flags().StringVar(&loader, "loader", bootloader.SystemdBoot, "systemd-boot or grub")
 	add.Flags().BoolVar(&next, "next", false, "also set BootNext to it")

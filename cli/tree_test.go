@@ -13,9 +13,9 @@ import (
 	"testing"
 
 	"github.com/imprint-dev/imprint/deploy"
+	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/netboot"
-	"github.com/imprint-dev/imprint/partition"
 )
 
 // treeImage is a small image with every kind of content a disk carries:
@@ -246,9 +246,9 @@ func sprintf(f string, a ...any) string { return fmt.Sprintf(f, a...) }
 
 func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }
 
-func espFile(t *testing.T, disk, name string) []byte {
+func espFile(t *testing.T, path, name string) []byte {
 	t.Helper()
-	d, err := partition.OpenDisk(disk, partition.OpenOptions{})
+	d, err := disk.OpenDisk(path, disk.OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

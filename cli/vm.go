@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/imprint-dev/imprint/bootloader"
-	"github.com/imprint-dev/imprint/partition"
+	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/internal/qemu"
 	"github.com/spf13/cobra"
 )
@@ -32,7 +32,7 @@ disk, never on the disk itself.`,
 			if err := qemu.Available(); err != nil {
 				return err
 			}
-			disk := args[0]
+			diskPath := args[0]
 			dir, err := os.MkdirTemp("", "imprint-vm-")
 			if err != nil {
 				return err
@@ -40,7 +40,7 @@ disk, never on the disk itself.`,
 			defer os.RemoveAll(dir)
 			if entry != "" {
 				cp := filepath.Join(dir, "disk.img")
-				if err := partition.CopySparseFile(disk, cp); err != nil {
+				if err := disk.CopySparseFile(diskPath, cp); err != nil {
 					return err
 				}
 				t := espTarget{disk: cp}
@@ -53,11 +53,11 @@ disk, never on the disk itself.`,
 				}); err != nil {
 					return err
 				}
-				disk = cp
+				diskPath = cp
 			}
 			cfg := qemu.Config{
 				Firmware: qemu.UEFI, MemoryMiB: memory, Dir: dir,
-				Disks:   []qemu.Disk{{Path: disk}},
+				Disks:   []qemu.Disk{{Path: diskPath}},
 				Console: e.io.Out, Snapshot: !persist,
 			}
 			if bios {

@@ -8,8 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/image"
-	"github.com/imprint-dev/imprint/partition"
 )
 
 // recTarget is a partition in memory that remembers which ranges were
@@ -196,7 +196,7 @@ func TestDirectIOOnImageFile(t *testing.T) {
 		cp.Sources = []image.Source{st}
 		path := filepath.Join(t.TempDir(), "disk.img")
 		const at = 1 << 20
-		dev, err := partition.OpenDisk(path, partition.OpenOptions{Write: true, Create: true, Size: 4 << 20})
+		dev, err := disk.OpenDisk(path, disk.OpenOptions{Write: true, Create: true, Size: 4 << 20})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -207,7 +207,7 @@ func TestDirectIOOnImageFile(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		sec := fileSection{partition.Section{D: dev, Off: at, Len: 2 << 20}, dev}
+		sec := fileSection{disk.Section{D: dev, Off: at, Len: 2 << 20}, dev}
 		if d := openDirect(sec, true); d == nil {
 			t.Log("no O_DIRECT here: testing the ordinary path only")
 		} else {
@@ -240,8 +240,8 @@ func TestDirectIOOnImageFile(t *testing.T) {
 
 // fileSection is a partition of an image file, as deploy hands it over.
 type fileSection struct {
-	partition.Section
-	dev *partition.Disk
+	disk.Section
+	dev *disk.Disk
 }
 
 func (s fileSection) ZeroRange(off, n int64) error { return s.dev.ZeroRange(s.Off+off, n) }

@@ -13,8 +13,9 @@ import (
 
 	"github.com/imprint-dev/imprint/bootloader"
 	"github.com/imprint-dev/imprint/copier"
+	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/image"
-	"github.com/imprint-dev/imprint/partition"
+	"github.com/imprint-dev/imprint/layout"
 )
 
 // ErrVerify says the read-back after writing found chunks that differ.
@@ -80,16 +81,16 @@ type BootOptions struct {
 
 // Plan is what a deploy will do, shown before it does it.
 type Plan struct {
-	Disk      string                   `json:"disk"`
-	DiskSize  int64                    `json:"disk_size"`
-	Block     bool                     `json:"block_device"`
-	Create    bool                     `json:"create_file"`
-	Image     string                   `json:"image"`
-	ImageID   string                   `json:"image_id"`
-	Resume    bool                     `json:"resume"`
-	Table     *partition.Table         `json:"table"`
-	Destroyed []partition.GPTPartition `json:"destroyed,omitempty"`
-	Kept      []partition.GPTPartition `json:"kept,omitempty"`
+	Disk      string                `json:"disk"`
+	DiskSize  int64                 `json:"disk_size"`
+	Block     bool                  `json:"block_device"`
+	Create    bool                  `json:"create_file"`
+	Image     string                `json:"image"`
+	ImageID   string                `json:"image_id"`
+	Resume    bool                  `json:"resume"`
+	Table     *layout.Table         `json:"table"`
+	Destroyed []layout.GPTPartition `json:"destroyed,omitempty"`
+	Kept      []layout.GPTPartition `json:"kept,omitempty"`
 }
 
 func (p *Plan) kept(guid string) bool {
@@ -134,7 +135,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := o.Trust.Check(o.Image); err != nil {
 		return nil, err
 	}
-	if err := partition.CheckTarget(o.Disk); err != nil {
+	if err := disk.CheckTarget(o.Disk); err != nil {
 		return nil, err
 	}
 	plan, dev, resume, err := prepare(&o)
@@ -155,7 +156,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 
 	var st *State
-	var esp *partition.FAT
+	var esp *disk.FAT
 	if resume != nil {
 		st, esp = resume.State, resume.ESP
 		st.Status = StatusWriting
@@ -196,7 +197,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		var mu sync.Mutex
 		o.emit(Event{Kind: "phase", Phase: "write", Partition: p.Name, Total: total})
 		stop := j.start(ctx)
-		err := cp.Write(ctx, p.Content, target{partition.Section{D: dev, Off: placed.Start, Len: placed.Len}, dev, placed.Start}, copier.Hooks{
+		err := cp.Write(ctx, p.Content, target{disk.Section{D: dev, Off: placed.Start, Len: placed.Len}, dev, placed.Start}, copier.Hooks{
 			Skip: func(i int) bool {
 				if bm.Has(i) {
 					mu.Lock()
@@ -237,7 +238,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			o.emit(Event{Kind: "phase", Phase: "verify", Partition: p.Name, Total: p.Content.Size})
 			var done int64
 			var mu sync.Mutex
-			bad, err := cp.Verify(ctx, p.Content, partition.Section{D: dev, Off: placed.Start, Len: placed.Len}, func(n int64) {
+			bad, err := cp.Verify(ctx, p.Content, disk.Section{D: dev, Off: placed.Start, Len: placed.Len}, func(n int64) {
 				mu.Lock()
 				done += n
 				d := done
@@ -289,28 +290,28 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 
 // withBIOSBoot gives the layout the 1 MiB partition GRUB i386-pc needs
 // when the disk is to boot on legacy BIOS too.
-func withBIOSBoot(l partition.Layout, b BootOptions) partition.Layout {
+func withBIOSBoot(l layout.Layout, b BootOptions) layout.Layout {
 	if b.Skip || b.Firmware == bootloader.UEFI {
 		return l
 	}
 	for _, p := range l.Partitions {
-		if p.Role == partition.RoleBIOSBoot {
+		if p.Role == layout.RoleBIOSBoot {
 			return l
 		}
 	}
-	out := partition.Layout{Partitions: []partition.Spec{{Name: "bios-boot", Type: partition.TypeBIOSBoot, Role: partition.RoleBIOSBoot, Size: partition.Align}}}
+	out := layout.Layout{Partitions: []layout.Spec{{Name: "bios-boot", Type: layout.TypeBIOSBoot, Role: layout.RoleBIOSBoot, Size: layout.Align}}}
 	out.Partitions = append(out.Partitions, l.Partitions...)
 	return out
 }
 
 // installBoot puts the boot menu on the new disk: the image's kernel and
 // initrd on the ESP, the UEFI loader and entries, and GRUB for BIOS.
-func espGUID(t *partition.Table) string {
-	p, _ := t.ByRole(partition.RoleESP)
+func espGUID(t *layout.Table) string {
+	p, _ := t.ByRole(layout.RoleESP)
 	return p.GUID
 }
 
-func installBoot(ctx context.Context, o Options, cp *copier.Copier, dev *partition.Disk, esp *partition.FAT, t *partition.Table, newESP bool) error {
+func installBoot(ctx context.Context, o Options, cp *copier.Copier, dev *disk.Disk, esp *disk.FAT, t *layout.Table, newESP bool) error {
 	m := o.Image.Manifest
 	if m.Boot == nil || m.Boot.Kernel == nil {
 		o.emit(Event{Kind: "warning", Message: "the image has no kernel: the disk gets no boot menu"})
@@ -353,7 +354,7 @@ func installBoot(ctx context.Context, o Options, cp *copier.Copier, dev *partiti
 	if b.Firmware == bootloader.UEFI {
 		return nil
 	}
-	bb, ok := t.ByRole(partition.RoleBIOSBoot)
+	bb, ok := t.ByRole(layout.RoleBIOSBoot)
 	if !ok {
 		return fmt.Errorf("firmware %s needs a BIOS boot partition and the layout has none", b.Firmware)
 	}
@@ -370,9 +371,9 @@ func contains(s []int, v int) bool {
 }
 
 // prepare opens the target and decides between a fresh deploy and a resume.
-func prepare(o *Options) (*Plan, *partition.Disk, *OnDisk, error) {
+func prepare(o *Options) (*Plan, *disk.Disk, *OnDisk, error) {
 	m := o.Image.Manifest
-	layout := m.Layout()
+	lay := m.Layout()
 	plan := &Plan{Disk: o.Disk, Image: m.Name + ":" + m.Version, ImageID: o.Image.ID}
 	_, statErr := os.Stat(o.Disk)
 	plan.Create = errors.Is(statErr, os.ErrNotExist)
@@ -389,7 +390,7 @@ func prepare(o *Options) (*Plan, *partition.Disk, *OnDisk, error) {
 		if o.Boot.Firmware == "" {
 			o.Boot.Firmware = bootloader.Both
 		}
-		t, err := partition.Place(withBIOSBoot(layout, o.Boot), o.Size, 512)
+		t, err := layout.Place(withBIOSBoot(lay, o.Boot), o.Size, 512)
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("%s: %w", o.Disk, err)
 		}
@@ -398,12 +399,12 @@ func prepare(o *Options) (*Plan, *partition.Disk, *OnDisk, error) {
 			return plan, nil, nil, nil
 		}
 	}
-	dev, err := partition.OpenDisk(o.Disk, partition.OpenOptions{Write: !o.DryRun, Create: true, Size: o.Size})
+	dev, err := disk.OpenDisk(o.Disk, disk.OpenOptions{Write: !o.DryRun, Create: true, Size: o.Size})
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	plan.DiskSize, plan.Block = dev.Size(), dev.IsBlock()
-	fail := func(err error) (*Plan, *partition.Disk, *OnDisk, error) {
+	fail := func(err error) (*Plan, *disk.Disk, *OnDisk, error) {
 		dev.Close()
 		return nil, nil, nil, err
 	}
@@ -424,7 +425,7 @@ func prepare(o *Options) (*Plan, *partition.Disk, *OnDisk, error) {
 		}
 	}
 	if o.KeepExisting {
-		return prepareBeside(o, plan, dev, layout)
+		return prepareBeside(o, plan, dev, lay)
 	}
 	if o.Boot.Firmware == "" {
 		o.Boot.Firmware = bootloader.UEFI
@@ -432,12 +433,12 @@ func prepare(o *Options) (*Plan, *partition.Disk, *OnDisk, error) {
 			o.Boot.Firmware = bootloader.Both
 		}
 	}
-	t, err := partition.Place(withBIOSBoot(layout, o.Boot), dev.Size(), dev.SectorSize())
+	t, err := layout.Place(withBIOSBoot(lay, o.Boot), dev.Size(), dev.SectorSize())
 	if err != nil {
 		return fail(fmt.Errorf("%s: %w", o.Disk, err))
 	}
-	if _, ok := t.ByRole(partition.RoleESP); !ok {
-		return fail(fmt.Errorf("%w: the layout has no ESP to keep imprint's state in", partition.ErrBadLayout))
+	if _, ok := t.ByRole(layout.RoleESP); !ok {
+		return fail(fmt.Errorf("%w: the layout has no ESP to keep imprint's state in", layout.ErrBadLayout))
 	}
 	plan.Table = t
 	return plan, dev, nil, nil
@@ -446,12 +447,12 @@ func prepare(o *Options) (*Plan, *partition.Disk, *OnDisk, error) {
 // prepareBeside plans a dual-boot deploy: every existing partition stays.
 // The firmware default is UEFI only, since GRUB for BIOS would replace the
 // MBR boot code another system may rely on.
-func prepareBeside(o *Options, plan *Plan, dev *partition.Disk, layout partition.Layout) (*Plan, *partition.Disk, *OnDisk, error) {
-	fail := func(err error) (*Plan, *partition.Disk, *OnDisk, error) {
+func prepareBeside(o *Options, plan *Plan, dev *disk.Disk, lay layout.Layout) (*Plan, *disk.Disk, *OnDisk, error) {
+	fail := func(err error) (*Plan, *disk.Disk, *OnDisk, error) {
 		dev.Close()
 		return nil, nil, nil, err
 	}
-	guid, parts, err := partition.ReadGPT(dev)
+	guid, parts, err := disk.ReadGPT(dev)
 	if err != nil {
 		return fail(fmt.Errorf("--keep-existing: %s: %w", o.Disk, err))
 	}
@@ -460,16 +461,16 @@ func prepareBeside(o *Options, plan *Plan, dev *partition.Disk, layout partition
 	}
 	hasESP := false
 	for _, p := range parts {
-		if p.Type == partition.TypeESP {
+		if p.Type == layout.TypeESP {
 			hasESP = true
 		}
 	}
-	t, err := partition.PlaceBeside(withBIOSBoot(layout, o.Boot), parts, guid, dev.Size(), dev.SectorSize(), hasESP)
+	t, err := layout.PlaceBeside(withBIOSBoot(lay, o.Boot), parts, guid, dev.Size(), dev.SectorSize(), hasESP)
 	if err != nil {
 		return fail(fmt.Errorf("%s: %w", o.Disk, err))
 	}
-	if _, ok := t.ByRole(partition.RoleESP); !ok {
-		return fail(fmt.Errorf("%w: neither the disk nor the layout has an ESP to keep imprint's state in", partition.ErrBadLayout))
+	if _, ok := t.ByRole(layout.RoleESP); !ok {
+		return fail(fmt.Errorf("%w: neither the disk nor the layout has an ESP to keep imprint's state in", layout.ErrBadLayout))
 	}
 	plan.Table, plan.Kept, plan.Destroyed = t, parts, nil
 	return plan, dev, nil, nil
@@ -477,34 +478,34 @@ func prepareBeside(o *Options, plan *Plan, dev *partition.Disk, layout partition
 
 // partitionDisk writes the GPT, formats the ESP and local partitions, and
 // records the starting state.
-func partitionDisk(ctx context.Context, o Options, dev *partition.Disk, plan *Plan) (*State, *partition.FAT, error) {
+func partitionDisk(ctx context.Context, o Options, dev *disk.Disk, plan *Plan) (*State, *disk.FAT, error) {
 	t := plan.Table
 	o.emit(Event{Kind: "phase", Phase: "partition"})
-	if err := partition.WriteGPT(dev, t); err != nil {
+	if err := disk.WriteGPT(dev, t); err != nil {
 		return nil, nil, err
 	}
-	espP, _ := t.ByRole(partition.RoleESP)
-	var esp *partition.FAT
+	espP, _ := t.ByRole(layout.RoleESP)
+	var esp *disk.FAT
 	var err error
 	if plan.kept(espP.GUID) {
-		esp, err = partition.OpenFAT(dev, espP.Start, espP.Len)
+		esp, err = disk.OpenFAT(dev, espP.Start, espP.Len)
 	} else {
-		esp, err = partition.FormatFAT(dev, espP, "ESP")
+		esp, err = disk.FormatFAT(dev, espP, "ESP")
 	}
 	if err != nil {
 		return nil, nil, err
 	}
 	for _, p := range t.Partitions {
-		if p.Role != partition.RoleLocal || plan.kept(p.GUID) {
+		if p.Role != layout.RoleLocal || plan.kept(p.GUID) {
 			continue
 		}
-		sec := partition.Section{D: dev, Off: p.Start, Len: p.Len}
+		sec := disk.Section{D: dev, Off: p.Start, Len: p.Len}
 		switch p.FS {
 		case "swap":
-			err = partition.MakeSwap(sec, p.Name)
+			err = disk.MakeSwap(sec, p.Name)
 		case "ext4":
-			err = partition.MakeExt4(ctx, sec, p.Name, o.TmpDir)
-			if errors.Is(err, partition.ErrNoTool) {
+			err = disk.MakeExt4(ctx, sec, p.Name, o.TmpDir)
+			if errors.Is(err, disk.ErrNoTool) {
 				// Node-local state, not the image: leaving it for the
 				// node to format on first boot loses nothing.
 				o.emit(Event{Kind: "warning", Message: fmt.Sprintf("%v: partition %s is left unformatted", err, p.Name)})
@@ -549,7 +550,7 @@ func partitionDisk(ctx context.Context, o Options, dev *partition.Disk, plan *Pl
 	return st, esp, nil
 }
 
-func writeState(dev *partition.Disk, esp *partition.FAT, st *State) error {
+func writeState(dev *disk.Disk, esp *disk.FAT, st *State) error {
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err
@@ -562,8 +563,8 @@ func writeState(dev *partition.Disk, esp *partition.FAT, st *State) error {
 
 // target is a partition with exact zeroing through the whole device.
 type target struct {
-	partition.Section
-	dev *partition.Disk
+	disk.Section
+	dev *disk.Disk
 	off int64
 }
 
@@ -571,8 +572,8 @@ func (t target) ZeroRange(off, n int64) error { return t.dev.ZeroRange(t.off+off
 
 // journal checkpoints the state while chunks are being written.
 type journal struct {
-	dev   *partition.Disk
-	esp   *partition.FAT
+	dev   *disk.Disk
+	esp   *disk.FAT
 	st    *State
 	every time.Duration
 	emit  func(Event)

@@ -10,8 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/image"
-	"github.com/imprint-dev/imprint/partition"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -174,7 +174,7 @@ func exportDrifted(ctx context.Context, src *DiskSource, dst *image.Dir, o Expor
 			continue
 		}
 		placed, _ := src.od.State.Table.Find(p.Name)
-		if p.Content, err = recut(p.Content, partition.Section{D: src.dev, Off: placed.Start, Len: placed.Len}, p.Content.Size); err != nil {
+		if p.Content, err = recut(p.Content, disk.Section{D: src.dev, Off: placed.Start, Len: placed.Len}, p.Content.Size); err != nil {
 			return nil, fmt.Errorf("partition %s: %w", p.Name, err)
 		}
 	}

@@ -8,8 +8,9 @@ import (
 	"sync"
 
 	"github.com/imprint-dev/imprint/copier"
+	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/image"
-	"github.com/imprint-dev/imprint/partition"
+	"github.com/imprint-dev/imprint/layout"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -27,7 +28,7 @@ const bootDir = "EFI/imprint"
 // ErrDrifted, never served.
 type DiskSource struct {
 	path   string
-	dev    *partition.Disk
+	dev    *disk.Disk
 	od     *OnDisk
 	sig    []byte
 	chunks map[string][]chunkLoc
@@ -80,7 +81,7 @@ type chunkLoc struct {
 // read-only. Only a disk whose deploy completed is served: a half-written
 // disk has chunks that are not there yet.
 func OpenDiskSource(p string) (*DiskSource, error) {
-	dev, err := partition.OpenDisk(p, partition.OpenOptions{})
+	dev, err := disk.OpenDisk(p, disk.OpenOptions{})
 	if err != nil {
 		return nil, err
 	}
@@ -92,7 +93,7 @@ func OpenDiskSource(p string) (*DiskSource, error) {
 	return s, nil
 }
 
-func newDiskSource(p string, dev *partition.Disk) (*DiskSource, error) {
+func newDiskSource(p string, dev *disk.Disk) (*DiskSource, error) {
 	od, err := ReadDisk(dev)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", p, err)
@@ -143,7 +144,7 @@ func newDiskSource(p string, dev *partition.Disk) (*DiskSource, error) {
 	return s, nil
 }
 
-func inGPT(gpt []partition.GPTPartition, p partition.Placed, size int64) bool {
+func inGPT(gpt []layout.GPTPartition, p layout.Placed, size int64) bool {
 	for _, g := range gpt {
 		if g.GUID == p.GUID {
 			return g.Start == p.Start && g.Len >= size
@@ -375,8 +376,8 @@ func (s *DiskSource) espFile(name string) ([]byte, error) {
 // It reads through its own read-only descriptor, which stays valid after
 // the deploy closes its own. Boot files are written last and are served
 // once the deploy has completed, by a DiskSource opened then.
-func openLiveSource(p string, img *image.Resolved, t *partition.Table, done map[string]*copier.Bitmap) (*DiskSource, error) {
-	dev, err := partition.OpenDisk(p, partition.OpenOptions{})
+func openLiveSource(p string, img *image.Resolved, t *layout.Table, done map[string]*copier.Bitmap) (*DiskSource, error) {
+	dev, err := disk.OpenDisk(p, disk.OpenOptions{})
 	if err != nil {
 		return nil, err
 	}

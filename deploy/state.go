@@ -7,8 +7,9 @@ import (
 	"time"
 
 	"github.com/imprint-dev/imprint/copier"
+	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/image"
-	"github.com/imprint-dev/imprint/partition"
+	"github.com/imprint-dev/imprint/layout"
 )
 
 // Files imprint keeps on a deployed disk's ESP.
@@ -35,7 +36,7 @@ type State struct {
 	Started   time.Time                 `json:"started"`
 	Completed *time.Time                `json:"completed,omitempty"`
 	Verified  bool                      `json:"verified"`
-	Table     *partition.Table          `json:"table"`
+	Table     *layout.Table             `json:"table"`
 	Done      map[string]*copier.Bitmap `json:"done,omitempty"`
 }
 
@@ -47,21 +48,21 @@ type OnDisk struct {
 	State       *State
 	ManifestRaw []byte
 	Manifest    *image.Manifest
-	GPT         []partition.GPTPartition
+	GPT         []layout.GPTPartition
 	DiskGUID    string
-	ESP         *partition.FAT
+	ESP         *disk.FAT
 }
 
 // ReadDisk reads the GPT, the ESP and imprint's state from a target.
-func ReadDisk(dev partition.Device) (*OnDisk, error) {
-	guid, parts, err := partition.ReadGPT(dev)
+func ReadDisk(dev disk.Device) (*OnDisk, error) {
+	guid, parts, err := disk.ReadGPT(dev)
 	if err != nil {
 		return nil, err
 	}
 	od := &OnDisk{GPT: parts, DiskGUID: guid}
-	var esp *partition.GPTPartition
+	var esp *layout.GPTPartition
 	for i := range parts {
-		if parts[i].Type == partition.TypeESP {
+		if parts[i].Type == layout.TypeESP {
 			esp = &parts[i]
 			break
 		}
@@ -69,7 +70,7 @@ func ReadDisk(dev partition.Device) (*OnDisk, error) {
 	if esp == nil {
 		return od, fmt.Errorf("%w: no EFI System Partition", ErrNotDeployed)
 	}
-	fat, err := partition.OpenFAT(dev, esp.Start, esp.Len)
+	fat, err := disk.OpenFAT(dev, esp.Start, esp.Len)
 	if err != nil {
 		return od, fmt.Errorf("%w: %v", ErrNotDeployed, err)
 	}
@@ -103,7 +104,7 @@ func ReadDisk(dev partition.Device) (*OnDisk, error) {
 
 // tableMatches reports whether the table recorded in the state is what the
 // disk's GPT holds now.
-func tableMatches(t *partition.Table, parts []partition.GPTPartition) bool {
+func tableMatches(t *layout.Table, parts []layout.GPTPartition) bool {
 	if len(parts) != len(t.Partitions) {
 		return false
 	}

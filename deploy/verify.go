@@ -7,7 +7,8 @@ import (
 	"sync"
 
 	"github.com/imprint-dev/imprint/copier"
-	"github.com/imprint-dev/imprint/partition"
+	"github.com/imprint-dev/imprint/disk"
+	"github.com/imprint-dev/imprint/layout"
 )
 
 // ErrDrifted says a deployed disk no longer matches its manifest.
@@ -45,7 +46,7 @@ type Report struct {
 // with the manifest recorded on it. The error is ErrDrifted when the disk
 // was read fine but differs.
 func VerifyDisk(ctx context.Context, path string, progress func(part string, done, total int64)) (*Report, error) {
-	dev, err := partition.OpenDisk(path, partition.OpenOptions{})
+	dev, err := disk.OpenDisk(path, disk.OpenOptions{})
 	if err != nil {
 		return nil, err
 	}
@@ -66,7 +67,7 @@ func VerifyDisk(ctx context.Context, path string, progress func(part string, don
 		if ok {
 			pr.GUID = placed.GUID
 		}
-		var gp *partition.GPTPartition
+		var gp *layout.GPTPartition
 		for i := range od.GPT {
 			if od.GPT[i].GUID == placed.GUID {
 				gp = &od.GPT[i]
@@ -81,7 +82,7 @@ func VerifyDisk(ctx context.Context, path string, progress func(part string, don
 		_ = dev.DropCache(placed.Start, p.Content.Size)
 		var mu sync.Mutex
 		var done int64
-		bad, err := cp.Verify(ctx, p.Content, partition.Section{D: dev, Off: placed.Start, Len: placed.Len}, func(n int64) {
+		bad, err := cp.Verify(ctx, p.Content, disk.Section{D: dev, Off: placed.Start, Len: placed.Len}, func(n int64) {
 			if progress == nil {
 				return
 			}

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imprint-dev/imprint/partition"
+	"github.com/imprint-dev/imprint/layout"
 )
 
 func testManifest(t *testing.T, st *Dir, data []byte) *Manifest {
@@ -23,8 +23,8 @@ func testManifest(t *testing.T, st *Dir, data []byte) *Manifest {
 	return &Manifest{
 		Format: FormatVersion, Name: "demo", Version: "1", Created: time.Unix(1700000000, 0).UTC(), ChunkSize: 64 << 10,
 		Partitions: []Partition{
-			{Spec: partition.Spec{Name: "esp", Type: partition.TypeESP, Role: partition.RoleESP, Size: 64 << 20}},
-			{Spec: partition.Spec{Name: "root", Type: partition.TypeRootX86_64, Role: partition.RoleImage, Size: 1 << 20}, Content: c},
+			{Spec: layout.Spec{Name: "esp", Type: layout.TypeESP, Role: layout.RoleESP, Size: 64 << 20}},
+			{Spec: layout.Spec{Name: "root", Type: layout.TypeRootX86_64, Role: layout.RoleImage, Size: 1 << 20}, Content: c},
 		},
 	}
 }

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/imprint-dev/imprint/partition"
+	"github.com/imprint-dev/imprint/layout"
 )
 
 // FormatVersion is the manifest format this code writes and the only one it
@@ -51,7 +51,7 @@ func (c *Content) ChunkLen(i int, chunkSize int64) int64 {
 
 // Partition is a layout entry plus, for image partitions, its content.
 type Partition struct {
-	partition.Spec
+	layout.Spec
 	Content *Content `json:"content,omitempty"`
 }
 
@@ -77,8 +77,8 @@ type Manifest struct {
 }
 
 // Layout is the GPT layout the image wants.
-func (m *Manifest) Layout() partition.Layout {
-	l := partition.Layout{Partitions: make([]partition.Spec, len(m.Partitions))}
+func (m *Manifest) Layout() layout.Layout {
+	l := layout.Layout{Partitions: make([]layout.Spec, len(m.Partitions))}
 	for i, p := range m.Partitions {
 		l.Partitions[i] = p.Spec
 	}
@@ -99,7 +99,7 @@ func (m *Manifest) RootPartition() (*Partition, error) {
 	}
 	for _, ok := range []func(Partition) bool{
 		func(p Partition) bool { return p.Name == "root" },
-		func(p Partition) bool { return strings.HasPrefix(partition.TypeName(p.Type), "root-") },
+		func(p Partition) bool { return strings.HasPrefix(layout.TypeName(p.Type), "root-") },
 		func(Partition) bool { return true },
 	} {
 		if p := pick(ok); p != nil {
@@ -204,9 +204,9 @@ func (m *Manifest) Validate() error {
 	}
 	for _, p := range m.Partitions {
 		switch {
-		case p.Role == partition.RoleImage && p.Content == nil:
+		case p.Role == layout.RoleImage && p.Content == nil:
 			return fmt.Errorf("%w: image partition %q has no content", ErrFormat, p.Name)
-		case p.Role != partition.RoleImage && p.Content != nil:
+		case p.Role != layout.RoleImage && p.Content != nil:
 			return fmt.Errorf("%w: %s partition %q carries content", ErrFormat, p.Role, p.Name)
 		case p.Content == nil:
 			continue

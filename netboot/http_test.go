@@ -14,7 +14,7 @@ import (
 	"testing"
 
 	"github.com/imprint-dev/imprint/image"
-	"github.com/imprint-dev/imprint/partition"
+	"github.com/imprint-dev/imprint/layout"
 )
 
 func testStore(t *testing.T) (string, *image.Manifest, string) {
@@ -34,8 +34,8 @@ func testStore(t *testing.T) (string, *image.Manifest, string) {
 	kc, _, _ := image.StoreContent(context.Background(), st, bytes.NewReader(kernel), int64(len(kernel)), 1<<20, nil)
 	m := &image.Manifest{Format: 1, Name: "node", Version: "1", ChunkSize: 1 << 20,
 		Partitions: []image.Partition{
-			{Spec: partition.Spec{Name: "esp", Type: partition.TypeESP, Role: partition.RoleESP, Size: 64 << 20}},
-			{Spec: partition.Spec{Name: "root", Type: partition.TypeRootX86_64, Role: partition.RoleImage, Size: 3 << 20}, Content: c},
+			{Spec: layout.Spec{Name: "esp", Type: layout.TypeESP, Role: layout.RoleESP, Size: 64 << 20}},
+			{Spec: layout.Spec{Name: "root", Type: layout.TypeRootX86_64, Role: layout.RoleImage, Size: 3 << 20}, Content: c},
 		},
 		Boot: &image.Boot{Kernel: kc, Agent: kc, Cmdline: "root=/dev/sda2 ro console=ttyS0"},
 	}

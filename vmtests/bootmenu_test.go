@@ -15,9 +15,10 @@ import (
 	"time"
 
 	"github.com/imprint-dev/imprint/bootloader"
-	"github.com/imprint-dev/imprint/partition"
-	"github.com/imprint-dev/imprint/vmtests/fixture"
+	imdisk "github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/internal/qemu"
+	"github.com/imprint-dev/imprint/layout"
+	"github.com/imprint-dev/imprint/vmtests/fixture"
 )
 
 // firmwareBoot is how long a boot through firmware and a boot loader may
@@ -250,18 +251,18 @@ func TestDualBootKeepsTheOtherSystem(t *testing.T) {
 
 func espFileHash(t *testing.T, disk, name string) string {
 	t.Helper()
-	d, err := partition.OpenDisk(disk, partition.OpenOptions{})
+	d, err := imdisk.OpenDisk(disk, imdisk.OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	_, parts, err := partition.ReadGPT(d)
+	_, parts, err := imdisk.ReadGPT(d)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range parts {
-		if p.Type == partition.TypeESP {
-			fat, err := partition.OpenFAT(d, p.Start, p.Len)
+		if p.Type == layout.TypeESP {
+			fat, err := imdisk.OpenFAT(d, p.Start, p.Len)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -311,17 +312,17 @@ func (c *crashFS) Remove(n string) error {
 // and stops it after n file operations.
 func reinstallCrashed(t *testing.T, disk string, n int, o bootloader.InstallOptions) error {
 	t.Helper()
-	d, err := partition.OpenDisk(disk, partition.OpenOptions{Write: true})
+	d, err := imdisk.OpenDisk(disk, imdisk.OpenOptions{Write: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	_, parts, _ := partition.ReadGPT(d)
+	_, parts, _ := imdisk.ReadGPT(d)
 	for _, p := range parts {
-		if p.Type != partition.TypeESP {
+		if p.Type != layout.TypeESP {
 			continue
 		}
-		fat, err := partition.OpenFAT(d, p.Start, p.Len)
+		fat, err := imdisk.OpenFAT(d, p.Start, p.Len)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -353,7 +354,7 @@ func TestMenuSurvivesInterruptedUpdates(t *testing.T) {
 	for _, n := range []int{1, 2, 3, 5, 1000} {
 		t.Run(fmt.Sprintf("after-%d-writes", n), func(t *testing.T) {
 			disk := filepath.Join(t.TempDir(), "disk.img")
-			if err := partition.CopySparseFile(base, disk); err != nil {
+			if err := imdisk.CopySparseFile(base, disk); err != nil {
 				t.Fatal(err)
 			}
 			err := reinstallCrashed(t, disk, n, o)
@@ -378,7 +379,7 @@ func TestMenuSurvivesInterruptedUpdates(t *testing.T) {
 	for _, delay := range []time.Duration{50 * time.Millisecond, 300 * time.Millisecond, 700 * time.Millisecond} {
 		t.Run(fmt.Sprintf("sigkill-after-%v", delay), func(t *testing.T) {
 			disk := filepath.Join(t.TempDir(), "disk.img")
-			if err := partition.CopySparseFile(base, disk); err != nil {
+			if err := imdisk.CopySparseFile(base, disk); err != nil {
 				t.Fatal(err)
 			}
 			cmd := exec.Command(bin, "boot", "add", "--disk", disk, "--id", "alt", "--title", "Alt", "--default",

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imprint-dev/imprint/vmtests/fixture"
 	"github.com/imprint-dev/imprint/internal/qemu"
+	"github.com/imprint-dev/imprint/vmtests/fixture"
 )
 
 // Per-marker timeouts: a direct kernel boot reaches userspace in ~5 s under

@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/imprint-dev/imprint/cli"
-	"github.com/imprint-dev/imprint/vmtests/fixture"
 	"github.com/imprint-dev/imprint/internal/qemu"
+	"github.com/imprint-dev/imprint/vmtests/fixture"
 )
 
 // requireQEMU skips the test, saying what to install, when the host cannot

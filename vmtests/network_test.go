@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/imprint-dev/imprint/image"
+	"github.com/imprint-dev/imprint/internal/qemu"
 	"github.com/imprint-dev/imprint/netboot"
 	"github.com/imprint-dev/imprint/vmtests/fixture"
-	"github.com/imprint-dev/imprint/internal/qemu"
 )
 
 // netImage is the fixture built into a store together with imprint's agent

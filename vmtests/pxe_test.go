@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imprint-dev/imprint/vmtests/fixture"
 	"github.com/imprint-dev/imprint/internal/qemu"
+	"github.com/imprint-dev/imprint/vmtests/fixture"
 )
 
 // netns is a network namespace with a tap device for QEMU, made by the

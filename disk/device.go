@@ -1,8 +1,9 @@
-package partition
+package disk
 
 import (
 	"errors"
 	"fmt"
+	"github.com/imprint-dev/imprint/layout"
 	"io/fs"
 	"os"
 )
@@ -59,7 +60,7 @@ func OpenDisk(path string, o OpenOptions) (*Disk, error) {
 		if o.Size > 0 && o.Write {
 			if o.Size < size {
 				f.Close()
-				return nil, fmt.Errorf("%s is %s; --size %s would shrink it (imprint never shrinks a file)", path, HumanSize(size), HumanSize(o.Size))
+				return nil, fmt.Errorf("%s is %s; --size %s would shrink it (imprint never shrinks a file)", path, layout.HumanSize(size), layout.HumanSize(o.Size))
 			}
 			if err := f.Truncate(o.Size); err != nil {
 				f.Close()

@@ -1,8 +1,9 @@
-package partition
+package disk
 
 import (
 	"errors"
 	"fmt"
+	"github.com/imprint-dev/imprint/layout"
 	iofs "io/fs"
 	"os"
 	"path"
@@ -25,13 +26,13 @@ type FAT struct {
 }
 
 // FormatFAT makes a new FAT32 filesystem on p.
-func FormatFAT(dev Device, p Placed, label string) (*FAT, error) {
+func FormatFAT(dev Device, p layout.Placed, label string) (*FAT, error) {
 	minSize := int64(MinESPSize)
 	if dev.SectorSize() == 4096 {
 		minSize = 300 << 20
 	}
 	if p.Len < minSize {
-		return nil, fmt.Errorf("%w: partition %q is %s; FAT32 at %d-byte sectors needs at least %s", ErrBadLayout, p.Name, HumanSize(p.Len), dev.SectorSize(), HumanSize(minSize))
+		return nil, fmt.Errorf("%w: partition %q is %s; FAT32 at %d-byte sectors needs at least %s", layout.ErrBadLayout, p.Name, layout.HumanSize(p.Len), dev.SectorSize(), layout.HumanSize(minSize))
 	}
 	fs, err := fat32.Create(file.New(fileView{dev}, false), p.Len, p.Start, dev.SectorSize(), label, false)
 	if err != nil {

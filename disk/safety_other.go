@@ -1,6 +1,6 @@
 //go:build !linux
 
-package partition
+package disk
 
 // CheckTarget has nothing to look at outside Linux: the mount, swap and
 // holder tables it reads are Linux's, so it accepts every target.

@@ -1,8 +1,9 @@
-package partition
+package disk
 
 import (
 	"bytes"
 	"context"
+	"github.com/imprint-dev/imprint/layout"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,7 +37,7 @@ func TestWriteGPTIsCleanForSgdiskAndReadsBack(t *testing.T) {
 	// Boot code in the MBR must survive the GPT write.
 	code := bytes.Repeat([]byte{0xEB}, 440)
 	d.WriteAt(code, 0)
-	tab, err := Place(testLayout(), d.Size(), d.SectorSize())
+	tab, err := layout.Place(diskTestLayout(), d.Size(), d.SectorSize())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +83,7 @@ func TestReadGPTRefusesNonGPT(t *testing.T) {
 func TestFATStateFilesAreFsckClean(t *testing.T) {
 	fsck := tool(t, "fsck.vfat")
 	d, p := newDiskFile(t, 256<<20)
-	tab, err := Place(Layout{Partitions: []Spec{{Name: "esp", Type: TypeESP, Role: RoleESP, Size: 100 << 20}}}, d.Size(), 512)
+	tab, err := layout.Place(layout.Layout{Partitions: []layout.Spec{{Name: "esp", Type: layout.TypeESP, Role: layout.RoleESP, Size: 100 << 20}}}, d.Size(), 512)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +121,7 @@ func TestFATStateFilesAreFsckClean(t *testing.T) {
 	_ = p
 }
 
-func extract(t *testing.T, d *Disk, p Placed, out string) {
+func extract(t *testing.T, d *Disk, p layout.Placed, out string) {
 	t.Helper()
 	b := make([]byte, p.Len)
 	if _, err := d.ReadAt(b, p.Start); err != nil {
@@ -133,7 +134,7 @@ func extract(t *testing.T, d *Disk, p Placed, out string) {
 
 func TestFormatFATRefusesTooSmallESP(t *testing.T) {
 	d, _ := newDiskFile(t, 64<<20)
-	_, err := FormatFAT(d, Placed{Spec: Spec{Name: "esp"}, Start: 1 << 20, Len: 32 << 20}, "ESP")
+	_, err := FormatFAT(d, layout.Placed{Spec: layout.Spec{Name: "esp"}, Start: 1 << 20, Len: 32 << 20}, "ESP")
 	if err == nil || !strings.Contains(err.Error(), "at least 48.0 MiB") {
 		t.Fatalf("32 MiB ESP: %v", err)
 	}
@@ -161,10 +162,10 @@ func TestLocalFilesystems(t *testing.T) {
 	dir := t.TempDir()
 	for _, c := range []struct {
 		name, want string
-		p          Placed
+		p          layout.Placed
 	}{
-		{"swap", `TYPE="swap"`, Placed{Start: swap.Off, Len: swap.Len}},
-		{"ext4", `TYPE="ext4"`, Placed{Start: ext.Off, Len: ext.Len}},
+		{"swap", `TYPE="swap"`, layout.Placed{Start: swap.Off, Len: swap.Len}},
+		{"ext4", `TYPE="ext4"`, layout.Placed{Start: ext.Off, Len: ext.Len}},
 	} {
 		f := filepath.Join(dir, c.name)
 		extract(t, d, c.p, f)
@@ -178,4 +179,12 @@ func TestLocalFilesystems(t *testing.T) {
 			}
 		}
 	}
+}
+
+func diskTestLayout() layout.Layout {
+	return layout.Layout{Partitions: []layout.Spec{
+		{Name: "esp", Type: layout.TypeESP, Role: layout.RoleESP, Size: 100 << 20},
+		{Name: "root", Type: layout.TypeRootX86_64, Role: layout.RoleImage, Size: 300<<20 + 4096},
+		{Name: "scratch", Type: layout.TypeLinuxGeneric, Role: layout.RoleLocal, Size: 64 << 20, Rest: true, Optional: true, FS: "ext4"},
+	}}
 }

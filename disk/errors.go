@@ -1,13 +1,12 @@
-// Package partition owns layouts, GPT creation and reading, placement on a
-// target, and the safety checks that keep imprint off the wrong disk.
-package partition
+// Package disk owns device access (block devices and image files behind
+// io.ReaderAt/io.WriterAt), GPT reading and writing, the ESP's FAT, local
+// filesystems, and the safety checks that keep imprint off the wrong disk.
+package disk
 
 import "errors"
 
 // Sentinel errors callers act on.
 var (
-	ErrBadLayout   = errors.New("bad layout")
-	ErrTooSmall    = errors.New("target too small")
 	ErrMounted     = errors.New("target is mounted")
 	ErrSwap        = errors.New("target is used as swap")
 	ErrHeld        = errors.New("target is held by another device")

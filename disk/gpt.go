@@ -1,7 +1,8 @@
-package partition
+package disk
 
 import (
 	"fmt"
+	"github.com/imprint-dev/imprint/layout"
 	"io"
 	"io/fs"
 	"strings"
@@ -21,7 +22,7 @@ type Device interface {
 // WriteGPT writes t as a GPT with a protective MBR. The boot code area of
 // the MBR (bytes 0..439) is left alone so a BIOS loader written later, or
 // already there, survives.
-func WriteGPT(dev Device, t *Table) error {
+func WriteGPT(dev Device, t *layout.Table) error {
 	g := &gpt.Table{
 		LogicalSectorSize:  int(t.SectorSize),
 		PhysicalSectorSize: int(t.SectorSize),
@@ -46,20 +47,9 @@ func WriteGPT(dev Device, t *Table) error {
 	return nil
 }
 
-// GPTPartition is one entry of a GPT read from a disk.
-type GPTPartition struct {
-	Index int
-	Name  string
-	Type  string
-	GUID  string
-	Start int64
-	Len   int64
-	Attrs uint64
-}
-
 // ReadGPT reads the partition table of dev. A disk with no valid GPT gives
 // ErrNoGPT.
-func ReadGPT(dev Device) (diskGUID string, parts []GPTPartition, err error) {
+func ReadGPT(dev Device) (diskGUID string, parts []layout.GPTPartition, err error) {
 	ss := int(dev.SectorSize())
 	g, err := gpt.Read(fileView{dev}, ss, ss)
 	if err != nil {
@@ -69,7 +59,7 @@ func ReadGPT(dev Device) (diskGUID string, parts []GPTPartition, err error) {
 		if p.Type == gpt.Unused {
 			continue
 		}
-		parts = append(parts, GPTPartition{
+		parts = append(parts, layout.GPTPartition{
 			Index: p.Index,
 			Name:  p.Name,
 			Type:  strings.ToUpper(string(p.Type)),

@@ -1,4 +1,4 @@
-package partition
+package layout
 
 import (
 	"crypto/rand"

@@ -1,10 +1,11 @@
-package partition
+package disk
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
+	"github.com/imprint-dev/imprint/layout"
 	"io"
 	"os"
 	"os/exec"
@@ -55,7 +56,7 @@ func MakeExt4(ctx context.Context, sec Section, label, tmpDir string) error {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("mkfs.ext4 for partition %s: %w: %s", filepath.Base(label), err, out)
 	}
-	edge := min(int64(Align), sec.Len)
+	edge := min(int64(layout.Align), sec.Len)
 	if err := writeZeros(sec, 0, edge); err != nil {
 		return err
 	}
