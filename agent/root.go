@@ -15,13 +15,14 @@ import (
 	"github.com/imprint-dev/imprint/copier"
 	"github.com/imprint-dev/imprint/deploy"
 	"github.com/imprint-dev/imprint/image"
+	"github.com/imprint-dev/imprint/store"
 	"golang.org/x/sys/unix"
 )
 
-func (a *Agent) sources() ([]image.Source, error) {
-	var out []image.Source
+func (a *Agent) sources() ([]store.Source, error) {
+	var out []store.Source
 	for _, s := range a.Params.Sources {
-		src, err := image.OpenSource(s)
+		src, err := store.OpenSource(s)
 		if err != nil {
 			return nil, fmt.Errorf("imprint.source=%s: %w", s, err)
 		}
@@ -30,7 +31,7 @@ func (a *Agent) sources() ([]image.Source, error) {
 	return out, nil
 }
 
-func (a *Agent) resolve(ctx context.Context, srcs []image.Source) (*image.Resolved, error) {
+func (a *Agent) resolve(ctx context.Context, srcs []store.Source) (*image.Resolved, error) {
 	name, version, _ := strings.Cut(a.Params.Image, ":")
 	if name == "" {
 		return nil, fmt.Errorf("no imprint.image=NAME[:VERSION] on the kernel command line")
@@ -39,7 +40,7 @@ func (a *Agent) resolve(ctx context.Context, srcs []image.Source) (*image.Resolv
 	if err != nil {
 		return nil, err
 	}
-	r, err := image.ResolveAny(ctx, srcs, name, version, trust)
+	r, err := store.ResolveAny(ctx, srcs, name, version, trust)
 	if err != nil {
 		return nil, err
 	}

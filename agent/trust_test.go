@@ -12,6 +12,7 @@ import (
 
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/layout"
+	"github.com/imprint-dev/imprint/store"
 )
 
 // TestAgentTrust: keys come from imprint.trust= or, winning over it, from
@@ -23,7 +24,7 @@ func TestAgentTrust(t *testing.T) {
 		t.Fatal(err)
 	}
 	other, _ := image.GenerateKey(filepath.Join(dir, "o"))
-	st, _ := image.CreateDir(filepath.Join(dir, "store"))
+	st, _ := store.CreateDir(filepath.Join(dir, "store"))
 	data := bytes.Repeat([]byte{7}, 128<<10)
 	c, _, err := image.StoreContent(context.Background(), st, bytes.NewReader(data), int64(len(data)), 64<<10, nil)
 	if err != nil {
@@ -65,7 +66,7 @@ func TestAgentTrust(t *testing.T) {
 				os.WriteFile(filepath.Join(root, TrustFile), []byte(tc.initrd+"\n"), 0o644)
 			}
 			a := &Agent{Console: io.Discard, Root: root, Params: Params{Image: "n:1", Trust: tc.cmdline}}
-			_, err := a.resolve(context.Background(), []image.Source{st})
+			_, err := a.resolve(context.Background(), []store.Source{st})
 			if tc.ok != (err == nil) {
 				t.Fatalf("resolve: %v", err)
 			}

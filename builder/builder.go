@@ -17,6 +17,7 @@ import (
 	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/layout"
+	"github.com/imprint-dev/imprint/store"
 )
 
 // ErrInput says the build inputs do not fit together.
@@ -29,7 +30,7 @@ type PartitionFile struct {
 
 // Options are the inputs of one build.
 type Options struct {
-	Store   *image.Dir
+	Store   *store.Dir
 	Name    string
 	Version string // empty: derived from the content
 

@@ -8,13 +8,14 @@ import (
 	"github.com/imprint-dev/imprint/builder"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/layout"
+	"github.com/imprint-dev/imprint/store"
 	"github.com/spf13/cobra"
 )
 
 func newBuild(e *env) *cobra.Command {
 	var (
 		o          builder.Options
-		store      string
+		storeDir   string
 		parts      []string
 		layoutFile string
 		rootSize   string
@@ -33,7 +34,7 @@ func newBuild(e *env) *cobra.Command {
 					return fmt.Errorf("--sign: %w", err)
 				}
 			}
-			o.Store, err = image.CreateDir(store)
+			o.Store, err = store.CreateDir(storeDir)
 			if err != nil {
 				return err
 			}
@@ -102,7 +103,7 @@ func newBuild(e *env) *cobra.Command {
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&store, "store", "", "store directory (created if missing)")
+	f.StringVar(&storeDir, "store", "", "store directory (created if missing)")
 	f.StringVar(&signKey, "sign", "", "sign the manifest with this minisign secret key (imprint key generate)")
 	f.StringVar(&o.Name, "name", "", "image name")
 	f.StringVar(&o.Version, "version", "", "image version (default: creation date and content hash)")

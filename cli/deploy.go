@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/imprint-dev/imprint/deploy"
-	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/layout"
+	"github.com/imprint-dev/imprint/store"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 )
@@ -51,7 +51,7 @@ func newDeploy(e *env) *cobra.Command {
 				o.Sources = append(o.Sources, src)
 			}
 			name, version, _ := strings.Cut(ref, ":")
-			o.Image, err = image.ResolveAny(ctx, o.Sources, name, version, o.Trust)
+			o.Image, err = store.ResolveAny(ctx, o.Sources, name, version, o.Trust)
 			if err != nil {
 				return err
 			}

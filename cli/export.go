@@ -7,6 +7,7 @@ import (
 	"github.com/imprint-dev/imprint/deploy"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/layout"
+	"github.com/imprint-dev/imprint/store"
 	"github.com/spf13/cobra"
 )
 
@@ -40,7 +41,7 @@ func newExport(e *env) *cobra.Command {
 			if err := t.Check(res); err != nil {
 				return fmt.Errorf("%s: %w; nothing exported", disk, err)
 			}
-			dst, err := image.CreateDir(out)
+			dst, err := store.CreateDir(out)
 			if err != nil {
 				return err
 			}

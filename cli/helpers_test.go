@@ -18,6 +18,7 @@ import (
 	"github.com/imprint-dev/imprint/deploy"
 	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/image"
+	imstore "github.com/imprint-dev/imprint/store"
 )
 
 // run executes the CLI in-process and returns exit code, stdout, stderr.
@@ -173,11 +174,11 @@ func buildImage(t *testing.T, args ...string) built {
 			store = args[i+1]
 		}
 	}
-	st, err := image.OpenDir(store)
+	st, err := imstore.OpenDir(store)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := image.Resolve(context.Background(), st, res.Name, res.Version)
+	r, err := imstore.Resolve(context.Background(), st, res.Name, res.Version)
 	if err != nil {
 		t.Fatal(err)
 	}

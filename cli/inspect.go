@@ -10,6 +10,7 @@ import (
 	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/layout"
+	"github.com/imprint-dev/imprint/store"
 	"github.com/spf13/cobra"
 )
 
@@ -26,13 +27,13 @@ func newInspect(e *env) *cobra.Command {
 				return err
 			}
 			if st.IsDir() {
-				src, err := image.OpenDir(target)
+				src, err := store.OpenDir(target)
 				if err != nil {
 					return err
 				}
 				if ref != "" {
 					name, version, _ := strings.Cut(ref, ":")
-					r, err := image.Resolve(cmd.Context(), src, name, version)
+					r, err := store.Resolve(cmd.Context(), src, name, version)
 					if err != nil {
 						return err
 					}
@@ -60,7 +61,7 @@ func contentBytes(m *image.Manifest) (logical int64, chunks map[string]int64) {
 	return logical, chunks
 }
 
-func showStore(e *env, cmd *cobra.Command, src *image.Dir) error {
+func showStore(e *env, cmd *cobra.Command, src *store.Dir) error {
 	idx, err := src.Index(cmd.Context())
 	if err != nil {
 		return err
@@ -84,7 +85,7 @@ func showStore(e *env, cmd *cobra.Command, src *image.Dir) error {
 	sort.Strings(names)
 	for _, n := range names {
 		for _, v := range idx.Images[n] {
-			r, err := image.Resolve(cmd.Context(), src, n, v.Version)
+			r, err := store.Resolve(cmd.Context(), src, n, v.Version)
 			if err != nil {
 				return err
 			}

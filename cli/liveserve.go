@@ -9,14 +9,14 @@ import (
 	"time"
 
 	"github.com/imprint-dev/imprint/deploy"
-	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/netboot"
+	"github.com/imprint-dev/imprint/store"
 )
 
 // liveServer is deploy --serve: the disk being deployed, served over HTTP.
 type liveServer struct {
 	e    *env
-	sw   *image.Switch
+	sw   *store.Switch
 	srv  *http.Server
 	addr string
 }
@@ -26,7 +26,7 @@ func startLiveServer(e *env, addr string, o *deploy.Options) (*liveServer, error
 	if err != nil {
 		return nil, fmt.Errorf("--serve: %w", err)
 	}
-	l := &liveServer{e: e, sw: &image.Switch{}, addr: ln.Addr().String()}
+	l := &liveServer{e: e, sw: &store.Switch{}, addr: ln.Addr().String()}
 	h := &netboot.HTTP{Disk: l.sw, Decider: netboot.Static{}, Logf: func(f string, a ...any) { fmt.Fprintf(e.io.Err, f+"\n", a...) }}
 	l.srv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go l.srv.Serve(ln)

@@ -7,14 +7,15 @@ import (
 
 	"github.com/imprint-dev/imprint/deploy"
 	"github.com/imprint-dev/imprint/image"
+	"github.com/imprint-dev/imprint/store"
 )
 
 // openSource opens what --from names: a store directory, an http(s) store
 // (a master, a mirror or a peer's imprint serve), or a deployed disk (a
 // block device or disk image file) read directly.
-func openSource(s string) (image.Source, func(), error) {
+func openSource(s string) (store.Source, func(), error) {
 	if strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://") {
-		h, err := image.OpenHTTP(s)
+		h, err := store.OpenHTTP(s)
 		return h, func() {}, err
 	}
 	st, err := os.Stat(s)
@@ -22,7 +23,7 @@ func openSource(s string) (image.Source, func(), error) {
 		return nil, nil, err
 	}
 	if st.IsDir() {
-		d, err := image.OpenDir(s)
+		d, err := store.OpenDir(s)
 		return d, func() {}, err
 	}
 	d, err := deploy.OpenDiskSource(s)

@@ -16,6 +16,7 @@ import (
 	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/netboot"
+	imstore "github.com/imprint-dev/imprint/store"
 )
 
 // treeImage is a small image with every kind of content a disk carries:
@@ -181,11 +182,11 @@ func TestExportGivesTheMastersImage(t *testing.T) {
 	if !strings.Contains(res, b.id) {
 		t.Errorf("export output does not name the master's id:\n%s", res)
 	}
-	st, err := image.OpenDir(out)
+	st, err := imstore.OpenDir(out)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := image.Resolve(t.Context(), st, "tree", "v1")
+	r, err := imstore.Resolve(t.Context(), st, "tree", "v1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +219,7 @@ func TestExportOfADriftedDisk(t *testing.T) {
 	if code != 1 || !strings.Contains(errs, "differ from the manifest") || !strings.Contains(errs, "--allow-drift") {
 		t.Fatalf("a drifted export: exit %d, %s", code, errs)
 	}
-	if st, err := image.OpenDir(out); err == nil {
+	if st, err := imstore.OpenDir(out); err == nil {
 		idx, _ := st.Index(t.Context())
 		if len(idx.Images) != 0 {
 			t.Fatalf("a refused export left an image: %v", idx.Images)

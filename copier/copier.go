@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/imprint-dev/imprint/image"
+	"github.com/imprint-dev/imprint/store"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -31,7 +32,7 @@ type Copier struct {
 	// Sources are tried in order for every chunk: one that fails, or
 	// sends bytes that do not hash to the chunk's name, is passed over for
 	// that chunk and the next one is asked. Peers are never trusted.
-	Sources   []image.Source
+	Sources   []store.Source
 	Dec       *image.Decoder
 	ChunkSize int64
 	// Workers run the whole fetch-decode-check-write path each, so both
@@ -65,7 +66,7 @@ func (c *Copier) fetch(ctx context.Context, sum string, l int64, buf []byte, sto
 		var err error
 		// Only a plain store directory reads into the caller's buffer: a
 		// wrapper around one may override Chunk.
-		if d, ok := src.(*image.Dir); ok && storedBuf != nil {
+		if d, ok := src.(*store.Dir); ok && storedBuf != nil {
 			stored, err = d.ReadChunk(ctx, sum, storedBuf)
 		} else {
 			stored, err = src.Chunk(ctx, sum)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/image"
+	"github.com/imprint-dev/imprint/store"
 )
 
 // recTarget is a partition in memory that remembers which ranges were
@@ -31,9 +32,9 @@ func (m *recTarget) ZeroRange(off, n int64) error {
 
 const cs = 64 << 10
 
-func setup(t *testing.T) (*Copier, *image.Dir, *image.Content, []byte) {
+func setup(t *testing.T) (*Copier, *store.Dir, *image.Content, []byte) {
 	t.Helper()
-	st, err := image.CreateDir(t.TempDir())
+	st, err := store.CreateDir(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +47,7 @@ func setup(t *testing.T) (*Copier, *image.Dir, *image.Content, []byte) {
 	}
 	dec, _ := image.NewDecoder()
 	t.Cleanup(dec.Close)
-	return &Copier{Sources: []image.Source{st}, Dec: dec, ChunkSize: cs, Workers: 3}, st, c, data
+	return &Copier{Sources: []store.Source{st}, Dec: dec, ChunkSize: cs, Workers: 3}, st, c, data
 }
 
 func TestWriteZeroesReusedTargetAndVerifies(t *testing.T) {
@@ -97,7 +98,7 @@ func TestBadChunkIsNeverWritten(t *testing.T) {
 	otherSum := image.HashBytes(other)
 	st.PutChunk(otherSum, other)
 	forged, _ := st.Chunk(context.Background(), otherSum)
-	cp.Sources = []image.Source{swapSource{Source: st, sum: c.Chunks[1], stored: forged}}
+	cp.Sources = []store.Source{swapSource{Source: st, sum: c.Chunks[1], stored: forged}}
 	cp.Workers = 1
 	dst := &recTarget{b: make([]byte, len(data)), written: map[int64]bool{}}
 	err := cp.Write(context.Background(), c, dst, Hooks{})
@@ -110,7 +111,7 @@ func TestBadChunkIsNeverWritten(t *testing.T) {
 }
 
 type swapSource struct {
-	image.Source
+	store.Source
 	sum    string
 	stored []byte
 }
@@ -152,7 +153,7 @@ func TestLyingSourceIsPassedOverForTheNext(t *testing.T) {
 	forged, _ := st.Chunk(context.Background(), otherSum)
 	liar := swapSource{Source: st, sum: c.Chunks[1], stored: forged}
 	var complaints []string
-	cp.Sources = []image.Source{liar, st}
+	cp.Sources = []store.Source{liar, st}
 	cp.OnSourceError = func(src int, chunk string, err error) {
 		if src != 0 || !errors.Is(err, image.ErrChecksum) {
 			t.Errorf("complaint about source %d: %v", src, err)
@@ -185,7 +186,7 @@ func TestDirectIOOnImageFile(t *testing.T) {
 	}{{4096, false}, {100, false}, {4096, true}} {
 		tail := tc.tail
 		cp, _, _, _ := setup(t)
-		st, _ := image.CreateDir(t.TempDir())
+		st, _ := store.CreateDir(t.TempDir())
 		data := make([]byte, 10*cs+tail)
 		rand.Read(data[:3*cs])
 		rand.Read(data[6*cs:])
@@ -193,7 +194,7 @@ func TestDirectIOOnImageFile(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cp.Sources = []image.Source{st}
+		cp.Sources = []store.Source{st}
 		path := filepath.Join(t.TempDir(), "disk.img")
 		const at = 1 << 20
 		dev, err := disk.OpenDisk(path, disk.OpenOptions{Write: true, Create: true, Size: 4 << 20})

@@ -16,6 +16,7 @@ import (
 	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/layout"
+	"github.com/imprint-dev/imprint/store"
 )
 
 // ErrVerify says the read-back after writing found chunks that differ.
@@ -39,7 +40,7 @@ type Event struct {
 // Options configure one deploy.
 type Options struct {
 	// Sources are the stores chunks come from, tried in order per chunk.
-	Sources []image.Source
+	Sources []store.Source
 	Image   *image.Resolved
 	Disk    string // block device or image file
 	Size    int64  // create or grow an image file to this size

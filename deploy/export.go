@@ -12,6 +12,7 @@ import (
 
 	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/image"
+	"github.com/imprint-dev/imprint/store"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -52,7 +53,7 @@ type ExportResult struct {
 // master's signature still holds. A drifted disk is refused with ErrDrifted
 // (the store then holds no new image; chunks already copied are valid
 // content of the master and harmless), unless AllowDrift.
-func Export(ctx context.Context, src *DiskSource, dst *image.Dir, o ExportOptions) (*ExportResult, error) {
+func Export(ctx context.Context, src *DiskSource, dst *store.Dir, o ExportOptions) (*ExportResult, error) {
 	m := src.od.Manifest
 	res := &ExportResult{Name: m.Name, Version: m.Version, ID: src.od.State.ImageID, MasterID: src.od.State.ImageID}
 	// A boot file the disk does not carry can only be exported if the
@@ -144,7 +145,7 @@ func Export(ctx context.Context, src *DiskSource, dst *image.Dir, o ExportOption
 
 // exportDrifted stores the disk's current content as a new version. Only
 // contents with a drifted chunk are cut again; the rest keep their chunks.
-func exportDrifted(ctx context.Context, src *DiskSource, dst *image.Dir, o ExportOptions, res *ExportResult, drifted map[string]bool) (*ExportResult, error) {
+func exportDrifted(ctx context.Context, src *DiskSource, dst *store.Dir, o ExportOptions, res *ExportResult, drifted map[string]bool) (*ExportResult, error) {
 	raw, err := src.od.Manifest.Marshal()
 	if err != nil {
 		return nil, err

@@ -11,6 +11,7 @@ import (
 	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/layout"
+	"github.com/imprint-dev/imprint/store"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -22,7 +23,7 @@ const SignatureFile = ManifestFile + image.SignatureSuffix
 const bootDir = "EFI/imprint"
 
 // DiskSource serves the image a deployed disk holds, read straight from its
-// partitions: an image.Source like a store, so a deployed node can feed
+// partitions: an store.Source like a store, so a deployed node can feed
 // other deploys (the tree) and be exported. Every chunk is hashed before it
 // is handed out; one that no longer matches the manifest is refused with
 // ErrDrifted, never served.
@@ -190,10 +191,10 @@ func (s *DiskSource) Resolved() *image.Resolved {
 	return &image.Resolved{Manifest: s.od.Manifest, Raw: s.od.ManifestRaw, ID: s.od.State.ImageID, Signature: s.sig}
 }
 
-// Index implements image.Source: one image, one version.
-func (s *DiskSource) Index(ctx context.Context) (*image.Index, error) {
+// Index implements store.Source: one image, one version.
+func (s *DiskSource) Index(ctx context.Context) (*store.Index, error) {
 	m := s.od.Manifest
-	return &image.Index{Images: map[string][]image.IndexEntry{
+	return &store.Index{Images: map[string][]store.IndexEntry{
 		m.Name: {{Version: m.Version, ID: s.od.State.ImageID, Created: m.Created}},
 	}}, nil
 }
@@ -201,12 +202,12 @@ func (s *DiskSource) Index(ctx context.Context) (*image.Index, error) {
 func (s *DiskSource) holds(name, version string) error {
 	m := s.od.Manifest
 	if name != m.Name || version != m.Version {
-		return fmt.Errorf("image %s:%s: %w on %s (it holds %s:%s)", name, version, image.ErrNotFound, s.path, m.Name, m.Version)
+		return fmt.Errorf("image %s:%s: %w on %s (it holds %s:%s)", name, version, store.ErrNotFound, s.path, m.Name, m.Version)
 	}
 	return nil
 }
 
-// Manifest implements image.Source with the bytes recorded on the disk, so
+// Manifest implements store.Source with the bytes recorded on the disk, so
 // the image id is the master's.
 func (s *DiskSource) Manifest(ctx context.Context, name, version string) ([]byte, error) {
 	if err := s.holds(name, version); err != nil {
@@ -215,18 +216,18 @@ func (s *DiskSource) Manifest(ctx context.Context, name, version string) ([]byte
 	return s.od.ManifestRaw, nil
 }
 
-// Signature implements image.Source.
+// Signature implements store.Source.
 func (s *DiskSource) Signature(ctx context.Context, name, version string) ([]byte, error) {
 	if err := s.holds(name, version); err != nil {
 		return nil, err
 	}
 	if s.sig == nil {
-		return nil, fmt.Errorf("signature of %s:%s: %w on %s", name, version, image.ErrNotFound, s.path)
+		return nil, fmt.Errorf("signature of %s:%s: %w on %s", name, version, store.ErrNotFound, s.path)
 	}
 	return s.sig, nil
 }
 
-// Chunk implements image.Source: the chunk's bytes as they are on the disk
+// Chunk implements store.Source: the chunk's bytes as they are on the disk
 // now, checked against their name and compressed. A chunk listed in several
 // places is served from the first place that still matches.
 //
@@ -304,10 +305,10 @@ func (s *DiskSource) keep(sum string, b []byte) {
 func (s *DiskSource) RawChunk(ctx context.Context, sum string) ([]byte, error) {
 	locs, ok := s.chunks[sum]
 	if !ok && s.later[sum] {
-		return nil, fmt.Errorf("chunk %s (a boot file) on %s: %w", sum, s.path, image.ErrNotYet)
+		return nil, fmt.Errorf("chunk %s (a boot file) on %s: %w", sum, s.path, store.ErrNotYet)
 	}
 	if !ok {
-		return nil, fmt.Errorf("chunk %s: %w on %s", sum, image.ErrNotFound, s.path)
+		return nil, fmt.Errorf("chunk %s: %w on %s", sum, store.ErrNotFound, s.path)
 	}
 	var drifted []string
 	notYet := false
@@ -329,7 +330,7 @@ func (s *DiskSource) RawChunk(ctx context.Context, sum string) ([]byte, error) {
 		drifted = append(drifted, l.label)
 	}
 	if notYet && len(drifted) == 0 {
-		return nil, fmt.Errorf("chunk %s on %s: %w", sum, s.path, image.ErrNotYet)
+		return nil, fmt.Errorf("chunk %s on %s: %w", sum, s.path, store.ErrNotYet)
 	}
 	// Both sentinels: deploy's callers act on ErrDrifted, a server that
 	// knows only the image package on ErrChecksum.
@@ -372,7 +373,7 @@ func (s *DiskSource) espFile(name string) ([]byte, error) {
 
 // openLiveSource serves a disk while it is being deployed (cut-through):
 // chunks the deploy has written are served, checked like any other; the
-// rest are image.ErrNotYet, so a client waits for them or asks elsewhere.
+// rest are store.ErrNotYet, so a client waits for them or asks elsewhere.
 // It reads through its own read-only descriptor, which stays valid after
 // the deploy closes its own. Boot files are written last and are served
 // once the deploy has completed, by a DiskSource opened then.

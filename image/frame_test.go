@@ -2,6 +2,7 @@ package image
 
 import (
 	"bytes"
+	"crypto/rand"
 	"os/exec"
 	"testing"
 
@@ -44,4 +45,10 @@ func TestCompressPicksRawOnlyForRandomData(t *testing.T) {
 	if c := Compress(enc, text); len(c) > len(text)/10 {
 		t.Errorf("text compressed to %d of %d bytes", len(c), len(text))
 	}
+}
+
+func randBytes(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return b
 }

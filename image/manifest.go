@@ -1,5 +1,6 @@
-// Package image owns the image format: manifest types, the store of
-// content-addressed chunks, chunking and hashing.
+// Package image owns the image format: manifest types, chunk naming and
+// hashing, compression frames and signatures. Where manifests and chunks
+// are kept is the store package's.
 package image
 
 import (
@@ -28,12 +29,7 @@ const ZeroChunk = "zero"
 // Sentinel errors callers act on.
 var (
 	ErrFormat   = errors.New("malformed manifest")
-	ErrNotFound = errors.New("not found")
 	ErrChecksum = errors.New("checksum mismatch")
-	ErrExists   = errors.New("already exists with other content")
-	// ErrNotYet says a source will have a chunk but does not yet: a peer
-	// that is still deploying it. Clients wait a while, then ask elsewhere.
-	ErrNotYet = errors.New("not there yet")
 )
 
 // Content is a blob stored as an ordered list of chunks.
@@ -230,7 +226,7 @@ func (c *Content) validate(chunkSize int64) error {
 	if c.Size < 0 {
 		return fmt.Errorf("negative size")
 	}
-	if !isHash(c.SHA256) {
+	if !IsHash(c.SHA256) {
 		return fmt.Errorf("sha256 %q is not 64 lower-case hex digits", c.SHA256)
 	}
 	want := (c.Size + chunkSize - 1) / chunkSize
@@ -238,14 +234,16 @@ func (c *Content) validate(chunkSize int64) error {
 		return fmt.Errorf("%d chunks listed, %d bytes need %d", len(c.Chunks), c.Size, want)
 	}
 	for i, h := range c.Chunks {
-		if h != ZeroChunk && !isHash(h) {
+		if h != ZeroChunk && !IsHash(h) {
 			return fmt.Errorf("chunk %d: %q is neither a SHA-256 nor %q", i, h, ZeroChunk)
 		}
 	}
 	return nil
 }
 
-func isHash(s string) bool {
+// IsHash reports whether s is a chunk or content name: 64 lower-case hex
+// digits.
+func IsHash(s string) bool {
 	if len(s) != 64 {
 		return false
 	}
@@ -275,4 +273,12 @@ func ValidName(s string) error {
 		}
 	}
 	return nil
+}
+
+// Resolved is a manifest fetched from a source with its id.
+type Resolved struct {
+	Manifest  *Manifest
+	Raw       []byte
+	ID        string
+	Signature []byte // nil when the source holds none
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/imprint-dev/imprint/copier"
 	"github.com/imprint-dev/imprint/image"
+	"github.com/imprint-dev/imprint/store"
 )
 
 // Mode is what a machine does when it netboots.
@@ -67,10 +68,10 @@ func (s Static) Decide(mac net.HardwareAddr) (Decision, bool) {
 // else under the store, nothing outside it.
 type HTTP struct {
 	Store string // store directory, served as its files
-	// Disk, when set, is served instead of Store: any image.Source, in
+	// Disk, when set, is served instead of Store: any store.Source, in
 	// practice a deployed disk (deploy.DiskSource), whose chunks are
 	// produced and checked on each request.
-	Disk image.Source
+	Disk store.Source
 	// Trust, when set, limits what is served and booted to images signed
 	// by one of its keys. TrustKeys (comma-separated key text) is passed
 	// to netbooted agents as imprint.trust= so they check it too.
@@ -203,7 +204,7 @@ func (h *HTTP) bootFile(w http.ResponseWriter, r *http.Request, name, version, f
 		http.Error(w, "store unavailable", http.StatusInternalServerError)
 		return
 	}
-	res, err := image.Resolve(r.Context(), src, name, version)
+	res, err := store.Resolve(r.Context(), src, name, version)
 	if err != nil {
 		http.NotFound(w, r)
 		return
@@ -248,7 +249,7 @@ func (h *HTTP) bootFile(w http.ResponseWriter, r *http.Request, name, version, f
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(data))
 }
 
-func (h *HTTP) content(ctx context.Context, src image.Source, chunkSize int64, c *image.Content) ([]byte, error) {
+func (h *HTTP) content(ctx context.Context, src store.Source, chunkSize int64, c *image.Content) ([]byte, error) {
 	h.mu.Lock()
 	if b, ok := h.cache[c.SHA256]; ok {
 		h.mu.Unlock()
@@ -260,7 +261,7 @@ func (h *HTTP) content(ctx context.Context, src image.Source, chunkSize int64, c
 		return nil, err
 	}
 	defer dec.Close()
-	cp := &copier.Copier{Sources: []image.Source{src}, Dec: dec, ChunkSize: chunkSize}
+	cp := &copier.Copier{Sources: []store.Source{src}, Dec: dec, ChunkSize: chunkSize}
 	b, err := cp.ReadContent(ctx, c)
 	if err != nil {
 		return nil, err
@@ -310,7 +311,7 @@ func (h *HTTP) Script(ctx context.Context, mac net.HardwareAddr) (string, error)
 		return "", err
 	}
 	name, version, _ := strings.Cut(d.Image, ":")
-	res, err := image.Resolve(ctx, src, name, version)
+	res, err := store.Resolve(ctx, src, name, version)
 	if err != nil {
 		return "", err
 	}
@@ -353,11 +354,11 @@ func agentCmdline(c string) string {
 	return strings.Join(keep, " ")
 }
 
-func (h *HTTP) source() (image.Source, error) {
+func (h *HTTP) source() (store.Source, error) {
 	if h.Disk != nil {
 		return h.Disk, nil
 	}
-	return image.OpenDir(h.Store)
+	return store.OpenDir(h.Store)
 }
 
 // trusted answers 403 for a manifest not signed by a trusted key, so a
@@ -369,9 +370,9 @@ func (h *HTTP) trusted(w http.ResponseWriter, r *http.Request, name, version str
 	src, err := h.source()
 	if err == nil {
 		var res *image.Resolved
-		if res, err = image.Resolve(r.Context(), src, name, version); err == nil {
+		if res, err = store.Resolve(r.Context(), src, name, version); err == nil {
 			err = h.Trust.Check(res)
-		} else if errors.Is(err, image.ErrNotFound) {
+		} else if errors.Is(err, store.ErrNotFound) {
 			http.NotFound(w, r)
 			return false
 		}
@@ -386,7 +387,7 @@ func (h *HTTP) trusted(w http.ResponseWriter, r *http.Request, name, version str
 
 func (h *HTTP) index(w http.ResponseWriter, r *http.Request) {
 	idx, err := h.Disk.Index(r.Context())
-	if errors.Is(err, image.ErrNotYet) {
+	if errors.Is(err, store.ErrNotYet) {
 		tooEarly(w, "the index")
 		return
 	}
@@ -413,12 +414,12 @@ func (h *HTTP) fromSource(w http.ResponseWriter, r *http.Request, name, version,
 	} else {
 		b, err = h.Disk.Signature(r.Context(), name, version)
 	}
-	if errors.Is(err, image.ErrNotYet) {
+	if errors.Is(err, store.ErrNotYet) {
 		tooEarly(w, file)
 		return
 	}
 	if err != nil {
-		if !errors.Is(err, image.ErrNotFound) {
+		if !errors.Is(err, store.ErrNotFound) {
 			h.logf("http: %s:%s/%s: %v", name, version, file, err)
 		}
 		http.NotFound(w, r)
@@ -439,10 +440,10 @@ func (h *HTTP) fromSource(w http.ResponseWriter, r *http.Request, name, version,
 func (h *HTTP) chunk(w http.ResponseWriter, r *http.Request, sum string) {
 	b, err := h.Disk.Chunk(r.Context(), sum)
 	switch {
-	case errors.Is(err, image.ErrNotFound):
+	case errors.Is(err, store.ErrNotFound):
 		http.NotFound(w, r)
 		return
-	case errors.Is(err, image.ErrNotYet):
+	case errors.Is(err, store.ErrNotYet):
 		tooEarly(w, "chunk "+sum)
 		return
 	case errors.Is(err, image.ErrChecksum):
@@ -461,7 +462,7 @@ func (h *HTTP) chunk(w http.ResponseWriter, r *http.Request, sum string) {
 }
 
 // tooEarly answers for a disk still being deployed: 425 Too Early tells the
-// client to come back for it (image.HTTP waits), not to give up.
+// client to come back for it (store.HTTP waits), not to give up.
 func tooEarly(w http.ResponseWriter, what string) {
 	w.Header().Set("Retry-After", "1")
 	http.Error(w, what+" is not written here yet", http.StatusTooEarly)

@@ -15,12 +15,13 @@ import (
 
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/layout"
+	"github.com/imprint-dev/imprint/store"
 )
 
 func testStore(t *testing.T) (string, *image.Manifest, string) {
 	t.Helper()
 	root := t.TempDir()
-	st, err := image.CreateDir(root)
+	st, err := store.CreateDir(root)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,8 +71,8 @@ func TestHTTPServesTheStoreAndNothingElse(t *testing.T) {
 		return resp, string(b)
 	}
 	// The store works as an HTTP source: a deploy would read exactly this.
-	src, _ := image.OpenHTTP(srv.URL)
-	r, err := image.Resolve(context.Background(), src, "node", "")
+	src, _ := store.OpenHTTP(srv.URL)
+	r, err := store.Resolve(context.Background(), src, "node", "")
 	if err != nil {
 		t.Fatal(err)
 	}

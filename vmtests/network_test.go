@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/internal/qemu"
 	"github.com/imprint-dev/imprint/netboot"
+	imstore "github.com/imprint-dev/imprint/store"
 	"github.com/imprint-dev/imprint/vmtests/fixture"
 )
 
@@ -42,11 +42,11 @@ func buildNetImage(t *testing.T, buildArgs ...string) netImage {
 	imprint(t, "initrd", "--modules", fx.Modules, "--imprint", bin, "--out", agentImg)
 	store := filepath.Join(dir, "store")
 	imprint(t, append([]string{"build", "--store", store, "--name", "fixture", "--rootfs", fx.RootfsDir, "--cmdline", "console=ttyS0 ro panic=1", "--agent", agentImg}, buildArgs...)...)
-	st, err := image.OpenDir(store)
+	st, err := imstore.OpenDir(store)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := image.Resolve(t.Context(), st, "fixture", "")
+	r, err := imstore.Resolve(t.Context(), st, "fixture", "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/imprint-dev/imprint/image"
+	"github.com/imprint-dev/imprint/store"
 )
 
 func main() {
@@ -33,12 +34,12 @@ func main() {
 
 func run(url, ref string, workers, rounds int, lockstep bool) error {
 	ctx := context.Background()
-	src, err := image.OpenHTTP(url)
+	src, err := store.OpenHTTP(url)
 	if err != nil {
 		return err
 	}
 	name, version, _ := strings.Cut(ref, ":")
-	r, err := image.Resolve(ctx, src, name, version)
+	r, err := store.Resolve(ctx, src, name, version)
 	if err != nil {
 		return err
 	}

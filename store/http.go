@@ -1,4 +1,4 @@
-package image
+package store
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/imprint-dev/imprint/image"
 )
 
 // Size limits for what a store server may send: a server that sends more
@@ -142,7 +144,7 @@ func (h *HTTP) once(ctx context.Context, u string, limit int64) ([]byte, bool, e
 		return nil, false, fmt.Errorf("GET %s: %w", u, ErrNotYet)
 	case resp.StatusCode == http.StatusConflict:
 		// imprint serve --disk refuses a chunk that drifted on its disk.
-		return nil, false, fmt.Errorf("GET %s: %w: the server refused it as drifted", u, ErrChecksum)
+		return nil, false, fmt.Errorf("GET %s: %w: the server refused it as drifted", u, image.ErrChecksum)
 	case resp.StatusCode >= 500:
 		return nil, true, fmt.Errorf("GET %s: %s", u, resp.Status)
 	case resp.StatusCode != http.StatusOK:
@@ -185,7 +187,7 @@ func (h *HTTP) Index(ctx context.Context) (*Index, error) {
 
 // Manifest implements Source.
 func (h *HTTP) Manifest(ctx context.Context, name, version string) ([]byte, error) {
-	if ValidName(name) != nil || ValidName(version) != nil {
+	if image.ValidName(name) != nil || image.ValidName(version) != nil {
 		return nil, fmt.Errorf("image %s:%s: %w", name, version, ErrNotFound)
 	}
 	b, err := h.get(ctx, "images/"+name+"/"+version+"/manifest.json", maxManifestBytes)
@@ -197,7 +199,7 @@ func (h *HTTP) Manifest(ctx context.Context, name, version string) ([]byte, erro
 
 // Chunk implements Source.
 func (h *HTTP) Chunk(ctx context.Context, sum string) ([]byte, error) {
-	if !isHash(sum) {
+	if !image.IsHash(sum) {
 		return nil, fmt.Errorf("chunk %q: %w", sum, ErrNotFound)
 	}
 	return h.get(ctx, "chunks/"+sum[:2]+"/"+sum, maxChunkBytes)

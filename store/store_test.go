@@ -1,4 +1,4 @@
-package image
+package store
 
 import (
 	"bytes"
@@ -11,18 +11,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imprint-dev/imprint/image"
+
 	"github.com/imprint-dev/imprint/layout"
 )
 
-func testManifest(t *testing.T, st *Dir, data []byte) *Manifest {
+func testManifest(t *testing.T, st *Dir, data []byte) *image.Manifest {
 	t.Helper()
-	c, _, err := StoreContent(context.Background(), st, bytes.NewReader(data), int64(len(data)), 64<<10, nil)
+	c, _, err := image.StoreContent(context.Background(), st, bytes.NewReader(data), int64(len(data)), 64<<10, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Manifest{
-		Format: FormatVersion, Name: "demo", Version: "1", Created: time.Unix(1700000000, 0).UTC(), ChunkSize: 64 << 10,
-		Partitions: []Partition{
+	return &image.Manifest{
+		Format: image.FormatVersion, Name: "demo", Version: "1", Created: time.Unix(1700000000, 0).UTC(), ChunkSize: 64 << 10,
+		Partitions: []image.Partition{
 			{Spec: layout.Spec{Name: "esp", Type: layout.TypeESP, Role: layout.RoleESP, Size: 64 << 20}},
 			{Spec: layout.Spec{Name: "root", Type: layout.TypeRootX86_64, Role: layout.RoleImage, Size: 1 << 20}, Content: c},
 		},
@@ -43,25 +45,25 @@ func TestStoreContentRoundTripDedupAndZeroChunks(t *testing.T) {
 	chunk := randBytes(64 << 10)
 	// chunk, zeros, the same chunk again, a short tail
 	data := append(append(append(append([]byte{}, chunk...), make([]byte, 64<<10)...), chunk...), randBytes(512)...)
-	c, stats, err := StoreContent(context.Background(), st, bytes.NewReader(data), int64(len(data)), 64<<10, nil)
+	c, stats, err := image.StoreContent(context.Background(), st, bytes.NewReader(data), int64(len(data)), 64<<10, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.Chunks) != 4 || c.Chunks[1] != ZeroChunk || c.Chunks[0] != c.Chunks[2] {
+	if len(c.Chunks) != 4 || c.Chunks[1] != image.ZeroChunk || c.Chunks[0] != c.Chunks[2] {
 		t.Fatalf("chunks %v", c.Chunks)
 	}
 	if stats.Zero != 1 || stats.New != 2 {
 		t.Fatalf("stats %+v: want 1 zero and 2 new chunks", stats)
 	}
-	if c.SHA256 != HashBytes(data) {
+	if c.SHA256 != image.HashBytes(data) {
 		t.Fatal("whole-content hash is wrong")
 	}
-	dec, _ := NewDecoder()
+	dec, _ := image.NewDecoder()
 	defer dec.Close()
 	var got []byte
 	for i, h := range c.Chunks {
 		l := c.ChunkLen(i, 64<<10)
-		if h == ZeroChunk {
+		if h == image.ZeroChunk {
 			got = append(got, make([]byte, l)...)
 			continue
 		}
@@ -79,7 +81,7 @@ func TestStoreContentRoundTripDedupAndZeroChunks(t *testing.T) {
 		t.Fatal("content read back from the store differs")
 	}
 	// A second store of the same content writes nothing new.
-	_, stats, err = StoreContent(context.Background(), st, bytes.NewReader(data), int64(len(data)), 64<<10, nil)
+	_, stats, err = image.StoreContent(context.Background(), st, bytes.NewReader(data), int64(len(data)), 64<<10, nil)
 	if err != nil || stats.New != 0 {
 		t.Fatalf("second store: %+v %v", stats, err)
 	}
@@ -88,16 +90,16 @@ func TestStoreContentRoundTripDedupAndZeroChunks(t *testing.T) {
 func TestDecodeRejectsBadChunks(t *testing.T) {
 	st, _ := CreateDir(t.TempDir())
 	data := randBytes(100000)
-	sum := HashBytes(data)
+	sum := image.HashBytes(data)
 	if _, err := st.PutChunk(sum, data); err != nil {
 		t.Fatal(err)
 	}
 	good, _ := st.Chunk(context.Background(), sum)
-	dec, _ := NewDecoder()
+	dec, _ := image.NewDecoder()
 	defer dec.Close()
 	flipped := append([]byte{}, good...)
 	flipped[len(flipped)/2] ^= 1
-	other := HashBytes([]byte("other"))
+	other := image.HashBytes([]byte("other"))
 	for _, tc := range []struct {
 		name   string
 		stored []byte
@@ -112,8 +114,8 @@ func TestDecodeRejectsBadChunks(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := dec.Decode(tc.stored, tc.sum, tc.n, nil)
-			if !errors.Is(err, ErrChecksum) {
-				t.Fatalf("got %v, want ErrChecksum", err)
+			if !errors.Is(err, image.ErrChecksum) {
+				t.Fatalf("got %v, want image.ErrChecksum", err)
 			}
 			if !strings.Contains(err.Error(), tc.sum[:12]) {
 				t.Fatalf("error %q does not name the chunk", err)
@@ -129,11 +131,11 @@ func TestParseRejectsBadManifests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Parse(good); err != nil {
+	if _, err := image.Parse(good); err != nil {
 		t.Fatalf("good manifest: %v", err)
 	}
-	edit := func(f func(m *Manifest)) []byte {
-		c, _ := Parse(good)
+	edit := func(f func(m *image.Manifest)) []byte {
+		c, _ := image.Parse(good)
 		f(c)
 		b, _ := c.Marshal()
 		return b
@@ -147,18 +149,18 @@ func TestParseRejectsBadManifests(t *testing.T) {
 		{"future format", "format version 2 is not supported", bytes.Replace(good, []byte(`"format": 1`), []byte(`"format": 2`), 1)},
 		{"unknown field", "unknown field", bytes.Replace(good, []byte(`"format": 1,`), []byte(`"format": 1, "surprise": true,`), 1)},
 		{"trailing data", "after top-level value", append(append([]byte{}, good...), []byte("{}")...)},
-		{"missing chunk entry", "chunks listed", edit(func(m *Manifest) { m.Partitions[1].Content.Chunks = m.Partitions[1].Content.Chunks[1:] })},
-		{"bad chunk hash", "neither a SHA-256", edit(func(m *Manifest) { m.Partitions[1].Content.Chunks[0] = "xyz" })},
-		{"bad chunk size", "chunk size", edit(func(m *Manifest) { m.ChunkSize = 1000 })},
-		{"path in name", "image name", edit(func(m *Manifest) { m.Name = "../etc" })},
-		{"image partition without content", "has no content", edit(func(m *Manifest) { m.Partitions[1].Content = nil })},
-		{"content larger than partition", "larger than the partition", edit(func(m *Manifest) { m.Partitions[1].Size = 512 })},
-		{"unknown role", "unknown role", edit(func(m *Manifest) { m.Partitions[0].Role = "boot" })},
+		{"missing chunk entry", "chunks listed", edit(func(m *image.Manifest) { m.Partitions[1].Content.Chunks = m.Partitions[1].Content.Chunks[1:] })},
+		{"bad chunk hash", "neither a SHA-256", edit(func(m *image.Manifest) { m.Partitions[1].Content.Chunks[0] = "xyz" })},
+		{"bad chunk size", "chunk size", edit(func(m *image.Manifest) { m.ChunkSize = 1000 })},
+		{"path in name", "image name", edit(func(m *image.Manifest) { m.Name = "../etc" })},
+		{"image partition without content", "has no content", edit(func(m *image.Manifest) { m.Partitions[1].Content = nil })},
+		{"content larger than partition", "larger than the partition", edit(func(m *image.Manifest) { m.Partitions[1].Size = 512 })},
+		{"unknown role", "unknown role", edit(func(m *image.Manifest) { m.Partitions[0].Role = "boot" })},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Parse(tc.raw)
-			if !errors.Is(err, ErrFormat) {
-				t.Fatalf("got %v, want ErrFormat", err)
+			_, err := image.Parse(tc.raw)
+			if !errors.Is(err, image.ErrFormat) {
+				t.Fatalf("got %v, want image.ErrFormat", err)
 			}
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %q does not say %q", err, tc.want)
@@ -214,7 +216,7 @@ func TestStoreManifestsAndResolve(t *testing.T) {
 	p := filepath.Join(root, "images", "demo", "1", "manifest.json")
 	raw, _ := os.ReadFile(p)
 	os.WriteFile(p, bytes.Replace(raw, []byte(`"version": "1"`), []byte(`"version": "2"`), 1), 0o644)
-	if _, err := Resolve(ctx, st, "demo", "1"); !errors.Is(err, ErrFormat) {
+	if _, err := Resolve(ctx, st, "demo", "1"); !errors.Is(err, image.ErrFormat) {
 		t.Fatalf("manifest naming another version: %v", err)
 	}
 }
@@ -223,7 +225,7 @@ func TestChunkAtomicWriteLeavesNoPartialFiles(t *testing.T) {
 	root := t.TempDir()
 	st, _ := CreateDir(root)
 	data := randBytes(1 << 20)
-	if _, err := st.PutChunk(HashBytes(data), data); err != nil {
+	if _, err := st.PutChunk(image.HashBytes(data), data); err != nil {
 		t.Fatal(err)
 	}
 	filepath.Walk(root, func(p string, info os.FileInfo, err error) error {

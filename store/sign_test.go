@@ -1,4 +1,4 @@
-package image
+package store
 
 import (
 	"bytes"
@@ -8,16 +8,18 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/imprint-dev/imprint/image"
 )
 
 func signedStore(t *testing.T) (st *Dir, raw []byte, pub, otherPub string) {
 	t.Helper()
 	dir := t.TempDir()
-	pub, err := GenerateKey(filepath.Join(dir, "k"))
+	pub, err := image.GenerateKey(filepath.Join(dir, "k"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if otherPub, err = GenerateKey(filepath.Join(dir, "other")); err != nil {
+	if otherPub, err = image.GenerateKey(filepath.Join(dir, "other")); err != nil {
 		t.Fatal(err)
 	}
 	st, err = CreateDir(filepath.Join(dir, "store"))
@@ -29,7 +31,7 @@ func signedStore(t *testing.T) (st *Dir, raw []byte, pub, otherPub string) {
 		t.Fatal(err)
 	}
 	raw, _ = st.Manifest(context.Background(), "demo", "1")
-	s, err := LoadSigner(filepath.Join(dir, "k.key"))
+	s, err := image.LoadSigner(filepath.Join(dir, "k.key"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,17 +48,17 @@ func signedStore(t *testing.T) (st *Dir, raw []byte, pub, otherPub string) {
 func TestTrustVerify(t *testing.T) {
 	st, raw, pub, otherPub := signedStore(t)
 	sig, _ := st.Signature(context.Background(), "demo", "1")
-	good, err := ParseTrust([]string{pub})
+	good, err := image.ParseTrust([]string{pub})
 	if err != nil {
 		t.Fatal(err)
 	}
-	both, _ := ParseTrust([]string{otherPub, pub})
-	wrong, _ := ParseTrust([]string{otherPub})
+	both, _ := image.ParseTrust([]string{otherPub, pub})
+	wrong, _ := image.ParseTrust([]string{otherPub})
 	flipped := bytes.Clone(raw)
 	flipped[len(flipped)/2] ^= 1
 	for _, tc := range []struct {
 		name     string
-		trust    *Trust
+		trust    *image.Trust
 		raw, sig []byte
 		want     string // "" = accepted
 	}{
@@ -76,8 +78,8 @@ func TestTrustVerify(t *testing.T) {
 				}
 				return
 			}
-			if !errors.Is(err, ErrUntrusted) || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("got %v, want ErrUntrusted with %q", err, tc.want)
+			if !errors.Is(err, image.ErrUntrusted) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want image.ErrUntrusted with %q", err, tc.want)
 			}
 		})
 	}
@@ -94,40 +96,40 @@ func TestResolveAnySkipsUntrustedSources(t *testing.T) {
 	if _, err := plain.PutManifest(m); err != nil {
 		t.Fatal(err)
 	}
-	trust, _ := ParseTrust([]string{pub})
+	trust, _ := image.ParseTrust([]string{pub})
 	r, err := ResolveAny(context.Background(), []Source{plain, signed}, "demo", "1", trust)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want, _ := signed.Manifest(context.Background(), "demo", "1")
-	if r.ID != ID(want) {
+	if r.ID != image.ID(want) {
 		t.Fatal("the unsigned source's manifest was taken under trust")
 	}
-	if _, err := ResolveAny(context.Background(), []Source{plain}, "demo", "1", trust); !errors.Is(err, ErrUntrusted) {
+	if _, err := ResolveAny(context.Background(), []Source{plain}, "demo", "1", trust); !errors.Is(err, image.ErrUntrusted) {
 		t.Fatalf("only an unsigned source: %v", err)
 	}
 }
 
 func TestKeyFilesAndBadKeys(t *testing.T) {
 	dir := t.TempDir()
-	pub, err := GenerateKey(filepath.Join(dir, "k"))
+	pub, err := image.GenerateKey(filepath.Join(dir, "k"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := GenerateKey(filepath.Join(dir, "k")); err == nil {
+	if _, err := image.GenerateKey(filepath.Join(dir, "k")); err == nil {
 		t.Fatal("GenerateKey overwrote a key")
 	}
-	txt, err := PublicKeyText(filepath.Join(dir, "k.pub"))
+	txt, err := image.PublicKeyText(filepath.Join(dir, "k.pub"))
 	if err != nil || txt != pub || strings.ContainsAny(txt, "\n ") {
 		t.Fatalf("PublicKeyText = %q, %v; want %q", txt, err, pub)
 	}
 	os.WriteFile(filepath.Join(dir, "junk"), []byte("hello\n"), 0o644)
 	for _, spec := range []string{"RWQnotakey", filepath.Join(dir, "junk"), filepath.Join(dir, "k.key")} {
-		if _, err := ParseTrust([]string{spec}); err == nil {
+		if _, err := image.ParseTrust([]string{spec}); err == nil {
 			t.Errorf("ParseTrust(%q) accepted it", spec)
 		}
 	}
-	if _, err := LoadSigner(filepath.Join(dir, "k.pub")); err == nil {
+	if _, err := image.LoadSigner(filepath.Join(dir, "k.pub")); err == nil {
 		t.Error("LoadSigner accepted a public key")
 	}
 }

@@ -1,4 +1,4 @@
-package image
+package store
 
 import (
 	"context"
@@ -12,6 +12,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/imprint-dev/imprint/image"
 
 	"github.com/google/renameio/v2"
 	"github.com/klauspost/compress/zstd"
@@ -59,18 +61,10 @@ func (x *Index) Latest(name string) (IndexEntry, bool) {
 	return best, true
 }
 
-// Resolved is a manifest fetched from a source with its id.
-type Resolved struct {
-	Manifest  *Manifest
-	Raw       []byte
-	ID        string
-	Signature []byte // nil when the source holds none
-}
-
 // Resolve fetches and parses name at version; an empty version means the
 // newest one.
-func Resolve(ctx context.Context, src Source, name, version string) (*Resolved, error) {
-	if err := ValidName(name); err != nil {
+func Resolve(ctx context.Context, src Source, name, version string) (*image.Resolved, error) {
+	if err := image.ValidName(name); err != nil {
 		return nil, fmt.Errorf("image name: %w", err)
 	}
 	if version == "" {
@@ -83,25 +77,25 @@ func Resolve(ctx context.Context, src Source, name, version string) (*Resolved, 
 			return nil, fmt.Errorf("image %q: %w in the store", name, ErrNotFound)
 		}
 		version = e.Version
-	} else if err := ValidName(version); err != nil {
+	} else if err := image.ValidName(version); err != nil {
 		return nil, fmt.Errorf("image version: %w", err)
 	}
 	raw, err := src.Manifest(ctx, name, version)
 	if err != nil {
 		return nil, err
 	}
-	m, err := Parse(raw)
+	m, err := image.Parse(raw)
 	if err != nil {
 		return nil, fmt.Errorf("image %s:%s: %w", name, version, err)
 	}
 	if m.Name != name || m.Version != version {
-		return nil, fmt.Errorf("%w: image %s:%s holds a manifest for %s:%s", ErrFormat, name, version, m.Name, m.Version)
+		return nil, fmt.Errorf("%w: image %s:%s holds a manifest for %s:%s", image.ErrFormat, name, version, m.Name, m.Version)
 	}
 	sig, err := fetchSignature(ctx, src, name, version)
 	if err != nil {
 		return nil, fmt.Errorf("image %s:%s: signature: %w", name, version, err)
 	}
-	return &Resolved{Manifest: m, Raw: raw, ID: ID(raw), Signature: sig}, nil
+	return &image.Resolved{Manifest: m, Raw: raw, ID: image.ID(raw), Signature: sig}, nil
 }
 
 // Dir is a store in a local directory.
@@ -154,7 +148,7 @@ func (d *Dir) Index(ctx context.Context) (*Index, error) {
 		return nil, err
 	}
 	for _, n := range names {
-		if !n.IsDir() || ValidName(n.Name()) != nil {
+		if !n.IsDir() || image.ValidName(n.Name()) != nil {
 			continue
 		}
 		vers, err := os.ReadDir(filepath.Join(d.Root, "images", n.Name()))
@@ -162,7 +156,7 @@ func (d *Dir) Index(ctx context.Context) (*Index, error) {
 			return nil, err
 		}
 		for _, v := range vers {
-			if !v.IsDir() || ValidName(v.Name()) != nil {
+			if !v.IsDir() || image.ValidName(v.Name()) != nil {
 				continue
 			}
 			raw, err := os.ReadFile(d.manifestPath(n.Name(), v.Name()))
@@ -173,7 +167,7 @@ func (d *Dir) Index(ctx context.Context) (*Index, error) {
 				Created time.Time `json:"created"`
 			}
 			_ = json.Unmarshal(raw, &head)
-			idx.Images[n.Name()] = append(idx.Images[n.Name()], IndexEntry{Version: v.Name(), ID: ID(raw), Created: head.Created})
+			idx.Images[n.Name()] = append(idx.Images[n.Name()], IndexEntry{Version: v.Name(), ID: image.ID(raw), Created: head.Created})
 		}
 	}
 	for _, vs := range idx.Images {
@@ -184,7 +178,7 @@ func (d *Dir) Index(ctx context.Context) (*Index, error) {
 
 // Manifest implements Source.
 func (d *Dir) Manifest(ctx context.Context, name, version string) ([]byte, error) {
-	if ValidName(name) != nil || ValidName(version) != nil {
+	if image.ValidName(name) != nil || image.ValidName(version) != nil {
 		return nil, fmt.Errorf("image %s:%s: %w", name, version, ErrNotFound)
 	}
 	raw, err := os.ReadFile(d.manifestPath(name, version))
@@ -206,7 +200,7 @@ func (d *Dir) Chunk(ctx context.Context, sum string) ([]byte, error) {
 // capacity: a copier reuses a few buffers instead of allocating one per
 // chunk, whose fresh pages and clearing were a tenth of a deploy's CPU.
 func (d *Dir) ReadChunk(ctx context.Context, sum string, buf []byte) ([]byte, error) {
-	if !isHash(sum) {
+	if !image.IsHash(sum) {
 		return nil, fmt.Errorf("chunk %q: %w", sum, ErrNotFound)
 	}
 	f, err := os.Open(d.chunkPath(sum))
@@ -278,7 +272,7 @@ func (d *Dir) encoder() (*zstd.Encoder, error) {
 
 // PutManifest writes a manifest atomically and refreshes index.json. An
 // existing version with different bytes is refused: versions are immutable.
-func (d *Dir) PutManifest(m *Manifest) (id string, err error) {
+func (d *Dir) PutManifest(m *image.Manifest) (id string, err error) {
 	if err := m.Validate(); err != nil {
 		return "", err
 	}
@@ -292,16 +286,16 @@ func (d *Dir) PutManifest(m *Manifest) (id string, err error) {
 // PutManifestRaw stores manifest bytes as they are, so a copied image keeps
 // its id (and its signature stays valid).
 func (d *Dir) PutManifestRaw(raw []byte) (id string, err error) {
-	m, err := Parse(raw)
+	m, err := image.Parse(raw)
 	if err != nil {
 		return "", err
 	}
 	p := d.manifestPath(m.Name, m.Version)
 	if old, err := os.ReadFile(p); err == nil {
 		if string(old) != string(raw) {
-			return "", fmt.Errorf("image %s:%s: %w (image id %s); pick another --version", m.Name, m.Version, ErrExists, ID(old))
+			return "", fmt.Errorf("image %s:%s: %w (image id %s); pick another --version", m.Name, m.Version, ErrExists, image.ID(old))
 		}
-		return ID(raw), nil
+		return image.ID(raw), nil
 	}
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return "", err
@@ -309,7 +303,7 @@ func (d *Dir) PutManifestRaw(raw []byte) (id string, err error) {
 	if err := renameio.WriteFile(p, raw, 0o644); err != nil {
 		return "", err
 	}
-	return ID(raw), d.writeIndex()
+	return image.ID(raw), d.writeIndex()
 }
 
 func (d *Dir) writeIndex() error {
@@ -339,7 +333,7 @@ func (d *Dir) StoredChunks() (ChunkStat, error) {
 		if err != nil {
 			return err
 		}
-		if e.Type().IsRegular() && isHash(e.Name()) {
+		if e.Type().IsRegular() && image.IsHash(e.Name()) {
 			info, err := e.Info()
 			if err != nil {
 				return err
@@ -355,7 +349,7 @@ func (d *Dir) StoredChunks() (ChunkStat, error) {
 // ResolveAny resolves name:version from the first source that has it and,
 // under trust, signed by a trusted key: a peer offering a forged or unsigned
 // manifest is passed over for the next source.
-func ResolveAny(ctx context.Context, srcs []Source, name, version string, trust *Trust) (*Resolved, error) {
+func ResolveAny(ctx context.Context, srcs []Source, name, version string, trust *image.Trust) (*image.Resolved, error) {
 	var errs []error
 	for _, s := range srcs {
 		r, err := Resolve(ctx, s, name, version)

@@ -1,0 +1,15 @@
+// Package store holds the sources of manifests and chunks: a store
+// directory and the HTTP client of a served store. A source only fetches
+// (and a directory stores); which source to ask is decided above it.
+package store
+
+import "errors"
+
+// Sentinel errors callers act on.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrExists   = errors.New("already exists with other content")
+	// ErrNotYet says a source will have a chunk but does not yet: a peer
+	// that is still deploying it. Clients wait a while, then ask elsewhere.
+	ErrNotYet = errors.New("not there yet")
+)
