@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
@@ -43,9 +42,12 @@ type Options struct {
 	Layout *layout.Layout // nil: the default layout
 
 	Kernel, Initrd, Cmdline string
-	Agent                   string // agent initramfs (imprint initrd) to carry
-	ChunkSize               int64
-	TmpDir                  string
+	// NoKernel says an image built from Rootfs is meant to carry no kernel;
+	// without it a tree with none is an error.
+	NoKernel  bool
+	Agent     string // agent initramfs (imprint initrd) to carry
+	ChunkSize int64
+	TmpDir    string
 	// Progress gets what is being stored and how far it is.
 	Progress func(label string, done, total int64)
 }
@@ -55,6 +57,7 @@ type Result struct {
 	ID       string
 	Manifest *image.Manifest
 	Stats    image.StoreStats
+	Boot     BootReport
 }
 
 // DefaultLayout is used when no --layout is given: an ESP big enough for two
@@ -97,6 +100,20 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(tmp)
+	if o.Rootfs != "" {
+		st, err := os.Stat(o.Rootfs)
+		if err != nil {
+			return nil, fmt.Errorf("%w: --rootfs: %v", ErrInput, err)
+		}
+		if !st.IsDir() {
+			return nil, fmt.Errorf("%w: --rootfs %s is not a directory", ErrInput, o.Rootfs)
+		}
+	}
+	// Before the slow filesystem build: a tree without a kernel fails fast.
+	boot, report, err := bootArtifacts(o, tmp)
+	if err != nil {
+		return nil, err
+	}
 
 	var (
 		lay     layout.Layout
@@ -209,10 +226,6 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 
-	boot, err := bootArtifacts(o)
-	if err != nil {
-		return nil, err
-	}
 	if boot.kernel != "" || boot.initrd != "" || boot.cmdline != "" || o.Agent != "" {
 		m.Boot = &image.Boot{Cmdline: boot.cmdline}
 		for _, a := range []struct {
@@ -250,7 +263,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Result{ID: id, Manifest: m, Stats: stats}, nil
+	return &Result{ID: id, Manifest: m, Stats: stats, Boot: report}, nil
 }
 
 func addStats(a *image.StoreStats, b image.StoreStats) {
@@ -362,44 +375,60 @@ func fromDisk(di *diskimage.Image, path string) (layout.Layout, map[string]sourc
 
 type bootFiles struct{ kernel, initrd, cmdline string }
 
-// bootArtifacts finds the kernel and initrd: given paths win, else the
-// newest vmlinuz-*/initrd.img-* pair in the root tree's /boot.
-func bootArtifacts(o Options) (bootFiles, error) {
+// BootReport says which boot artifacts a build took and where from.
+type BootReport struct {
+	// Kernel and Initrd name the file given, or for a root tree the
+	// place in it ("/vmlinuz -> /boot/vmlinuz-6.1.0-28-amd64"); "" none.
+	Kernel, Initrd string
+	Cmdline        string
+	// CmdlineFrom is "--cmdline", "default", or the tree file that
+	// carried the command line.
+	CmdlineFrom string
+}
+
+// bootArtifacts finds the kernel and initrd: given paths win, else
+// FindKernel's pick in the root tree (a unified kernel image's sections are
+// copied into tmp).
+func bootArtifacts(o Options, tmp string) (bootFiles, BootReport, error) {
 	b := bootFiles{kernel: o.Kernel, initrd: o.Initrd, cmdline: o.Cmdline}
-	if o.Rootfs != "" && b.kernel == "" {
-		ks, _ := filepath.Glob(filepath.Join(o.Rootfs, "boot", "vmlinuz-*"))
-		sort.Strings(ks)
-		if len(ks) > 0 {
-			b.kernel = ks[len(ks)-1]
-			ver := strings.TrimPrefix(filepath.Base(b.kernel), "vmlinuz-")
-			if b.initrd == "" {
-				for _, cand := range []string{"initrd.img-" + ver, "initramfs-" + ver + ".img"} {
-					if _, err := os.Stat(filepath.Join(o.Rootfs, "boot", cand)); err == nil {
-						b.initrd = filepath.Join(o.Rootfs, "boot", cand)
-						break
-					}
-				}
+	r := BootReport{Kernel: o.Kernel, Initrd: o.Initrd, Cmdline: o.Cmdline}
+	if o.Cmdline != "" {
+		r.CmdlineFrom = "--cmdline"
+	}
+	if o.NoKernel && (o.Kernel != "" || o.Initrd != "") {
+		return b, r, fmt.Errorf("%w: --no-kernel does not combine with --kernel or --initrd", ErrInput)
+	}
+	if o.Rootfs != "" && b.kernel == "" && !o.NoKernel {
+		k, err := FindKernel(o.Rootfs)
+		if err != nil {
+			if errors.Is(err, ErrNoKernel) {
+				return b, r, fmt.Errorf("%w: %w; give --kernel FILE, or --no-kernel for an image without one", ErrInput, err)
 			}
+			return b, r, fmt.Errorf("%w: --rootfs: %w", ErrInput, err)
+		}
+		kernel, initrd, err := k.Files(o.Rootfs, tmp)
+		if err != nil {
+			return b, r, fmt.Errorf("--rootfs: %w", err)
+		}
+		b.kernel, r.Kernel = kernel, k.Kernel.String()
+		if b.initrd == "" && k.Initrd != nil {
+			b.initrd, r.Initrd = initrd, k.Initrd.String()
+		}
+		if b.cmdline == "" && k.Cmdline != "" {
+			b.cmdline, r.Cmdline, r.CmdlineFrom = ImageCmdline(k.Cmdline), ImageCmdline(k.Cmdline), k.Kernel.Path+" .cmdline"
 		}
 	}
 	if b.kernel == "" && b.initrd != "" {
-		return b, fmt.Errorf("%w: an initrd without a kernel", ErrInput)
+		return b, r, fmt.Errorf("%w: an initrd without a kernel", ErrInput)
 	}
 	if b.kernel != "" && b.cmdline == "" {
-		b.cmdline = "ro"
+		b.cmdline, r.Cmdline, r.CmdlineFrom = "ro", "ro", "default"
 	}
-	return b, nil
+	return b, r, nil
 }
 
 // buildRootfs makes the reproducible ext4 image of o.Rootfs.
 func buildRootfs(ctx context.Context, o Options, tmp string) (source, string, time.Time, error) {
-	st, err := os.Stat(o.Rootfs)
-	if err != nil {
-		return source{}, "", time.Time{}, fmt.Errorf("%w: --rootfs: %v", ErrInput, err)
-	}
-	if !st.IsDir() {
-		return source{}, "", time.Time{}, fmt.Errorf("%w: --rootfs %s is not a directory", ErrInput, o.Rootfs)
-	}
 	digest, newest, dataSize, files, err := treeDigest(ctx, o.Rootfs)
 	if err != nil {
 		return source{}, "", time.Time{}, fmt.Errorf("read --rootfs %s: %w", o.Rootfs, err)

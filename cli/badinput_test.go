@@ -195,6 +195,8 @@ func TestBuildRefusesBadInput(t *testing.T) {
 	os.WriteFile(small, []byte("esp esp 64M esp\nroot root-x86-64 4M image\n"), 0o644)
 	bad := filepath.Join(dir, "bad.layout")
 	os.WriteFile(bad, []byte("esp esp 64M esp\nroot root-x86-64 12Q image\n"), 0o644)
+	noKernel := filepath.Join(dir, "tree")
+	os.MkdirAll(filepath.Join(noKernel, "boot"), 0o755)
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -209,6 +211,8 @@ func TestBuildRefusesBadInput(t *testing.T) {
 		{"no input", nil, "give --rootfs, --partition or --disk-image"},
 		{"bad name", []string{"--name", "../x", "--partition", "root=" + part}, "--name"},
 		{"rootfs not a directory", []string{"--rootfs", part}, "is not a directory"},
+		{"rootfs without a kernel", []string{"--rootfs", noKernel}, "no kernel in the root tree: " + noKernel + ": looked at /boot/vmlinuz-*"},
+		{"no-kernel with kernel", []string{"--rootfs", noKernel, "--no-kernel", "--kernel", part}, "--no-kernel does not combine with --kernel"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"build", "--store", store, "--name", "x"}, tc.args...)

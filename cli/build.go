@@ -91,11 +91,25 @@ func newBuild(e *env) *cobra.Command {
 				signed = true
 			}
 			if e.json {
-				e.emitJSON(map[string]any{"id": res.ID, "name": m.Name, "version": m.Version, "chunks": res.Stats.Chunks, "zero_chunks": res.Stats.Zero, "new_chunks": res.Stats.New, "new_bytes": res.Stats.NewBytes, "signed": signed})
+				e.emitJSON(map[string]any{"id": res.ID, "name": m.Name, "version": m.Version, "chunks": res.Stats.Chunks, "zero_chunks": res.Stats.Zero, "new_chunks": res.Stats.New, "new_bytes": res.Stats.NewBytes, "signed": signed,
+					"kernel": res.Boot.Kernel, "initrd": res.Boot.Initrd, "cmdline": res.Boot.Cmdline, "cmdline_from": res.Boot.CmdlineFrom})
 				return nil
 			}
 			e.printf("built %s:%s\n  image id %s\n  %d chunks: %d new, %d all-zero, %d already in the store\n",
 				m.Name, m.Version, res.ID, res.Stats.Chunks, res.Stats.New, res.Stats.Zero, res.Stats.Chunks-res.Stats.New-res.Stats.Zero)
+			if b := res.Boot; b.Kernel != "" {
+				where := ""
+				if o.Kernel == "" && o.Rootfs != "" {
+					where = " (in " + o.Rootfs + ")"
+				}
+				e.printf("  kernel  %s%s\n", b.Kernel, where)
+				if b.Initrd == "" {
+					b.Initrd = "none"
+				}
+				e.printf("  initrd  %s\n  cmdline %q (%s)\n", b.Initrd, b.Cmdline, b.CmdlineFrom)
+			} else if o.Rootfs != "" {
+				e.printf("  no kernel (--no-kernel)\n")
+			}
 			if signed {
 				e.printf("  signed with %s (images/%s/%s/manifest.json%s)\n", signKey, m.Name, m.Version, image.SignatureSuffix)
 			}
@@ -113,9 +127,10 @@ func newBuild(e *env) *cobra.Command {
 	f.StringVar(&o.DiskImage, "disk-image", "", "whole GPT disk image (.img, .img.zst, .img.xz, .img.gz)")
 	f.StringVar(&o.Bmap, "bmap", "", "bmaptool map of --disk-image: only mapped ranges are read")
 	f.StringVar(&layoutFile, "layout", "", "layout file (imprint format or sfdisk --dump output)")
-	f.StringVar(&o.Kernel, "kernel", "", "kernel (default: the newest /boot/vmlinuz-* of --rootfs)")
-	f.StringVar(&o.Initrd, "initrd", "", "initrd (default: the matching /boot/initrd.img-*)")
-	f.StringVar(&o.Cmdline, "cmdline", "", "kernel command line of the image (default \"ro\" when there is a kernel)")
+	f.StringVar(&o.Kernel, "kernel", "", "kernel (default: found in --rootfs: the newest /boot/vmlinuz-*, /usr/lib/modules/*/vmlinuz, /boot/vmlinuz, /vmlinuz or unified kernel image)")
+	f.StringVar(&o.Initrd, "initrd", "", "initrd (default: the one that goes with the kernel found in --rootfs)")
+	f.StringVar(&o.Cmdline, "cmdline", "", "kernel command line of the image (default: a unified kernel image's, else \"ro\" when there is a kernel)")
+	f.BoolVar(&o.NoKernel, "no-kernel", false, "the --rootfs image carries no kernel (else a tree without one is an error)")
 	f.StringVar(&o.Agent, "agent", "", "agent initramfs (from imprint initrd) for diskless and install boots")
 	f.StringVar(&chunkSize, "chunk-size", "", "chunk size, a power of two from 64K to 64M (default 4M)")
 	_ = c.MarkFlagRequired("store")
