@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/imprint-dev/imprint/image"
+	"github.com/imprint-dev/imprint/store"
 )
 
 func needMkfs(t *testing.T) {
@@ -21,11 +22,11 @@ func needMkfs(t *testing.T) {
 func TestBuildRootfsWithoutKernelFails(t *testing.T) {
 	root := t.TempDir()
 	makeTree(t, root, []string{"etc/hostname", "boot/grub/"}, nil)
-	store, err := image.CreateDir(t.TempDir())
+	st, err := store.CreateDir(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = Build(t.Context(), Options{Store: store, Name: "x", Rootfs: root})
+	_, err = Build(t.Context(), Options{Store: st, Name: "x", Rootfs: root})
 	if !errors.Is(err, ErrNoKernel) || !errors.Is(err, ErrInput) {
 		t.Fatalf("got %v, want ErrNoKernel and ErrInput", err)
 	}
@@ -34,10 +35,10 @@ func TestBuildRootfsWithoutKernelFails(t *testing.T) {
 			t.Errorf("error %q does not say %q", err, want)
 		}
 	}
-	if ents, _ := os.ReadDir(filepath.Join(store.Root, "images")); len(ents) != 0 {
+	if ents, _ := os.ReadDir(filepath.Join(st.Root, "images")); len(ents) != 0 {
 		t.Errorf("the failed build left images: %v", ents)
 	}
-	_, err = Build(t.Context(), Options{Store: store, Name: "x", Rootfs: root, NoKernel: true, Kernel: filepath.Join(root, "etc/hostname")})
+	_, err = Build(t.Context(), Options{Store: st, Name: "x", Rootfs: root, NoKernel: true, Kernel: filepath.Join(root, "etc/hostname")})
 	if !errors.Is(err, ErrInput) || !strings.Contains(err.Error(), "--no-kernel does not combine") {
 		t.Errorf("--no-kernel with --kernel: got %v", err)
 	}
@@ -89,12 +90,12 @@ func TestBuildBootArtifacts(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			root := t.TempDir()
 			makeTree(t, root, tc.tree, map[string][]byte{"boot/EFI/Linux/linux-6.1.efi": uki})
-			store, err := image.CreateDir(t.TempDir())
+			st, err := store.CreateDir(t.TempDir())
 			if err != nil {
 				t.Fatal(err)
 			}
 			o := tc.o
-			o.Store, o.Name, o.Rootfs, o.TmpDir = store, "x", root, t.TempDir()
+			o.Store, o.Name, o.Rootfs, o.TmpDir = st, "x", root, t.TempDir()
 			res, err := Build(t.Context(), o)
 			if err != nil {
 				t.Fatal(err)
