@@ -3,10 +3,10 @@ GO ?= go
 BIN := bin/imprint
 DEB_PACKAGES := qemu-system-x86 ovmf seabios systemd-boot-efi grub-efi-amd64-bin grub-pc-bin \
 	ipxe busybox-static e2fsprogs dosfstools mtools gdisk fdisk bmap-tools dnsmasq tftpd-hpa curl \
-	zstd xz-utils util-linux kmod cpio minisign
+	zstd xz-utils util-linux kmod cpio minisign man-db bash-completion
 export GOFLAGS ?= -mod=mod
 
-.PHONY: all build test unit vmtest deps bench demo lint clean
+.PHONY: all build test unit vmtest deps bench demo lint clean package package-test
 
 all: build
 
@@ -33,7 +33,15 @@ unit: build
 vmtest: build
 	$(GO) test -count=1 -tags vmtest -timeout 60m ./vmtests/... ./bootloader/...
 
-test: deps lint unit vmtest
+test: deps lint unit vmtest package-test
+
+# dist/out/imprint_<version>_amd64.deb (dpkg-deb; version from git describe).
+package:
+	GO=$(GO) bash dist/deb/build.sh
+
+# Installs the package with apt-get in an overlay of / (needs root).
+package-test: package
+	bash dist/deb/test.sh
 
 bench: deps build
 	bash bench/run.sh
@@ -45,4 +53,4 @@ demo: deps build
 	bash scripts/demo.sh
 
 clean:
-	rm -rf bin demo
+	rm -rf bin demo dist/out

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -46,12 +47,30 @@ func (e *env) printf(format string, a ...any) {
 	}
 }
 
+// version is stamped at link time by the package build:
+// -ldflags "-X github.com/imprint-dev/imprint/cli.version=V". It is the
+// one variable the linker can set; nothing assigns it at run time.
+var version string
+
+// Version is what `imprint --version` prints: the stamped version, else the
+// module version the go command recorded from VCS, else "devel".
+func Version() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "devel"
+}
+
 // NewRoot builds the imprint command tree.
 func NewRoot(stdio Stdio) *cobra.Command {
 	e := &env{io: stdio}
 	root := &cobra.Command{
 		Use:           "imprint",
 		Short:         "Make many machines run one master root image, bit-for-bit",
+		Version:       Version(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
