@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/imprint-dev/imprint/disk"
+	"github.com/imprint-dev/imprint/internal/testenv"
 	"github.com/imprint-dev/imprint/layout"
 )
 
@@ -19,11 +20,7 @@ const biosTestConfig = "/EFI/imprint/grub.cfg"
 
 func biosTestTool(t *testing.T, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Skipf("%s is not installed (make deps installs it)", name)
-	}
-	return p
+	return testenv.Tool(t, name)
 }
 
 // biosTestGrub skips tests that build a real core.img where GRUB i386-pc
@@ -31,9 +28,7 @@ func biosTestTool(t *testing.T, name string) string {
 func biosTestGrub(t *testing.T) {
 	t.Helper()
 	biosTestTool(t, "grub-mkimage")
-	if _, err := os.Stat(filepath.Join(biosDefaultGrubDir, "boot.img")); err != nil {
-		t.Skipf("GRUB i386-pc files are not installed (grub-pc-bin): %v", err)
-	}
+	testenv.NeedFile(t, filepath.Join(biosDefaultGrubDir, "boot.img"), "grub-pc-bin")
 }
 
 // biosTestDisk makes a 64 MiB image file with GPT [bios-boot 1 MiB, esp

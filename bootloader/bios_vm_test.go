@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/imprint-dev/imprint/disk"
+	"github.com/imprint-dev/imprint/internal/testenv"
 	"github.com/imprint-dev/imprint/layout"
 )
 
@@ -135,12 +136,8 @@ func TestBIOSBootWithoutConfigSaysWhy(t *testing.T) {
 func TestBIOSMatchesGrubBiosSetup(t *testing.T) {
 	biosTestGrub(t)
 	setup := filepath.Join(biosDefaultGrubDir, "grub-bios-setup")
-	if _, err := os.Stat(setup); err != nil {
-		t.Skipf("no %s", setup)
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("grub-bios-setup needs a loop mount: run as root")
-	}
+	testenv.NeedFile(t, setup, "grub-pc-bin")
+	testenv.NeedLoop(t) // grub-bios-setup needs its directory on a loop mount
 	losetup := biosTestTool(t, "losetup")
 	mkfs := biosTestTool(t, "mkfs.ext2")
 	ctx := context.Background()
@@ -188,7 +185,7 @@ func TestBIOSMatchesGrubBiosSetup(t *testing.T) {
 	mnt := filepath.Join(tmp, "mnt")
 	os.Mkdir(mnt, 0o755)
 	if out, err := exec.Command("mount", "-o", "ro", loop, mnt).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount ext2 here: %v %s", err, out)
+		testenv.Skipf(t, "cannot mount ext2 here: %v %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
 	devmap := filepath.Join(tmp, "device.map")

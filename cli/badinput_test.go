@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/imprint-dev/imprint/internal/testenv"
 )
 
 // smallImage builds a 2 MiB random partition image with 256 KiB chunks.
@@ -152,13 +154,13 @@ func TestDeployRefusesMountedLoopDevice(t *testing.T) {
 	}
 	out, err := exec.Command("losetup", "--find", "--show", backing).Output()
 	if err != nil {
-		t.Skipf("losetup cannot attach a loop device here: %v", err)
+		testenv.Skipf(t, "losetup cannot attach a loop device here: %v", err)
 	}
 	loop := strings.TrimSpace(string(out))
 	t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })
 	mnt := t.TempDir()
 	if out, err := exec.Command("mount", loop, mnt).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a loop device here: %v %s", err, out)
+		testenv.Skipf(t, "cannot mount a loop device here: %v %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
 	for _, target := range []string{loop, backing} {

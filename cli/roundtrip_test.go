@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/imprint-dev/imprint/internal/testenv"
 )
 
 const testLayout = `# a node: ESP, the root, a data partition from the image, swap and scratch
@@ -135,7 +137,7 @@ func TestDeployToLoopDevice(t *testing.T) {
 	f.Close()
 	out, err := exec.Command("losetup", "--find", "--show", backing).Output()
 	if err != nil {
-		t.Skipf("losetup cannot attach a loop device here (%v): skipping the block-device round trip", err)
+		testenv.Skipf(t, "losetup cannot attach a loop device here (%v): skipping the block-device round trip", err)
 	}
 	loop := strings.TrimSpace(string(out))
 	t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })

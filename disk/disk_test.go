@@ -3,21 +3,19 @@ package disk
 import (
 	"bytes"
 	"context"
-	"github.com/imprint-dev/imprint/layout"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/imprint-dev/imprint/internal/testenv"
+	"github.com/imprint-dev/imprint/layout"
 )
 
 func tool(t *testing.T, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Skipf("%s is not installed (make deps installs it)", name)
-	}
-	return p
+	return testenv.Tool(t, name)
 }
 
 func newDiskFile(t *testing.T, size int64) (*Disk, string) {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/imprint-dev/imprint/internal/testenv"
 )
 
 // fakeMajor is a block major no kernel assigns (majors are 12 bits and the
@@ -120,7 +122,7 @@ func (f *fakeSys) node(name string, minor uint64) string {
 		f.t.Fatal(err)
 	}
 	if err := syscall.Mknod(p, syscall.S_IFBLK|0o600, int(mkdev(fakeMajor, minor))); err != nil {
-		f.t.Skipf("cannot make a block device node (needs root/CAP_MKNOD): %v", err)
+		testenv.Skipf(f.t, "cannot make a block device node (needs root/CAP_MKNOD): %v", err)
 	}
 	return p
 }
@@ -387,12 +389,7 @@ func run(t *testing.T, name string, args ...string) string {
 // attaches it, detaching in cleanup even when the test fails.
 func attachLoop(t *testing.T, size int64, prep func(img string)) (img, loop string) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for loop devices")
-	}
-	if _, err := exec.LookPath("losetup"); err != nil {
-		t.Skip("losetup not installed")
-	}
+	testenv.NeedLoop(t)
 	img = filepath.Join(t.TempDir(), "disk.img")
 	if err := os.WriteFile(img, nil, 0o600); err != nil {
 		t.Fatal(err)
@@ -405,7 +402,7 @@ func attachLoop(t *testing.T, size int64, prep func(img string)) (img, loop stri
 	}
 	out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput()
 	if err != nil {
-		t.Skipf("losetup cannot attach a loop device here: %v: %s", err, out)
+		testenv.Skipf(t, "losetup cannot attach a loop device here: %v: %s", err, out)
 	}
 	loop = strings.TrimSpace(string(out))
 	t.Cleanup(func() {
@@ -422,7 +419,7 @@ func mountExt4(t *testing.T, dev string) string {
 	run(t, "mkfs.ext4", "-q", "-F", dev)
 	dir := t.TempDir() // before the unmount cleanup, so removed after it
 	if out, err := exec.Command("mount", "-t", "ext4", dev, dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount ext4 here: %v: %s", err, out)
+		testenv.Skipf(t, "cannot mount ext4 here: %v: %s", err, out)
 	}
 	t.Cleanup(func() {
 		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
@@ -464,11 +461,7 @@ func TestCheckTargetRealLoop(t *testing.T) {
 }
 
 func TestCheckTargetRealLoopPartition(t *testing.T) {
-	for _, tool := range []string{"sgdisk", "partx", "mkfs.ext4"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed", tool)
-		}
-	}
+	testenv.NeedTool(t, "sgdisk", "partx", "mkfs.ext4")
 	img, loop := attachLoop(t, 64<<20, func(img string) {
 		// No -q: gdisk 1.0.9 silently writes nothing with it.
 		run(t, "sgdisk", "-n1:0:+16M", "-n2:0:0", img)
@@ -476,12 +469,12 @@ func TestCheckTargetRealLoopPartition(t *testing.T) {
 	// This kernel may have no partition-table parser; partx adds the
 	// partitions itself, as on the target hosts it is a no-op at worst.
 	if out, err := exec.Command("partx", "-a", loop).CombinedOutput(); err != nil && !strings.Contains(string(out), "busy") {
-		t.Skipf("partx -a %s: %v: %s", loop, err, out)
+		testenv.Skipf(t, "partx -a %s: %v: %s", loop, err, out)
 	}
 	t.Cleanup(func() { _ = exec.Command("partx", "-d", loop).Run() })
 	part := loop + "p2"
 	if _, err := os.Stat(part); err != nil {
-		t.Skipf("no partition node %s: %v", part, err)
+		testenv.Skipf(t, "no partition node %s: %v", part, err)
 	}
 	if err := CheckTarget(loop); err != nil {
 		t.Fatalf("idle partitioned loop device refused: %v", err)
@@ -500,7 +493,7 @@ func TestCheckTargetRealRoot(t *testing.T) {
 	v := sysView{proc: "/proc", sys: "/sys"}
 	mounts, err := v.mounts()
 	if err != nil {
-		t.Skipf("no mount table: %v", err)
+		testenv.Skipf(t, "no mount table: %v", err)
 	}
 	var root devNum
 	for _, m := range mounts {
@@ -509,25 +502,23 @@ func TestCheckTargetRealRoot(t *testing.T) {
 		}
 	}
 	if root.major == 0 {
-		t.Skip("the root filesystem is not on a block device (overlay, tmpfs, btrfs)")
+		testenv.Skipf(t, "the root filesystem is not on a block device (overlay, tmpfs, btrfs)")
 	}
 	b, ok, err := v.blockByDev(root)
 	if err != nil || !ok {
-		t.Skipf("root device %v not in sysfs: %v", root, err)
+		testenv.Skipf(t, "root device %v not in sysfs: %v", root, err)
 	}
 	disk := b.name
 	// If root is a partition, its disk is the sysfs parent directory.
 	if _, err := os.Stat(filepath.Join("/sys/class/block", b.name, "partition")); err == nil {
 		real, err := filepath.EvalSymlinks(filepath.Join("/sys/class/block", b.name))
-		if err != nil {
-			t.Skip(err)
-		}
+		testenv.Need(t, err)
 		disk = filepath.Base(filepath.Dir(real))
 	}
 	for _, name := range []string{b.name, disk} {
 		path := "/dev/" + name
 		if _, err := os.Stat(path); err != nil {
-			t.Skipf("no device node %s", path)
+			testenv.Skipf(t, "no device node %s", path)
 		}
 		err := CheckTarget(path)
 		if !errors.Is(err, ErrRunningRoot) {

@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/imprint-dev/imprint/internal/testenv"
 )
 
 const (
@@ -282,14 +284,8 @@ func TestFormatLayoutRoundTrip(t *testing.T) {
 // TestParseLayoutSfdiskReal parses what the real tools write, so a change in
 // sfdisk's dump format shows up here.
 func TestParseLayoutSfdiskReal(t *testing.T) {
-	sgdisk, err := exec.LookPath("sgdisk")
-	if err != nil {
-		t.Skip("sgdisk not installed")
-	}
-	sfdisk, err := exec.LookPath("sfdisk")
-	if err != nil {
-		t.Skip("sfdisk not installed")
-	}
+	sgdisk := testenv.Tool(t, "sgdisk")
+	sfdisk := testenv.Tool(t, "sfdisk")
 	img := filepath.Join(t.TempDir(), "disk.img")
 	if err := os.WriteFile(img, nil, 0o600); err != nil {
 		t.Fatal(err)
@@ -357,7 +353,7 @@ func TestParseLayoutSfdiskReal(t *testing.T) {
 func TestLayoutDocExamples(t *testing.T) {
 	doc, err := os.ReadFile(filepath.Join("..", "docs", "layout.md"))
 	if err != nil {
-		t.Skipf("no docs/layout.md: %v", err)
+		t.Fatalf("docs/layout.md is part of the repository: %v", err)
 	}
 	var blocks []string
 	var cur []string

@@ -15,16 +15,16 @@ import (
 
 	"github.com/imprint-dev/imprint/cli"
 	"github.com/imprint-dev/imprint/internal/qemu"
+	"github.com/imprint-dev/imprint/internal/testenv"
 	"github.com/imprint-dev/imprint/vmtests/fixture"
 )
 
-// requireQEMU skips the test, saying what to install, when the host cannot
-// run VMs; anything else that is missing fails the test.
+// requireQEMU gives up on the test (skip, or fail under IMPRINT_STRICT=1),
+// saying what to install, when the host cannot run VMs; anything else that
+// is missing fails the test.
 func requireQEMU(t *testing.T) {
 	t.Helper()
-	if err := qemu.Available(); err != nil {
-		t.Skip(err)
-	}
+	testenv.Need(t, qemu.Available())
 }
 
 // buildFixture builds the test system and logs how long it took: the first

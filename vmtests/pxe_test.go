@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/imprint-dev/imprint/internal/qemu"
+	"github.com/imprint-dev/imprint/internal/testenv"
 	"github.com/imprint-dev/imprint/vmtests/fixture"
 )
 
@@ -28,14 +29,12 @@ type netns struct {
 
 func newNetns(t *testing.T, addr string) *netns {
 	t.Helper()
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Fatal("ip (iproute2) is missing")
-	}
+	testenv.NeedNetNS(t)
 	var b [4]byte
 	rand.Read(b[:])
 	n := &netns{name: "imprint-vm-" + hex.EncodeToString(b[:]), tap: "tap0"}
 	if out, err := exec.Command("ip", "netns", "add", n.name).CombinedOutput(); err != nil {
-		t.Skipf("cannot create a network namespace here (%v: %s)", err, out)
+		testenv.Skipf(t, "cannot create a network namespace here (%v: %s)", err, out)
 	}
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", n.name).Run() })
 	for _, args := range [][]string{

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/imprint-dev/imprint/internal/qemu"
+	"github.com/imprint-dev/imprint/internal/testenv"
 )
 
 // Field team: a disk deployed at the master site is carried to a new site
@@ -35,7 +36,7 @@ func TestFieldTeamServesACarriedDisk(t *testing.T) {
 	}
 	out, err := exec.Command("losetup", "-f", "--show", "-r", carried).Output()
 	if err != nil {
-		t.Skipf("losetup: %v (loop devices are needed to attach the carried disk)", err)
+		testenv.Skipf(t, "losetup: %v (loop devices are needed to attach the carried disk)", err)
 	}
 	loop := strings.TrimSpace(string(out))
 	t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })

@@ -22,6 +22,7 @@ import (
 
 	"github.com/diskfs/go-diskfs/backend/file"
 	"github.com/diskfs/go-diskfs/partition/gpt"
+	"github.com/imprint-dev/imprint/internal/testenv"
 )
 
 const (
@@ -32,22 +33,11 @@ const (
 	p3Written = 512 << 10
 )
 
-// tool finds a CLI or skips the test, naming what is missing.
+// tool finds a CLI or gives up on the test (testenv), naming what is missing.
 func tool(t *testing.T, name string) string {
 	t.Helper()
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	for _, dir := range []string{"/usr/sbin", "/sbin"} {
-		if p := filepath.Join(dir, name); fileExists(p) {
-			return p
-		}
-	}
-	t.Skipf("%s not installed; skipping", name)
-	return ""
+	return testenv.Tool(t, name)
 }
-
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 func run(t *testing.T, stdout io.Writer, name string, args ...string) string {
 	t.Helper()
@@ -267,7 +257,7 @@ func bmapFor(t *testing.T, img string) string {
 		return regexp.MustCompile(`<` + tag + `>\s*(\d+)\s*</`).FindStringSubmatch(string(raw))[1]
 	}
 	if num("BlocksCount") == num("MappedBlocksCount") {
-		t.Skip("bmaptool found no holes in the test image (file system without SEEK_HOLE?)")
+		testenv.Skipf(t, "bmaptool found no holes in the test image (file system without SEEK_HOLE?)")
 	}
 	return out
 }

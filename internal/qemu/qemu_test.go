@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/imprint-dev/imprint/internal/testenv"
 )
 
 // fakeQEMU writes a script standing in for QEMU: it prints body's output on
@@ -185,9 +187,7 @@ func TestArgs(t *testing.T) {
 }
 
 func TestUEFIVarsAreAPerVMCopy(t *testing.T) {
-	if _, err := os.Stat(OVMFVars); err != nil {
-		t.Skipf("OVMF not installed: %v", err)
-	}
+	testenv.NeedFile(t, OVMFVars, "ovmf")
 	vm := start(t, Config{Firmware: UEFI, Binary: fakeQEMU(t, "exit 0")})
 	if vm.VarsPath() == OVMFVars || filepath.Dir(vm.VarsPath()) != vm.Dir() {
 		t.Fatalf("vars %s should be a copy in %s", vm.VarsPath(), vm.Dir())

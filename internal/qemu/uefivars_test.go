@@ -4,12 +4,12 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/imprint-dev/imprint/internal/testenv"
 )
 
 func TestReadUEFIVarsOfAFreshStore(t *testing.T) {
-	if _, err := os.Stat(OVMFVars); err != nil {
-		t.Skipf("%s is missing (package ovmf)", OVMFVars)
-	}
+	testenv.NeedFile(t, OVMFVars, "ovmf")
 	vars, err := ReadUEFIVars(OVMFVars)
 	if err != nil {
 		t.Fatal(err)

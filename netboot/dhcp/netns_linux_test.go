@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imprint-dev/imprint/internal/testenv"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"golang.org/x/sys/unix"
@@ -56,7 +57,7 @@ func setupNetns(t *testing.T) netnsPair {
 	id := hex.EncodeToString(b[:])
 	p := netnsPair{srv: "impdhcp-srv-" + id, cli: "impdhcp-cli-" + id}
 	if err := ipCmd("netns", "add", p.srv); err != nil {
-		t.Skipf("cannot create network namespaces here (needs root and CAP_SYS_ADMIN): %v", err)
+		testenv.Skipf(t, "cannot create network namespaces here (needs root and CAP_SYS_ADMIN): %v", err)
 	}
 	t.Cleanup(func() {
 		if err := ipCmd("netns", "del", p.srv); err != nil {
@@ -284,9 +285,7 @@ func TestNetnsFullDORA(t *testing.T) {
 // it, which only slows the test.
 func startDnsmasq(t *testing.T, ns string) {
 	t.Helper()
-	if _, err := exec.LookPath("dnsmasq"); err != nil {
-		t.Skip("dnsmasq not installed (make deps)")
-	}
+	testenv.NeedTool(t, "dnsmasq")
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "dnsmasq", "--no-daemon",

@@ -21,6 +21,8 @@ import (
 	"testing"
 	"testing/fstest"
 	"time"
+
+	"github.com/imprint-dev/imprint/internal/testenv"
 )
 
 // startServer runs s on 127.0.0.1 and stops it when the test ends, failing
@@ -97,9 +99,7 @@ func sizesRoot(t *testing.T) (string, map[string][]byte) {
 
 func needCurl(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath("curl"); err != nil {
-		t.Skip("curl not installed (make deps installs it)")
-	}
+	testenv.NeedTool(t, "curl")
 }
 
 // curlGet fetches name with curl and returns the bytes and curl's exit code
