@@ -220,18 +220,3 @@ func TestStoreManifestsAndResolve(t *testing.T) {
 		t.Fatalf("manifest naming another version: %v", err)
 	}
 }
-
-func TestChunkAtomicWriteLeavesNoPartialFiles(t *testing.T) {
-	root := t.TempDir()
-	st, _ := CreateDir(root)
-	data := randBytes(1 << 20)
-	if _, err := st.PutChunk(image.HashBytes(data), data); err != nil {
-		t.Fatal(err)
-	}
-	filepath.Walk(root, func(p string, info os.FileInfo, err error) error {
-		if info.Mode().IsRegular() && strings.Contains(filepath.Base(p), ".tmp") {
-			t.Errorf("temporary file left: %s", p)
-		}
-		return nil
-	})
-}
