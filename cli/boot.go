@@ -3,13 +3,9 @@ package cli
 import (
 	"errors"
 	"fmt"
-	"os"
-	"path"
-	"strings"
 
 	"github.com/imprint-dev/imprint/bootloader"
 	"github.com/imprint-dev/imprint/disk"
-	"github.com/imprint-dev/imprint/layout"
 	"github.com/spf13/cobra"
 )
 
@@ -24,49 +20,39 @@ func (t *espTarget) flags(c *cobra.Command) {
 	c.Flags().StringVar(&t.dir, "esp", "", "mounted ESP of a running system, e.g. /boot/efi")
 }
 
-// open returns the ESP and a function that flushes and closes it.
-func (t *espTarget) open(write bool) (bootloader.FS, func() error, error) {
+// open maps the flags to bootloader's ESP and its errors to the flags.
+func (t *espTarget) open(write bool) (*bootloader.ESP, error) {
 	switch {
 	case (t.disk == "") == (t.dir == ""):
-		return nil, nil, fmt.Errorf("give one of --disk PATH or --esp DIR")
+		return nil, fmt.Errorf("give one of --disk PATH or --esp DIR")
 	case t.dir != "":
-		if st, err := os.Stat(t.dir); err != nil || !st.IsDir() {
-			return nil, nil, fmt.Errorf("--esp %s is not a directory", t.dir)
+		esp, err := bootloader.OpenDirESP(t.dir)
+		if err != nil {
+			return nil, fmt.Errorf("--esp: %w", err)
 		}
-		return bootloader.DirFS(t.dir), func() error { return nil }, nil
+		return esp, nil
 	}
-	if write {
-		if err := disk.CheckTarget(t.disk); err != nil {
-			return nil, nil, fmt.Errorf("%w (for a running system's mounted ESP use --esp)", err)
-		}
+	esp, err := bootloader.OpenDiskESP(t.disk, write)
+	switch {
+	case errors.Is(err, disk.ErrMounted), errors.Is(err, disk.ErrHeld), errors.Is(err, disk.ErrRunningRoot):
+		return nil, fmt.Errorf("--disk: %w (for a running system's mounted ESP use --esp)", err)
+	case err != nil:
+		return nil, fmt.Errorf("--disk: %w", err)
 	}
-	dev, err := disk.OpenDisk(t.disk, disk.OpenOptions{Write: write})
+	return esp, nil
+}
+
+// edit opens the target for writing, runs change on it and closes it.
+func (t *espTarget) edit(change func(*bootloader.ESP) (*bootloader.Menu, error)) error {
+	esp, err := t.open(true)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
-	_, parts, err := disk.ReadGPT(dev)
-	if err != nil {
-		dev.Close()
-		return nil, nil, fmt.Errorf("%s: %w", t.disk, err)
+	_, err = change(esp)
+	if cerr := esp.Close(); err == nil {
+		err = cerr
 	}
-	for _, p := range parts {
-		if p.Type == layout.TypeESP {
-			fat, err := disk.OpenFAT(dev, p.Start, p.Len)
-			if err != nil {
-				dev.Close()
-				return nil, nil, err
-			}
-			return fat, func() error {
-				err := dev.Sync()
-				if cerr := dev.Close(); err == nil {
-					err = cerr
-				}
-				return err
-			}, nil
-		}
-	}
-	dev.Close()
-	return nil, nil, fmt.Errorf("%s has no EFI System Partition", t.disk)
+	return err
 }
 
 func newBoot(e *env) *cobra.Command {
@@ -78,25 +64,6 @@ func newBoot(e *env) *cobra.Command {
 	return c
 }
 
-// editMenu loads the menu, lets change edit it and writes it back.
-func editMenu(t *espTarget, change func(*bootloader.Menu) error) (*bootloader.Menu, error) {
-	f, done, err := t.open(true)
-	if err != nil {
-		return nil, err
-	}
-	m, err := bootloader.ReadMenu(f)
-	if err == nil {
-		err = change(m)
-	}
-	if err == nil {
-		err = bootloader.WriteMenu(f, m)
-	}
-	if cerr := done(); err == nil {
-		err = cerr
-	}
-	return m, err
-}
-
 func newBootList(e *env) *cobra.Command {
 	var t espTarget
 	c := &cobra.Command{
@@ -104,12 +71,12 @@ func newBootList(e *env) *cobra.Command {
 		Short: "Show the boot menu",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			f, done, err := t.open(false)
+			esp, err := t.open(false)
 			if err != nil {
 				return err
 			}
-			defer done()
-			m, err := bootloader.ReadMenu(f)
+			defer esp.Close()
+			m, err := esp.Menu()
 			if err != nil {
 				return err
 			}
@@ -151,54 +118,11 @@ func newBootAdd(e *env) *cobra.Command {
 			if en.ID == "" || en.Title == "" {
 				return fmt.Errorf("--id and --title are required")
 			}
-			f, done, err := t.open(true)
-			if err != nil {
-				return err
-			}
-			m, err := bootloader.ReadMenu(f)
-			if err == nil {
-				if _, dup := m.Find(en.ID); dup {
-					err = fmt.Errorf("entry %q exists; remove it first", en.ID)
-				}
-			}
-			place := func(p string) (string, error) {
-				if p == "" {
-					return "", nil
-				}
-				if b, rerr := os.ReadFile(p); rerr == nil {
-					dst := path.Join(bootloader.Dir, "entries", en.ID, path.Base(p))
-					return dst, f.WriteFile(dst, b)
-				} else if !errors.Is(rerr, os.ErrNotExist) {
-					return "", rerr
-				}
-				if !f.Exists(p) {
-					return "", fmt.Errorf("%s is neither a file here nor on the ESP", p)
-				}
-				return p, nil
-			}
-			if err == nil {
-				en.Linux, err = place(en.Linux)
-			}
-			if err == nil {
-				en.EFI, err = place(en.EFI)
-			}
-			for _, i := range initrd {
-				if err != nil {
-					break
-				}
-				var p string
-				p, err = place(i)
-				en.Initrd = append(en.Initrd, p)
-			}
-			if err == nil {
-				m.Entries = append(m.Entries, en)
-				if def {
-					m.Default = en.ID
-				}
-				err = bootloader.WriteMenu(f, m)
-			}
-			if cerr := done(); err == nil {
-				err = cerr
+			en.Initrd = initrd
+			err := t.edit(func(esp *bootloader.ESP) (*bootloader.Menu, error) { return esp.AddEntry(en, def) })
+			var fe *bootloader.FileError
+			if errors.As(err, &fe) {
+				return fmt.Errorf("--%s %s: %w", fe.Field, fe.Path, fe.Err)
 			}
 			if err == nil {
 				e.printf("added entry %s\n", en.ID)
@@ -224,23 +148,7 @@ func newBootRemove(e *env) *cobra.Command {
 		Short: "Remove a boot entry",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			_, err := editMenu(&t, func(m *bootloader.Menu) error {
-				id := args[0]
-				if _, ok := m.Find(id); !ok {
-					return fmt.Errorf("entry %q: %w (see imprint boot list)", id, bootloader.ErrNoEntry)
-				}
-				if m.Default == id {
-					return fmt.Errorf("entry %q is the default; make another entry the default first", id)
-				}
-				var keep []bootloader.Entry
-				for _, en := range m.Entries {
-					if en.ID != id {
-						keep = append(keep, en)
-					}
-				}
-				m.Entries = keep
-				return nil
-			})
+			err := t.edit(func(esp *bootloader.ESP) (*bootloader.Menu, error) { return esp.RemoveEntry(args[0]) })
 			if err == nil {
 				e.printf("removed entry %s\n", args[0])
 			}
@@ -261,20 +169,11 @@ func newBootDefault(e *env) *cobra.Command {
 		Short: "Set the entry booted when nobody chooses, and the menu timeout",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			_, err := editMenu(&t, func(m *bootloader.Menu) error {
-				if _, ok := m.Find(args[0]); !ok {
-					ids := make([]string, 0, len(m.Entries))
-					for _, en := range m.Entries {
-						ids = append(ids, en.ID)
-					}
-					return fmt.Errorf("entry %q: %w; the menu has %s", args[0], bootloader.ErrNoEntry, strings.Join(ids, ", "))
-				}
-				m.Default = args[0]
-				if cmd.Flags().Changed("timeout") {
-					m.Timeout = timeout
-				}
-				return nil
-			})
+			var to *int
+			if cmd.Flags().Changed("timeout") {
+				to = &timeout
+			}
+			err := t.edit(func(esp *bootloader.ESP) (*bootloader.Menu, error) { return esp.SetDefault(args[0], to) })
 			if err == nil {
 				e.printf("default entry is now %s\n", args[0])
 			}

@@ -1,13 +1,11 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/imprint-dev/imprint/bootloader"
-	"github.com/imprint-dev/imprint/disk"
-	"github.com/imprint-dev/imprint/layout"
 	"github.com/spf13/cobra"
 )
 
@@ -57,37 +55,18 @@ func newBootNVRAM(e *env) *cobra.Command {
 			if diskPath == "" {
 				return fmt.Errorf("--disk is required")
 			}
-			dev, err := disk.OpenDisk(diskPath, disk.OpenOptions{})
+			where, err := bootloader.LoaderOnDisk(diskPath, loader)
+			switch {
+			case errors.Is(err, bootloader.ErrUnknownLoader):
+				return fmt.Errorf("--loader %w", err)
+			case err != nil:
+				return fmt.Errorf("--disk: %w", err)
+			}
+			num, err := vars.AddBootEntry(label, where)
 			if err != nil {
 				return err
 			}
-			defer dev.Close()
-			_, parts, err := disk.ReadGPT(dev)
-			if err != nil {
-				return fmt.Errorf("%s: %w", diskPath, err)
-			}
-			var esp *layout.GPTPartition
-			for i := range parts {
-				if parts[i].Type == layout.TypeESP {
-					esp = &parts[i]
-					break
-				}
-			}
-			if esp == nil {
-				return fmt.Errorf("%s has no EFI System Partition", diskPath)
-			}
-			file := `\EFI\systemd\systemd-bootx64.efi`
-			if loader == bootloader.Grub {
-				file = `\EFI\imprint\grubx64.efi`
-			}
-			ss := dev.SectorSize()
-			num, err := vars.AddBootEntry(label, bootloader.DiskPath{
-				PartNum: uint32(esp.Index), Start: uint64(esp.Start / ss), Len: uint64(esp.Len / ss), PartGUID: esp.GUID, File: file,
-			})
-			if err != nil {
-				return err
-			}
-			e.printf("Boot%04X %q -> %s on partition %d of %s\n", num, label, file, esp.Index, diskPath)
+			e.printf("Boot%04X %q -> %s on partition %d of %s\n", num, label, where.File, where.PartNum, diskPath)
 			if next {
 				if err := vars.SetBootNext(num); err != nil {
 					return err
@@ -107,11 +86,11 @@ func newBootNVRAM(e *env) *cobra.Command {
 		Short: "Boot firmware entry NUM (hex, e.g. 0003) once at the next boot",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			n, err := strconv.ParseUint(strings.TrimPrefix(strings.ToLower(args[0]), "boot"), 16, 16)
+			n, err := bootloader.ParseBootNum(args[0])
 			if err != nil {
-				return fmt.Errorf("%q is not a boot entry number like 0003", args[0])
+				return err
 			}
-			if err := vars.SetBootNext(uint16(n)); err != nil {
+			if err := vars.SetBootNext(n); err != nil {
 				return err
 			}
 			e.printf("BootNext = %04X\n", n)

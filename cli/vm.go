@@ -44,14 +44,9 @@ disk, never on the disk itself.`,
 					return err
 				}
 				t := espTarget{disk: cp}
-				if _, err := editMenu(&t, func(m *bootloader.Menu) error {
-					if _, ok := m.Find(entry); !ok {
-						return fmt.Errorf("entry %q: %w", entry, bootloader.ErrNoEntry)
-					}
-					m.Default, m.Timeout = entry, 0
-					return nil
-				}); err != nil {
-					return err
+				zero := 0
+				if err := t.edit(func(esp *bootloader.ESP) (*bootloader.Menu, error) { return esp.SetDefault(entry, &zero) }); err != nil {
+					return fmt.Errorf("--entry: %w", err)
 				}
 				diskPath = cp
 			}
