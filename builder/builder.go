@@ -50,6 +50,9 @@ type Options struct {
 	TmpDir    string
 	// Progress gets what is being stored and how far it is.
 	Progress func(label string, done, total int64)
+	// Signer, if set, signs the manifest as stored, so clients that trust
+	// its public key accept the image.
+	Signer *image.Signer
 }
 
 // Result is a built image.
@@ -58,6 +61,7 @@ type Result struct {
 	Manifest *image.Manifest
 	Stats    image.StoreStats
 	Boot     BootReport
+	Signed   bool // a signature by Options.Signer is in the store
 }
 
 // DefaultLayout is used when no --layout is given: an ESP big enough for two
@@ -263,7 +267,31 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Result{ID: id, Manifest: m, Stats: stats, Boot: report}, nil
+	res := &Result{ID: id, Manifest: m, Stats: stats, Boot: report}
+	if o.Signer != nil {
+		if err := signManifest(ctx, o.Store, o.Signer, m); err != nil {
+			return nil, err
+		}
+		res.Signed = true
+	}
+	return res, nil
+}
+
+// signManifest signs the manifest bytes the store holds, which are what a client
+// fetches and checks, not a re-encoding of m.
+func signManifest(ctx context.Context, st *store.Dir, s *image.Signer, m *image.Manifest) error {
+	raw, err := st.Manifest(ctx, m.Name, m.Version)
+	if err != nil {
+		return err
+	}
+	sig, err := s.Sign(raw)
+	if err != nil {
+		return fmt.Errorf("sign %s:%s: %w", m.Name, m.Version, err)
+	}
+	if err := st.PutSignature(m.Name, m.Version, sig); err != nil {
+		return fmt.Errorf("sign %s:%s: %w", m.Name, m.Version, err)
+	}
+	return nil
 }
 
 func addStats(a *image.StoreStats, b image.StoreStats) {

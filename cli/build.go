@@ -28,9 +28,8 @@ func newBuild(e *env) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
-			var signer *image.Signer
 			if signKey != "" {
-				if signer, err = image.LoadSigner(signKey); err != nil {
+				if o.Signer, err = image.LoadSigner(signKey); err != nil {
 					return fmt.Errorf("--sign: %w", err)
 				}
 			}
@@ -75,23 +74,8 @@ func newBuild(e *env) *cobra.Command {
 				return err
 			}
 			m := res.Manifest
-			signed := false
-			if signer != nil {
-				raw, err := o.Store.Manifest(cmd.Context(), m.Name, m.Version)
-				if err != nil {
-					return err
-				}
-				sig, err := signer.Sign(raw)
-				if err != nil {
-					return err
-				}
-				if err := o.Store.PutSignature(m.Name, m.Version, sig); err != nil {
-					return err
-				}
-				signed = true
-			}
 			if e.json {
-				e.emitJSON(map[string]any{"id": res.ID, "name": m.Name, "version": m.Version, "chunks": res.Stats.Chunks, "zero_chunks": res.Stats.Zero, "new_chunks": res.Stats.New, "new_bytes": res.Stats.NewBytes, "signed": signed,
+				e.emitJSON(map[string]any{"id": res.ID, "name": m.Name, "version": m.Version, "chunks": res.Stats.Chunks, "zero_chunks": res.Stats.Zero, "new_chunks": res.Stats.New, "new_bytes": res.Stats.NewBytes, "signed": res.Signed,
 					"kernel": res.Boot.Kernel, "initrd": res.Boot.Initrd, "cmdline": res.Boot.Cmdline, "cmdline_from": res.Boot.CmdlineFrom})
 				return nil
 			}
@@ -110,7 +94,7 @@ func newBuild(e *env) *cobra.Command {
 			} else if o.Rootfs != "" {
 				e.printf("  no kernel (--no-kernel)\n")
 			}
-			if signed {
+			if res.Signed {
 				e.printf("  signed with %s (images/%s/%s/manifest.json%s)\n", signKey, m.Name, m.Version, image.SignatureSuffix)
 			}
 			return nil
