@@ -10,6 +10,7 @@ import (
 
 	"github.com/imprint-dev/imprint/deploy"
 	"github.com/imprint-dev/imprint/layout"
+	"github.com/imprint-dev/imprint/netboot"
 	"github.com/imprint-dev/imprint/store"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -97,12 +98,17 @@ func newDeploy(e *env) *cobra.Command {
 			if !yes {
 				o.Confirm = func(p *deploy.Plan) error { return confirm(e, p) }
 			}
-			var served *liveServer
+			var served *netboot.Live
 			if serveAddr != "" && !o.DryRun {
-				if served, err = startLiveServer(e, serveAddr, &o); err != nil {
-					return err
+				logf := func(f string, a ...any) { fmt.Fprintf(e.io.Err, f+"\n", a...) }
+				if served, err = netboot.StartLive(serveAddr, &o, logf); err != nil {
+					return fmt.Errorf("--serve: %w", err)
 				}
-				defer served.stop()
+				defer func() {
+					if err := served.Stop(); err != nil {
+						fmt.Fprintf(e.io.Err, "imprint: %v\n", err)
+					}
+				}()
 			}
 			res, err := deploy.Run(ctx, o)
 			pr.finish()
@@ -110,7 +116,11 @@ func newDeploy(e *env) *cobra.Command {
 				return err
 			}
 			if served != nil {
-				defer served.serveUntilDone(ctx, o.Disk)
+				defer func() {
+					if err := served.ServeDeployed(ctx, o.Disk); err != nil {
+						fmt.Fprintf(e.io.Err, "imprint: %v\n", err)
+					}
+				}()
 			}
 			if e.json {
 				e.emitJSON(map[string]any{"event": "result", "result": res})
