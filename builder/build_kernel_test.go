@@ -3,20 +3,18 @@ package builder
 import (
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/imprint-dev/imprint/image"
+	"github.com/imprint-dev/imprint/internal/testenv"
 	"github.com/imprint-dev/imprint/store"
 )
 
 func needMkfs(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
-		t.Skipf("mkfs.ext4 is not installed (make deps installs it)")
-	}
+	testenv.NeedTool(t, "mkfs.ext4")
 }
 
 func TestBuildRootfsWithoutKernelFails(t *testing.T) {
