@@ -17,7 +17,7 @@ func testInstall(t *testing.T, f FS) InstallOptions {
 	t.Helper()
 	return InstallOptions{
 		Loaders: map[string][]byte{image.LoaderSystemdBoot: []byte("MZ systemd-boot"), image.LoaderIPXEEFI: []byte("MZ ipxe")},
-		Name: "node", Version: "v1", Kernel: []byte("kernel"), Initrd: []byte("initrd"),
+		Name:    "node", Version: "v1", Kernel: []byte("kernel"), Initrd: []byte("initrd"),
 		Cmdline: "ro console=ttyS0", RootPARTUUID: "AAAAAAAA-BBBB-CCCC-DDDD-EEEEEEEEEEEE",
 		DisklessURL: "http://10.0.0.1:8080", NetbootURL: "http://10.0.0.1:8080", NewESP: true, Timeout: 3,
 	}
