@@ -155,7 +155,6 @@ func newDeploy(e *env) *cobra.Command {
 	f.BoolVar(&bios, "bios", false, "also boot on legacy BIOS (same as --firmware both)")
 	f.BoolVar(&o.KeepExisting, "keep-existing", false, "keep every partition on the disk, put the image in the largest free region, reuse its ESP (dual boot)")
 	f.BoolVar(&o.Boot.Skip, "no-bootloader", false, "write no boot loader or menu")
-	f.StringVar(&o.Boot.EFIBinary, "efi-binary", "", "systemd-boot EFI binary to install (default: Debian's systemd-boot-efi)")
 	f.StringVar(&o.Boot.DisklessURL, "diskless-url", "", "add a diskless entry that fetches the image from this server")
 	f.StringVar(&agentFile, "agent", "", "agent initramfs for the diskless entry (default: the image's own, if it carries one)")
 	f.StringVar(&o.Boot.NetbootURL, "netboot-url", "", "server the netboot (iPXE) entry chains to")
