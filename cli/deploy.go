@@ -151,7 +151,7 @@ func newDeploy(e *env) *cobra.Command {
 	f.DurationVar(&o.CheckpointEvery, "checkpoint-interval", 2*time.Second, "how often progress is journaled for resume")
 	_ = f.MarkHidden("checkpoint-interval")
 	f.StringVar(&o.Boot.Loader, "bootloader", "systemd-boot", "UEFI boot loader: systemd-boot or grub")
-	f.StringVar(&o.Boot.Firmware, "firmware", "", "uefi, bios or both (default: both for image files and removable disks, else uefi)")
+	f.StringVar(&o.Boot.Firmware, "firmware", "", "uefi, bios or both (default: both for image files and removable disks when the image carries GRUB for BIOS, else uefi)")
 	f.BoolVar(&bios, "bios", false, "also boot on legacy BIOS (same as --firmware both)")
 	f.BoolVar(&o.KeepExisting, "keep-existing", false, "keep every partition on the disk, put the image in the largest free region, reuse its ESP (dual boot)")
 	f.BoolVar(&o.Boot.Skip, "no-bootloader", false, "write no boot loader or menu")
