@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -256,23 +255,22 @@ func (a *Agent) install(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	disk := a.Params.Install
+	out, err := a.deployTo(ctx, srcs, res, a.Params.Install)
+	if err != nil {
+		return err
+	}
+	a.say("installed %s:%s onto %s, verified; rebooting into it", res.Manifest.Name, res.Manifest.Version, out.Plan.Disk)
+	unix.Sync()
+	return unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+}
+
+// deployTo writes res onto disk. The boot loaders are the image's own,
+// fetched like the root: every chunk from whichever source gives it right,
+// checked against the signed manifest. The initramfs carries none, and
+// nothing is taken from a server unchecked.
+func (a *Agent) deployTo(ctx context.Context, srcs []store.Source, res *image.Resolved, disk string) (*deploy.Result, error) {
 	a.say("installing onto %s", disk)
-	boot := deploy.BootOptions{Timeout: 1}
-	// The boot loader binaries come from the server that sent the image:
-	// the initramfs carries none.
-	base := strings.TrimRight(a.Params.Sources[0], "/")
-	if p, err := fetchFile(ctx, base+"/loader/systemd-bootx64.efi", "/run/systemd-bootx64.efi"); err == nil {
-		boot.EFIBinary = p
-	} else {
-		a.say("no systemd-boot from %s (%v): the disk gets no boot menu", base, err)
-		boot.Skip = true
-	}
-	if p, err := fetchFile(ctx, base+"/ipxe/ipxe.efi", "/run/ipxe.efi"); err == nil {
-		boot.IPXEEFI = p
-	} else {
-		boot.NoNetboot = true
-	}
+	boot := installBoot(res.Manifest, a.say)
 	last := -1
 	out, err := deploy.Run(ctx, deploy.Options{
 		Sources: srcs, Image: res, Disk: disk, Verify: true, TmpDir: "/run", Boot: boot,
@@ -291,33 +289,23 @@ func (a *Agent) install(ctx context.Context) error {
 		},
 	})
 	if err != nil {
-		return fmt.Errorf("deploy to %s: %w", disk, err)
+		return nil, fmt.Errorf("deploy to %s: %w", disk, err)
 	}
-	a.say("installed %s:%s onto %s, verified; rebooting into it", res.Manifest.Name, res.Manifest.Version, out.Plan.Disk)
-	unix.Sync()
-	return unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+	return out, nil
 }
 
-func fetchFile(ctx context.Context, url, dst string) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return "", err
+// installBoot is the boot menu an install writes: systemd-boot with a
+// netboot entry, each left out, with a message, when the image carries no
+// binary for it.
+func installBoot(m *image.Manifest, say func(string, ...any)) deploy.BootOptions {
+	boot := deploy.BootOptions{Timeout: 1}
+	if m.Loaders[image.LoaderSystemdBoot] == nil {
+		say("the image carries no %s: the disk gets no boot menu", image.LoaderSystemdBoot)
+		boot.Skip = true
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return "", err
+	if m.Loaders[image.LoaderIPXEEFI] == nil {
+		say("the image carries no %s: the disk's menu gets no netboot entry", image.LoaderIPXEEFI)
+		boot.NoNetboot = true
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	f, err := os.Create(dst)
-	if err != nil {
-		return "", err
-	}
-	if _, err := io.Copy(f, io.LimitReader(resp.Body, 64<<20)); err != nil {
-		f.Close()
-		return "", err
-	}
-	return dst, f.Close()
+	return boot
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/imprint-dev/imprint/disk"
+	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/layout"
 )
 
@@ -20,8 +21,9 @@ import (
 // 2.06 util/setup.c) does it for a GPT disk with a BIOS boot partition, but
 // from Go: grub-install needs udev to find the disk, and imprint writes to
 // image files and unpartitioned views of disks where there is nothing to
-// find. Only grub-mkimage is run; the patching of boot.img and core.img is
-// done here.
+// find. grub-mkimage runs at build time only (BuildGrubBIOS; the image
+// carries boot.img and core.img as loaders); the per-disk patching of both
+// is done here at deploy.
 //
 // The boot chain: the BIOS runs boot.img from the MBR; boot.img reads the
 // one sector at its "kernel sector" field (the first sector of core.img, which
@@ -42,11 +44,20 @@ var (
 	ErrGrubPCMissing = errors.New("GRUB for i386-pc (legacy BIOS) is not installed")
 )
 
-// BIOSOptions say where GRUB finds its configuration on the ESP, a FAT
-// partition on the same disk.
+// BIOSOptions carry GRUB's i386-pc images as the image holds them
+// (image.LoaderGrubBIOSBoot, image.LoaderGrubBIOSCore): made at build time
+// by BuildGrubBIOS, unpatched. InstallBIOS patches copies for this disk.
 type BIOSOptions struct {
+	BootImg []byte // boot.img, 512 bytes
+	CoreImg []byte // core.img as grub-mkimage made it
+}
+
+// GrubBIOSBuild says how to make the i386-pc images at build time.
+type GrubBIOSBuild struct {
 	// ConfigPath is the GRUB configuration on the ESP, absolute, e.g.
-	// "/EFI/imprint/grub.cfg" (GrubCfg, which WriteMenu writes).
+	// "/EFI/imprint/grub.cfg" (GrubCfg, which WriteMenu writes): the
+	// embedded early config finds the partition holding it, so the image
+	// needs no per-disk value.
 	ConfigPath string
 	// GrubDir holds boot.img, kernel.img and the modules; default
 	// /usr/lib/grub/i386-pc.
@@ -98,32 +109,54 @@ func biosModules() []string {
 	}
 }
 
-// InstallBIOS makes dev boot GRUB under legacy BIOS: it builds core.img with
-// grub-mkimage, writes it to the start of the BIOS boot partition biosBoot,
-// and writes GRUB's boot.img into the MBR's boot code area (bytes 0..439),
-// keeping the disk signature and the partition table. The GPT must already
-// be on dev. GRUB then loads o.ConfigPath from whichever FAT partition holds
-// it.
+// InstallBIOS makes dev boot GRUB under legacy BIOS: it writes o.CoreImg,
+// its blocklist patched, to the start of the BIOS boot partition biosBoot,
+// and o.BootImg, its kernel-sector field patched, into the MBR's boot code
+// area (bytes 0..439), keeping the disk signature and the partition table.
+// The GPT must already be on dev. Nothing is built here: a node needs no
+// grub-mkimage.
 func InstallBIOS(ctx context.Context, dev disk.Device, biosBoot layout.Placed, o BIOSOptions) error {
-	if o.GrubDir == "" {
-		o.GrubDir = biosDefaultGrubDir
-	}
-	// Check the target before the slow part, so a wrong layout fails fast.
 	if err := biosCheckTarget(dev, biosBoot); err != nil {
 		return err
 	}
-	core, err := biosBuildCore(ctx, o)
-	if err != nil {
-		return err
-	}
-	bootImg, err := os.ReadFile(filepath.Join(o.GrubDir, "boot.img"))
-	if err != nil {
-		return fmt.Errorf("%w: read boot.img (install grub-pc-bin): %w", ErrGrubPCMissing, err)
+	if o.BootImg == nil || o.CoreImg == nil {
+		return fmt.Errorf("%w: the image carries no %s and %s; build it on a host with grub-pc-bin, or give them with imprint build --loader", ErrGrubPCMissing, image.LoaderGrubBIOSBoot, image.LoaderGrubBIOSCore)
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return biosWrite(dev, biosBoot, core, bootImg)
+	return biosWrite(dev, biosBoot, o.CoreImg, o.BootImg)
+}
+
+// BuildGrubBIOS makes GRUB's i386-pc boot.img and core.img (with its
+// embedded early config) with grub-mkimage, as the image stores them.
+func BuildGrubBIOS(ctx context.Context, o GrubBIOSBuild) (bootImg, coreImg []byte, err error) {
+	if o.GrubDir == "" {
+		o.GrubDir = biosDefaultGrubDir
+	}
+	core, err := biosBuildCore(ctx, o)
+	if err != nil {
+		return nil, nil, err
+	}
+	bootImg, err = os.ReadFile(filepath.Join(o.GrubDir, "boot.img"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: read boot.img (install grub-pc-bin): %w", ErrGrubPCMissing, err)
+	}
+	if err := CheckGrubBootImg(bootImg); err != nil {
+		return nil, nil, err
+	}
+	return bootImg, core, nil
+}
+
+// CheckGrubBootImg says whether b is GRUB 2's i386-pc boot sector as
+// biosWrite patches it.
+func CheckGrubBootImg(b []byte) error {
+	if len(b) != biosSector || b[0] != 0xeb || b[biosBootDrive] != 0xff ||
+		(b[biosDriveCheck] != 0xeb && b[biosDriveCheck] != 0x90) ||
+		b[510] != 0x55 || b[511] != 0xaa {
+		return fmt.Errorf("boot.img (%d bytes) is not GRUB 2's i386-pc boot sector as imprint knows it", len(b))
+	}
+	return nil
 }
 
 // biosCheckTarget refuses to write unless biosBoot is a BIOS boot partition
@@ -211,7 +244,7 @@ func biosMkimage() (string, error) {
 
 // biosBuildCore runs grub-mkimage and returns core.img as built, before
 // any blocklist patching.
-func biosBuildCore(ctx context.Context, o BIOSOptions) ([]byte, error) {
+func biosBuildCore(ctx context.Context, o GrubBIOSBuild) ([]byte, error) {
 	if o.GrubDir == "" {
 		o.GrubDir = biosDefaultGrubDir
 	}
@@ -269,10 +302,8 @@ func biosBuildCore(ctx context.Context, o BIOSOptions) ([]byte, error) {
 // boot partition without Reed-Solomon codes (grub-install --no-rs-codes):
 // the partition belongs to GRUB alone, so there is nothing to repair from.
 func biosWrite(dev disk.Device, p layout.Placed, core, bootImg []byte) error {
-	if len(bootImg) != biosSector || bootImg[0] != 0xeb || bootImg[biosBootDrive] != 0xff ||
-		(bootImg[biosDriveCheck] != 0xeb && bootImg[biosDriveCheck] != 0x90) ||
-		bootImg[510] != 0x55 || bootImg[511] != 0xaa {
-		return fmt.Errorf("boot.img (%d bytes) is not GRUB 2's i386-pc boot sector as imprint knows it", len(bootImg))
+	if err := CheckGrubBootImg(bootImg); err != nil {
+		return err
 	}
 	if len(core) <= 2*biosSector {
 		return fmt.Errorf("core.img is %d bytes: too small to be a GRUB i386-pc core image", len(core))

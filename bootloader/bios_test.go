@@ -89,18 +89,22 @@ func TestInstallBIOSWritesBootChain(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	o := BIOSOptions{ConfigPath: biosTestConfig, TmpDir: t.TempDir()}
-	// grub-mkimage is deterministic, so this is the core.img InstallBIOS
-	// writes, before its blocklist is patched.
-	core, err := biosBuildCore(ctx, o)
+	tmp := t.TempDir()
+	// The build-time images, as an image carries them, unpatched.
+	bootImg, core, err := BuildGrubBIOS(ctx, GrubBIOSBuild{ConfigPath: biosTestConfig, TmpDir: tmp})
 	if err != nil {
 		t.Fatal(err)
 	}
+	if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
+		t.Errorf("BuildGrubBIOS left %d files in TmpDir", len(ents))
+	}
+	coreCopy, bootCopy := bytes.Clone(core), bytes.Clone(bootImg)
+	o := BIOSOptions{BootImg: bootImg, CoreImg: core}
 	if err := InstallBIOS(ctx, d, bios, o); err != nil {
 		t.Fatal(err)
 	}
-	if ents, _ := os.ReadDir(o.TmpDir); len(ents) != 0 {
-		t.Errorf("InstallBIOS left %d files in TmpDir", len(ents))
+	if !bytes.Equal(core, coreCopy) || !bytes.Equal(bootImg, bootCopy) {
+		t.Errorf("InstallBIOS patched the image's loader bytes in place")
 	}
 
 	mbr := biosReadAt(t, d, 0, 512)
@@ -110,9 +114,8 @@ func TestInstallBIOSWritesBootChain(t *testing.T) {
 	if mbr[0x1fe] != 0x55 || mbr[0x1ff] != 0xaa {
 		t.Errorf("MBR signature %x %x, want 55 aa", mbr[0x1fe], mbr[0x1ff])
 	}
-	bootImg, err := os.ReadFile(filepath.Join(biosDefaultGrubDir, "boot.img"))
-	if err != nil {
-		t.Fatal(err)
+	if host, err := os.ReadFile(filepath.Join(biosDefaultGrubDir, "boot.img")); err != nil || !bytes.Equal(host, bootImg) {
+		t.Errorf("BuildGrubBIOS's boot.img is not the host's (%v)", err)
 	}
 	want := bytes.Clone(bootImg[:440])
 	copy(want[3:0x5a], before[3:0x5a]) // grub-setup keeps the disk's BPB bytes
@@ -187,7 +190,11 @@ func TestInstallBIOSPartitionTooSmall(t *testing.T) {
 	d, _, tab := biosTestDisk(t, 64<<10)
 	bios, _ := tab.ByRole(layout.RoleBIOSBoot)
 	before := biosReadAt(t, d, 0, 1<<20+64<<10)
-	err := InstallBIOS(context.Background(), d, bios, BIOSOptions{ConfigPath: biosTestConfig, TmpDir: t.TempDir()})
+	bootImg, core, err := BuildGrubBIOS(context.Background(), GrubBIOSBuild{ConfigPath: biosTestConfig, TmpDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = InstallBIOS(context.Background(), d, bios, BIOSOptions{BootImg: bootImg, CoreImg: core})
 	if !errors.Is(err, ErrBIOSBootTooSmall) {
 		t.Fatalf("got %v, want ErrBIOSBootTooSmall", err)
 	}
@@ -206,7 +213,7 @@ func TestInstallBIOSRefusesWhatIsNotABIOSBootPartition(t *testing.T) {
 	esp, _ := tab.ByRole(layout.RoleESP)
 	moved := bios
 	moved.Start += 1 << 20 // not where the disk's GPT has it
-	o := BIOSOptions{ConfigPath: biosTestConfig, TmpDir: t.TempDir()}
+	o := BIOSOptions{}
 	before := biosReadAt(t, d, 0, 2<<20)
 	for _, c := range []struct {
 		name string
@@ -231,9 +238,19 @@ func TestInstallBIOSWithoutGrubSaysWhatToInstall(t *testing.T) {
 	d, _, tab := biosTestDisk(t, 0)
 	bios, _ := tab.ByRole(layout.RoleBIOSBoot)
 
+	t.Run("image without the BIOS loaders", func(t *testing.T) {
+		before := biosReadAt(t, d, 0, 2<<20)
+		err := InstallBIOS(context.Background(), d, bios, BIOSOptions{})
+		if !errors.Is(err, ErrGrubPCMissing) || !strings.Contains(err.Error(), "grub-i386-pc-core.img") {
+			t.Errorf("got %v", err)
+		}
+		if !bytes.Equal(biosReadAt(t, d, 0, 2<<20), before) {
+			t.Errorf("a refused InstallBIOS wrote to the disk")
+		}
+	})
 	t.Run("no grub-mkimage", func(t *testing.T) {
 		t.Setenv("PATH", t.TempDir())
-		err := InstallBIOS(context.Background(), d, bios, BIOSOptions{ConfigPath: biosTestConfig})
+		_, _, err := BuildGrubBIOS(context.Background(), GrubBIOSBuild{ConfigPath: biosTestConfig})
 		if !errors.Is(err, ErrGrubPCMissing) || !errors.Is(err, exec.ErrNotFound) || !strings.Contains(err.Error(), "install grub-pc-bin") {
 			t.Errorf("got %v", err)
 		}
@@ -241,7 +258,7 @@ func TestInstallBIOSWithoutGrubSaysWhatToInstall(t *testing.T) {
 	t.Run("no i386-pc files", func(t *testing.T) {
 		biosTestTool(t, "grub-mkimage")
 		dir := t.TempDir()
-		err := InstallBIOS(context.Background(), d, bios, BIOSOptions{ConfigPath: biosTestConfig, GrubDir: dir})
+		_, _, err := BuildGrubBIOS(context.Background(), GrubBIOSBuild{ConfigPath: biosTestConfig, GrubDir: dir})
 		if !errors.Is(err, ErrGrubPCMissing) || !strings.Contains(err.Error(), "install grub-pc-bin") || !strings.Contains(err.Error(), dir) {
 			t.Errorf("got %v", err)
 		}
@@ -250,7 +267,7 @@ func TestInstallBIOSWithoutGrubSaysWhatToInstall(t *testing.T) {
 
 func TestBIOSConfigPath(t *testing.T) {
 	for _, p := range []string{"", "EFI/imprint/grub.cfg", "/", "/EFI/../grub.cfg", "/EFI//grub.cfg", "/EFI/my grub/grub.cfg", `/EFI/a"b.cfg`, "/EFI/$x.cfg", "/EFI/a;b.cfg"} {
-		if _, err := biosBuildCore(context.Background(), BIOSOptions{ConfigPath: p}); err == nil || !strings.Contains(err.Error(), "config path") {
+		if _, err := biosBuildCore(context.Background(), GrubBIOSBuild{ConfigPath: p}); err == nil || !strings.Contains(err.Error(), "config path") {
 			t.Errorf("%q: got %v, want a config path error", p, err)
 		}
 	}
@@ -268,7 +285,7 @@ func TestBIOSConfigPath(t *testing.T) {
 
 func TestBIOSCoreBuildsAndFits(t *testing.T) {
 	biosTestGrub(t)
-	core, err := biosBuildCore(context.Background(), BIOSOptions{ConfigPath: biosTestConfig, TmpDir: t.TempDir()})
+	core, err := biosBuildCore(context.Background(), GrubBIOSBuild{ConfigPath: biosTestConfig, TmpDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,7 +39,11 @@ func biosVMDisk(t *testing.T, cfg string) string {
 	}
 	bios, _ := tab.ByRole(layout.RoleBIOSBoot)
 	start := time.Now()
-	if err := InstallBIOS(context.Background(), d, bios, BIOSOptions{ConfigPath: biosTestConfig, TmpDir: t.TempDir()}); err != nil {
+	bootImg, core, err := BuildGrubBIOS(context.Background(), GrubBIOSBuild{ConfigPath: biosTestConfig, TmpDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := InstallBIOS(context.Background(), d, bios, BIOSOptions{BootImg: bootImg, CoreImg: core}); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("InstallBIOS: %v", time.Since(start).Round(time.Millisecond))
@@ -157,17 +161,13 @@ func TestBIOSMatchesGrubBiosSetup(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	o := BIOSOptions{ConfigPath: biosTestConfig, TmpDir: tmp}
-	core, err := biosBuildCore(ctx, o)
+	bootImg, core, err := BuildGrubBIOS(ctx, GrubBIOSBuild{ConfigPath: biosTestConfig, TmpDir: tmp})
 	if err != nil {
 		t.Fatal(err)
 	}
+	o := BIOSOptions{BootImg: bootImg, CoreImg: core}
 	dir := filepath.Join(tmp, "grub")
 	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	bootImg, err := os.ReadFile(filepath.Join(biosDefaultGrubDir, "boot.img"))
-	if err != nil {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(dir, "boot.img"), bootImg, 0o644)

@@ -17,15 +17,19 @@ var grubEFIModules = []string{
 	"test", "boot", "sleep", "reboot", "halt", "ls", "cat", "gzio", "regexp",
 }
 
-// BuildGrubEFI makes a standalone GRUB EFI image with grub-mkimage. Its
-// embedded configuration finds the ESP (by FAT volume id, else by the file)
-// and reads imprint's grub.cfg there.
-func BuildGrubEFI(ctx context.Context, espUUID, tmpDir string) ([]byte, error) {
+// BuildGrubEFI makes a standalone GRUB EFI image with grub-mkimage, at
+// build time (the image carries it as image.LoaderGrubEFI). Its embedded
+// configuration holds no per-disk value: it finds the ESP by imprint's
+// grub.cfg on it and reads that. modDir is GRUB's x86_64-efi directory
+// ("" for /usr/lib/grub/x86_64-efi).
+func BuildGrubEFI(ctx context.Context, modDir, tmpDir string) ([]byte, error) {
 	if _, err := exec.LookPath("grub-mkimage"); err != nil {
 		return nil, fmt.Errorf("%w: grub-mkimage (install grub-efi-amd64-bin)", ErrMissingBinary)
 	}
-	modDir := "/usr/lib/grub/x86_64-efi"
-	if _, err := os.Stat(modDir); err != nil {
+	if modDir == "" {
+		modDir = "/usr/lib/grub/x86_64-efi"
+	}
+	if _, err := os.Stat(filepath.Join(modDir, "kernel.img")); err != nil {
 		return nil, fmt.Errorf("%w: %s (install grub-efi-amd64-bin)", ErrMissingBinary, modDir)
 	}
 	dir, err := os.MkdirTemp(tmpDir, "imprint-grub-")
@@ -33,11 +37,7 @@ func BuildGrubEFI(ctx context.Context, espUUID, tmpDir string) ([]byte, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	search := "search --no-floppy --file --set=root " + GrubCfg
-	if espUUID != "" {
-		search = "search --no-floppy --fs-uuid --set=root " + espUUID + " || " + search
-	}
-	early := search + "\nset prefix=($root)" + Dir + "\nconfigfile ($root)" + GrubCfg + "\necho \"imprint: cannot read " + GrubCfg + "\"\n"
+	early := grubEFIEarlyConfig()
 	cfg := filepath.Join(dir, "early.cfg")
 	if err := os.WriteFile(cfg, []byte(early), 0o644); err != nil {
 		return nil, err
@@ -52,4 +52,10 @@ func BuildGrubEFI(ctx context.Context, espUUID, tmpDir string) ([]byte, error) {
 		return nil, fmt.Errorf("grub-mkimage wrote no image")
 	}
 	return b, err
+}
+
+// grubEFIEarlyConfig is the same for every disk, so the image can carry
+// the GRUB binary: the ESP is the partition that holds imprint's grub.cfg.
+func grubEFIEarlyConfig() string {
+	return "search --no-floppy --file --set=root " + GrubCfg + "\nset prefix=($root)" + Dir + "\nconfigfile ($root)" + GrubCfg + "\necho \"imprint: cannot read " + GrubCfg + "\"\n"
 }

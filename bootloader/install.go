@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path"
 	"sort"
 	"strings"
+
+	"github.com/imprint-dev/imprint/image"
 )
 
 // Loaders and firmware kinds.
@@ -20,16 +21,10 @@ const (
 	Both = "both"
 )
 
-// Default locations of the loader binaries (Debian packages
-// systemd-boot-efi, ipxe).
-const (
-	DefaultSystemdBoot = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi"
-	DefaultIPXEEFI     = "/usr/lib/ipxe/ipxe.efi"
-	DefaultIPXELkrn    = "/usr/lib/ipxe/ipxe.lkrn"
-	fallbackLoader     = "/EFI/BOOT/BOOTX64.EFI"
-)
+const fallbackLoader = "/EFI/BOOT/BOOTX64.EFI"
 
-// ErrMissingBinary says a loader binary is not installed.
+// ErrMissingBinary says a tool or file a build needs to make a loader is
+// not installed on the build host.
 var ErrMissingBinary = errors.New("boot loader binary not found")
 
 // InstallOptions describe one bootloader installation.
@@ -39,8 +34,11 @@ type InstallOptions struct {
 	// NewESP says imprint just made this ESP: the removable-media fallback
 	// loader \EFI\BOOT\BOOTX64.EFI may then be replaced. On an ESP that
 	// other systems use it is only written when absent.
-	NewESP    bool
-	EFIBinary string // systemd-boot binary (default DefaultSystemdBoot)
+	NewESP bool
+	// Loaders are the image's loader binaries by name (image.Loader*,
+	// LoaderIPXELkrn), fetched and checked against its manifest. Only
+	// these are written: nothing comes from the deploying host.
+	Loaders map[string][]byte
 
 	Name, Version string // the image, for titles and the kernel directory
 	Kernel        []byte
@@ -53,8 +51,6 @@ type InstallOptions struct {
 	TrustKey    string // minisign public key the diskless agent demands (imprint.trust=)
 	NetbootURL  string // server URL for the netboot entry's script
 	NoNetboot   bool
-	IPXEEFI     string // default DefaultIPXEEFI
-	IPXELkrn    string // default DefaultIPXELkrn
 
 	Default string // default entry id (default "local")
 	Timeout int
@@ -77,6 +73,17 @@ func Install(ctx context.Context, f FS, o InstallOptions) (*Menu, error) {
 	}
 	if o.Kernel == nil {
 		return nil, fmt.Errorf("the image has no kernel: build it with --kernel or a /boot/vmlinuz-* in the root tree")
+	}
+	// Refuse a setup the image has no loader for before writing anything.
+	// The BIOS loaders are InstallBIOS's.
+	req, _ := NeededLoaders(o.Loader, o.Firmware, !o.NoNetboot)
+	for _, name := range req {
+		if name == image.LoaderGrubBIOSBoot || name == image.LoaderGrubBIOSCore {
+			continue
+		}
+		if _, ok := o.Loaders[name]; !ok {
+			return nil, MissingLoader(name, "this boot setup (boot loader "+o.Loader+", firmware "+o.Firmware+map[bool]string{true: ", netboot entry"}[!o.NoNetboot]+")")
+		}
 	}
 	old, err := ReadMenu(f)
 	if err != nil && !errors.Is(err, ErrNoMenu) {
@@ -167,34 +174,67 @@ func disklessCmdline(c string) string {
 	return strings.Join(keep, " ")
 }
 
-func readBinary(p, what string) ([]byte, error) {
-	b, err := os.ReadFile(p)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %s (%s); install its Debian package or point at one", ErrMissingBinary, p, what)
+// NeededLoaders are the loader binaries an install with o's loader,
+// firmware and netboot choice writes; optional ones are written when the
+// image has them.
+func NeededLoaders(loader, firmware string, netboot bool) (required, optional []string) {
+	if loader == "" {
+		loader = SystemdBoot
 	}
-	return b, err
+	if firmware != BIOS {
+		if loader == Grub {
+			required = append(required, image.LoaderGrubEFI)
+		} else {
+			required = append(required, image.LoaderSystemdBoot)
+		}
+	}
+	if firmware == BIOS || firmware == Both {
+		required = append(required, image.LoaderGrubBIOSBoot, image.LoaderGrubBIOSCore)
+	}
+	if netboot {
+		required = append(required, image.LoaderIPXEEFI)
+		optional = append(optional, LoaderIPXELkrn)
+	}
+	return required, optional
+}
+
+// MissingLoader is the error for a loader the image lacks, saying which
+// choice needs it and how to get an image that has it.
+func MissingLoader(name, choice string) error {
+	pkg := "its Debian package"
+	for _, l := range hostLoaders() {
+		if l.name == name {
+			pkg = "package " + l.pkg
+		}
+	}
+	return fmt.Errorf("%w: %s needs %s, which this image does not carry (it was built on a host without %s): rebuild the image there with it installed, or with imprint build --loader %s=FILE, or choose another boot setup", ErrNoLoader, choice, name, pkg, name)
+}
+
+func (o InstallOptions) loader(name, choice string) ([]byte, error) {
+	b, ok := o.Loaders[name]
+	if !ok {
+		return nil, MissingLoader(name, choice)
+	}
+	return b, nil
 }
 
 func installUEFILoader(ctx context.Context, f FS, o InstallOptions) error {
 	var bin []byte
 	var own string
+	var err error
 	switch o.Loader {
 	case SystemdBoot:
-		p := o.EFIBinary
-		if p == "" {
-			p = DefaultSystemdBoot
-		}
-		b, err := readBinary(p, "systemd-boot, package systemd-boot-efi")
-		if err != nil {
-			return err
-		}
-		bin, own = b, "/EFI/systemd/systemd-bootx64.efi"
+		bin, err = o.loader(image.LoaderSystemdBoot, "boot loader systemd-boot")
+		own = "/EFI/systemd/systemd-bootx64.efi"
 	case Grub:
-		b, err := BuildGrubEFI(ctx, o.ESPUUID, o.TmpDir)
-		if err != nil {
-			return err
-		}
-		bin, own = b, path.Join(Dir, "grubx64.efi")
+		bin, err = o.loader(image.LoaderGrubEFI, "boot loader grub under UEFI")
+		own = path.Join(Dir, "grubx64.efi")
+	}
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	if err := writeNew(f, own, bin); err != nil {
 		return err
@@ -212,15 +252,8 @@ func installUEFILoader(ctx context.Context, f FS, o InstallOptions) error {
 // autoexec.ipxe; Debian's 2019 build ignores it and boots by DHCP, where
 // imprint serve hands out the same script URL).
 func installNetboot(f FS, o InstallOptions) (Entry, error) {
-	efiSrc, lkrnSrc := o.IPXEEFI, o.IPXELkrn
-	if efiSrc == "" {
-		efiSrc = DefaultIPXEEFI
-	}
-	if lkrnSrc == "" {
-		lkrnSrc = DefaultIPXELkrn
-	}
 	e := Entry{ID: TypeNetboot, Type: TypeNetboot, Title: "imprint: boot from the network (iPXE)"}
-	efi, err := readBinary(efiSrc, "iPXE, package ipxe")
+	efi, err := o.loader(image.LoaderIPXEEFI, "the netboot entry (leave it out with --no-netboot)")
 	if err != nil {
 		return e, err
 	}
@@ -228,7 +261,7 @@ func installNetboot(f FS, o InstallOptions) (Entry, error) {
 	if err := writeNew(f, e.EFI, efi); err != nil {
 		return e, err
 	}
-	if lkrn, err := readBinary(lkrnSrc, "iPXE, package ipxe"); err == nil {
+	if lkrn, ok := o.Loaders[LoaderIPXELkrn]; ok {
 		e.BIOSLinux = path.Join(Dir, "ipxe.lkrn")
 		if err := writeNew(f, e.BIOSLinux, lkrn); err != nil {
 			return e, err

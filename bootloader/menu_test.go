@@ -9,18 +9,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/imprint-dev/imprint/image"
 )
 
 func testInstall(t *testing.T, f FS) InstallOptions {
 	t.Helper()
-	dir := t.TempDir()
-	efi := filepath.Join(dir, "fake-systemd-boot.efi")
-	os.WriteFile(efi, []byte("MZ systemd-boot"), 0o644)
-	ipxe := filepath.Join(dir, "ipxe.efi")
-	os.WriteFile(ipxe, []byte("MZ ipxe"), 0o644)
 	return InstallOptions{
-		EFIBinary: efi, IPXEEFI: ipxe, IPXELkrn: filepath.Join(dir, "none"),
-		Name: "node", Version: "v1", Kernel: []byte("kernel"), Initrd: []byte("initrd"),
+		Loaders: map[string][]byte{image.LoaderSystemdBoot: []byte("MZ systemd-boot"), image.LoaderIPXEEFI: []byte("MZ ipxe")},
+		Name:    "node", Version: "v1", Kernel: []byte("kernel"), Initrd: []byte("initrd"),
 		Cmdline: "ro console=ttyS0", RootPARTUUID: "AAAAAAAA-BBBB-CCCC-DDDD-EEEEEEEEEEEE",
 		DisklessURL: "http://10.0.0.1:8080", NetbootURL: "http://10.0.0.1:8080", NewESP: true, Timeout: 3,
 	}

@@ -3,6 +3,7 @@
 package builder
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/imprint-dev/imprint/bootloader"
 	"github.com/imprint-dev/imprint/builder/diskimage"
 	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/image"
@@ -44,10 +46,15 @@ type Options struct {
 	Kernel, Initrd, Cmdline string
 	// NoKernel says an image built from Rootfs is meant to carry no kernel;
 	// without it a tree with none is an error.
-	NoKernel  bool
-	Agent     string // agent initramfs (imprint initrd) to carry
-	ChunkSize int64
-	TmpDir    string
+	NoKernel bool
+	Agent    string // agent initramfs (imprint initrd) to carry
+	// Loaders are loader binaries given as NAME=FILE (--loader); the rest
+	// come from the build host's Debian packages under LoaderRoot ("" is
+	// /), and are left out, with a note, where the host lacks them.
+	Loaders    map[string]string
+	LoaderRoot string
+	ChunkSize  int64
+	TmpDir     string
 	// Progress gets what is being stored and how far it is.
 	Progress func(label string, done, total int64)
 	// Signer, if set, signs the manifest as stored, so clients that trust
@@ -62,6 +69,9 @@ type Result struct {
 	Stats    image.StoreStats
 	Boot     BootReport
 	Signed   bool // a signature by Options.Signer is in the store
+	// Notes say what the image lacks and why (a loader the build host
+	// does not have), for the user to read.
+	Notes []string
 }
 
 // DefaultLayout is used when no --layout is given: an ESP big enough for two
@@ -259,6 +269,27 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 
+	loaders, notes, err := bootloader.CollectLoaders(ctx, bootloader.CollectOptions{Files: o.Loaders, Root: o.LoaderRoot, TmpDir: tmp})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInput, err)
+	}
+	for _, name := range bootloader.LoaderNames() {
+		b, ok := loaders[name]
+		if !ok {
+			continue
+		}
+		c, s, err := storeContent(ctx, o, "loader "+name, source{label: name, r: bytes.NewReader(b), size: int64(len(b))})
+		if err != nil {
+			return nil, err
+		}
+		if m.Loaders == nil {
+			m.Loaders = map[string]*image.Content{}
+		}
+		m.Loaders[name] = c
+		digests = append(digests, c.SHA256)
+		addStats(&stats, s)
+	}
+
 	m.Version = o.Version
 	if m.Version == "" {
 		m.Version = created.Format("20060102") + "-" + image.HashBytes([]byte(strings.Join(digests, "\n")))[:8]
@@ -267,7 +298,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{ID: id, Manifest: m, Stats: stats, Boot: report}
+	res := &Result{ID: id, Manifest: m, Stats: stats, Boot: report, Notes: notes}
 	if o.Signer != nil {
 		if err := signManifest(ctx, o.Store, o.Signer, m); err != nil {
 			return nil, err

@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/imprint-dev/imprint/bootloader"
 	"github.com/imprint-dev/imprint/builder"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/layout"
@@ -21,6 +22,7 @@ func newBuild(e *env) *cobra.Command {
 		rootSize   string
 		chunkSize  string
 		signKey    string
+		loaders    []string
 	)
 	c := &cobra.Command{
 		Use:   "build --store DIR --name NAME (--rootfs DIR | --partition NAME=FILE... | --disk-image FILE)",
@@ -43,6 +45,19 @@ func newBuild(e *env) *cobra.Command {
 					return fmt.Errorf("--partition %q: want NAME=FILE", p)
 				}
 				o.Partitions = append(o.Partitions, builder.PartitionFile{Name: name, Path: file})
+			}
+			for _, l := range loaders {
+				name, file, ok := strings.Cut(l, "=")
+				if !ok || name == "" || file == "" {
+					return fmt.Errorf("--loader %q: want NAME=FILE, NAME one of %s", l, strings.Join(bootloader.LoaderNames(), ", "))
+				}
+				if o.Loaders == nil {
+					o.Loaders = map[string]string{}
+				}
+				if _, dup := o.Loaders[name]; dup {
+					return fmt.Errorf("--loader %s is given twice", name)
+				}
+				o.Loaders[name] = file
 			}
 			if layoutFile != "" {
 				f, err := os.Open(layoutFile)
@@ -74,9 +89,12 @@ func newBuild(e *env) *cobra.Command {
 				return err
 			}
 			m := res.Manifest
+			for _, n := range res.Notes {
+				fmt.Fprintf(e.io.Err, "note: %s\n", n)
+			}
 			if e.json {
 				e.emitJSON(map[string]any{"id": res.ID, "name": m.Name, "version": m.Version, "chunks": res.Stats.Chunks, "zero_chunks": res.Stats.Zero, "new_chunks": res.Stats.New, "new_bytes": res.Stats.NewBytes, "signed": res.Signed,
-					"kernel": res.Boot.Kernel, "initrd": res.Boot.Initrd, "cmdline": res.Boot.Cmdline, "cmdline_from": res.Boot.CmdlineFrom})
+					"kernel": res.Boot.Kernel, "initrd": res.Boot.Initrd, "cmdline": res.Boot.Cmdline, "cmdline_from": res.Boot.CmdlineFrom, "notes": res.Notes})
 				return nil
 			}
 			e.printf("built %s:%s\n  image id %s\n  %d chunks: %d new, %d all-zero, %d already in the store\n",
@@ -104,6 +122,8 @@ func newBuild(e *env) *cobra.Command {
 	f.StringVar(&storeDir, "store", "", "store directory (created if missing)")
 	f.StringVar(&signKey, "sign", "", "sign the manifest with this minisign secret key (imprint key generate)")
 	f.StringVar(&o.Name, "name", "", "image name")
+	f.StringArrayVar(&loaders, "loader", nil, "boot loader binary NAME=FILE the image carries instead of the build host's ("+strings.Join(bootloader.LoaderNames(), ", ")+"); repeatable")
+	f.StringVar(&o.LoaderRoot, "loader-root", "/", "root of the Debian packages (systemd-boot-efi, ipxe, grub-efi-amd64-bin, grub-pc-bin) the image's boot loaders come from")
 	f.StringVar(&o.Version, "version", "", "image version (default: creation date and content hash)")
 	f.StringVar(&o.Rootfs, "rootfs", "", "root filesystem directory, made into a reproducible ext4 image")
 	f.StringVar(&rootSize, "root-size", "", "size of the root filesystem (default: estimated from the tree)")

@@ -165,7 +165,7 @@ func newServe(e *env) *cobra.Command {
 	f.StringArrayVar(&reserve, "reserve", nil, "--dhcp full: MAC=IP[,HOSTNAME] reservation (repeatable)")
 	f.StringVar(&leases, "leases", "", "--dhcp full: lease file, written atomically (default: in memory)")
 	f.StringVar(&tftp, "tftp", "", "TFTP listen address for PXE ROMs (default with --dhcp: port 69 on the server address)")
-	f.StringVar(&ipxeDir, "ipxe-dir", netboot.DefaultIPXEDir, "directory with ipxe.efi and undionly.kpxe")
+	f.StringVar(&ipxeDir, "ipxe-dir", netboot.DefaultIPXEDir, "directory with ipxe.efi and undionly.kpxe, sent to PXE clients only when the served image carries none")
 	return c
 }
 

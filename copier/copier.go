@@ -316,8 +316,9 @@ func (m memTarget) ReadAt(p []byte, off int64) (int, error)  { return copy(p, m[
 func (m memTarget) WriteAt(p []byte, off int64) (int, error) { return copy(m[off:], p), nil }
 func (m memTarget) ZeroRange(off, n int64) error             { clear(m[off : off+n]); return nil }
 
-// ReadContent fetches a whole content into memory, every chunk checked:
-// for boot artifacts, which are small.
+// ReadContent fetches a whole content into memory, every chunk checked,
+// then the whole against the content's SHA-256: for boot artifacts and
+// loaders, which are small.
 func (c *Copier) ReadContent(ctx context.Context, content *image.Content) ([]byte, error) {
 	if content == nil {
 		return nil, nil
@@ -325,6 +326,9 @@ func (c *Copier) ReadContent(ctx context.Context, content *image.Content) ([]byt
 	buf := make(memTarget, content.Size)
 	if err := c.Write(ctx, content, buf, Hooks{}); err != nil {
 		return nil, err
+	}
+	if sum := image.HashBytes(buf); sum != content.SHA256 {
+		return nil, fmt.Errorf("%w: the assembled content hashes to %s, the manifest says %s", image.ErrChecksum, sum, content.SHA256)
 	}
 	return buf, nil
 }

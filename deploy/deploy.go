@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sort"
 	"sync"
 	"time"
 
@@ -67,16 +68,16 @@ type Options struct {
 
 // BootOptions choose the boot menu a deploy installs.
 type BootOptions struct {
-	Skip        bool   // write no boot loader
-	Loader      string // systemd-boot (default) or grub
-	Firmware    string // uefi, bios, both; "" picks both for image files and removable disks
-	EFIBinary   string
+	Skip   bool   // write no boot loader
+	Loader string // systemd-boot (default) or grub
+	// Firmware is uefi, bios or both; "" picks both for image files and
+	// removable disks when the image carries GRUB for BIOS, else uefi.
+	Firmware    string
 	DisklessURL string
 	NetbootURL  string
 	Timeout     int
 	AgentInitrd []byte
 	TrustKey    string // public key the diskless entry's agent requires
-	IPXEEFI     string // iPXE for the netboot entry (default Debian's)
 	NoNetboot   bool
 }
 
@@ -145,6 +146,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	if dev != nil {
 		defer dev.Close()
+	}
+	if !o.Boot.Skip {
+		// Before anything is written: a boot setup the image has no
+		// loader for is refused, not found out after the copy.
+		if err := checkLoaders(m, o.Boot, plan.Table); err != nil {
+			return nil, fmt.Errorf("boot loader: %w", err)
+		}
 	}
 	o.emit(Event{Kind: "plan", Plan: plan})
 	if o.DryRun {
@@ -344,11 +352,27 @@ func installBoot(ctx context.Context, o Options, cp *copier.Copier, dev *disk.Di
 	if err != nil {
 		return err
 	}
+	b.Firmware = firmware(b.Firmware, t)
+	if err := checkLoaders(m, b, t); err != nil {
+		return err
+	}
+	loaders, err := fetchLoaders(ctx, cp, m)
+	if err != nil {
+		return err
+	}
+	// Every loader the image carries is kept on the ESP as the image has
+	// it (before any per-disk patch), so the disk holds every file of its
+	// image and can be served or exported whole.
+	for _, name := range sortedLoaders(m) {
+		if err := esp.WriteFile(LoadersDir+"/"+name, loaders[name]); err != nil {
+			return fmt.Errorf("write %s/%s on the ESP: %w", LoadersDir, name, err)
+		}
+	}
 	if _, err := bootloader.Install(ctx, esp, bootloader.InstallOptions{
-		Loader: b.Loader, Firmware: b.Firmware, NewESP: newESP, EFIBinary: b.EFIBinary,
+		Loader: b.Loader, Firmware: b.Firmware, NewESP: newESP, Loaders: loaders,
 		Name: m.Name, Version: m.Version, Kernel: kernel, Initrd: initrd, Cmdline: m.Boot.Cmdline,
 		RootPARTUUID: root.GUID, DisklessURL: b.DisklessURL, AgentInitrd: b.AgentInitrd, TrustKey: b.TrustKey, NetbootURL: b.NetbootURL,
-		Timeout: b.Timeout, ESPUUID: uuid, TmpDir: o.TmpDir, IPXEEFI: b.IPXEEFI, NoNetboot: b.NoNetboot,
+		Timeout: b.Timeout, ESPUUID: uuid, TmpDir: o.TmpDir, NoNetboot: b.NoNetboot,
 	}); err != nil {
 		return err
 	}
@@ -359,7 +383,85 @@ func installBoot(ctx context.Context, o Options, cp *copier.Copier, dev *disk.Di
 	if !ok {
 		return fmt.Errorf("firmware %s needs a BIOS boot partition and the layout has none", b.Firmware)
 	}
-	return bootloader.InstallBIOS(ctx, dev, bb, bootloader.BIOSOptions{ConfigPath: bootloader.GrubCfg, TmpDir: o.TmpDir})
+	return bootloader.InstallBIOS(ctx, dev, bb, bootloader.BIOSOptions{
+		BootImg: loaders[image.LoaderGrubBIOSBoot], CoreImg: loaders[image.LoaderGrubBIOSCore],
+	})
+}
+
+// LoadersDir holds, on a deployed disk's ESP, every loader binary of its
+// image, as the manifest names them.
+const LoadersDir = StateDir + "/loaders"
+
+// firmware resolves an unset firmware choice for a disk already placed
+// (a resumed deploy): both when it has a BIOS boot partition.
+func firmware(f string, t *layout.Table) string {
+	if f != "" {
+		return f
+	}
+	if _, ok := t.ByRole(layout.RoleBIOSBoot); ok {
+		return bootloader.Both
+	}
+	return bootloader.UEFI
+}
+
+// checkLoaders refuses a boot setup that needs a loader the image does not
+// carry, naming the choice and the loader.
+func checkLoaders(m *image.Manifest, b BootOptions, t *layout.Table) error {
+	if m.Boot == nil || m.Boot.Kernel == nil {
+		return nil // no boot menu at all; Run warns
+	}
+	fw := firmware(b.Firmware, t)
+	loader := b.Loader
+	if loader == "" {
+		loader = bootloader.SystemdBoot
+	}
+	req, _ := bootloader.NeededLoaders(loader, fw, !b.NoNetboot)
+	for _, name := range req {
+		if m.Loaders[name] != nil {
+			continue
+		}
+		var choice string
+		switch name {
+		case image.LoaderGrubBIOSBoot, image.LoaderGrubBIOSCore:
+			choice = "--firmware " + fw + " (GRUB for legacy BIOS)"
+		case image.LoaderIPXEEFI:
+			choice = "the netboot entry (leave it out with --no-netboot)"
+		default:
+			choice = "--bootloader " + loader
+		}
+		return bootloader.MissingLoader(name, choice)
+	}
+	return nil
+}
+
+// hasBIOSLoaders says whether the image can boot under legacy BIOS.
+func hasBIOSLoaders(m *image.Manifest) bool {
+	return m.Loaders[image.LoaderGrubBIOSBoot] != nil && m.Loaders[image.LoaderGrubBIOSCore] != nil
+}
+
+func sortedLoaders(m *image.Manifest) []string {
+	names := make([]string, 0, len(m.Loaders))
+	for n := range m.Loaders {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// fetchLoaders reads every loader of the image through the copier: each
+// chunk checked against its name from whichever source gives it right,
+// then the whole against the manifest. A source that sends a changed
+// loader is passed over like one that sends a changed root chunk.
+func fetchLoaders(ctx context.Context, cp *copier.Copier, m *image.Manifest) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	for _, name := range sortedLoaders(m) {
+		b, err := cp.ReadContent(ctx, m.Loaders[name])
+		if err != nil {
+			return nil, fmt.Errorf("loader %s: %w", name, err)
+		}
+		out[name] = b
+	}
+	return out, nil
 }
 
 func contains(s []int, v int) bool {
@@ -369,6 +471,16 @@ func contains(s []int, v int) bool {
 		}
 	}
 	return false
+}
+
+// autoFirmware is the firmware default want, narrowed to UEFI (with a
+// warning) when the image carries no GRUB for legacy BIOS.
+func autoFirmware(o *Options, want string) string {
+	if want == bootloader.UEFI || o.Boot.Skip || hasBIOSLoaders(o.Image.Manifest) {
+		return want
+	}
+	o.emit(Event{Kind: "warning", Message: fmt.Sprintf("the image carries no GRUB for legacy BIOS (%s, %s): the disk boots under UEFI only", image.LoaderGrubBIOSBoot, image.LoaderGrubBIOSCore)})
+	return bootloader.UEFI
 }
 
 // prepare opens the target and decides between a fresh deploy and a resume.
@@ -389,13 +501,19 @@ func prepare(o *Options) (*Plan, *disk.Disk, *OnDisk, error) {
 		}
 		plan.DiskSize = o.Size
 		if o.Boot.Firmware == "" {
-			o.Boot.Firmware = bootloader.Both
+			o.Boot.Firmware = autoFirmware(o, bootloader.Both)
 		}
 		t, err := layout.Place(withBIOSBoot(lay, o.Boot), o.Size, 512)
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("%s: %w", o.Disk, err)
 		}
 		plan.Table = t
+		if !o.Boot.Skip {
+			// Before the file is created, so a refusal leaves none.
+			if err := checkLoaders(m, o.Boot, t); err != nil {
+				return nil, nil, nil, fmt.Errorf("boot loader: %w", err)
+			}
+		}
 		if o.DryRun {
 			return plan, nil, nil, nil
 		}
@@ -431,7 +549,7 @@ func prepare(o *Options) (*Plan, *disk.Disk, *OnDisk, error) {
 	if o.Boot.Firmware == "" {
 		o.Boot.Firmware = bootloader.UEFI
 		if !dev.IsBlock() || dev.Removable() {
-			o.Boot.Firmware = bootloader.Both
+			o.Boot.Firmware = autoFirmware(o, bootloader.Both)
 		}
 	}
 	t, err := layout.Place(withBIOSBoot(lay, o.Boot), dev.Size(), dev.SectorSize())

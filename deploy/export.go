@@ -197,6 +197,18 @@ func exportDrifted(ctx context.Context, src *DiskSource, dst *store.Dir, o Expor
 			}
 		}
 	}
+	for name, c := range nm.Loaders {
+		if !drifted["loader "+name] {
+			continue
+		}
+		data, err := src.espFile(LoadersDir + "/" + name)
+		if err != nil {
+			return nil, err
+		}
+		if nm.Loaders[name], err = recut(c, bytes.NewReader(data), int64(len(data))); err != nil {
+			return nil, fmt.Errorf("loader %s: %w", name, err)
+		}
+	}
 	id, err := dst.PutManifest(nm)
 	if err != nil {
 		return nil, err

@@ -138,6 +138,17 @@ func newDiskSource(p string, dev *disk.Disk) (*DiskSource, error) {
 			}
 		}
 	}
+	// Loaders are kept on the ESP as the image has them (LoadersDir); a
+	// disk deployed without a boot loader, or by an imprint that did not
+	// keep them, lacks them, as above.
+	for _, name := range sortedLoaders(m) {
+		f, c := LoadersDir+"/"+name, m.Loaders[name]
+		if od.ESP.Exists(f) {
+			s.add(c, m.ChunkSize, "loader "+name, 0, f)
+		} else {
+			s.missing = append(s.missing, missingFile{f, c})
+		}
+	}
 	s.enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
 	if err != nil {
 		return nil, err
@@ -402,8 +413,13 @@ func openLiveSource(p string, img *image.Resolved, t *layout.Table, done map[str
 		}
 		s.add(mp.Content, m.ChunkSize, mp.Name, placed.Start, "")
 	}
+	s.later = map[string]bool{}
+	for _, c := range m.Loaders {
+		for _, sum := range c.Chunks {
+			s.later[sum] = true
+		}
+	}
 	if b := m.Boot; b != nil {
-		s.later = map[string]bool{}
 		for _, c := range []*image.Content{b.Kernel, b.Initrd, b.Agent} {
 			if c != nil {
 				for _, sum := range c.Chunks {

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -70,7 +71,26 @@ type Manifest struct {
 	ChunkSize  int64       `json:"chunk_size"`
 	Partitions []Partition `json:"partitions"`
 	Boot       *Boot       `json:"boot,omitempty"`
+	// Loaders are the boot loader binaries the image carries, by name
+	// (the Loader* constants): everything that lands on an ESP or is sent
+	// to a PXE client, so it is signed with the image.
+	Loaders map[string]*Content `json:"loaders,omitempty"`
 }
+
+// Loader names: the keys of Manifest.Loaders. GRUB's BIOS images are the
+// bytes grub-mkimage made, before the per-disk patch (blocklist, kernel
+// sector) a deploy applies.
+const (
+	LoaderSystemdBoot  = "systemd-bootx64.efi"
+	LoaderIPXEEFI      = "ipxe.efi"
+	LoaderIPXEBIOS     = "undionly.kpxe"
+	LoaderGrubEFI      = "grubx64.efi"
+	LoaderGrubBIOSBoot = "grub-i386-pc-boot.img"
+	LoaderGrubBIOSCore = "grub-i386-pc-core.img"
+)
+
+// MaxLoaderSize caps one loader binary.
+const MaxLoaderSize = 64 << 20
 
 // Layout is the GPT layout the image wants.
 func (m *Manifest) Layout() layout.Layout {
@@ -106,7 +126,7 @@ func (m *Manifest) RootPartition() (*Partition, error) {
 }
 
 // Contents lists every stored blob of the image with a label, partitions
-// first, then boot artifacts.
+// first, then boot artifacts, then loaders by name.
 func (m *Manifest) Contents() []NamedContent {
 	var out []NamedContent
 	for _, p := range m.Partitions {
@@ -124,6 +144,14 @@ func (m *Manifest) Contents() []NamedContent {
 		if m.Boot.Agent != nil {
 			out = append(out, NamedContent{"agent", m.Boot.Agent})
 		}
+	}
+	names := make([]string, 0, len(m.Loaders))
+	for n := range m.Loaders {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		out = append(out, NamedContent{"loader " + n, m.Loaders[n]})
 	}
 	return out
 }
@@ -212,6 +240,17 @@ func (m *Manifest) Validate() error {
 		}
 		if p.Content.Size%512 != 0 {
 			return fmt.Errorf("%w: partition %q: content size %d is not a multiple of 512", ErrFormat, p.Name, p.Content.Size)
+		}
+	}
+	for n, c := range m.Loaders {
+		if err := ValidName(n); err != nil {
+			return fmt.Errorf("%w: loader name: %v", ErrFormat, err)
+		}
+		if c == nil {
+			return fmt.Errorf("%w: loader %s has no content", ErrFormat, n)
+		}
+		if c.Size > MaxLoaderSize {
+			return fmt.Errorf("%w: loader %s: %d bytes is more than the %d a loader may have", ErrFormat, n, c.Size, MaxLoaderSize)
 		}
 	}
 	for _, c := range m.Contents() {

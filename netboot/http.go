@@ -191,7 +191,8 @@ func (h *HTTP) file(w http.ResponseWriter, r *http.Request, rel, cache, etag str
 	http.ServeContent(w, r, "", st.ModTime(), f)
 }
 
-// bootFile serves an image's kernel, initrd or agent initramfs, assembled
+// bootFile serves an image's kernel, initrd, agent initramfs or a loader
+// (by its name in the manifest), assembled
 // from its chunks and checked, so a machine can boot without the store
 // holding loose files.
 func (h *HTTP) bootFile(w http.ResponseWriter, r *http.Request, name, version, file string) {
@@ -233,6 +234,8 @@ func (h *HTTP) bootFile(w http.ResponseWriter, r *http.Request, name, version, f
 			http.ServeFile(w, r, h.Agent)
 			return
 		}
+	default:
+		c = res.Manifest.Loaders[file]
 	}
 	if c == nil {
 		http.NotFound(w, r)
@@ -247,6 +250,32 @@ func (h *HTTP) bootFile(w http.ResponseWriter, r *http.Request, name, version, f
 	w.Header().Set("ETag", `"`+c.SHA256+`"`)
 	w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(data))
+}
+
+// ErrNoLoader says the image carries no loader of that name.
+var ErrNoLoader = errors.New("the image carries no such loader")
+
+// Loader is loader name of image img (NAME or NAME:VERSION), assembled from
+// its chunks and checked against the image's manifest, which must pass
+// h.Trust.
+func (h *HTTP) Loader(ctx context.Context, img, name string) ([]byte, error) {
+	src, err := h.source()
+	if err != nil {
+		return nil, err
+	}
+	n, v, _ := strings.Cut(img, ":")
+	res, err := store.Resolve(ctx, src, n, v)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", img, err)
+	}
+	if err := h.Trust.Check(res); err != nil {
+		return nil, fmt.Errorf("image %s: %w", img, err)
+	}
+	c := res.Manifest.Loaders[name]
+	if c == nil {
+		return nil, fmt.Errorf("image %s: %w: %s", img, ErrNoLoader, name)
+	}
+	return h.content(ctx, src, res.Manifest.ChunkSize, c)
 }
 
 func (h *HTTP) content(ctx context.Context, src store.Source, chunkSize int64, c *image.Content) ([]byte, error) {

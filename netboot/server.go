@@ -1,6 +1,7 @@
 package netboot
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,13 +13,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/imprint-dev/imprint/bootloader"
+	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/netboot/dhcp"
 	"github.com/imprint-dev/imprint/netboot/tftp"
 	"golang.org/x/sync/errgroup"
 )
 
-// DefaultIPXEDir is where Debian's ipxe package puts its binaries.
+// DefaultIPXEDir is where Debian's ipxe package puts its binaries: the
+// fallback for an image that carries no iPXE.
 const DefaultIPXEDir = "/usr/lib/ipxe"
 
 // Server is `imprint serve`: HTTP always, DHCP (full or proxy) and TFTP
@@ -28,8 +30,13 @@ type Server struct {
 	HTTPAddr string
 	DHCP     *dhcp.Config // nil: no DHCP
 	TFTPAddr string       // "": no TFTP
-	IPXEDir  string
-	Logf     func(string, ...any)
+	// LoaderImage (NAME or NAME:VERSION) is the image whose iPXE binaries
+	// PXE clients get: a TFTP request names no machine. "" is the
+	// Decider's default image when it is a Static.
+	LoaderImage string
+	// IPXEDir holds iPXE binaries for images that carry none.
+	IPXEDir string
+	Logf    func(string, ...any)
 }
 
 func (s *Server) logf(format string, a ...any) {
@@ -58,14 +65,45 @@ func (s *Server) Booter(c dhcp.Client) (dhcp.Boot, bool) {
 	return dhcp.Boot{}, false
 }
 
-// ipxeFiles are the iPXE binaries served by TFTP and HTTP.
-var ipxeFiles = map[string]bool{"ipxe.efi": true, "undionly.kpxe": true, "snponly.efi": true, "ipxe.pxe": true}
+// ipxeFiles are the iPXE binaries served by TFTP and HTTP, by file name:
+// the image's loader of that name.
+var ipxeFiles = map[string]bool{image.LoaderIPXEEFI: true, image.LoaderIPXEBIOS: true}
 
 func (s *Server) ipxeDir() string {
 	if s.IPXEDir != "" {
 		return s.IPXEDir
 	}
 	return DefaultIPXEDir
+}
+
+func (s *Server) loaderImage() string {
+	if s.LoaderImage != "" {
+		return s.LoaderImage
+	}
+	if st, ok := s.HTTP.Decider.(Static); ok {
+		return st.Default.Image
+	}
+	return ""
+}
+
+// ipxe gives iPXE binary name (an ipxeFiles key) for a PXE client: the
+// served image's loader, assembled from its chunks and checked against its
+// manifest. Only when the image carries none is the host's file sent, and
+// that is logged.
+func (s *Server) ipxe(ctx context.Context, name string) (io.ReadSeeker, error) {
+	img := s.loaderImage()
+	if img != "" {
+		b, err := s.HTTP.Loader(ctx, img, name)
+		if err == nil {
+			return bytes.NewReader(b), nil
+		}
+		if !errors.Is(err, ErrNoLoader) {
+			return nil, err
+		}
+	}
+	p := filepath.Join(s.ipxeDir(), name)
+	s.logf("image %q carries no %s: sending this host's %s", img, name, p)
+	return os.Open(p)
 }
 
 // Run serves until ctx ends.
@@ -103,12 +141,17 @@ func (s *Server) Run(ctx context.Context) error {
 			http.NotFound(w, r)
 			return
 		}
-		http.ServeFile(w, r, filepath.Join(s.ipxeDir(), name))
-	})
-	// The agent's install mode needs the UEFI loader it installs; the
-	// initramfs does not carry it.
-	mux.HandleFunc("/loader/systemd-bootx64.efi", func(w http.ResponseWriter, r *http.Request) {
-		http.ServeFile(w, r, bootloader.DefaultSystemdBoot)
+		f, err := s.ipxe(r.Context(), name)
+		if err != nil {
+			s.logf("http: %s: %v", name, err)
+			http.NotFound(w, r)
+			return
+		}
+		if c, ok := f.(io.Closer); ok {
+			defer c.Close()
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		http.ServeContent(w, r, "", time.Time{}, f)
 	})
 	mux.Handle("/", s.HTTP)
 	hs := &http.Server{Handler: logRequests(mux, s.logf), ReadHeaderTimeout: 10 * time.Second}
@@ -148,7 +191,7 @@ func modeName(c *dhcp.Config) string {
 
 // tftpOpen serves the iPXE binaries, and nothing else: PXE ROMs only need
 // iPXE; everything after it goes over HTTP.
-func (s *Server) tftpOpen(_ context.Context, name string, remote net.Addr) (io.ReadSeeker, error) {
+func (s *Server) tftpOpen(ctx context.Context, name string, remote net.Addr) (io.ReadSeeker, error) {
 	clean, err := tftp.CleanPath(name)
 	if err != nil {
 		return nil, err
@@ -158,7 +201,7 @@ func (s *Server) tftpOpen(_ context.Context, name string, remote net.Addr) (io.R
 		return nil, fmt.Errorf("%s: %w", name, os.ErrNotExist)
 	}
 	s.logf("tftp: %s <- %s", remote, clean)
-	return os.Open(filepath.Join(s.ipxeDir(), clean))
+	return s.ipxe(ctx, clean)
 }
 
 // logRequests logs requests other than chunk downloads (and every failed

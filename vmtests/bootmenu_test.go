@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"github.com/imprint-dev/imprint/bootloader"
+	"github.com/imprint-dev/imprint/deploy"
 	imdisk "github.com/imprint-dev/imprint/disk"
+	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/internal/qemu"
 	"github.com/imprint-dev/imprint/layout"
 	"github.com/imprint-dev/imprint/vmtests/fixture"
@@ -347,8 +349,11 @@ func TestMenuSurvivesInterruptedUpdates(t *testing.T) {
 	root := partitionNamed(t, base, "root")
 	kernel, _ := os.ReadFile(im.fx.Kernel)
 	initrd, _ := os.ReadFile(im.fx.Initrd)
+	// The loader the deploy wrote, as the image carries it.
+	sdboot := espFile(t, base, deploy.LoadersDir+"/"+image.LoaderSystemdBoot)
 	o := bootloader.InstallOptions{
-		Name: "fixture", Version: "v2", Kernel: kernel, Initrd: initrd, Cmdline: "console=ttyS0 ro panic=1 imprint.test=v2",
+		Loaders: map[string][]byte{image.LoaderSystemdBoot: sdboot},
+		Name:    "fixture", Version: "v2", Kernel: kernel, Initrd: initrd, Cmdline: "console=ttyS0 ro panic=1 imprint.test=v2",
 		RootPARTUUID: root.GUID, NoNetboot: true, Timeout: 0,
 	}
 	for _, n := range []int{1, 2, 3, 5, 1000} {
@@ -479,4 +484,31 @@ func copyFileT(src, dst string) error {
 		return err
 	}
 	return os.WriteFile(dst, b, 0o644)
+}
+
+// espFile reads one file from a deployed disk's ESP.
+func espFile(t *testing.T, disk, name string) []byte {
+	t.Helper()
+	d, err := imdisk.OpenDisk(disk, imdisk.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	_, parts, _ := imdisk.ReadGPT(d)
+	for _, p := range parts {
+		if p.Type != layout.TypeESP {
+			continue
+		}
+		fat, err := imdisk.OpenFAT(d, p.Start, p.Len)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := fat.ReadFile(name)
+		if err != nil {
+			t.Fatalf("%s on the ESP of %s: %v", name, disk, err)
+		}
+		return b
+	}
+	t.Fatal("no ESP")
+	return nil
 }
