@@ -123,8 +123,8 @@ func (a *Agent) diskless(ctx context.Context) error {
 	}
 	defer dec.Close()
 	cp := &copier.Copier{Dec: dec, ChunkSize: res.Manifest.ChunkSize,
-		Fetch: fetch.New(srcs, fetch.Options{OnError: func(i int, what string, err error) {
-			a.say("source %s: %s: %v", a.Params.Sources[i], what, err)
+		Fetch: fetch.New(srcs, fetch.Options{OnError: func(i int, _ string, err error) {
+			a.say("source %s: %v; trying the next source", a.Params.Sources[i], err)
 		}})}
 	a.say("fetching partition %s: %d bytes in %d chunks", rp.Name, c.Size, len(c.Chunks))
 	var mu sync.Mutex

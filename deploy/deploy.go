@@ -178,8 +178,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 
 	res := &Result{Plan: plan}
-	cp := &copier.Copier{ChunkSize: m.ChunkSize, Fetch: fetch.New(o.Sources, fetch.Options{OnError: func(i int, what string, err error) {
-		o.emit(Event{Kind: "warning", Message: fmt.Sprintf("source %d: %s: %v", i+1, what, err)})
+	cp := &copier.Copier{ChunkSize: m.ChunkSize, Fetch: fetch.New(o.Sources, fetch.Options{OnError: func(i int, _ string, err error) {
+		o.emit(Event{Kind: "warning", Message: fmt.Sprintf("source %d: %v; trying the next source", i+1, err)})
 	}})}
 	cp.Dec, err = image.NewDecoder()
 	if err != nil {

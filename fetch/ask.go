@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -16,6 +17,7 @@ type slot struct {
 	pause  time.Duration // next poll pause
 	tries  int           // failed requests
 	probe  bool          // the request in flight probes a down source
+	since  time.Time     // when the request in flight was made
 	buf    bool          // the request in flight reads into the caller's buffer
 	last   error
 }
@@ -61,17 +63,13 @@ func ask[T any](ctx context.Context, f *Fetcher, what string, size int64,
 		cancel()
 		for ; inflight > 0; inflight-- {
 			r := <-results
-			if slots[r.i].probe {
-				f.mu.Lock()
-				f.peers[r.i].probing = false
-				f.mu.Unlock()
-			}
+			f.settle(r.i, what, slots[r.i].probe, r.err)
 		}
 	}()
 	// launch is called with f.mu held.
 	launch := func(i int, now time.Time) {
 		s, p := &slots[i], f.peers[i]
-		s.st, s.buf = flight, !bufBusy
+		s.st, s.buf, s.since = flight, !bufBusy, now
 		bufBusy = bufBusy || s.buf
 		if p.asked.IsZero() {
 			p.asked = now
@@ -94,7 +92,7 @@ func ask[T any](ctx context.Context, f *Fetcher, what string, size int64,
 				launch(i, now)
 			}
 			switch {
-			case s.st == flight && !f.slow(p, now):
+			case s.st == flight && f.hopeful(s, p, now):
 				hopeful = true
 			case s.st == wait && s.notYet && !f.slow(p, now):
 				hopeful = true
@@ -106,7 +104,7 @@ func ask[T any](ctx context.Context, f *Fetcher, what string, size int64,
 					p.probing, slots[i].probe = true, true
 				}
 				launch(i, now)
-				hopeful = !f.slow(p, now)
+				hopeful = f.hopeful(&slots[i], p, now)
 			}
 		}
 		if !hopeful && inflight == 0 {
@@ -123,6 +121,12 @@ func ask[T any](ctx context.Context, f *Fetcher, what string, size int64,
 		var next time.Time
 		for i := range slots {
 			s := &slots[i]
+			if s.st == flight && f.hopeful(s, f.peers[i], now) && f.peers[i].gave.IsZero() {
+				// Wake when it stops being hopeful, to ask the next one.
+				if t := s.since.Add(o.HedgeAfter); next.IsZero() || t.Before(next) {
+					next = t
+				}
+			}
 			if s.st != wait || (!s.notYet && (hopeful || inflight > 0)) {
 				continue
 			}
@@ -206,10 +210,37 @@ func ask[T any](ctx context.Context, f *Fetcher, what string, size int64,
 	}
 }
 
+// settle notes the answer to a request made needless by another
+// source's: it still says how the source is. A probe cut short says
+// nothing, so the source stays passed over.
+func (f *Fetcher) settle(i int, what string, probe bool, err error) {
+	switch {
+	case errors.Is(err, context.Canceled):
+		f.mu.Lock()
+		if p := f.peers[i]; probe {
+			p.probing = false
+			p.downUntil = time.Now().Add(f.opt.DownFor)
+		}
+		f.mu.Unlock()
+	case classify(err) == failed:
+		f.failed(i, what, err)
+	default:
+		f.reached(i, classify(err) == notYet)
+	}
+}
+
 // up says whether p may be asked when other sources are left: it is not
 // down, or its time out is over and no other request is probing it.
 func (f *Fetcher) up(p *peer, now time.Time) bool {
 	return p.fails < f.opt.FailLimit || (!p.probing && !now.Before(p.downUntil))
+}
+
+// hopeful says the request in flight in s is worth waiting for alone: not
+// to a source that lags, not a probe of a down source, and not one taking
+// longer than HedgeAfter to a source that never gave anything (a host
+// that drops packets costs the client's whole timeout).
+func (f *Fetcher) hopeful(s *slot, p *peer, now time.Time) bool {
+	return !f.slow(p, now) && !s.probe && (!p.gave.IsZero() || now.Sub(s.since) < f.opt.HedgeAfter)
 }
 
 // slow says p answered "not yet" last and has given nothing new lately:
@@ -276,7 +307,7 @@ func (f *Fetcher) stalledNow(i int, what string, now time.Time) bool {
 	p.stalled = p.stalled || stalled
 	f.mu.Unlock()
 	if first {
-		f.report(i, what, fmt.Errorf("%w: %s gave nothing new for %s and answers %w; asking other sources", ErrStalled, p.name, f.opt.StallAfter, store.ErrNotYet))
+		f.report(i, what, fmt.Errorf("%w: %s gave nothing new for %s and answers %w", ErrStalled, p.name, f.opt.StallAfter, store.ErrNotYet))
 	}
 	return stalled
 }

@@ -188,10 +188,11 @@ func TestChunkSourceChoice(t *testing.T) {
 }
 
 // TestADeadSourceIsPassedOverThenProbed: two failures in a row and a
-// source is not asked for DownFor; then one request probes it, and once it
-// answers again it is preferred again.
+// source is not asked for DownFor; then one request probes it (beside the
+// next source, so the chunk does not wait for it), and once it answers
+// again it is preferred again.
 func TestADeadSourceIsPassedOverThenProbed(t *testing.T) {
-	sums, chunks := testChunks(8)
+	sums, chunks := testChunks(9)
 	var healed atomic.Bool
 	dead := &fake{name: "dead", answer: func(_ int, s string) ([]byte, error) {
 		if healed.Load() {
@@ -225,8 +226,10 @@ func TestADeadSourceIsPassedOverThenProbed(t *testing.T) {
 	}
 	healed.Store(true)
 	time.Sleep(o.DownFor + 50*time.Millisecond)
-	get(7)
-	if from := f.BytesFrom(); from[0] != 1000 {
+	get(7) // the probe, beside the good source: either may win
+	before := f.BytesFrom()[0]
+	get(8)
+	if from := f.BytesFrom(); from[0] != before+1000 {
 		t.Fatalf("the healed source is not preferred again: bytes %v", from)
 	}
 }
@@ -491,4 +494,35 @@ func TestResolveSkipsUntrustedSources(t *testing.T) {
 	if _, err := New([]store.Source{plain}, fast()).Resolve(t.Context(), "demo", "", nil); err != nil {
 		t.Fatalf("newest version without trust: %v", err)
 	}
+}
+
+// TestASourceThatDoesNotAnswerIsHedged: a first source that never
+// answers (a host that drops packets) holds a chunk back only HedgeAfter:
+// then the next source is asked too, and the hung request is cancelled.
+func TestASourceThatDoesNotAnswerIsHedged(t *testing.T) {
+	sums, chunks := testChunks(1)
+	var cancelled atomic.Bool
+	f := New([]store.Source{hangingSource{&fake{name: "hung"}, &cancelled}, &fake{name: "good", chunks: chunks}}, fast())
+	begin := time.Now()
+	if err := f.Chunk(t.Context(), sums[0], 1000, nil, check(sums[0])); err != nil {
+		t.Fatal(err)
+	}
+	if el := time.Since(begin); el < fast().HedgeAfter || el > fast().HedgeAfter+time.Second {
+		t.Errorf("took %v; HedgeAfter is %v", el, fast().HedgeAfter)
+	}
+	if !cancelled.Load() {
+		t.Error("the hung request was not cancelled and waited for")
+	}
+}
+
+// hangingSource answers a chunk only when its request is cancelled.
+type hangingSource struct {
+	*fake
+	cancelled *atomic.Bool
+}
+
+func (h hangingSource) Chunk(ctx context.Context, sum string) ([]byte, error) {
+	<-ctx.Done()
+	h.cancelled.Store(true)
+	return nil, ctx.Err()
 }
