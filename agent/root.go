@@ -13,6 +13,7 @@ import (
 
 	"github.com/imprint-dev/imprint/copier"
 	"github.com/imprint-dev/imprint/deploy"
+	"github.com/imprint-dev/imprint/fetch"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/store"
 	"golang.org/x/sys/unix"
@@ -39,7 +40,7 @@ func (a *Agent) resolve(ctx context.Context, srcs []store.Source) (*image.Resolv
 	if err != nil {
 		return nil, err
 	}
-	r, err := store.ResolveAny(ctx, srcs, name, version, trust)
+	r, err := fetch.New(srcs, fetch.Options{}).Resolve(ctx, name, version, trust)
 	if err != nil {
 		return nil, err
 	}
@@ -120,10 +121,10 @@ func (a *Agent) diskless(ctx context.Context) error {
 		return err
 	}
 	defer dec.Close()
-	cp := &copier.Copier{Sources: srcs, Dec: dec, ChunkSize: res.Manifest.ChunkSize,
-		OnSourceError: func(i int, sum string, err error) {
-			a.say("source %s: chunk %s refused: %v; trying the next source", a.Params.Sources[i], sum, err)
-		}}
+	cp := &copier.Copier{Dec: dec, ChunkSize: res.Manifest.ChunkSize,
+		Fetch: fetch.New(srcs, fetch.Options{OnError: func(i int, _ string, err error) {
+			a.say("source %s: %v; trying the next source", a.Params.Sources[i], err)
+		}})}
 	a.say("fetching partition %s: %d bytes in %d chunks", rp.Name, c.Size, len(c.Chunks))
 	var mu sync.Mutex
 	var done int64

@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/imprint-dev/imprint/deploy"
+	"github.com/imprint-dev/imprint/fetch"
 	"github.com/imprint-dev/imprint/layout"
 	"github.com/imprint-dev/imprint/netboot"
-	"github.com/imprint-dev/imprint/store"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 )
@@ -52,7 +52,7 @@ func newDeploy(e *env) *cobra.Command {
 				o.Sources = append(o.Sources, src)
 			}
 			name, version, _ := strings.Cut(ref, ":")
-			o.Image, err = store.ResolveAny(ctx, o.Sources, name, version, o.Trust)
+			o.Image, err = fetch.New(o.Sources, fetch.Options{}).Resolve(ctx, name, version, o.Trust)
 			if err != nil {
 				return err
 			}

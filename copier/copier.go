@@ -1,6 +1,6 @@
-// Package copier moves chunks from a source onto a target: fetch,
-// decompress, verify, write at the chunk's offset; then reads the target
-// back and proves every chunk.
+// Package copier moves chunks onto a target: fetch (package fetch picks
+// the source), decompress, verify, write at the chunk's offset; then reads
+// the target back and proves every chunk.
 package copier
 
 import (
@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"sync"
 
+	"github.com/imprint-dev/imprint/fetch"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/store"
 	"golang.org/x/sync/errgroup"
@@ -29,72 +30,47 @@ type Target interface {
 
 // Copier writes and verifies image content.
 type Copier struct {
-	// Sources are tried in order for every chunk: one that fails, or
-	// sends bytes that do not hash to the chunk's name, is passed over for
-	// that chunk and the next one is asked. Peers are never trusted.
+	// Fetch decides which source gives which chunk; every answer is
+	// decompressed and checked here before it counts, so sources are
+	// never trusted.
+	Fetch *fetch.Fetcher
+	// Sources, when Fetch is nil, are asked through a Fetcher with the
+	// default options.
 	Sources   []store.Source
 	Dec       *image.Decoder
 	ChunkSize int64
 	// Workers run the whole fetch-decode-check-write path each, so both
 	// cores decode while others wait on I/O. 0 means twice the CPUs.
 	Workers int
-	// OnSourceError hears about every chunk a source could not give or
-	// gave wrong; the copy goes on with the next source.
-	OnSourceError func(source int, chunk string, err error)
 
-	mu        sync.Mutex
-	fromBytes []int64 // per source: bytes of chunks taken from it
+	once sync.Once
+	f    *fetch.Fetcher
+}
+
+func (c *Copier) fetcher() *fetch.Fetcher {
+	c.once.Do(func() {
+		c.f = c.Fetch
+		if c.f == nil {
+			c.f = fetch.New(c.Sources, fetch.Options{})
+		}
+	})
+	return c.f
 }
 
 // BytesFrom says how many bytes of chunks came from each source.
-func (c *Copier) BytesFrom() []int64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]int64(nil), c.fromBytes...)
-}
+func (c *Copier) BytesFrom() []int64 { return c.fetcher().BytesFrom() }
 
-// fetch gets chunk sum of length l from the first source that has it
-// right, decoded into buf; storedBuf, when not nil, holds the stored bytes
-// for sources that can read into it.
-func (c *Copier) fetch(ctx context.Context, sum string, l int64, buf []byte, storedBuf []byte) ([]byte, error) {
-	if len(c.Sources) == 0 {
-		return nil, fmt.Errorf("chunk %s: no source to fetch it from", sum)
-	}
-	var errs []error
-	for i, src := range c.Sources {
-		var stored []byte
-		var err error
-		// Only a plain store directory reads into the caller's buffer: a
-		// wrapper around one may override Chunk.
-		if d, ok := src.(*store.Dir); ok && storedBuf != nil {
-			stored, err = d.ReadChunk(ctx, sum, storedBuf)
-		} else {
-			stored, err = src.Chunk(ctx, sum)
-		}
-		if err == nil {
-			var data []byte
-			if data, err = c.Dec.Decode(stored, sum, l, buf); err == nil {
-				c.mu.Lock()
-				if len(c.fromBytes) < len(c.Sources) {
-					c.fromBytes = append(c.fromBytes, make([]int64, len(c.Sources)-len(c.fromBytes))...)
-				}
-				c.fromBytes[i] += l
-				c.mu.Unlock()
-				return data, nil
-			}
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		if c.OnSourceError != nil {
-			c.OnSourceError(i, sum, err)
-		}
-		errs = append(errs, err)
-	}
-	if len(errs) == 1 {
-		return nil, errs[0]
-	}
-	return nil, fmt.Errorf("no source gave it right: %w", errors.Join(errs...))
+// get fetches chunk sum of length l, decoded into buf and checked against
+// its name; storedBuf, when not nil, holds the stored bytes for sources
+// that can read into it.
+func (c *Copier) get(ctx context.Context, sum string, l int64, buf []byte, storedBuf []byte) ([]byte, error) {
+	var data []byte
+	err := c.fetcher().Chunk(ctx, sum, l, storedBuf, func(stored []byte) error {
+		d, err := c.Dec.Decode(stored, sum, l, buf)
+		data = d
+		return err
+	})
+	return data, err
 }
 
 func (c *Copier) workers() int {
@@ -207,7 +183,7 @@ func (c *Copier) writeChunk(ctx context.Context, content *image.Content, i int, 
 	buf := pool.Get()
 	defer pool.Put(buf)
 	stored := storedPool.Get()
-	data, err := c.fetch(ctx, sum, l, *buf, *stored)
+	data, err := c.get(ctx, sum, l, *buf, *stored)
 	storedPool.Put(stored)
 	if err != nil {
 		return fmt.Errorf("chunk %d: %w", i, err)

@@ -6,9 +6,11 @@ import (
 	"crypto/rand"
 	"errors"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/imprint-dev/imprint/disk"
+	"github.com/imprint-dev/imprint/fetch"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/store"
 )
@@ -152,14 +154,16 @@ func TestLyingSourceIsPassedOverForTheNext(t *testing.T) {
 	st.PutChunk(otherSum, other)
 	forged, _ := st.Chunk(context.Background(), otherSum)
 	liar := swapSource{Source: st, sum: c.Chunks[1], stored: forged}
+	var mu sync.Mutex
 	var complaints []string
-	cp.Sources = []store.Source{liar, st}
-	cp.OnSourceError = func(src int, chunk string, err error) {
+	cp.Fetch = fetch.New([]store.Source{liar, st}, fetch.Options{OnError: func(src int, what string, err error) {
 		if src != 0 || !errors.Is(err, image.ErrChecksum) {
 			t.Errorf("complaint about source %d: %v", src, err)
 		}
-		complaints = append(complaints, chunk)
-	}
+		mu.Lock()
+		complaints = append(complaints, what)
+		mu.Unlock()
+	}})
 	dst := &recTarget{b: make([]byte, len(data)), written: map[int64]bool{}}
 	if err := cp.Write(context.Background(), c, dst, Hooks{}); err != nil {
 		t.Fatal(err)
@@ -167,7 +171,7 @@ func TestLyingSourceIsPassedOverForTheNext(t *testing.T) {
 	if !bytes.Equal(dst.b, data) {
 		t.Fatal("the lying source changed the result")
 	}
-	if len(complaints) != 1 || complaints[0] != c.Chunks[1] {
+	if len(complaints) != 1 || complaints[0] != "chunk "+c.Chunks[1] {
 		t.Fatalf("complaints %v", complaints)
 	}
 	from := cp.BytesFrom()

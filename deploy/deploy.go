@@ -15,6 +15,7 @@ import (
 	"github.com/imprint-dev/imprint/bootloader"
 	"github.com/imprint-dev/imprint/copier"
 	"github.com/imprint-dev/imprint/disk"
+	"github.com/imprint-dev/imprint/fetch"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/layout"
 	"github.com/imprint-dev/imprint/store"
@@ -185,9 +186,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 
 	res := &Result{Plan: plan}
-	cp := &copier.Copier{Sources: o.Sources, ChunkSize: m.ChunkSize, OnSourceError: func(i int, sum string, err error) {
-		o.emit(Event{Kind: "warning", Message: fmt.Sprintf("source %d: chunk %s: %v; trying the next source", i+1, sum, err)})
-	}}
+	cp := &copier.Copier{ChunkSize: m.ChunkSize, Fetch: fetch.New(o.Sources, fetch.Options{OnError: func(i int, _ string, err error) {
+		o.emit(Event{Kind: "warning", Message: fmt.Sprintf("source %d: %v; trying the next source", i+1, err)})
+	}})}
 	cp.Dec, err = image.NewDecoder()
 	if err != nil {
 		return nil, err

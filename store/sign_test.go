@@ -85,31 +85,6 @@ func TestTrustVerify(t *testing.T) {
 	}
 }
 
-func TestResolveAnySkipsUntrustedSources(t *testing.T) {
-	signed, _, pub, _ := signedStore(t)
-	// A second store with the same name:version, not signed.
-	plain, err := CreateDir(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := testManifest(t, plain, randBytes(100<<10))
-	if _, err := plain.PutManifest(m); err != nil {
-		t.Fatal(err)
-	}
-	trust, _ := image.ParseTrust([]string{pub})
-	r, err := ResolveAny(context.Background(), []Source{plain, signed}, "demo", "1", trust)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, _ := signed.Manifest(context.Background(), "demo", "1")
-	if r.ID != image.ID(want) {
-		t.Fatal("the unsigned source's manifest was taken under trust")
-	}
-	if _, err := ResolveAny(context.Background(), []Source{plain}, "demo", "1", trust); !errors.Is(err, image.ErrUntrusted) {
-		t.Fatalf("only an unsigned source: %v", err)
-	}
-}
-
 func TestKeyFilesAndBadKeys(t *testing.T) {
 	dir := t.TempDir()
 	pub, err := image.GenerateKey(filepath.Join(dir, "k"))

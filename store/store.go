@@ -131,6 +131,9 @@ func CreateDir(root string) (*Dir, error) {
 	return &Dir{Root: root}, nil
 }
 
+// String names the source in messages.
+func (d *Dir) String() string { return d.Root }
+
 func (d *Dir) chunkPath(sum string) string {
 	return filepath.Join(d.Root, "chunks", sum[:2], sum)
 }
@@ -344,28 +347,4 @@ func (d *Dir) StoredChunks() (ChunkStat, error) {
 		return nil
 	})
 	return st, err
-}
-
-// ResolveAny resolves name:version from the first source that has it and,
-// under trust, signed by a trusted key: a peer offering a forged or unsigned
-// manifest is passed over for the next source.
-func ResolveAny(ctx context.Context, srcs []Source, name, version string, trust *image.Trust) (*image.Resolved, error) {
-	var errs []error
-	for _, s := range srcs {
-		r, err := Resolve(ctx, s, name, version)
-		if err == nil {
-			err = trust.Check(r)
-		}
-		if err == nil {
-			return r, nil
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		errs = append(errs, err)
-	}
-	if len(errs) == 0 {
-		return nil, fmt.Errorf("no store given")
-	}
-	return nil, errors.Join(errs...)
 }

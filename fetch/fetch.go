@@ -1,0 +1,215 @@
+// Package fetch decides which source gives which chunk. Sources (store
+// directories, HTTP stores and peers, deployed disks) only fetch and say
+// how it went: found, not found, not yet, failed, or bytes that do not
+// check. Here they are ordered, asked in parallel when the preferred one
+// lags, passed over while they are sick, retried after transient errors,
+// and given up on when they stall. Nothing a source sends counts before
+// the caller has checked it against the manifest.
+package fetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/imprint-dev/imprint/image"
+	"github.com/imprint-dev/imprint/store"
+)
+
+// Options tune a Fetcher; zero values take the defaults in brackets.
+// Durations are options, not constants, so tests run in milliseconds.
+type Options struct {
+	// FailLimit consecutive failed requests (connection errors, 5xx)
+	// make a source down: it is passed over for DownFor, then one
+	// request probes it again [2].
+	FailLimit int
+	DownFor   time.Duration // [15s]
+	// Tries is how often one source is asked for one item after
+	// failures; a retry waits Backoff, doubled each time, and only
+	// happens when no other source is left to ask [3, 250ms].
+	Tries   int
+	Backoff time.Duration
+	// Poll is the first pause before a source that answered "not yet"
+	// (a peer still deploying) is asked again; it doubles up to PollMax
+	// [50ms, 250ms].
+	Poll    time.Duration
+	PollMax time.Duration
+	// A source that gave nothing new for HedgeAfter is not making
+	// progress: while it says "not yet", the next source is asked at once
+	// instead of waiting for it [2s].
+	HedgeAfter time.Duration
+	// A source that says "not yet" and gave nothing new for StallAfter
+	// is stalled and given up on for that item: the wait is bounded per
+	// source, not per chunk [30s].
+	StallAfter time.Duration
+	// OnError hears about every answer that did not give the item (not
+	// counting "not yet" answers still waited for): the source's index,
+	// what was asked ("chunk <sha256>", "image name:version") and why.
+	OnError func(source int, what string, err error)
+}
+
+func (o Options) withDefaults() Options {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	if o.FailLimit <= 0 {
+		o.FailLimit = 2
+	}
+	if o.Tries <= 0 {
+		o.Tries = 3
+	}
+	def(&o.DownFor, 15*time.Second)
+	def(&o.Backoff, 250*time.Millisecond)
+	def(&o.Poll, 50*time.Millisecond)
+	def(&o.PollMax, 250*time.Millisecond)
+	def(&o.HedgeAfter, 2*time.Second)
+	def(&o.StallAfter, 30*time.Second)
+	return o
+}
+
+// Fetcher asks a list of sources, preferred first. It is safe for
+// concurrent use; one Fetcher per deploy keeps what it learned about its
+// sources (health, progress, bytes) across all chunks.
+type Fetcher struct {
+	opt   Options
+	peers []*peer
+
+	mu sync.Mutex // guards every peer's state below its src
+}
+
+type peer struct {
+	src  store.Source
+	name string
+
+	fails     int       // consecutive failed requests
+	downUntil time.Time // passed over until then, once fails reached FailLimit
+	probing   bool      // a request is probing a down source
+	asked     time.Time // first request
+	gave      time.Time // last item taken from it
+	lagging   bool      // its last answer was "not yet"
+	stalled   bool      // stalled, and said so
+	bytes     int64
+}
+
+// New makes a Fetcher over srcs, in order of preference.
+func New(srcs []store.Source, opt Options) *Fetcher {
+	f := &Fetcher{opt: opt.withDefaults()}
+	for i, s := range srcs {
+		name := fmt.Sprintf("source %d", i+1)
+		if st, ok := s.(fmt.Stringer); ok {
+			name = st.String()
+		}
+		f.peers = append(f.peers, &peer{src: s, name: name})
+	}
+	return f
+}
+
+// BytesFrom says how many bytes of chunks (uncompressed) each source gave.
+func (f *Fetcher) BytesFrom() []int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]int64, len(f.peers))
+	for i, p := range f.peers {
+		out[i] = p.bytes
+	}
+	return out
+}
+
+// Chunk gets chunk sum (size bytes uncompressed) from the sources. accept
+// gets the stored bytes of each answer, one at a time, and must decompress
+// and check them; the first one it takes (returns nil for) ends the fetch.
+// stored, when not nil, is a buffer a store directory may read into.
+func (f *Fetcher) Chunk(ctx context.Context, sum string, size int64, stored []byte, accept func(stored []byte) error) error {
+	get := func(ctx context.Context, src store.Source, useBuf bool) ([]byte, error) {
+		// Only a plain store directory reads into the caller's buffer: a
+		// wrapper around one may override Chunk.
+		if d, ok := src.(*store.Dir); ok && useBuf && stored != nil {
+			return d.ReadChunk(ctx, sum, stored)
+		}
+		return src.Chunk(ctx, sum)
+	}
+	_, err := ask(ctx, f, "chunk "+sum, size, get, func(_ int, b []byte) error { return accept(b) })
+	return err
+}
+
+// Resolve fetches and parses name:version (an empty version is the
+// newest) from the sources and, under trust, checks its signature: a
+// source offering a malformed, forged or unsigned manifest is passed over.
+func (f *Fetcher) Resolve(ctx context.Context, name, version string, trust *image.Trust) (*image.Resolved, error) {
+	if err := image.ValidName(name); err != nil {
+		return nil, fmt.Errorf("image name: %w", err)
+	}
+	what := "image " + name
+	if version != "" {
+		what += ":" + version
+	}
+	get := func(ctx context.Context, src store.Source, _ bool) (*image.Resolved, error) {
+		return store.Resolve(ctx, src, name, version)
+	}
+	var res *image.Resolved
+	_, err := ask(ctx, f, what, 0, get, func(_ int, r *image.Resolved) error {
+		if err := trust.Check(r); err != nil {
+			return err
+		}
+		res = r
+		return nil
+	})
+	return res, err
+}
+
+// Error says that no source gave an item, with each source's last answer.
+type Error struct {
+	What    string
+	Sources []string
+	Errs    []error
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: no source gave it", e.What)
+	for i, err := range e.Errs {
+		sep := "; "
+		if i == 0 {
+			sep = ": "
+		}
+		fmt.Fprintf(&b, "%s%s: %v", sep, e.Sources[i], err)
+	}
+	return b.String()
+}
+
+// Unwrap gives the sources' errors, so errors.Is finds their sentinels.
+func (e *Error) Unwrap() []error { return e.Errs }
+
+// answer is how a source's answer counts.
+type answer int
+
+const (
+	found answer = iota
+	notFound
+	notYet
+	failed
+	bad
+)
+
+func classify(err error) answer {
+	switch {
+	case err == nil:
+		return found
+	case errors.Is(err, store.ErrNotFound):
+		return notFound
+	case errors.Is(err, store.ErrNotYet):
+		return notYet
+	case errors.Is(err, image.ErrChecksum), errors.Is(err, image.ErrFormat):
+		return bad
+	}
+	return failed
+}
+
+// ErrStalled says a source answered "not yet" for longer than StallAfter
+// without giving anything new.
+var ErrStalled = errors.New("stalled")
