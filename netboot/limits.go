@@ -99,15 +99,29 @@ type limitConn struct {
 	release func()
 }
 
+// writeStep is how much one deadline covers: a handler may hand over a
+// whole file in one Write, and the client must be held to moving, not to
+// taking all of it within one timeout.
+const writeStep = 256 << 10
+
 func (c *limitConn) Write(p []byte) (int, error) {
-	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.write)); err != nil {
-		return 0, err
+	total := 0
+	for len(p) > 0 {
+		if err := c.Conn.SetWriteDeadline(time.Now().Add(c.write)); err != nil {
+			return total, err
+		}
+		n, err := c.Conn.Write(p[:min(len(p), writeStep)])
+		total += n
+		if err != nil {
+			return total, err
+		}
+		p = p[n:]
 	}
-	return c.Conn.Write(p)
+	return total, nil
 }
 
 // ReadFrom keeps the kernel's sendfile for file responses (net/http uses
-// the connection's ReadFrom when it has one), 1 MiB per deadline.
+// the connection's ReadFrom when it has one), writeStep per deadline.
 func (c *limitConn) ReadFrom(r io.Reader) (int64, error) {
 	rf, ok := c.Conn.(io.ReaderFrom)
 	if !ok {
@@ -118,7 +132,7 @@ func (c *limitConn) ReadFrom(r io.Reader) (int64, error) {
 		if err := c.Conn.SetWriteDeadline(time.Now().Add(c.write)); err != nil {
 			return total, err
 		}
-		n, err := rf.ReadFrom(&io.LimitedReader{R: r, N: 1 << 20})
+		n, err := rf.ReadFrom(&io.LimitedReader{R: r, N: writeStep})
 		total += n
 		if err != nil || n == 0 {
 			return total, err

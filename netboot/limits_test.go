@@ -106,7 +106,7 @@ func TestASlowButMovingClientGetsALargeResponse(t *testing.T) {
 		if err != nil {
 			break
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
 	if got != len(body) {
 		t.Fatalf("got %d of %d bytes in %v", got, len(body), time.Since(start))
@@ -153,7 +153,7 @@ func TestConnectionsAreCapped(t *testing.T) {
 }
 
 // TestFilesGoThroughTheLimitedConnection: http.ServeFile hands the file to
-// the connection's ReadFrom (sendfile), which limitConn wraps in 1 MiB
+// the connection's ReadFrom (sendfile), which limitConn wraps in 256 KiB
 // steps; the bytes must arrive whole.
 func TestFilesGoThroughTheLimitedConnection(t *testing.T) {
 	p := t.TempDir() + "/f"
