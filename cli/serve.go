@@ -10,6 +10,7 @@ import (
 	"github.com/imprint-dev/imprint/deploy"
 	"github.com/imprint-dev/imprint/netboot"
 	"github.com/imprint-dev/imprint/netboot/dhcp"
+	tftpd "github.com/imprint-dev/imprint/netboot/tftp"
 	"github.com/spf13/cobra"
 )
 
@@ -25,6 +26,8 @@ func newServe(e *env) *cobra.Command {
 		dns, reserve               []string
 		ipxeDir, disk              string
 		trust                      []string
+		httpLim                    netboot.HTTPLimits
+		tftpLim                    tftpd.Limits
 	)
 	c := &cobra.Command{
 		Use:   "serve (--store DIR --image NAME | --disk PATH) [--dhcp full|proxy --interface IFACE]",
@@ -74,7 +77,7 @@ func newServe(e *env) *cobra.Command {
 			h.Decider = netboot.Static{Default: netboot.Decision{Image: img, Mode: netboot.Mode(mode), InstallDisk: installDisk, Cmdline: extraCmdline}}
 			logf := func(f string, a ...any) { fmt.Fprintf(e.io.Err, f+"\n", a...) }
 			h.Logf = logf
-			srv := &netboot.Server{HTTP: &h, HTTPAddr: addr, IPXEDir: ipxeDir, Logf: logf}
+			srv := &netboot.Server{HTTP: &h, HTTPAddr: addr, IPXEDir: ipxeDir, Logf: logf, HTTPLimits: httpLim, TFTPLimits: tftpLim}
 			var ip net.IP
 			if serverIP != "" {
 				if ip = net.ParseIP(serverIP).To4(); ip == nil {
@@ -166,6 +169,15 @@ func newServe(e *env) *cobra.Command {
 	f.StringVar(&leases, "leases", "", "--dhcp full: lease file, written atomically (default: in memory)")
 	f.StringVar(&tftp, "tftp", "", "TFTP listen address for PXE ROMs (default with --dhcp: port 69 on the server address)")
 	f.StringVar(&ipxeDir, "ipxe-dir", netboot.DefaultIPXEDir, "directory with ipxe.efi and undionly.kpxe, sent to PXE clients only when the served image carries none")
+	// Limits (docs/limits.md): what clients on the provisioning network
+	// can make the server hold.
+	f.IntVar(&httpLim.MaxConns, "http-max-conns", netboot.DefaultMaxConns, "most open HTTP connections; more wait in the listen backlog")
+	f.DurationVar(&httpLim.IdleTimeout, "http-idle-timeout", netboot.DefaultIdleTimeout, "close a keep-alive HTTP connection idle this long")
+	f.DurationVar(&httpLim.ReadHeaderTimeout, "http-header-timeout", netboot.DefaultReadHeaderTimeout, "time a client has to send its request headers")
+	f.DurationVar(&httpLim.WriteTimeout, "http-write-timeout", netboot.DefaultWriteTimeout, "drop a client that takes longer than this for one write (the deadline moves on with each write)")
+	f.IntVar(&tftpLim.MaxTransfers, "tftp-max-transfers", tftpd.DefaultMaxTransfers, "most TFTP transfers at once; more requests are dropped (clients send them again)")
+	f.IntVar(&tftpLim.MaxTransfersPerClient, "tftp-max-per-client", tftpd.DefaultMaxTransfersPerClient, "most TFTP transfers at once for one client address")
+	f.DurationVar(&tftpLim.MaxTransferTime, "tftp-max-transfer-time", tftpd.DefaultMaxTransferTime, "end a TFTP transfer that has run this long")
 	return c
 }
 

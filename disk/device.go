@@ -25,10 +25,28 @@ type Disk struct {
 	size       int64
 	sectorSize int64
 	block      bool
+	// lockRecord is the holder record of a disk opened for writing.
+	lockRecord string
 }
 
-// OpenDisk opens a target for reading or writing.
+// OpenDisk opens a target for reading or writing. Opened for writing, the
+// disk is locked against every other imprint command that writes (deploy,
+// sync, boot), in this process or another: the second gets ErrLocked
+// naming the holder. Readers take no lock, so verify and inspect still
+// look at a disk being written.
 func OpenDisk(path string, o OpenOptions) (*Disk, error) {
+	d, err := openDisk(path, o)
+	if err != nil || !o.Write {
+		return d, err
+	}
+	if d.lockRecord, err = lock(d.f, path); err != nil {
+		d.f.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+func openDisk(path string, o OpenOptions) (*Disk, error) {
 	st, err := os.Stat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist) && o.Create:
@@ -40,8 +58,10 @@ func OpenDisk(path string, o OpenOptions) (*Disk, error) {
 			return nil, err
 		}
 		if err := f.Truncate(o.Size); err != nil {
+			// The file is ours (O_EXCL): a failed create leaves nothing.
 			f.Close()
-			return nil, fmt.Errorf("size %s: %w", path, err)
+			os.Remove(path)
+			return nil, fmt.Errorf("create %s of %s: %w", path, layout.HumanSize(o.Size), err)
 		}
 		return &Disk{f: f, path: path, size: o.Size, sectorSize: 512}, nil
 	case err != nil:
@@ -100,8 +120,12 @@ func (d *Disk) File() *os.File { return d.f }
 // Sync flushes written data to stable storage.
 func (d *Disk) Sync() error { return d.f.Sync() }
 
-// Close closes the target.
-func (d *Disk) Close() error { return d.f.Close() }
+// Close closes the target, releasing its lock.
+func (d *Disk) Close() error {
+	unlock(d.lockRecord)
+	d.lockRecord = ""
+	return d.f.Close()
+}
 
 // Section is a window on a Device: one partition, addressed from its start.
 type Section struct {

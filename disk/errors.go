@@ -13,7 +13,9 @@ var (
 	ErrRunningRoot = errors.New("target holds the running root filesystem")
 	ErrReadOnly    = errors.New("target is read-only")
 	ErrNoGPT       = errors.New("no GPT partition table")
-	ErrNotTarget   = errors.New("target is neither a block device nor a regular file")
+	// ErrLocked says another imprint command is writing the disk.
+	ErrLocked    = errors.New("target is in use by another imprint command")
+	ErrNotTarget = errors.New("target is neither a block device nor a regular file")
 	// ErrNoTool says a program imprint runs is not installed (the agent's
 	// initramfs has no mkfs.ext4).
 	ErrNoTool = errors.New("tool not found")

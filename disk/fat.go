@@ -1,6 +1,7 @@
 package disk
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"github.com/imprint-dev/imprint/layout"
@@ -23,6 +24,9 @@ type FAT struct {
 	fs         *fat32.FileSystem
 	dev        Device
 	start, len int64
+	// mended is set once the second FAT copy was made equal to the first
+	// in this session, before the first write.
+	mended bool
 }
 
 // FormatFAT makes a new FAT32 filesystem on p.
@@ -41,13 +45,76 @@ func FormatFAT(dev Device, p layout.Placed, label string) (*FAT, error) {
 	return &FAT{fs: fs, dev: dev, start: p.Start, len: p.Len}, nil
 }
 
-// OpenFAT opens the FAT32 filesystem on the partition at start/len.
+// OpenFAT opens the FAT32 filesystem on the partition at start/len. When
+// the two FAT copies differ (a crash fell between their writes) it reads
+// the first, as firmware and fsck.fat do; the first write mends the second.
 func OpenFAT(dev Device, start, length int64) (*FAT, error) {
-	fs, err := fat32.Read(file.New(fileView{dev}, false), length, start, dev.SectorSize())
+	fs, err := readFAT32(dev, start, length)
 	if err != nil {
 		return nil, fmt.Errorf("read FAT32 at offset %d: %w", start, err)
 	}
 	return &FAT{fs: fs, dev: dev, start: start, len: length}, nil
+}
+
+// readFAT32 opens the filesystem through firstFATView: go-diskfs v1.9.4
+// refuses a volume whose FAT copies differ ("fat tables did not match",
+// fat32.Read) instead of using the first.
+func readFAT32(dev Device, start, length int64) (*fat32.FileSystem, error) {
+	var view Device = dev
+	if g, err := readGeom(dev, start); err == nil && g.nfats >= 2 {
+		view = firstFATView{Device: dev, fat1: g.entryOff(0, 0), fat2: g.entryOff(0, 1), n: g.fatSz * g.bps}
+	}
+	return fat32.Read(file.New(fileView{view}, false), length, start, dev.SectorSize())
+}
+
+// firstFATView reads the second FAT copy's bytes from the first copy.
+// Writes pass through untouched: go-diskfs writes both copies itself.
+type firstFATView struct {
+	Device
+	fat1, fat2, n int64
+}
+
+func (v firstFATView) ReadAt(p []byte, off int64) (int, error) {
+	n, err := v.Device.ReadAt(p, off)
+	lo, hi := max(off, v.fat2), min(off+int64(n), v.fat2+v.n)
+	if lo < hi {
+		if _, err := v.Device.ReadAt(p[lo-off:hi-off], v.fat1+(lo-v.fat2)); err != nil {
+			return 0, err
+		}
+	}
+	return n, err
+}
+
+// beforeWrite makes the FAT copies agree (the first wins) before this
+// session changes anything, so a disk a crash left with differing copies
+// is whole again after one successful edit. Every write then goes to the
+// first copy before the second (go-diskfs's WriteFat and free below), as
+// the Linux vfat driver does: a crash between them leaves the copy that
+// firmware, fsck.fat and imprint read holding the newer state.
+func (f *FAT) beforeWrite() error {
+	if f.mended {
+		return nil
+	}
+	g, err := readGeom(f.dev, f.start)
+	if err != nil {
+		return err
+	}
+	for i := int64(1); i < g.nfats; i++ {
+		one, other := make([]byte, g.fatSz*g.bps), make([]byte, g.fatSz*g.bps)
+		if _, err := f.dev.ReadAt(one, g.entryOff(0, 0)); err != nil {
+			return err
+		}
+		if _, err := f.dev.ReadAt(other, g.entryOff(0, i)); err != nil {
+			return err
+		}
+		if !bytes.Equal(one, other) {
+			if _, err := f.dev.WriteAt(one, g.entryOff(0, i)); err != nil {
+				return fmt.Errorf("mend FAT copy %d from the first: %w", i+1, err)
+			}
+		}
+	}
+	f.mended = true
+	return nil
 }
 
 // go-diskfs wants "/a/b" for OpenFile/Mkdir and "a/b" for ReadDir.
@@ -62,6 +129,9 @@ func rel(p string) string {
 
 // MkdirAll makes dir and its parents.
 func (f *FAT) MkdirAll(dir string) error {
+	if err := f.beforeWrite(); err != nil {
+		return err
+	}
 	top := strings.SplitN(rel(dir), "/", 2)[0]
 	newTop := top != "." && !f.Exists(top)
 	if err := f.fs.Mkdir(abs(dir)); err != nil {
@@ -84,7 +154,7 @@ func (f *FAT) MkdirAll(dir string) error {
 }
 
 func (f *FAT) reopen() error {
-	fs, err := fat32.Read(file.New(fileView{f.dev}, false), f.len, f.start, f.dev.SectorSize())
+	fs, err := readFAT32(f.dev, f.start, f.len)
 	if err != nil {
 		return err
 	}
@@ -130,6 +200,9 @@ func (f *FAT) ReadDir(dir string) ([]iofs.DirEntry, error) {
 func (f *FAT) Remove(name string) error {
 	if !f.Exists(name) {
 		return nil
+	}
+	if err := f.beforeWrite(); err != nil {
+		return err
 	}
 	g, err := readGeom(f.dev, f.start)
 	if err != nil {

@@ -73,9 +73,12 @@ func (g fatGeom) chain(dev Device, c uint32) ([]uint32, error) {
 }
 
 func (g fatGeom) free(dev Device, clusters []uint32) error {
+	// The whole first copy before the second: a crash between them leaves
+	// the second holding allocations the first (the one read) has freed,
+	// which costs nothing but leaked clusters until the next edit mends it.
 	var zero [4]byte
-	for _, c := range clusters {
-		for i := range g.nfats {
+	for i := range g.nfats {
+		for _, c := range clusters {
 			if _, err := dev.WriteAt(zero[:], g.entryOff(c, i)); err != nil {
 				return err
 			}

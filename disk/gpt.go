@@ -23,6 +23,14 @@ type Device interface {
 // the MBR (bytes 0..439) is left alone so a BIOS loader written later, or
 // already there, survives.
 func WriteGPT(dev Device, t *layout.Table) error {
+	// A table can come from a journal on the disk as well as from Place:
+	// check it here too, so no caller writes one that runs off the disk.
+	if err := t.Check(); err != nil {
+		return fmt.Errorf("write GPT: %w", err)
+	}
+	if t.DiskSize != dev.Size() {
+		return fmt.Errorf("write GPT: %w: the table is for a disk of %d bytes, this one has %d", layout.ErrBadLayout, t.DiskSize, dev.Size())
+	}
 	g := &gpt.Table{
 		LogicalSectorSize:  int(t.SectorSize),
 		PhysicalSectorSize: int(t.SectorSize),

@@ -220,6 +220,9 @@ func parseBytes(w string) (int64, error) {
 	if v <= 0 {
 		return 0, fmt.Errorf("must be more than zero")
 	}
+	if v > MaxPartitionSize {
+		return 0, fmt.Errorf("%s is larger than the %s limit", w, HumanSize(MaxPartitionSize))
+	}
 	if v%512 != 0 {
 		return 0, fmt.Errorf("%d bytes is not a multiple of 512", v)
 	}
@@ -417,6 +420,9 @@ func parseSfdiskDump(lines []string) (Layout, error) {
 		sz, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || sz <= 0 || sz > math.MaxInt64/sector {
 			return Layout{}, lineErr(n, "size", v, "want a positive number of sectors")
+		}
+		if sz > MaxPartitionSize/sector {
+			return Layout{}, lineErr(n, "size", v, "larger than the %s limit", HumanSize(MaxPartitionSize))
 		}
 		e.size = sz * sector
 		v, ok = kv["type"]

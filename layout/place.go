@@ -3,12 +3,18 @@ package layout
 import (
 	"crypto/rand"
 	"fmt"
+	"math"
 	"sort"
 )
 
 // Align is where every partition starts and how sizes round: 1 MiB suits
 // 512-byte and 4 KiB sectors and every SSD erase block we know of.
 const Align = 1 << 20
+
+// MaxPartitionSize bounds every partition size imprint accepts. It is far
+// above any disk sold (1 PiB), and 128 partitions of it still sum well
+// inside int64, so no size arithmetic on a validated layout can wrap.
+const MaxPartitionSize = 1 << 50
 
 // Placed is a layout entry resolved against a target.
 type Placed struct {
@@ -50,7 +56,23 @@ func (t *Table) ByRole(r Role) (Placed, bool) {
 	return Placed{}, false
 }
 
-func alignUp(n int64) int64 { return (n + Align - 1) / Align * Align }
+// alignUp rounds n up to Align; it saturates at the largest aligned int64
+// instead of wrapping, so a size that is too large stays too large.
+func alignUp(n int64) int64 {
+	if n > math.MaxInt64-(Align-1) {
+		return math.MaxInt64 / Align * Align
+	}
+	return (n + Align - 1) / Align * Align
+}
+
+// addSize adds two non-negative sizes, saturating at MaxInt64: a sum that
+// would wrap negative compares as "too large" everywhere instead of "fits".
+func addSize(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
+}
 
 // gptReserve is what the backup GPT needs at the end of the disk: the
 // 16 KiB entry array plus its header sector.
@@ -63,9 +85,9 @@ func MinSize(l Layout, sectorSize int64) int64 {
 		if p.Rest && p.Optional {
 			continue
 		}
-		n += alignUp(p.Size)
+		n = addSize(n, alignUp(p.Size))
 	}
-	return n + alignUp(gptReserve(sectorSize))
+	return addSize(n, alignUp(gptReserve(sectorSize)))
 }
 
 // Place lays l out on a disk of diskSize bytes with the given logical sector
@@ -91,6 +113,9 @@ func Place(l Layout, diskSize, sectorSize int64) (*Table, error) {
 		return nil, err
 	}
 	t.Partitions = parts
+	if err := t.Check(); err != nil {
+		return nil, fmt.Errorf("placing the layout: %w", err)
+	}
 	return t, nil
 }
 
@@ -101,7 +126,7 @@ func lay(specs []Spec, off, length int64, entry func() (int, error)) ([]Placed, 
 	fixed := int64(0)
 	for _, p := range specs {
 		if !p.Rest {
-			fixed += alignUp(p.Size)
+			fixed = addSize(fixed, alignUp(p.Size))
 		}
 	}
 	restLen := length - fixed
@@ -125,6 +150,59 @@ func lay(specs []Spec, off, length int64, entry func() (int, error)) ([]Placed, 
 		off += n
 	}
 	return out, nil
+}
+
+// Check is the last look at a plan before any byte of it is written: every
+// partition has a GPT entry of its own, starts and ends on sector
+// boundaries, lies between the primary GPT and the backup GPT, and
+// overlaps no other. Place and PlaceBeside call it; a Table that came from
+// elsewhere (a journal on the disk) should pass it before it is written.
+func (t *Table) Check() error {
+	ss := t.SectorSize
+	if ss != 512 && ss != 4096 {
+		return fmt.Errorf("%w: sector size %d: only 512 and 4096 are supported", ErrBadLayout, ss)
+	}
+	// Primary: protective MBR, GPT header, 16 KiB of entries. Backup: the
+	// same entries and header in the last sectors of the disk.
+	first := 2*ss + 16384
+	last := t.DiskSize/ss*ss - gptReserve(ss)
+	if last <= first {
+		return fmt.Errorf("%w: a disk of %d bytes has no room between its GPTs", ErrBadLayout, t.DiskSize)
+	}
+	seen := map[int]string{}
+	for _, p := range t.Partitions {
+		where := fmt.Sprintf("partition %q", p.Name)
+		if p.Index < 1 || p.Index > 128 {
+			return fmt.Errorf("%w: %s: GPT entry %d (want 1 to 128)", ErrBadLayout, where, p.Index)
+		}
+		if other, ok := seen[p.Index]; ok {
+			return fmt.Errorf("%w: %s: GPT entry %d is already %q", ErrBadLayout, where, p.Index, other)
+		}
+		seen[p.Index] = p.Name
+		if p.Len <= 0 {
+			return fmt.Errorf("%w: %s: length %d", ErrBadLayout, where, p.Len)
+		}
+		if p.Start%ss != 0 || p.Len%ss != 0 {
+			return fmt.Errorf("%w: %s: start %d or length %d is not a multiple of the %d-byte sector", ErrBadLayout, where, p.Start, p.Len, ss)
+		}
+		if p.Start < first {
+			return fmt.Errorf("%w: %s starts at byte %d, inside the primary GPT (which ends at %d)", ErrBadLayout, where, p.Start, first)
+		}
+		// Written as a subtraction: Start+Len could wrap.
+		if p.Start > last || p.Len > last-p.Start {
+			return fmt.Errorf("%w: %s (start %d, %s) runs past byte %d, where the backup GPT of this %s disk begins", ErrBadLayout, where, p.Start, HumanSize(p.Len), last, HumanSize(t.DiskSize))
+		}
+	}
+	byStart := make([]Placed, len(t.Partitions))
+	copy(byStart, t.Partitions)
+	sort.Slice(byStart, func(i, j int) bool { return byStart[i].Start < byStart[j].Start })
+	for i := 1; i < len(byStart); i++ {
+		a, b := byStart[i-1], byStart[i]
+		if a.Start+a.Len > b.Start {
+			return fmt.Errorf("%w: partition %q (bytes %d-%d) overlaps partition %q (from %d)", ErrBadLayout, b.Name, b.Start, b.Start+b.Len, a.Name, a.Start)
+		}
+	}
+	return nil
 }
 
 func newGUID() string {
@@ -181,6 +259,9 @@ func FreeRegions(existing []GPTPartition, diskSize, sectorSize int64) []Region {
 // PARTUUIDs. Partitions with role esp in l are skipped when reuseESP is
 // set: the disk's own ESP serves.
 func PlaceBeside(l Layout, existing []GPTPartition, diskGUID string, diskSize, sectorSize int64, reuseESP bool) (*Table, error) {
+	if err := l.Validate(); err != nil {
+		return nil, err
+	}
 	var want Layout
 	for _, p := range l.Partitions {
 		if p.Role == RoleESP && reuseESP {
@@ -226,5 +307,8 @@ func PlaceBeside(l Layout, existing []GPTPartition, diskGUID string, diskSize, s
 	}
 	t.Partitions = append(t.Partitions, parts...)
 	sort.Slice(t.Partitions, func(i, j int) bool { return t.Partitions[i].Index < t.Partitions[j].Index })
+	if err := t.Check(); err != nil {
+		return nil, fmt.Errorf("placing the layout beside the existing partitions: %w", err)
+	}
 	return t, nil
 }

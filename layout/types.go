@@ -166,6 +166,9 @@ func (l Layout) Validate() error {
 		if p.Size < 0 || (p.Size == 0 && !p.Rest) {
 			return fmt.Errorf("%w: %s: size %d", ErrBadLayout, where, p.Size)
 		}
+		if p.Size > MaxPartitionSize {
+			return fmt.Errorf("%w: %s: size %d is larger than the %s limit", ErrBadLayout, where, p.Size, HumanSize(MaxPartitionSize))
+		}
 		if p.Rest {
 			rest++
 			if p.Role == RoleImage {

@@ -36,8 +36,8 @@ func StartLive(addr string, o *deploy.Options, logf func(string, ...any)) (*Live
 	}
 	l := &Live{addr: ln.Addr().String(), logf: logf}
 	h := &HTTP{Disk: &l.sw, Decider: Static{}, Logf: logf}
-	l.srv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	go l.srv.Serve(ln)
+	l.srv = NewHTTPServer(h, HTTPLimits{})
+	go l.srv.Serve(LimitListener(ln, HTTPLimits{}))
 	o.Live = func(d *deploy.DiskSource) { l.sw.Set(d) }
 	logf("serving the disk at %s while it is written", l.URL())
 	return l, nil

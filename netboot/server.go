@@ -37,6 +37,10 @@ type Server struct {
 	// IPXEDir holds iPXE binaries for images that carry none.
 	IPXEDir string
 	Logf    func(string, ...any)
+	// HTTPLimits and TFTPLimits bound what clients can make the server
+	// hold (docs/limits.md); zero values take the defaults.
+	HTTPLimits HTTPLimits
+	TFTPLimits tftp.Limits
 }
 
 func (s *Server) logf(format string, a ...any) {
@@ -154,10 +158,10 @@ func (s *Server) Run(ctx context.Context) error {
 		http.ServeContent(w, r, "", time.Time{}, f)
 	})
 	mux.Handle("/", s.HTTP)
-	hs := &http.Server{Handler: logRequests(mux, s.logf), ReadHeaderTimeout: 10 * time.Second}
+	hs := NewHTTPServer(logRequests(mux, s.logf), s.HTTPLimits)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		err := hs.Serve(ln)
+		err := hs.Serve(LimitListener(ln, s.HTTPLimits))
 		if errors.Is(err, http.ErrServerClosed) {
 			return nil
 		}
@@ -170,7 +174,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return hs.Shutdown(sctx)
 	})
 	if tconn != nil {
-		ts := &tftp.Server{Handler: tftp.HandlerFunc(s.tftpOpen), Logf: s.Logf}
+		ts := &tftp.Server{Handler: tftp.HandlerFunc(s.tftpOpen), Logf: s.Logf, Limits: s.TFTPLimits}
 		g.Go(func() error { return ts.Serve(gctx, tconn) })
 	}
 	if dsrv != nil {

@@ -12,4 +12,7 @@ var (
 	// ErrNotYet says a source will have a chunk but does not yet: a peer
 	// that is still deploying it. Clients wait a while, then ask elsewhere.
 	ErrNotYet = errors.New("not there yet")
+	// ErrBadChunk says a stored chunk file is not one: not a regular
+	// file, or larger than any chunk the format allows.
+	ErrBadChunk = errors.New("bad chunk file")
 )

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/imprint-dev/imprint/image"
@@ -206,19 +207,14 @@ func (d *Dir) ReadChunk(ctx context.Context, sum string, buf []byte) ([]byte, er
 	if !image.IsHash(sum) {
 		return nil, fmt.Errorf("chunk %q: %w", sum, ErrNotFound)
 	}
-	f, err := os.Open(d.chunkPath(sum))
+	f, n, err := openChunkFile(d.chunkPath(sum))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("chunk %s: %w in store %s", sum, ErrNotFound, d.Root)
 	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("chunk %s in store %s: %w", sum, d.Root, err)
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	n := st.Size()
 	if int64(cap(buf)) < n {
 		buf = make([]byte, n)
 	}
@@ -229,6 +225,50 @@ func (d *Dir) ReadChunk(ctx context.Context, sum string, buf []byte) ([]byte, er
 		return nil, fmt.Errorf("chunk %s: %w", sum, err)
 	}
 	return b, nil
+}
+
+// MaxStoredChunk bounds a stored chunk file: the largest chunk the format
+// allows (64 MiB) plus zstd's worst case for it (a frame of raw blocks
+// grows by 3 bytes per 128 KiB block; ZSTD_COMPRESSBOUND allows 1/256 and
+// a margin). Anything larger is not a chunk, whatever its name.
+const MaxStoredChunk = 64<<20 + 64<<20>>8 + 128<<10
+
+// openChunkFile opens a chunk file only if it is a regular file of at most
+// MaxStoredChunk bytes. It looks before it opens, since opening a device
+// can have effects and opening a FIFO waits for a writer, and opens with
+// O_NONBLOCK in case the name was swapped for a FIFO in between; the
+// opened file is checked again, and that check is the one that counts.
+func openChunkFile(p string) (*os.File, int64, error) {
+	st, err := os.Stat(p)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := chunkFileOK(st); err != nil {
+		return nil, 0, err
+	}
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, 0, err
+	}
+	st, err = f.Stat()
+	if err == nil {
+		err = chunkFileOK(st)
+	}
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, st.Size(), nil
+}
+
+func chunkFileOK(st fs.FileInfo) error {
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("%w: not a regular file (%s)", ErrBadChunk, st.Mode().Type())
+	}
+	if st.Size() > MaxStoredChunk {
+		return fmt.Errorf("%w: %d bytes is larger than the largest stored chunk (%d)", ErrBadChunk, st.Size(), int64(MaxStoredChunk))
+	}
+	return nil
 }
 
 // HasChunk reports whether the chunk is already stored.

@@ -32,6 +32,8 @@ type testClient struct {
 	// ACK (default 2 s); Deadline bounds the whole transfer (default 30 s).
 	Timeout  time.Duration
 	Deadline time.Duration
+	// Local is the address the client sends from (default 127.0.0.1).
+	Local net.IP
 }
 
 // result is what a transfer produced.
@@ -87,7 +89,11 @@ func (c *testClient) getRaw(ctx context.Context, server *net.UDPAddr, reqPkt []b
 	}
 	ctx, cancel := context.WithTimeout(ctx, total)
 	defer cancel()
-	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	local := c.Local
+	if local == nil {
+		local = net.IPv4(127, 0, 0, 1)
+	}
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: local})
 	if err != nil {
 		return nil, err
 	}

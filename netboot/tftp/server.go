@@ -22,6 +22,20 @@ const (
 	DefaultRetries       = 5
 	DefaultMaxBlockSize  = 65464 // RFC 2348's maximum
 	DefaultMaxWindowSize = 64
+
+	// DefaultMaxTransfers bounds transfers running at once: each holds a
+	// socket (a file descriptor) and its window in memory. A rack of PXE
+	// ROMs booting together needs one each, for a few seconds.
+	DefaultMaxTransfers = 256
+	// DefaultMaxTransfersPerClient bounds one client address: a PXE ROM
+	// fetches one file at a time; the rest is room for machines behind
+	// one NAT address and for retries while an old transfer times out.
+	DefaultMaxTransfersPerClient = 16
+	// DefaultMaxTransferTime bounds one transfer's life. A 100 MiB file
+	// at 512-byte lock-step over a 1 ms round trip takes under 4 minutes;
+	// a client that negotiates a 255 s timeout and then goes quiet held
+	// its transfer for 25 minutes without it.
+	DefaultMaxTransferTime = 10 * time.Minute
 )
 
 // Server is a read-only TFTP server. The zero value is not usable: set
@@ -48,6 +62,114 @@ type Server struct {
 	// MaxWindowSize caps the windowsize a client may negotiate (0 =
 	// DefaultMaxWindowSize).
 	MaxWindowSize int
+
+	// Limits bound what requests from the network can make the server
+	// hold; see Limits. The zero value takes the defaults.
+	Limits
+}
+
+// Limits bound the server's resources against request floods. Requests
+// over a limit are dropped without an answer: a PXE ROM sends its request
+// again after its timeout, while an ERROR would end its boot, and silence
+// gives a spoofed flood nothing to reflect.
+type Limits struct {
+	// MaxTransfers is how many transfers may run at once (0 =
+	// DefaultMaxTransfers).
+	MaxTransfers int
+	// MaxTransfersPerClient is how many may run for one client IP
+	// address (0 = DefaultMaxTransfersPerClient).
+	MaxTransfersPerClient int
+	// MaxTransferTime ends a transfer that has run this long (0 =
+	// DefaultMaxTransferTime).
+	MaxTransferTime time.Duration
+}
+
+func (l Limits) maxTransfers() int {
+	if l.MaxTransfers > 0 {
+		return l.MaxTransfers
+	}
+	return DefaultMaxTransfers
+}
+
+func (l Limits) maxPerClient() int {
+	if l.MaxTransfersPerClient > 0 {
+		return l.MaxTransfersPerClient
+	}
+	return DefaultMaxTransfersPerClient
+}
+
+func (l Limits) maxTransferTime() time.Duration {
+	if l.MaxTransferTime > 0 {
+		return l.MaxTransferTime
+	}
+	return DefaultMaxTransferTime
+}
+
+// admission counts the running transfers of one Serve call. A request is
+// a duplicate while a transfer for the same client address, port and file
+// runs: the client sent it again because our first answer was slow or
+// lost, and the running transfer answers it.
+type admission struct {
+	lim     Limits
+	mu      sync.Mutex
+	total   int
+	perIP   map[netip.Addr]int
+	running map[string]bool
+	// Refusals are logged at most once a second, with a count, so that a
+	// flood does not also flood the log.
+	refused    int
+	lastLogged time.Time
+}
+
+func transferKey(remote net.Addr, name string) string { return remote.String() + "\x00" + name }
+
+func addrOf(remote net.Addr) netip.Addr {
+	if u, ok := remote.(*net.UDPAddr); ok {
+		a, _ := netip.AddrFromSlice(u.IP)
+		return a.Unmap()
+	}
+	return netip.Addr{}
+}
+
+// admit reserves a slot for a transfer, or says why there is none.
+func (a *admission) admit(remote net.Addr, name string) (release func(), why string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	key, ip := transferKey(remote, name), addrOf(remote)
+	switch {
+	case a.running[key]:
+		return nil, "duplicate of a running transfer"
+	case a.total >= a.lim.maxTransfers():
+		return nil, fmt.Sprintf("%d transfers running (the limit)", a.total)
+	case a.perIP[ip] >= a.lim.maxPerClient():
+		return nil, fmt.Sprintf("%d transfers running for this client (the limit)", a.perIP[ip])
+	}
+	a.total++
+	a.perIP[ip]++
+	a.running[key] = true
+	return func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		a.total--
+		if a.perIP[ip]--; a.perIP[ip] == 0 {
+			delete(a.perIP, ip)
+		}
+		delete(a.running, key)
+	}, ""
+}
+
+// refusal returns the log line for a refused request, or "" while
+// refusals are being counted quietly.
+func (a *admission) refusal(remote net.Addr, name, why string) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.refused++
+	if time.Since(a.lastLogged) < time.Second {
+		return ""
+	}
+	n := a.refused
+	a.refused, a.lastLogged = 0, time.Now()
+	return fmt.Sprintf("tftp: %v: %q dropped: %s (%d dropped since the last such line)", remote, name, why, n)
 }
 
 func (s *Server) logf(format string, args ...any) {
@@ -122,6 +244,7 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 
+	adm := &admission{lim: s.Limits, perIP: map[netip.Addr]int{}, running: map[string]bool{}}
 	recv := newReceiver(conn)
 	buf := make([]byte, 65536)
 	for {
@@ -154,9 +277,17 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 			_, _ = conn.WriteTo(errorPacket(ErrCodeIllegalOperation, "malformed request"), remote)
 			continue
 		}
+		release, why := adm.admit(remote, req.Filename)
+		if release == nil {
+			if line := adm.refusal(remote, req.Filename, why); line != "" {
+				s.logf("%s", line)
+			}
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer release()
 			s.serveRequest(ctx, req, remote, local)
 		}()
 	}
@@ -182,6 +313,9 @@ func (s *Server) serveRequest(ctx context.Context, req Request, remote net.Addr,
 		return
 	}
 	defer conn.Close()
+	serverCtx := ctx
+	ctx, cancel := context.WithTimeout(ctx, s.maxTransferTime())
+	defer cancel()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 
@@ -197,8 +331,11 @@ func (s *Server) serveRequest(ctx context.Context, req Request, remote net.Addr,
 	}()
 	n, err := t.run(ctx, req)
 	if err != nil {
-		if ctx.Err() != nil {
+		switch {
+		case serverCtx.Err() != nil:
 			err = fmt.Errorf("%w (server stopping)", err)
+		case ctx.Err() != nil:
+			err = fmt.Errorf("%w (the transfer ran for %v, the limit)", err, s.maxTransferTime())
 		}
 		s.logf("tftp: %v: %v %q: %v", remote, req.Op, req.Filename, err)
 		return

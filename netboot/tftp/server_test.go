@@ -748,8 +748,10 @@ func TestCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, conn) }()
-	c := rawConn(t)
 	for range 3 {
+		// Three clients: copies of one request from one socket are
+		// duplicates and share a transfer.
+		c := rawConn(t)
 		if _, err := c.WriteToUDP(rrq("f"), addr); err != nil {
 			t.Fatal(err)
 		}
