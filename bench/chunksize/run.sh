@@ -20,7 +20,7 @@
 #             today (size estimated per tree, UUID and hash seed from the tree)
 #   a-size    as a, v2 at v1's size
 #   a-pinned  as a-size, v2 with v1's UUID and hash seed
-#   b         v1's image copied, loop-mounted, rsync --delete from tree v2, unmounted
+#   b         v1's image copied, loop-mounted noatime, rsync --delete from tree v2, unmounted
 # Needs root, mkfs.ext4, rsync, dpkg, zstd, go. Output: tables on stdout and
 # in bench/chunksize/out/results.md.
 set -euo pipefail
@@ -100,7 +100,7 @@ mkext4 "$W/tree" "$W/v2-a-pinned.img" "$s1" "$d1" "$t2"
 
 log "b: v1's image, mounted, rsync --delete from tree v2"
 cp --sparse=always "$W/v1.img" "$W/v2-b.img"
-mount -o loop "$W/v2-b.img" "$W/mnt"
+mount -o loop,noatime "$W/v2-b.img" "$W/mnt"
 rsync -aHAX --delete --numeric-ids --exclude=/lost+found "$W/tree/" "$W/mnt/" >"$W/rsync.log" 2>&1 || { cat "$W/rsync.log" >&2; exit 1; }
 umount "$W/mnt"
 e2fsck -fn "$W/v2-b.img" >"$W/fsck.log" 2>&1 || { cat "$W/fsck.log" >&2; echo "run.sh: b image fails e2fsck" >&2; exit 1; }
@@ -117,7 +117,7 @@ jblocks=$(debugfs -R 'stat <8>' "$W/v2-b.img" 2>/dev/null | sed -n 's/.*(0-[0-9]
 	"$W/chunksize" -sizes "$SIZES" -label "a: fresh mkfs.ext4 -d, as imprint build --rootfs today" "$W/v1.img" "$W/v2-a.img"
 	"$W/chunksize" -sizes "$SIZES" -label "a-size: fresh mkfs.ext4 -d, v2 at v1's size" "$W/v1.img" "$W/v2-a-size.img"
 	"$W/chunksize" -sizes "$SIZES" -label "a-pinned: fresh mkfs.ext4 -d, v1's size, UUID and hash seed" "$W/v1.img" "$W/v2-a-pinned.img"
-	"$W/chunksize" -sizes "$SIZES" -label "b: v1's image + rsync --delete of tree v2 (loop mount)" "$W/v1.img" "$W/v2-b.img"
+	"$W/chunksize" -sizes "$SIZES" -label "b: v1's image + rsync --delete of tree v2 (loop mount, noatime)" "$W/v1.img" "$W/v2-b.img"
 	echo
 	echo "per-chunk overhead (loopback HTTP, keep-alive; manifest = chunk list only)"
 	echo
