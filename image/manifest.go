@@ -89,8 +89,15 @@ const (
 	LoaderGrubBIOSCore = "grub-i386-pc-core.img"
 )
 
+// Size caps, under the names the format-2 manifest uses; they bound what a
+// manifest can make a reader allocate or send.
+const (
+	MaxBootFile = 1 << 30 // kernel, initrd, agent
+	MaxLoader   = 64 << 20
+)
+
 // MaxLoaderSize caps one loader binary.
-const MaxLoaderSize = 64 << 20
+const MaxLoaderSize = MaxLoader
 
 // Layout is the GPT layout the image wants.
 func (m *Manifest) Layout() layout.Layout {

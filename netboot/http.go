@@ -19,7 +19,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/imprint-dev/imprint/copier"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/store"
 )
@@ -86,9 +85,16 @@ type HTTP struct {
 	// Console is the kernel console argument for booted machines.
 	Console string
 	Logf    func(string, ...any)
+	// BootCache bounds the bytes of decoded chunks of boot files and
+	// loaders kept between requests; 0 is DefaultBootCache.
+	BootCache int64
 
-	mu    sync.Mutex
-	cache map[string][]byte // boot artifacts by content hash
+	once     sync.Once
+	dec      *image.Decoder
+	decErr   error
+	chunks   *chunkCache
+	mu       sync.Mutex
+	resolved map[string]*resolvedEntry // by NAME:VERSION, "NAME:" for the newest
 }
 
 func (h *HTTP) logf(format string, a ...any) {
@@ -99,8 +105,7 @@ func (h *HTTP) logf(format string, a ...any) {
 
 // ServeHTTP implements http.Handler.
 func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		http.Error(w, "read-only", http.StatusMethodNotAllowed)
+	if !getOrHead(w, r) {
 		return
 	}
 	p := r.URL.Path
@@ -113,7 +118,9 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case p == "/boot.ipxe":
 		h.script(w, r)
 	case p == "/index.json":
-		if h.Disk != nil {
+		if h.Disk != nil || h.Trust != nil {
+			// Under trust the index is made, not the store's file: it
+			// lists only trusted versions, which clients pick from.
 			h.index(w, r)
 			return
 		}
@@ -192,9 +199,9 @@ func (h *HTTP) file(w http.ResponseWriter, r *http.Request, rel, cache, etag str
 }
 
 // bootFile serves an image's kernel, initrd, agent initramfs or a loader
-// (by its name in the manifest), assembled
-// from its chunks and checked, so a machine can boot without the store
-// holding loose files.
+// (by its name in the manifest) straight from its chunks, each checked as
+// it is read, so a machine can boot without the store holding loose files,
+// and a rack booting at once shares one decoded copy (chunkCache).
 func (h *HTTP) bootFile(w http.ResponseWriter, r *http.Request, name, version, file string) {
 	if image.ValidName(name) != nil || image.ValidName(version) != nil {
 		http.NotFound(w, r)
@@ -205,18 +212,19 @@ func (h *HTTP) bootFile(w http.ResponseWriter, r *http.Request, name, version, f
 		http.Error(w, "store unavailable", http.StatusInternalServerError)
 		return
 	}
-	res, err := store.Resolve(r.Context(), src, name, version)
-	if err != nil {
-		http.NotFound(w, r)
-		return
-	}
-	if err := h.Trust.Check(res); err != nil {
+	res, err := h.resolve(r.Context(), src, name, version)
+	if errors.Is(err, image.ErrUntrusted) {
 		h.logf("http: boot file %s:%s/%s refused: %v", name, version, file, err)
 		http.Error(w, "image not signed by a trusted key", http.StatusForbidden)
 		return
 	}
+	if err != nil {
+		http.NotFound(w, r)
+		return
+	}
 	b := res.Manifest.Boot
 	var c *image.Content
+	limit := int64(image.MaxBootFile)
 	switch file {
 	case "vmlinuz":
 		if b != nil {
@@ -235,76 +243,89 @@ func (h *HTTP) bootFile(w http.ResponseWriter, r *http.Request, name, version, f
 			return
 		}
 	default:
-		c = res.Manifest.Loaders[file]
+		c, limit = res.Manifest.Loaders[file], image.MaxLoader
 	}
 	if c == nil {
 		http.NotFound(w, r)
 		return
 	}
-	data, err := h.content(r.Context(), src, res.Manifest.ChunkSize, c)
+	rd, err := h.open(r.Context(), src, res.Manifest.ChunkSize, c, limit, file)
 	if err != nil {
 		h.logf("http: boot file %s:%s/%s: %v", name, version, file, err)
-		http.Error(w, "boot file unavailable", http.StatusInternalServerError)
+		msg := "boot file unavailable"
+		if errors.Is(err, ErrTooLarge) {
+			msg = err.Error()
+		}
+		http.Error(w, msg, http.StatusInternalServerError)
 		return
 	}
+	defer rd.Close()
 	w.Header().Set("ETag", `"`+c.SHA256+`"`)
 	w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
-	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(data))
+	w.Header().Set("Content-Type", "application/octet-stream")
+	http.ServeContent(w, r, "", time.Time{}, rd)
 }
 
 // ErrNoLoader says the image carries no loader of that name.
 var ErrNoLoader = errors.New("the image carries no such loader")
 
-// Loader is loader name of image img (NAME or NAME:VERSION), assembled from
-// its chunks and checked against the image's manifest, which must pass
-// h.Trust.
-func (h *HTTP) Loader(ctx context.Context, img, name string) ([]byte, error) {
+// Loader is loader name of image img (NAME or NAME:VERSION), read from its
+// chunks, each checked against the image's manifest, which must pass
+// h.Trust. The caller closes it.
+func (h *HTTP) Loader(ctx context.Context, img, name string) (io.ReadSeekCloser, error) {
 	src, err := h.source()
 	if err != nil {
 		return nil, err
 	}
 	n, v, _ := strings.Cut(img, ":")
-	res, err := store.Resolve(ctx, src, n, v)
+	res, err := h.resolve(ctx, src, n, v)
 	if err != nil {
-		return nil, fmt.Errorf("image %s: %w", img, err)
-	}
-	if err := h.Trust.Check(res); err != nil {
 		return nil, fmt.Errorf("image %s: %w", img, err)
 	}
 	c := res.Manifest.Loaders[name]
 	if c == nil {
 		return nil, fmt.Errorf("image %s: %w: %s", img, ErrNoLoader, name)
 	}
-	return h.content(ctx, src, res.Manifest.ChunkSize, c)
+	return h.open(ctx, src, res.Manifest.ChunkSize, c, image.MaxLoader, name)
 }
 
-func (h *HTTP) content(ctx context.Context, src store.Source, chunkSize int64, c *image.Content) ([]byte, error) {
-	h.mu.Lock()
-	if b, ok := h.cache[c.SHA256]; ok {
-		h.mu.Unlock()
-		return b, nil
+func (h *HTTP) init() {
+	h.once.Do(func() {
+		h.dec, h.decErr = image.NewDecoder()
+		h.chunks = newChunkCache(h.BootCache)
+	})
+}
+
+// open gives a reader over content c, refusing one that claims more than
+// limit bytes before anything is read: a manifest's size is a claim, and
+// streaming 1 TiB of "zero" chunks would hold a client and a connection for
+// as long as it lasts.
+func (h *HTTP) open(ctx context.Context, src store.Source, chunkSize int64, c *image.Content, limit int64, label string) (*contentReader, error) {
+	if c.Size > limit || c.Size < 0 {
+		return nil, fmt.Errorf("%s: %w: the manifest says %d bytes, a %s may have at most %d", label, ErrTooLarge, c.Size, map[bool]string{true: "loader", false: "boot file"}[limit == image.MaxLoader], limit)
 	}
-	h.mu.Unlock()
-	dec, err := image.NewDecoder()
-	if err != nil {
-		return nil, err
+	if chunkSize <= 0 || int64(len(c.Chunks)) != (c.Size+chunkSize-1)/chunkSize {
+		return nil, fmt.Errorf("%s: %w: %d chunks of %d bytes do not make %d bytes", label, image.ErrFormat, len(c.Chunks), chunkSize, c.Size)
 	}
-	defer dec.Close()
-	cp := &copier.Copier{Sources: []store.Source{src}, Dec: dec, ChunkSize: chunkSize}
-	b, err := cp.ReadContent(ctx, c)
-	if err != nil {
-		return nil, err
+	h.init()
+	if h.decErr != nil {
+		return nil, h.decErr
 	}
-	if image.HashBytes(b) != c.SHA256 {
-		return nil, fmt.Errorf("%w: assembled content does not hash to %s", image.ErrChecksum, c.SHA256)
+	load := func(ctx context.Context, sum string, n int64) ([]byte, error) {
+		stored, err := src.Chunk(ctx, sum)
+		if err != nil {
+			return nil, err
+		}
+		return h.dec.Decode(stored, sum, n, nil)
 	}
-	h.mu.Lock()
-	if h.cache == nil || len(h.cache) > 8 {
-		h.cache = map[string][]byte{}
+	r := &contentReader{ctx: ctx, cache: h.chunks, load: load, content: c, chunkSize: chunkSize}
+	// The first chunk is read now, so a missing or drifted one is an
+	// error status, not a response cut short after its headers (a later
+	// one can only cut it short; Content-Length tells the client).
+	if _, err := r.Read(nil); err != nil && err != io.EOF {
+		return nil, fmt.Errorf("%s: %w", label, err)
 	}
-	h.cache[c.SHA256] = b
-	h.mu.Unlock()
-	return b, nil
+	return r, nil
 }
 
 // script answers iPXE with what this machine boots.
@@ -340,11 +361,8 @@ func (h *HTTP) Script(ctx context.Context, mac net.HardwareAddr) (string, error)
 		return "", err
 	}
 	name, version, _ := strings.Cut(d.Image, ":")
-	res, err := store.Resolve(ctx, src, name, version)
+	res, err := h.resolve(ctx, src, name, version)
 	if err != nil {
-		return "", err
-	}
-	if err := h.Trust.Check(res); err != nil {
 		return "", err
 	}
 	m := res.Manifest
@@ -398,10 +416,7 @@ func (h *HTTP) trusted(w http.ResponseWriter, r *http.Request, name, version str
 	}
 	src, err := h.source()
 	if err == nil {
-		var res *image.Resolved
-		if res, err = store.Resolve(r.Context(), src, name, version); err == nil {
-			err = h.Trust.Check(res)
-		} else if errors.Is(err, store.ErrNotFound) {
+		if _, err = h.resolve(r.Context(), src, name, version); errors.Is(err, store.ErrNotFound) {
 			http.NotFound(w, r)
 			return false
 		}
@@ -415,7 +430,13 @@ func (h *HTTP) trusted(w http.ResponseWriter, r *http.Request, name, version str
 }
 
 func (h *HTTP) index(w http.ResponseWriter, r *http.Request) {
-	idx, err := h.Disk.Index(r.Context())
+	src, err := h.source()
+	if err != nil {
+		h.logf("http: index: %v", err)
+		http.Error(w, "store unavailable", http.StatusInternalServerError)
+		return
+	}
+	idx, err := h.visibleIndex(r.Context(), src)
 	if errors.Is(err, store.ErrNotYet) {
 		tooEarly(w, "the index")
 		return
@@ -495,4 +516,15 @@ func (h *HTTP) chunk(w http.ResponseWriter, r *http.Request, sum string) {
 func tooEarly(w http.ResponseWriter, what string) {
 	w.Header().Set("Retry-After", "1")
 	http.Error(w, what+" is not written here yet", http.StatusTooEarly)
+}
+
+// getOrHead lets GET and HEAD through and answers anything else 405 with
+// the Allow header: every route is read-only.
+func getOrHead(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		return true
+	}
+	w.Header().Set("Allow", "GET, HEAD")
+	http.Error(w, "read-only: only GET and HEAD", http.StatusMethodNotAllowed)
+	return false
 }

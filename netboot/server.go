@@ -1,7 +1,6 @@
 package netboot
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -97,9 +96,9 @@ func (s *Server) loaderImage() string {
 func (s *Server) ipxe(ctx context.Context, name string) (io.ReadSeeker, error) {
 	img := s.loaderImage()
 	if img != "" {
-		b, err := s.HTTP.Loader(ctx, img, name)
+		rd, err := s.HTTP.Loader(ctx, img, name)
 		if err == nil {
-			return bytes.NewReader(b), nil
+			return rd, nil
 		}
 		if !errors.Is(err, ErrNoLoader) {
 			return nil, err
@@ -140,6 +139,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ipxe/", func(w http.ResponseWriter, r *http.Request) {
+		if !getOrHead(w, r) {
+			return
+		}
 		name := strings.TrimPrefix(r.URL.Path, "/ipxe/")
 		if !ipxeFiles[name] {
 			http.NotFound(w, r)
