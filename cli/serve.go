@@ -28,6 +28,7 @@ func newServe(e *env) *cobra.Command {
 		trust                      []string
 		httpLim                    netboot.HTTPLimits
 		tftpLim                    tftpd.Limits
+		bootCacheMiB               int64
 	)
 	c := &cobra.Command{
 		Use:   "serve (--store DIR --image NAME | --disk PATH) [--dhcp full|proxy --interface IFACE]",
@@ -74,6 +75,10 @@ func newServe(e *env) *cobra.Command {
 			if netboot.Mode(mode) == netboot.Install && installDisk == "" {
 				return fmt.Errorf("--mode install needs --install-disk (e.g. /dev/vda)")
 			}
+			if bootCacheMiB <= 0 || bootCacheMiB > 1<<20 {
+				return fmt.Errorf("--boot-cache %d: want MiB between 1 and %d", bootCacheMiB, 1<<20)
+			}
+			h.BootCache = bootCacheMiB << 20
 			h.Decider = netboot.Static{Default: netboot.Decision{Image: img, Mode: netboot.Mode(mode), InstallDisk: installDisk, Cmdline: extraCmdline}}
 			logf := func(f string, a ...any) { fmt.Fprintf(e.io.Err, f+"\n", a...) }
 			h.Logf = logf
@@ -171,6 +176,7 @@ func newServe(e *env) *cobra.Command {
 	f.StringVar(&ipxeDir, "ipxe-dir", netboot.DefaultIPXEDir, "directory with ipxe.efi and undionly.kpxe, sent to PXE clients only when the served image carries none")
 	// Limits (docs/limits.md): what clients on the provisioning network
 	// can make the server hold.
+	f.Int64Var(&bootCacheMiB, "boot-cache", netboot.DefaultBootCache>>20, "MiB of decoded boot-file and loader chunks kept between requests (chunks being sent are shared, never held twice)")
 	f.IntVar(&httpLim.MaxConns, "http-max-conns", netboot.DefaultMaxConns, "most open HTTP connections; more wait in the listen backlog")
 	f.DurationVar(&httpLim.IdleTimeout, "http-idle-timeout", netboot.DefaultIdleTimeout, "close a keep-alive HTTP connection idle this long")
 	f.DurationVar(&httpLim.ReadHeaderTimeout, "http-header-timeout", netboot.DefaultReadHeaderTimeout, "time a client has to send its request headers")
