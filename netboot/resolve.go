@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/imprint-dev/imprint/image"
@@ -41,12 +41,12 @@ func (h *HTTP) stamp(name, version string) string {
 	}
 	var b strings.Builder
 	for _, p := range paths {
-		var st syscall.Stat_t
-		if err := syscall.Stat(p, &st); err != nil {
+		st, err := os.Stat(p)
+		if err != nil {
 			b.WriteString("-;")
 			continue
 		}
-		fmt.Fprintf(&b, "%d.%d.%d.%d.%d;", st.Dev, st.Ino, st.Size, st.Mtim.Sec, st.Mtim.Nsec)
+		fmt.Fprintf(&b, "%d.%d.%v;", st.Size(), st.ModTime().UnixNano(), st.Mode())
 	}
 	return b.String()
 }
