@@ -35,7 +35,7 @@ func fileSum(t *testing.T, p string) string {
 }
 
 func chunkPath(b built, i int) string {
-	h := b.m.Partitions[1].Content.Chunks[i]
+	h := b.m.Partitions[0].Content.Chunks[i]
 	return filepath.Join(b.store, "chunks", h[:2], h)
 }
 

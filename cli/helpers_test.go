@@ -18,6 +18,7 @@ import (
 	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/internal/testenv"
+	"github.com/imprint-dev/imprint/layout"
 	imstore "github.com/imprint-dev/imprint/store"
 )
 
@@ -153,6 +154,7 @@ type built struct {
 	store, name string
 	id          string
 	m           *image.Manifest
+	lay         layout.Layout // the default layout the store holds beside the manifest
 }
 
 func buildImage(t *testing.T, args ...string) built {
@@ -181,5 +183,5 @@ func buildImage(t *testing.T, args ...string) built {
 	if r.ID != res.ID {
 		t.Fatalf("build said id %s, the store has %s", res.ID, r.ID)
 	}
-	return built{store: store, name: res.Name + ":" + res.Version, id: res.ID, m: r.Manifest}
+	return built{store: store, name: res.Name + ":" + res.Version, id: res.ID, m: r.Manifest, lay: r.DefaultLayout()}
 }

@@ -123,7 +123,7 @@ func showStore(e *env, cmd *cobra.Command, src *store.Dir) error {
 func showImage(e *env, r *image.Resolved) error {
 	m := r.Manifest
 	if e.json {
-		e.emitJSON(map[string]any{"id": r.ID, "manifest": m, "signed": r.Signature != nil})
+		e.emitJSON(map[string]any{"id": r.ID, "manifest": m, "signed": r.Signature != nil, "layout": r.DefaultLayout()})
 		return nil
 	}
 	e.printf("image %s:%s\n  id %s\n  created %s, chunk size %s\n", m.Name, m.Version, r.ID, m.Created.Format("2006-01-02T15:04:05Z"), layout.HumanSize(m.ChunkSize))
@@ -132,8 +132,14 @@ func showImage(e *env, r *image.Resolved) error {
 	} else {
 		e.printf("  not signed\n")
 	}
-	e.printf("  layout:\n")
-	for _, p := range m.Partitions {
+	from := "derived from the contents"
+	if r.Layout != nil {
+		from = "layout.json"
+	} else if _, ok := m.EmbeddedLayout(); ok {
+		from = "format 1 manifest"
+	}
+	e.printf("  default layout (%s):\n", from)
+	for _, p := range r.DefaultLayout().Partitions {
 		size := layout.HumanSize(p.Size)
 		if p.Rest {
 			size = "rest (min " + size + ")"
@@ -142,14 +148,14 @@ func showImage(e *env, r *image.Resolved) error {
 		if p.FS != "" {
 			line += " " + p.FS
 		}
-		if p.Content != nil {
+		if mp, ok := m.Partition(p.Name); ok && p.Role == layout.RoleImage {
 			zero := 0
-			for _, h := range p.Content.Chunks {
+			for _, h := range mp.Content.Chunks {
 				if h == image.ZeroChunk {
 					zero++
 				}
 			}
-			line += fmt.Sprintf("  content %s sha256 %s, %d chunks (%d zero)", layout.HumanSize(p.Content.Size), p.Content.SHA256[:16], len(p.Content.Chunks), zero)
+			line += fmt.Sprintf("  content %s sha256 %s, %d chunks (%d zero)", layout.HumanSize(mp.Content.Size), mp.Content.SHA256[:16], len(mp.Content.Chunks), zero)
 		}
 		e.printf("%s\n", line)
 	}
@@ -161,6 +167,11 @@ func showImage(e *env, r *image.Resolved) error {
 			e.printf("  initrd %s sha256 %s\n", layout.HumanSize(b.Initrd.Size), b.Initrd.SHA256[:16])
 		}
 		e.printf("  cmdline %q\n", b.Cmdline)
+	}
+	for _, n := range image.LoaderNames() {
+		if c := m.Loaders[n]; c != nil {
+			e.printf("  loader %s %s sha256 %s\n", n, layout.HumanSize(c.Size), c.SHA256[:16])
+		}
 	}
 	return nil
 }

@@ -58,6 +58,9 @@ type Options struct {
 	// KeepExisting keeps every partition already on the disk and places the
 	// image in the largest free region, reusing the disk's ESP (dual boot).
 	KeepExisting bool
+	// Layout, when set, overrides the image's default layout (the store's
+	// layout.json, else the one the manifest implies).
+	Layout *layout.Layout
 	// Trust, when set, is the set of keys the image must be signed by;
 	// anything else is refused before a byte is written.
 	Trust *image.Trust
@@ -487,7 +490,14 @@ func autoFirmware(o *Options, want string) string {
 // prepare opens the target and decides between a fresh deploy and a resume.
 func prepare(o *Options) (*Plan, *disk.Disk, *OnDisk, error) {
 	m := o.Image.Manifest
-	lay := m.Layout()
+	lay := o.Image.DefaultLayout()
+	if o.Layout != nil {
+		lay = *o.Layout
+	}
+	lay, err := m.FitLayout(lay)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("image %s:%s: %w", m.Name, m.Version, err)
+	}
 	plan := &Plan{Disk: o.Disk, Image: m.Name + ":" + m.Version, ImageID: o.Image.ID}
 	_, statErr := os.Stat(o.Disk)
 	plan.Create = errors.Is(statErr, os.ErrNotExist)

@@ -118,7 +118,7 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		h.file(w, r, "index.json", "no-cache", "")
-	case len(parts) == 4 && parts[0] == "images" && (parts[3] == "manifest.json" || parts[3] == "manifest.json"+image.SignatureSuffix):
+	case len(parts) == 4 && parts[0] == "images" && (parts[3] == "manifest.json" || parts[3] == "manifest.json"+image.SignatureSuffix || parts[3] == store.LayoutFile):
 		if image.ValidName(parts[1]) != nil || image.ValidName(parts[2]) != nil {
 			http.NotFound(w, r)
 			return
@@ -438,9 +438,15 @@ func (h *HTTP) index(w http.ResponseWriter, r *http.Request) {
 func (h *HTTP) fromSource(w http.ResponseWriter, r *http.Request, name, version, file string) {
 	var b []byte
 	var err error
-	if file == "manifest.json" {
+	switch file {
+	case "manifest.json":
 		b, err = h.Disk.Manifest(r.Context(), name, version)
-	} else {
+	case store.LayoutFile:
+		err = fmt.Errorf("%s: %w", file, store.ErrNotFound)
+		if ls, ok := h.Disk.(store.LayoutSource); ok {
+			b, err = ls.Layout(r.Context(), name, version)
+		}
+	default:
 		b, err = h.Disk.Signature(r.Context(), name, version)
 	}
 	if errors.Is(err, store.ErrNotYet) {
@@ -456,7 +462,7 @@ func (h *HTTP) fromSource(w http.ResponseWriter, r *http.Request, name, version,
 	}
 	w.Header().Set("Cache-Control", "public, max-age=60")
 	w.Header().Set("Content-Type", "application/octet-stream")
-	if file == "manifest.json" {
+	if file == "manifest.json" || file == store.LayoutFile {
 		w.Header().Set("Content-Type", "application/json")
 	}
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(b))
