@@ -84,7 +84,7 @@ func TestDeployRefusesBadInput(t *testing.T) {
 			name, ver, _ := strings.Cut(b.name, ":")
 			p := filepath.Join(b.store, "images", name, ver, "manifest.json")
 			raw, _ := os.ReadFile(p)
-			os.WriteFile(p, bytes.Replace(raw, []byte(`"format": 1`), []byte(`"format": 7`), 1), 0o644)
+			os.WriteFile(p, bytes.Replace(raw, []byte(`"format": 2`), []byte(`"format": 7`), 1), 0o644)
 			return "", nil
 		}, "format version 7 is not supported", true},
 		{"unknown image name", func(t *testing.T, b built) (string, []string) {

@@ -87,13 +87,16 @@ type BootOptions struct {
 
 // Plan is what a deploy will do, shown before it does it.
 type Plan struct {
-	Disk      string                `json:"disk"`
-	DiskSize  int64                 `json:"disk_size"`
-	Block     bool                  `json:"block_device"`
-	Create    bool                  `json:"create_file"`
-	Image     string                `json:"image"`
-	ImageID   string                `json:"image_id"`
-	Resume    bool                  `json:"resume"`
+	Disk     string `json:"disk"`
+	DiskSize int64  `json:"disk_size"`
+	Block    bool   `json:"block_device"`
+	Create   bool   `json:"create_file"`
+	Image    string `json:"image"`
+	ImageID  string `json:"image_id"`
+	Resume   bool   `json:"resume"`
+	// Layout is the layout the table was placed from, fitted to the image
+	// (recorded on the disk as imprint/layout.json); nil on a resume.
+	Layout    *layout.Layout        `json:"layout,omitempty"`
 	Table     *layout.Table         `json:"table"`
 	Destroyed []layout.GPTPartition `json:"destroyed,omitempty"`
 	Kept      []layout.GPTPartition `json:"kept,omitempty"`
@@ -181,7 +184,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 
 	if o.Live != nil {
-		live, err := openLiveSource(o.Disk, o.Image, st.Table, st.Done)
+		live, err := openLiveSource(o.Disk, o.Image, plan.Layout, st.Table, st.Done)
 		if err != nil {
 			return nil, fmt.Errorf("serve while deploying: %w", err)
 		}
@@ -498,7 +501,7 @@ func prepare(o *Options) (*Plan, *disk.Disk, *OnDisk, error) {
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("image %s:%s: %w", m.Name, m.Version, err)
 	}
-	plan := &Plan{Disk: o.Disk, Image: m.Name + ":" + m.Version, ImageID: o.Image.ID}
+	plan := &Plan{Disk: o.Disk, Image: m.Name + ":" + m.Version, ImageID: o.Image.ID, Layout: &lay}
 	_, statErr := os.Stat(o.Disk)
 	plan.Create = errors.Is(statErr, os.ErrNotExist)
 	if plan.Create && o.KeepExisting {
@@ -545,7 +548,7 @@ func prepare(o *Options) (*Plan, *disk.Disk, *OnDisk, error) {
 		}
 		if err == nil && od.State.ImageID == o.Image.ID && od.State.Status != StatusComplete &&
 			od.State.Table.DiskSize == dev.Size() && tableMatches(od.State.Table, od.GPT) {
-			plan.Resume, plan.Table, plan.Destroyed = true, od.State.Table, nil
+			plan.Resume, plan.Table, plan.Destroyed, plan.Layout = true, od.State.Table, nil, od.Layout
 			for _, p := range m.Partitions {
 				if p.Content != nil && (od.State.Done[p.Name] == nil || od.State.Done[p.Name].Len() != len(p.Content.Chunks)) {
 					od.State.Done[p.Name] = copier.NewBitmap(len(p.Content.Chunks))
@@ -661,6 +664,13 @@ func partitionDisk(ctx context.Context, o Options, dev *disk.Disk, plan *Plan) (
 	// already there.
 	if err := esp.WriteFile(ManifestFile, o.Image.Raw); err != nil {
 		return nil, nil, fmt.Errorf("write %s on the ESP: %w", ManifestFile, err)
+	}
+	lb, err := layout.MarshalJSON(*plan.Layout)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := esp.WriteFile(LayoutFile, lb); err != nil {
+		return nil, nil, fmt.Errorf("write %s on the ESP: %w", LayoutFile, err)
 	}
 	if o.Image.Signature != nil {
 		err = esp.WriteFile(SignatureFile, o.Image.Signature)

@@ -17,6 +17,9 @@ const (
 	StateDir     = "imprint"
 	ManifestFile = StateDir + "/manifest.json"
 	StateFile    = StateDir + "/state.json"
+	// LayoutFile is the layout the disk was partitioned from: the store's
+	// default or the deploy's --layout. It is not part of the image id.
+	LayoutFile = StateDir + "/layout.json"
 )
 
 // Status of a deploy as recorded on the disk.
@@ -51,6 +54,9 @@ type OnDisk struct {
 	GPT         []layout.GPTPartition
 	DiskGUID    string
 	ESP         *disk.FAT
+	// Layout is the layout the disk was partitioned from; nil on a disk
+	// deployed before layouts were recorded.
+	Layout *layout.Layout
 }
 
 // ReadDisk reads the GPT, the ESP and imprint's state from a target.
@@ -99,6 +105,17 @@ func ReadDisk(dev disk.Device) (*OnDisk, error) {
 		return od, err
 	}
 	od.ManifestRaw, od.Manifest = mraw, m
+	if fat.Exists(LayoutFile) {
+		lraw, err := fat.ReadFile(LayoutFile)
+		if err != nil {
+			return od, fmt.Errorf("%s: %w", LayoutFile, err)
+		}
+		l, err := layout.ParseJSON(lraw)
+		if err != nil {
+			return od, fmt.Errorf("%w: %s is damaged: %w", ErrNotDeployed, LayoutFile, err)
+		}
+		od.Layout = &l
+	}
 	return od, nil
 }
 
