@@ -76,7 +76,7 @@ func TestLiveServesTooEarlyThenTheDeployedDisk(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	sum := m.Partitions[1].Content.Chunks[0]
+	sum := m.Partitions[0].Content.Chunks[0]
 	if code, b := get("chunks/" + sum[:2] + "/" + sum); code != http.StatusOK || len(b) == 0 {
 		t.Errorf("chunk %s from the deployed disk: %d", sum, code)
 	}
