@@ -6,10 +6,10 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/imprint-dev/imprint/deploy"
 	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/layout"
+	"github.com/imprint-dev/imprint/ondisk"
 	"github.com/imprint-dev/imprint/store"
 	"github.com/spf13/cobra"
 )
@@ -182,7 +182,7 @@ func showDisk(e *env, path string) error {
 		return err
 	}
 	defer dev.Close()
-	od, err := deploy.ReadDisk(dev)
+	od, err := ondisk.ReadDisk(dev)
 	if od == nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
@@ -212,7 +212,7 @@ func showDisk(e *env, path string) error {
 		e.printf(", completed %s", s.Completed.Format("2006-01-02T15:04:05Z"))
 	}
 	e.printf(")")
-	if s.Status == deploy.StatusComplete {
+	if s.Status == ondisk.StatusComplete {
 		if s.Verified {
 			e.printf(", verified by read-back")
 		}
@@ -225,8 +225,8 @@ func showDisk(e *env, path string) error {
 		e.printf(", %d of %d chunks written", done, total)
 	}
 	e.printf("\n")
-	if od.ESP.Exists(deploy.SignatureFile) {
-		e.printf("  manifest signed (%s on the ESP; check with --trust on serve or export)\n", deploy.SignatureFile)
+	if od.ESP.Exists(ondisk.SignatureFile) {
+		e.printf("  manifest signed (%s on the ESP; check with --trust on serve or export)\n", ondisk.SignatureFile)
 	} else {
 		e.printf("  manifest not signed\n")
 	}

@@ -12,10 +12,10 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/imprint-dev/imprint/deploy"
 	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/netboot"
+	"github.com/imprint-dev/imprint/ondisk"
 	imstore "github.com/imprint-dev/imprint/store"
 )
 
@@ -48,7 +48,7 @@ func treeImage(t *testing.T, extra ...string) built {
 // serveDisk is imprint serve --disk's HTTP side on a test listener.
 func serveDisk(t *testing.T, disk string, logs *bytes.Buffer) *httptest.Server {
 	t.Helper()
-	src, err := deploy.OpenDiskSource(disk)
+	src, err := ondisk.OpenDiskSource(disk)
 	if err != nil {
 		t.Fatalf("open %s as a source: %v", disk, err)
 	}
@@ -227,7 +227,7 @@ func TestExportOfADriftedDisk(t *testing.T) {
 	}
 
 	res := mustRun(t, "--json", "export", "--disk", a, "--out", out, "--allow-drift")
-	var r deploy.ExportResult
+	var r ondisk.ExportResult
 	if err := jsonUnmarshal(res, &r); err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +254,7 @@ func espFile(t *testing.T, path, name string) []byte {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	od, err := deploy.ReadDisk(d)
+	od, err := ondisk.ReadDisk(d)
 	if err != nil {
 		t.Fatal(err)
 	}

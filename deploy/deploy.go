@@ -1,10 +1,12 @@
-// Package deploy is the one orchestration of a deploy: plan, partition,
-// copy, verify, record. The CLI, the agent's install mode and sync all use it.
+// Package deploy writes images onto disks as steps (MakePlan, then a
+// Target's Partition, WriteContents, InstallBoot, Commit) and composes
+// them: Deploy for a whole disk, which the CLI and the agent's install mode
+// use; Sync, for one slot of a running disk, is to compose the same steps.
+// The record the steps leave on the disk is package ondisk's.
 package deploy
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -16,6 +18,7 @@ import (
 	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/layout"
+	"github.com/imprint-dev/imprint/ondisk"
 	"github.com/imprint-dev/imprint/store"
 )
 
@@ -63,9 +66,9 @@ type Options struct {
 	// anything else is refused before a byte is written.
 	Trust *image.Trust
 	// Live, when set, gets a source serving the disk while it is being
-	// written (chunks as they land; see openLiveSource), so other deploys
+	// written (chunks as they land; see ondisk.OpenLive), so other deploys
 	// can take from this one before it completes. The caller owns it.
-	Live func(*DiskSource)
+	Live func(*ondisk.DiskSource)
 }
 
 // BootOptions choose the boot menu a deploy installs.
@@ -104,7 +107,7 @@ type Plan struct {
 	// image carries no GRUB for legacy BIOS.
 	Narrowed bool `json:"-"`
 
-	resume *OnDisk // the record of the interrupted deploy a resume continues
+	resume *ondisk.OnDisk // the record of the interrupted deploy a resume continues
 }
 
 func (p *Plan) kept(guid string) bool {
@@ -199,8 +202,8 @@ func installBoot(ctx context.Context, o Options, cp *copier.Copier, dev *disk.Di
 	// it (before any per-disk patch), so the disk holds every file of its
 	// image and can be served or exported whole.
 	for _, name := range sortedLoaders(m) {
-		if err := esp.WriteFile(LoadersDir+"/"+name, loaders[name]); err != nil {
-			return fmt.Errorf("write %s/%s on the ESP: %w", LoadersDir, name, err)
+		if err := esp.WriteFile(ondisk.LoadersDir+"/"+name, loaders[name]); err != nil {
+			return fmt.Errorf("write %s/%s on the ESP: %w", ondisk.LoadersDir, name, err)
 		}
 	}
 	if _, err := bootloader.Install(ctx, esp, bootloader.InstallOptions{
@@ -222,10 +225,6 @@ func installBoot(ctx context.Context, o Options, cp *copier.Copier, dev *disk.Di
 		BootImg: loaders[image.LoaderGrubBIOSBoot], CoreImg: loaders[image.LoaderGrubBIOSCore],
 	})
 }
-
-// LoadersDir holds, on a deployed disk's ESP, every loader binary of its
-// image, as the manifest names them.
-const LoadersDir = StateDir + "/loaders"
 
 // firmware resolves an unset firmware choice for a disk already placed
 // (a resumed deploy): both when it has a BIOS boot partition.
@@ -310,7 +309,7 @@ func contains(s []int, v int) bool {
 
 // partitionDisk writes the GPT, formats the ESP and local partitions, and
 // records the starting state.
-func partitionDisk(ctx context.Context, o *Target, plan *Plan) (*State, *disk.FAT, error) {
+func partitionDisk(ctx context.Context, o *Target, plan *Plan) (*ondisk.State, *disk.FAT, error) {
 	t, dev := plan.Table, o.Dev
 	o.emit(Event{Kind: "phase", Phase: "partition"})
 	if err := disk.WriteGPT(dev, t); err != nil {
@@ -349,9 +348,9 @@ func partitionDisk(ctx context.Context, o *Target, plan *Plan) (*State, *disk.FA
 		}
 	}
 	m := o.Image.Manifest
-	st := &State{
+	st := &ondisk.State{
 		Format: 1, ImageID: o.Image.ID, Name: m.Name, Version: m.Version,
-		Status: StatusWriting, Started: time.Now().UTC(), Table: t,
+		Status: ondisk.StatusWriting, Started: time.Now().UTC(), Table: t,
 		Done: map[string]*copier.Bitmap{},
 	}
 	for _, p := range m.Partitions {
@@ -359,45 +358,11 @@ func partitionDisk(ctx context.Context, o *Target, plan *Plan) (*State, *disk.FA
 			st.Done[p.Name] = copier.NewBitmap(len(p.Content.Chunks))
 		}
 	}
-	// The manifest goes first: a state file always names a manifest that is
-	// already there.
-	if err := esp.WriteFile(ManifestFile, o.Image.Raw); err != nil {
-		return nil, nil, fmt.Errorf("write %s on the ESP: %w", ManifestFile, err)
-	}
-	lb, err := layout.MarshalJSON(*plan.Layout)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := esp.WriteFile(LayoutFile, lb); err != nil {
-		return nil, nil, fmt.Errorf("write %s on the ESP: %w", LayoutFile, err)
-	}
-	if o.Image.Signature != nil {
-		err = esp.WriteFile(SignatureFile, o.Image.Signature)
-	} else {
-		err = esp.Remove(SignatureFile) // a kept ESP may hold an older image's
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s on the ESP: %w", SignatureFile, err)
-	}
-	if err := dev.Sync(); err != nil {
-		return nil, nil, err
-	}
-	if err := writeState(dev, esp, st); err != nil {
+	if err := ondisk.WriteStart(dev, esp, o.Image, *plan.Layout, st); err != nil {
 		return nil, nil, err
 	}
 	o.emit(Event{Kind: "phase", Phase: "partitioned"})
 	return st, esp, nil
-}
-
-func writeState(dev *disk.Disk, esp *disk.FAT, st *State) error {
-	b, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := esp.WriteFile(StateFile, append(b, '\n')); err != nil {
-		return fmt.Errorf("write %s on the ESP: %w", StateFile, err)
-	}
-	return dev.Sync()
 }
 
 // target is a partition with exact zeroing through the whole device.
@@ -413,7 +378,7 @@ func (t target) ZeroRange(off, n int64) error { return t.dev.ZeroRange(t.off+off
 type journal struct {
 	dev   *disk.Disk
 	esp   *disk.FAT
-	st    *State
+	st    *ondisk.State
 	every time.Duration
 	emit  func(Event)
 	mu    sync.Mutex
@@ -436,7 +401,7 @@ func (j *journal) checkpoint() error {
 	if err := j.dev.Sync(); err != nil {
 		return err
 	}
-	if err := writeState(j.dev, j.esp, &snap); err != nil {
+	if err := ondisk.WriteState(j.dev, j.esp, &snap); err != nil {
 		return err
 	}
 	j.emit(Event{Kind: "checkpoint", Chunks: n})

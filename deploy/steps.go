@@ -14,6 +14,7 @@ import (
 	"github.com/imprint-dev/imprint/fetch"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/layout"
+	"github.com/imprint-dev/imprint/ondisk"
 	"github.com/imprint-dev/imprint/store"
 )
 
@@ -73,12 +74,11 @@ func MakePlan(dev *disk.Disk, img *image.Resolved, o PlanOptions) (*Plan, error)
 		return plan, nil
 	}
 	plan.DiskSize, plan.Block = dev.Size(), dev.IsBlock()
-	od, err := ReadDisk(dev)
+	od, err := ondisk.ReadDisk(dev)
 	if od != nil {
 		plan.Destroyed = od.GPT
 	}
-	if err == nil && od.State.ImageID == img.ID && od.State.Status != StatusComplete &&
-		od.State.Table.DiskSize == dev.Size() && tableMatches(od.State.Table, od.GPT) {
+	if err == nil && od.Interrupted(img.ID, dev.Size()) {
 		plan.Resume, plan.Table, plan.Destroyed, plan.Layout = true, od.State.Table, nil, od.Layout
 		for _, p := range m.Partitions {
 			if od.State.Done[p.Name] == nil || od.State.Done[p.Name].Len() != len(p.Content.Chunks) {
@@ -132,12 +132,7 @@ func planBeside(dev *disk.Disk, plan *Plan, o PlanOptions) (*Plan, error) {
 	if plan.Firmware == "" {
 		plan.Firmware = bootloader.UEFI
 	}
-	hasESP := false
-	for _, p := range parts {
-		if p.Type == layout.TypeESP {
-			hasESP = true
-		}
-	}
+	_, hasESP := layout.FindESP(parts)
 	t, err := layout.PlaceBeside(withBIOSBoot(o.Layout, plan.Firmware, o.NoBoot), parts, guid, dev.Size(), dev.SectorSize(), hasESP)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", o.DiskName, err)
@@ -157,7 +152,7 @@ type Target struct {
 	Plan  *Plan
 	// ESP and State are set by Partition: the disk's record.
 	ESP   *disk.FAT
-	State *State
+	State *ondisk.State
 	// Events, when set, gets progress; calls must not overlap (Deploy
 	// serialises them).
 	Events func(Event)
@@ -177,7 +172,7 @@ func (t *Target) emit(e Event) {
 func (t *Target) Partition(ctx context.Context) error {
 	if r := t.Plan.resume; r != nil {
 		t.ESP, t.State = r.ESP, r.State
-		t.State.Status = StatusWriting
+		t.State.Status = ondisk.StatusWriting
 		return nil
 	}
 	st, esp, err := partitionDisk(ctx, t, t.Plan)
@@ -321,7 +316,7 @@ func (t *Target) InstallBoot(ctx context.Context, cp *copier.Copier, b BootOptio
 // for is synced.
 func (t *Target) Commit(verified bool) error {
 	now := time.Now().UTC()
-	t.State.Status, t.State.Completed, t.State.Verified, t.State.Done = StatusComplete, &now, verified, nil
+	t.State.Status, t.State.Completed, t.State.Verified, t.State.Done = ondisk.StatusComplete, &now, verified, nil
 	j := &journal{dev: t.Dev, esp: t.ESP, st: t.State, emit: t.emit}
 	if err := j.checkpoint(); err != nil {
 		return err
@@ -387,7 +382,7 @@ func Deploy(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	if o.Live != nil {
-		live, err := openLiveSource(o.Disk, o.Image, plan.Layout, t.State.Table, t.State.Done)
+		live, err := ondisk.OpenLive(o.Disk, o.Image, plan.Layout, t.State.Table, t.State.Done)
 		if err != nil {
 			return nil, fmt.Errorf("serve while deploying: %w", err)
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/layout"
+	"github.com/imprint-dev/imprint/ondisk"
 	"github.com/imprint-dev/imprint/store"
 )
 
@@ -159,7 +160,7 @@ func TestResumeAfterAnInterruptedWriteContents(t *testing.T) {
 	dev.Close()
 
 	od := readDisk(t, p)
-	if od.State.Status != StatusWriting || od.Layout == nil {
+	if od.State.Status != ondisk.StatusWriting || od.Layout == nil {
 		t.Fatalf("the interrupted disk records %+v", od.State)
 	}
 	marked := od.State.Done["root"].Count()
@@ -198,20 +199,20 @@ func TestResumeAfterAnInterruptedWriteContents(t *testing.T) {
 	if err := tg.Commit(w.Verified); err != nil {
 		t.Fatal(err)
 	}
-	rep, err := VerifyDisk(ctx, p, nil)
+	rep, err := ondisk.VerifyDisk(ctx, p, nil)
 	if err != nil || !rep.Identical || rep.ImageID != img.ID {
 		t.Fatalf("verify after the resume: %v %+v", err, rep)
 	}
 }
 
-func readDisk(t *testing.T, p string) *OnDisk {
+func readDisk(t *testing.T, p string) *ondisk.OnDisk {
 	t.Helper()
 	dev, err := disk.OpenDisk(p, disk.OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer dev.Close()
-	od, err := ReadDisk(dev)
+	od, err := ondisk.ReadDisk(dev)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -69,7 +69,7 @@ func (s Static) Decide(mac net.HardwareAddr) (Decision, bool) {
 type HTTP struct {
 	Store string // store directory, served as its files
 	// Disk, when set, is served instead of Store: any store.Source, in
-	// practice a deployed disk (deploy.DiskSource), whose chunks are
+	// practice a deployed disk (ondisk.DiskSource), whose chunks are
 	// produced and checked on each request.
 	Disk store.Source
 	// Trust, when set, limits what is served and booted to images signed

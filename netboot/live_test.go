@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/imprint-dev/imprint/deploy"
+	"github.com/imprint-dev/imprint/ondisk"
 	"github.com/imprint-dev/imprint/store"
 )
 
@@ -53,7 +54,7 @@ func TestLiveServesTooEarlyThenTheDeployedDisk(t *testing.T) {
 
 	handed := false
 	live := o.Live
-	o.Live = func(d *deploy.DiskSource) { handed = true; live(d) }
+	o.Live = func(d *ondisk.DiskSource) { handed = true; live(d) }
 	if _, err := deploy.Run(ctx, o); err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package deploy
+package ondisk
 
 import (
 	"bytes"
@@ -394,13 +394,13 @@ func (s *DiskSource) espFile(name string) ([]byte, error) {
 	return f, nil
 }
 
-// openLiveSource serves a disk while it is being deployed (cut-through):
+// OpenLive serves a disk while it is being deployed (cut-through):
 // chunks the deploy has written are served, checked like any other; the
 // rest are store.ErrNotYet, so a client waits for them or asks elsewhere.
 // It reads through its own read-only descriptor, which stays valid after
 // the deploy closes its own. Boot files are written last and are served
 // once the deploy has completed, by a DiskSource opened then.
-func openLiveSource(p string, img *image.Resolved, lay *layout.Layout, t *layout.Table, done map[string]*copier.Bitmap) (*DiskSource, error) {
+func OpenLive(p string, img *image.Resolved, lay *layout.Layout, t *layout.Table, done map[string]*copier.Bitmap) (*DiskSource, error) {
 	dev, err := disk.OpenDisk(p, disk.OpenOptions{})
 	if err != nil {
 		return nil, err
@@ -408,7 +408,7 @@ func openLiveSource(p string, img *image.Resolved, lay *layout.Layout, t *layout
 	m := img.Manifest
 	s := &DiskSource{
 		path: p, dev: dev, sig: img.Signature, chunks: map[string][]chunkLoc{}, files: map[string][]byte{},
-		od: &OnDisk{Manifest: m, ManifestRaw: img.Raw, Layout: lay, State: &State{ImageID: img.ID, Name: m.Name, Version: m.Version, Status: StatusWriting, Table: t}},
+		od: newOnDisk(&Slot{Manifest: m, ManifestRaw: img.Raw, Layout: lay, State: &State{ImageID: img.ID, Name: m.Name, Version: m.Version, Status: StatusWriting, Table: t}}),
 		avail: func(l chunkLoc) bool {
 			bm := done[l.part]
 			return bm != nil && bm.Has(l.idx)

@@ -1,9 +1,14 @@
-package deploy
+// Package ondisk owns the record a deployed disk carries about itself
+// (imprint/ on its ESP: manifest, layout, journal; per slot, one today),
+// and what is built on it: reading it back, verify, serving the disk as a
+// source (DiskSource), export.
+package ondisk
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/imprint-dev/imprint/copier"
@@ -20,6 +25,9 @@ const (
 	// LayoutFile is the layout the disk was partitioned from: the store's
 	// default or the deploy's --layout. It is not part of the image id.
 	LayoutFile = StateDir + "/layout.json"
+	// LoadersDir holds every loader binary of the image, as the manifest
+	// names them (before any per-disk patch).
+	LoadersDir = StateDir + "/loaders"
 )
 
 // Status of a deploy as recorded on the disk.
@@ -46,34 +54,42 @@ type State struct {
 // ErrNotDeployed says a disk carries no imprint state.
 var ErrNotDeployed = errors.New("not a disk deployed by imprint")
 
-// OnDisk is what a deployed disk says about itself.
+// OnDisk is what a deployed disk says about itself: its GPT, its ESP and
+// the record of each image slot on it. Today a disk holds one slot (the
+// whole-disk deploy); with root slots a and b it will hold two, and the
+// embedded Slot is the one the record names current.
 type OnDisk struct {
+	GPT      []layout.GPTPartition
+	DiskGUID string
+	ESP      *disk.FAT
+	// Slots lists every slot's record, one today.
+	Slots []*Slot
+	// Slot is the current slot; never nil, its fields are nil when the
+	// disk carries no (readable) record.
+	*Slot
+}
+
+// Slot is the record of one image written onto a disk: its manifest, the
+// layout it was placed from, and the deploy journal.
+type Slot struct {
 	State       *State
 	ManifestRaw []byte
 	Manifest    *image.Manifest
-	GPT         []layout.GPTPartition
-	DiskGUID    string
-	ESP         *disk.FAT
 	// Layout is the layout the disk was partitioned from; nil on a disk
 	// deployed before layouts were recorded.
 	Layout *layout.Layout
 }
 
-// ReadDisk reads the GPT, the ESP and imprint's state from a target.
+// ReadDisk reads the GPT, the ESP and imprint's record from a target.
 func ReadDisk(dev disk.Device) (*OnDisk, error) {
 	guid, parts, err := disk.ReadGPT(dev)
 	if err != nil {
 		return nil, err
 	}
-	od := &OnDisk{GPT: parts, DiskGUID: guid}
-	var esp *layout.GPTPartition
-	for i := range parts {
-		if parts[i].Type == layout.TypeESP {
-			esp = &parts[i]
-			break
-		}
-	}
-	if esp == nil {
+	cur := &Slot{}
+	od := &OnDisk{GPT: parts, DiskGUID: guid, Slot: cur}
+	esp, ok := layout.FindESP(parts)
+	if !ok {
 		return od, fmt.Errorf("%w: no EFI System Partition", ErrNotDeployed)
 	}
 	fat, err := disk.OpenFAT(dev, esp.Start, esp.Len)
@@ -92,7 +108,7 @@ func ReadDisk(dev disk.Device) (*OnDisk, error) {
 	if st.Format != 1 || st.Table == nil {
 		return od, fmt.Errorf("%w: %s has an unknown format", ErrNotDeployed, StateFile)
 	}
-	od.State = &st
+	cur.State = &st
 	mraw, err := fat.ReadFile(ManifestFile)
 	if err != nil {
 		return od, fmt.Errorf("%w: no %s on the ESP", ErrNotDeployed, ManifestFile)
@@ -104,7 +120,7 @@ func ReadDisk(dev disk.Device) (*OnDisk, error) {
 	if err != nil {
 		return od, err
 	}
-	od.ManifestRaw, od.Manifest = mraw, m
+	cur.ManifestRaw, cur.Manifest = mraw, m
 	if fat.Exists(LayoutFile) {
 		lraw, err := fat.ReadFile(LayoutFile)
 		if err != nil {
@@ -114,9 +130,60 @@ func ReadDisk(dev disk.Device) (*OnDisk, error) {
 		if err != nil {
 			return od, fmt.Errorf("%w: %s is damaged: %w", ErrNotDeployed, LayoutFile, err)
 		}
-		od.Layout = &l
+		cur.Layout = &l
 	}
+	od.Slots = []*Slot{cur}
 	return od, nil
+}
+
+// Interrupted reports whether the disk holds an unfinished deploy of image
+// id that a deploy can resume: same disk size, and the table it recorded
+// is still what the GPT holds.
+func (od *OnDisk) Interrupted(id string, diskSize int64) bool {
+	st := od.State
+	return st != nil && st.ImageID == id && st.Status != StatusComplete &&
+		st.Table.DiskSize == diskSize && tableMatches(st.Table, od.GPT)
+}
+
+// WriteStart records the start of a deploy on a freshly made ESP: the
+// manifest bytes, the layout, the signature (or the removal of an older
+// image's), then the state. The manifest goes first, so a state file
+// always names a manifest that is already there.
+func WriteStart(dev *disk.Disk, esp *disk.FAT, img *image.Resolved, lay layout.Layout, st *State) error {
+	if err := esp.WriteFile(ManifestFile, img.Raw); err != nil {
+		return fmt.Errorf("write %s on the ESP: %w", ManifestFile, err)
+	}
+	lb, err := layout.MarshalJSON(lay)
+	if err != nil {
+		return err
+	}
+	if err := esp.WriteFile(LayoutFile, lb); err != nil {
+		return fmt.Errorf("write %s on the ESP: %w", LayoutFile, err)
+	}
+	if img.Signature != nil {
+		err = esp.WriteFile(SignatureFile, img.Signature)
+	} else {
+		err = esp.Remove(SignatureFile) // a kept ESP may hold an older image's
+	}
+	if err != nil {
+		return fmt.Errorf("%s on the ESP: %w", SignatureFile, err)
+	}
+	if err := dev.Sync(); err != nil {
+		return err
+	}
+	return WriteState(dev, esp, st)
+}
+
+// WriteState replaces the journal on the ESP and syncs it.
+func WriteState(dev *disk.Disk, esp *disk.FAT, st *State) error {
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := esp.WriteFile(StateFile, append(b, '\n')); err != nil {
+		return fmt.Errorf("write %s on the ESP: %w", StateFile, err)
+	}
+	return dev.Sync()
 }
 
 // tableMatches reports whether the table recorded in the state is what the
@@ -132,4 +199,15 @@ func tableMatches(t *layout.Table, parts []layout.GPTPartition) bool {
 		}
 	}
 	return true
+}
+
+func newOnDisk(cur *Slot) *OnDisk { return &OnDisk{Slots: []*Slot{cur}, Slot: cur} }
+
+func sortedLoaders(m *image.Manifest) []string {
+	names := make([]string, 0, len(m.Loaders))
+	for n := range m.Loaders {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
 }
