@@ -60,6 +60,22 @@ func TestOneImageTwoLayouts(t *testing.T) {
 		if got, _ := onDisk(t, d2).State.Table.ByRole(layout.RoleESP); got.Len != tc.esp {
 			t.Fatalf("deploy from a disk made with %s: ESP %d", tc.layout, got.Len)
 		}
+		// An export keeps the image (same id, signature valid) and makes
+		// the disk's layout the exported image's default.
+		exported := d + ".store"
+		mustRun(t, "export", "--disk", d, "--out", exported, "--trust", pub)
+		st, err := imstore.OpenDir(exported)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name, version, _ := strings.Cut(b.name, ":")
+		r, err := imstore.ResolveAny(t.Context(), []imstore.Source{st}, name, version, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.ID != b.id || r.Layout == nil || r.Layout.Partitions[0].Size != tc.esp {
+			t.Fatalf("export of the disk made with %s: id %s, layout %+v", tc.layout, r.ID, r.Layout)
+		}
 	}
 }
 
