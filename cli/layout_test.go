@@ -69,7 +69,7 @@ func TestOneImageTwoLayouts(t *testing.T) {
 			t.Fatal(err)
 		}
 		name, version, _ := strings.Cut(b.name, ":")
-		r, err := imstore.ResolveAny(t.Context(), []imstore.Source{st}, name, version, nil)
+		r, err := imstore.Resolve(t.Context(), st, name, version)
 		if err != nil {
 			t.Fatal(err)
 		}
