@@ -14,7 +14,7 @@ func loaderManifest(loaders map[string]*Content) *Manifest {
 	return &Manifest{
 		Format: FormatVersion, Name: "n", Version: "1", Created: time.Unix(0, 0).UTC(), ChunkSize: DefaultChunkSize,
 		Partitions: []Partition{{Name: "root", Type: layout.TypeRootX86_64, Content: c}},
-		Loaders: loaders,
+		Loaders:    loaders,
 	}
 }
 
