@@ -11,11 +11,11 @@ import (
 	"testing"
 
 	"github.com/imprint-dev/imprint/builder"
-	"github.com/imprint-dev/imprint/deploy"
 	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/layout"
 	"github.com/imprint-dev/imprint/netboot"
+	"github.com/imprint-dev/imprint/ondisk"
 	"github.com/imprint-dev/imprint/store"
 )
 
@@ -92,7 +92,7 @@ func TestInstallTakesLoadersOnlyFromTheImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	od, err := deploy.ReadDisk(d)
+	od, err := ondisk.ReadDisk(d)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,10 +31,7 @@ func TestAgentTrust(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := &image.Manifest{Format: image.FormatVersion, Name: "n", Version: "1", Created: time.Unix(1700000000, 0).UTC(), ChunkSize: 64 << 10,
-		Partitions: []image.Partition{
-			{Spec: layout.Spec{Name: "esp", Type: layout.TypeESP, Role: layout.RoleESP, Size: 64 << 20}},
-			{Spec: layout.Spec{Name: "root", Type: layout.TypeRootX86_64, Role: layout.RoleImage, Size: 1 << 20}, Content: c},
-		}}
+		Partitions: []image.Partition{{Name: "root", Type: layout.TypeRootX86_64, Content: c}}}
 	if _, err := st.PutManifest(m); err != nil {
 		t.Fatal(err)
 	}

@@ -86,10 +86,8 @@ func FindESP(dev disk.Device) (layout.GPTPartition, error) {
 	if err != nil {
 		return layout.GPTPartition{}, err
 	}
-	for _, p := range parts {
-		if p.Type == layout.TypeESP {
-			return p, nil
-		}
+	if p, ok := layout.FindESP(parts); ok {
+		return p, nil
 	}
 	return layout.GPTPartition{}, ErrNoESP
 }

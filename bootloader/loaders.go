@@ -15,7 +15,7 @@ import (
 // LoaderIPXELkrn is iPXE as a Linux kernel, which GRUB starts for the
 // netboot entry under legacy BIOS. It lands on the ESP, so the image carries
 // it like the loaders image names.
-const LoaderIPXELkrn = "ipxe.lkrn"
+const LoaderIPXELkrn = image.LoaderIPXELkrn
 
 // ErrNoLoader says the image does not carry a loader binary the chosen boot
 // setup needs. Loaders come from the image only, never from the host that

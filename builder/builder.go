@@ -66,6 +66,7 @@ type Options struct {
 type Result struct {
 	ID       string
 	Manifest *image.Manifest
+	Layout   layout.Layout // the default layout stored beside the manifest
 	Stats    image.StoreStats
 	Boot     BootReport
 	Signed   bool // a signature by Options.Signer is in the store
@@ -78,9 +79,9 @@ type Result struct {
 // kernels and initrds, the root image, and scratch space if the disk has room.
 func DefaultLayout() layout.Layout {
 	return layout.Layout{Partitions: []layout.Spec{
-		{Name: "esp", Type: layout.TypeESP, Role: layout.RoleESP, Size: 512 << 20},
+		{Name: "esp", Type: layout.TypeESP, Role: layout.RoleESP, Size: image.DefaultESPSize},
 		{Name: "root", Type: layout.TypeRootX86_64, Role: layout.RoleImage},
-		{Name: "scratch", Type: layout.TypeLinuxGeneric, Role: layout.RoleLocal, Size: 64 << 20, Rest: true, Optional: true, FS: "ext4"},
+		{Name: "scratch", Type: layout.TypeLinuxGeneric, Role: layout.RoleLocal, Size: image.DefaultScratchSize, Rest: true, Optional: true, FS: "ext4"},
 	}}
 }
 
@@ -205,8 +206,8 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 
 	m := &image.Manifest{Format: image.FormatVersion, Name: o.Name, Created: created, ChunkSize: o.ChunkSize}
 	var stats image.StoreStats
-	for _, spec := range lay.Partitions {
-		p := image.Partition{Spec: spec}
+	for i := range lay.Partitions {
+		spec := &lay.Partitions[i]
 		src, has := content[spec.Name]
 		switch {
 		case spec.Role == layout.RoleImage && !has:
@@ -217,26 +218,25 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 			if src.size%512 != 0 {
 				return nil, fmt.Errorf("%w: partition %q: %s is %d bytes, not a multiple of 512", ErrInput, spec.Name, src.label, src.size)
 			}
-			if p.Size == 0 {
-				p.Size = (src.size + layout.Align - 1) / layout.Align * layout.Align
-			} else if p.Size < src.size {
-				return nil, fmt.Errorf("%w: partition %q: the layout gives %s, the content is %s", ErrInput, spec.Name, layout.HumanSize(p.Size), layout.HumanSize(src.size))
+			if spec.Size == 0 {
+				spec.Size = (src.size + layout.Align - 1) / layout.Align * layout.Align
+			} else if spec.Size < src.size {
+				return nil, fmt.Errorf("%w: partition %q: the layout gives %s, the content is %s", ErrInput, spec.Name, layout.HumanSize(spec.Size), layout.HumanSize(src.size))
 			}
 			c, st, err := storeContent(ctx, o, "partition "+spec.Name, src)
 			if err != nil {
 				return nil, err
 			}
-			p.Content = c
+			m.Partitions = append(m.Partitions, image.Partition{Name: spec.Name, Type: spec.Type, Content: c})
 			digests = append(digests, c.SHA256)
 			addStats(&stats, st)
 		}
-		m.Partitions = append(m.Partitions, p)
 		delete(content, spec.Name)
 	}
 	for name := range content {
 		return nil, fmt.Errorf("%w: --partition %s: the layout has no partition of that name", ErrInput, name)
 	}
-	if err := m.Layout().Validate(); err != nil {
+	if lay, err = m.FitLayout(lay); err != nil {
 		return nil, err
 	}
 
@@ -298,7 +298,12 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{ID: id, Manifest: m, Stats: stats, Boot: report, Notes: notes}
+	// The layout is stored beside the manifest, outside its id: the same
+	// contents built for another disk shape are the same image.
+	if err := o.Store.PutLayout(m.Name, m.Version, lay); err != nil {
+		return nil, err
+	}
+	res := &Result{ID: id, Manifest: m, Layout: lay, Stats: stats, Boot: report, Notes: notes}
 	if o.Signer != nil {
 		if err := signManifest(ctx, o.Store, o.Signer, m); err != nil {
 			return nil, err

@@ -35,7 +35,7 @@ func fileSum(t *testing.T, p string) string {
 }
 
 func chunkPath(b built, i int) string {
-	h := b.m.Partitions[1].Content.Chunks[i]
+	h := b.m.Partitions[0].Content.Chunks[i]
 	return filepath.Join(b.store, "chunks", h[:2], h)
 }
 
@@ -84,7 +84,7 @@ func TestDeployRefusesBadInput(t *testing.T) {
 			name, ver, _ := strings.Cut(b.name, ":")
 			p := filepath.Join(b.store, "images", name, ver, "manifest.json")
 			raw, _ := os.ReadFile(p)
-			os.WriteFile(p, bytes.Replace(raw, []byte(`"format": 1`), []byte(`"format": 7`), 1), 0o644)
+			os.WriteFile(p, bytes.Replace(raw, []byte(`"format": 2`), []byte(`"format": 7`), 1), 0o644)
 			return "", nil
 		}, "format version 7 is not supported", true},
 		{"unknown image name", func(t *testing.T, b built) (string, []string) {

@@ -25,6 +25,7 @@ func newDeploy(e *env) *cobra.Command {
 		agentFile     string
 		trust         []string
 		serveAddr     string
+		layoutFile    string
 		o             deploy.Options
 	)
 	c := &cobra.Command{
@@ -74,6 +75,18 @@ func newDeploy(e *env) *cobra.Command {
 					return fmt.Errorf("--agent: %w", err)
 				}
 				o.Boot.AgentInitrd = b
+			}
+			if layoutFile != "" {
+				l, err := readLayoutFile(layoutFile)
+				if err != nil {
+					return err
+				}
+				// Checked here too so the error names the flag before a
+				// disk is opened.
+				if _, err := o.Image.Manifest.FitLayout(l); err != nil {
+					return fmt.Errorf("--layout %s: %w", layoutFile, err)
+				}
+				o.Layout = &l
 			}
 			if size != "" {
 				if o.Size, err = layout.ParseSize(size); err != nil {
@@ -154,6 +167,7 @@ func newDeploy(e *env) *cobra.Command {
 	f.StringVar(&ref, "image", "", "image NAME or NAME:VERSION (default version: the newest)")
 	f.StringVar(&o.Disk, "disk", "", "target block device or image file")
 	f.StringVar(&serveAddr, "serve", "", "serve the disk over HTTP at this address while it is written (chunks as they land) and after, until interrupted: other deploys can --from it at once")
+	f.StringVar(&layoutFile, "layout", "", "partition the disk by this layout file (text, sfdisk dump or JSON) instead of the image's default; the image id does not change")
 	f.StringVar(&size, "size", "", "create or grow an image file to this size (e.g. 8G)")
 	f.BoolVar(&yes, "yes", false, "do not ask before writing")
 	f.BoolVar(&o.DryRun, "dry-run", false, "show the plan and write nothing")
@@ -173,6 +187,20 @@ func newDeploy(e *env) *cobra.Command {
 		_ = c.MarkFlagRequired(r)
 	}
 	return c
+}
+
+// readLayoutFile reads a --layout file in any form layout.ParseLayout knows.
+func readLayoutFile(path string) (layout.Layout, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return layout.Layout{}, fmt.Errorf("--layout: %w", err)
+	}
+	defer f.Close()
+	l, err := layout.ParseLayout(f)
+	if err != nil {
+		return layout.Layout{}, fmt.Errorf("--layout %s: %w", path, err)
+	}
+	return l, nil
 }
 
 func printPlan(w io.Writer, p *deploy.Plan) {

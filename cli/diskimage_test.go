@@ -38,10 +38,10 @@ func TestBuildFromCompressedDiskImageAndDeploy(t *testing.T) {
 	}
 	b := buildImage(t, "--store", filepath.Join(dir, "store"), "--name", "vendor", "--disk-image", img+".zst")
 	var names []string
-	for _, p := range b.m.Partitions {
+	for _, p := range b.lay.Partitions {
 		names = append(names, p.Name+":"+string(p.Role))
 	}
-	if got := len(b.m.Partitions); got != 3 || b.m.Partitions[0].Role != "esp" || b.m.Partitions[1].Name != "root-fs" || b.m.Partitions[2].Name != "data" {
+	if got := len(b.lay.Partitions); got != 3 || b.lay.Partitions[0].Role != "esp" || b.lay.Partitions[1].Name != "root-fs" || b.lay.Partitions[2].Name != "data" || len(b.m.Partitions) != 2 {
 		t.Fatalf("layout from the disk image: %v", names)
 	}
 	disk := filepath.Join(dir, "disk.img")

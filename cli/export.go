@@ -4,9 +4,9 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/imprint-dev/imprint/deploy"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/layout"
+	"github.com/imprint-dev/imprint/ondisk"
 	"github.com/imprint-dev/imprint/store"
 	"github.com/spf13/cobra"
 )
@@ -26,13 +26,13 @@ func newExport(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			o := deploy.ExportOptions{AllowDrift: allowDrift}
+			o := ondisk.ExportOptions{AllowDrift: allowDrift}
 			if signKey != "" {
 				if o.Signer, err = image.LoadSigner(signKey); err != nil {
 					return fmt.Errorf("--sign: %w", err)
 				}
 			}
-			src, err := deploy.OpenDiskSource(disk)
+			src, err := ondisk.OpenDiskSource(disk)
 			if err != nil {
 				return err
 			}
@@ -55,10 +55,10 @@ func newExport(e *env) *cobra.Command {
 				done += n
 				pr.update("export", done, total)
 			}
-			r, err := deploy.Export(cmd.Context(), src, dst, o)
+			r, err := ondisk.Export(cmd.Context(), src, dst, o)
 			pr.finish()
 			if err != nil {
-				if errors.Is(err, deploy.ErrDrifted) {
+				if errors.Is(err, ondisk.ErrDrifted) {
 					return &exitError{code: 1, err: err}
 				}
 				return err

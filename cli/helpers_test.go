@@ -14,10 +14,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imprint-dev/imprint/deploy"
 	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/internal/testenv"
+	"github.com/imprint-dev/imprint/layout"
+	"github.com/imprint-dev/imprint/ondisk"
 	imstore "github.com/imprint-dev/imprint/store"
 )
 
@@ -120,14 +121,14 @@ func flipBit(t *testing.T, path string, off int64) {
 }
 
 // onDisk reads imprint's record of a deployed disk.
-func onDisk(t *testing.T, path string) *deploy.OnDisk {
+func onDisk(t *testing.T, path string) *ondisk.OnDisk {
 	t.Helper()
 	d, err := disk.OpenDisk(path, disk.OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	od, err := deploy.ReadDisk(d)
+	od, err := ondisk.ReadDisk(d)
 	if err != nil {
 		t.Fatalf("read %s: %v", path, err)
 	}
@@ -143,8 +144,8 @@ func notComplete(t *testing.T, path string) {
 		return // nothing was even created
 	}
 	defer d.Close()
-	od, err := deploy.ReadDisk(d)
-	if err == nil && od.State.Status == deploy.StatusComplete {
+	od, err := ondisk.ReadDisk(d)
+	if err == nil && od.State.Status == ondisk.StatusComplete {
 		t.Fatalf("%s is marked complete after a failed deploy", path)
 	}
 }
@@ -153,6 +154,7 @@ type built struct {
 	store, name string
 	id          string
 	m           *image.Manifest
+	lay         layout.Layout // the default layout the store holds beside the manifest
 }
 
 func buildImage(t *testing.T, args ...string) built {
@@ -181,5 +183,5 @@ func buildImage(t *testing.T, args ...string) built {
 	if r.ID != res.ID {
 		t.Fatalf("build said id %s, the store has %s", res.ID, r.ID)
 	}
-	return built{store: store, name: res.Name + ":" + res.Version, id: res.ID, m: r.Manifest}
+	return built{store: store, name: res.Name + ":" + res.Version, id: res.ID, m: r.Manifest, lay: r.DefaultLayout()}
 }

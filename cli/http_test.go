@@ -53,7 +53,7 @@ func TestDeployFromHTTPAndALyingPeer(t *testing.T) {
 		t.Errorf("the liar's chunks were not reported:\n%s", errs)
 	}
 	root, _ := onDisk(t, disk2).State.Table.Find("root")
-	if sha256Range(t, disk2, root.Start, b.m.Partitions[1].Content.Size) != b.m.Partitions[1].Content.SHA256 {
+	if sha256Range(t, disk2, root.Start, b.m.Partitions[0].Content.Size) != b.m.Partitions[0].Content.SHA256 {
 		t.Fatal("the liar changed the result")
 	}
 	// Chunk 0's bytes are what the liar sends for every chunk, so for

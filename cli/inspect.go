@@ -6,10 +6,10 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/imprint-dev/imprint/deploy"
 	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/layout"
+	"github.com/imprint-dev/imprint/ondisk"
 	"github.com/imprint-dev/imprint/store"
 	"github.com/spf13/cobra"
 )
@@ -123,7 +123,7 @@ func showStore(e *env, cmd *cobra.Command, src *store.Dir) error {
 func showImage(e *env, r *image.Resolved) error {
 	m := r.Manifest
 	if e.json {
-		e.emitJSON(map[string]any{"id": r.ID, "manifest": m, "signed": r.Signature != nil})
+		e.emitJSON(map[string]any{"id": r.ID, "manifest": m, "signed": r.Signature != nil, "layout": r.DefaultLayout()})
 		return nil
 	}
 	e.printf("image %s:%s\n  id %s\n  created %s, chunk size %s\n", m.Name, m.Version, r.ID, m.Created.Format("2006-01-02T15:04:05Z"), layout.HumanSize(m.ChunkSize))
@@ -132,8 +132,14 @@ func showImage(e *env, r *image.Resolved) error {
 	} else {
 		e.printf("  not signed\n")
 	}
-	e.printf("  layout:\n")
-	for _, p := range m.Partitions {
+	from := "derived from the contents"
+	if r.Layout != nil {
+		from = "layout.json"
+	} else if _, ok := m.EmbeddedLayout(); ok {
+		from = "format 1 manifest"
+	}
+	e.printf("  default layout (%s):\n", from)
+	for _, p := range r.DefaultLayout().Partitions {
 		size := layout.HumanSize(p.Size)
 		if p.Rest {
 			size = "rest (min " + size + ")"
@@ -142,14 +148,14 @@ func showImage(e *env, r *image.Resolved) error {
 		if p.FS != "" {
 			line += " " + p.FS
 		}
-		if p.Content != nil {
+		if mp, ok := m.Partition(p.Name); ok && p.Role == layout.RoleImage {
 			zero := 0
-			for _, h := range p.Content.Chunks {
+			for _, h := range mp.Content.Chunks {
 				if h == image.ZeroChunk {
 					zero++
 				}
 			}
-			line += fmt.Sprintf("  content %s sha256 %s, %d chunks (%d zero)", layout.HumanSize(p.Content.Size), p.Content.SHA256[:16], len(p.Content.Chunks), zero)
+			line += fmt.Sprintf("  content %s sha256 %s, %d chunks (%d zero)", layout.HumanSize(mp.Content.Size), mp.Content.SHA256[:16], len(mp.Content.Chunks), zero)
 		}
 		e.printf("%s\n", line)
 	}
@@ -162,6 +168,11 @@ func showImage(e *env, r *image.Resolved) error {
 		}
 		e.printf("  cmdline %q\n", b.Cmdline)
 	}
+	for _, n := range image.LoaderNames() {
+		if c := m.Loaders[n]; c != nil {
+			e.printf("  loader %s %s sha256 %s\n", n, layout.HumanSize(c.Size), c.SHA256[:16])
+		}
+	}
 	return nil
 }
 
@@ -171,7 +182,7 @@ func showDisk(e *env, path string) error {
 		return err
 	}
 	defer dev.Close()
-	od, err := deploy.ReadDisk(dev)
+	od, err := ondisk.ReadDisk(dev)
 	if od == nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
@@ -201,7 +212,7 @@ func showDisk(e *env, path string) error {
 		e.printf(", completed %s", s.Completed.Format("2006-01-02T15:04:05Z"))
 	}
 	e.printf(")")
-	if s.Status == deploy.StatusComplete {
+	if s.Status == ondisk.StatusComplete {
 		if s.Verified {
 			e.printf(", verified by read-back")
 		}
@@ -214,8 +225,8 @@ func showDisk(e *env, path string) error {
 		e.printf(", %d of %d chunks written", done, total)
 	}
 	e.printf("\n")
-	if od.ESP.Exists(deploy.SignatureFile) {
-		e.printf("  manifest signed (%s on the ESP; check with --trust on serve or export)\n", deploy.SignatureFile)
+	if od.ESP.Exists(ondisk.SignatureFile) {
+		e.printf("  manifest signed (%s on the ESP; check with --trust on serve or export)\n", ondisk.SignatureFile)
 	} else {
 		e.printf("  manifest not signed\n")
 	}

@@ -28,7 +28,8 @@ func TestDeployRefusesHugePartitionsAndKeepsTheGPT(t *testing.T) {
 			before := fileSum(t, disk)
 
 			name, ver, _ := strings.Cut(b.name, ":")
-			p := filepath.Join(b.store, "images", name, ver, "manifest.json")
+			// The layout, not the manifest, says how big partitions are.
+			p := filepath.Join(b.store, "images", name, ver, "layout.json")
 			raw, err := os.ReadFile(p)
 			if err != nil {
 				t.Fatal(err)
@@ -37,7 +38,7 @@ func TestDeployRefusesHugePartitionsAndKeepsTheGPT(t *testing.T) {
 			i := bytes.Index(raw, []byte(`{
       "name": "root"`))
 			if i < 0 {
-				t.Fatalf("manifest has no root partition entry:\n%s", raw)
+				t.Fatalf("layout.json has no root partition entry:\n%s", raw)
 			}
 			edited := append(append(append([]byte{}, raw[:i]...), tc.parts...), raw[i:]...)
 			if err := os.WriteFile(p, edited, 0o644); err != nil {

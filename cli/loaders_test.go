@@ -9,11 +9,11 @@ import (
 	"testing"
 
 	"github.com/imprint-dev/imprint/bootloader"
-	"github.com/imprint-dev/imprint/deploy"
 	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/layout"
 	"github.com/imprint-dev/imprint/netboot"
+	"github.com/imprint-dev/imprint/ondisk"
 )
 
 // lyingAbout serves store honestly except the chunks in bad, for which it
@@ -81,14 +81,14 @@ func TestALyingPeerCannotChangeTheLoaders(t *testing.T) {
 	}
 	sum := func(n string) string { return b.m.Loaders[n].SHA256 }
 	files := espFiles(t, p, "/EFI/systemd/systemd-bootx64.efi", "/EFI/BOOT/BOOTX64.EFI", "/EFI/imprint/ipxe.efi",
-		deploy.LoadersDir+"/"+image.LoaderSystemdBoot, deploy.LoadersDir+"/"+image.LoaderIPXEEFI, deploy.LoadersDir+"/"+image.LoaderGrubBIOSCore)
+		ondisk.LoadersDir+"/"+image.LoaderSystemdBoot, ondisk.LoadersDir+"/"+image.LoaderIPXEEFI, ondisk.LoadersDir+"/"+image.LoaderGrubBIOSCore)
 	for f, want := range map[string]string{
 		"/EFI/systemd/systemd-bootx64.efi":                 sum(image.LoaderSystemdBoot),
 		"/EFI/BOOT/BOOTX64.EFI":                            sum(image.LoaderSystemdBoot),
 		"/EFI/imprint/ipxe.efi":                            sum(image.LoaderIPXEEFI),
-		deploy.LoadersDir + "/" + image.LoaderSystemdBoot:  sum(image.LoaderSystemdBoot),
-		deploy.LoadersDir + "/" + image.LoaderIPXEEFI:      sum(image.LoaderIPXEEFI),
-		deploy.LoadersDir + "/" + image.LoaderGrubBIOSCore: sum(image.LoaderGrubBIOSCore),
+		ondisk.LoadersDir + "/" + image.LoaderSystemdBoot:  sum(image.LoaderSystemdBoot),
+		ondisk.LoadersDir + "/" + image.LoaderIPXEEFI:      sum(image.LoaderIPXEEFI),
+		ondisk.LoadersDir + "/" + image.LoaderGrubBIOSCore: sum(image.LoaderGrubBIOSCore),
 	} {
 		if got := image.HashBytes(files[f]); got != want {
 			t.Errorf("ESP %s: sha256 %s, the manifest says %s", f, got, want)
@@ -96,7 +96,7 @@ func TestALyingPeerCannotChangeTheLoaders(t *testing.T) {
 	}
 	// BIOS: the bios-boot partition holds the image's core.img, patched
 	// only in its blocklist (the last 24 bytes of its first sector).
-	core := files[deploy.LoadersDir+"/"+image.LoaderGrubBIOSCore]
+	core := files[ondisk.LoadersDir+"/"+image.LoaderGrubBIOSCore]
 	bb, ok := onDisk(t, p).State.Table.ByRole(layout.RoleBIOSBoot)
 	if !ok {
 		t.Fatal("an image-file deploy has no bios-boot partition")

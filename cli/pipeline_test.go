@@ -104,7 +104,7 @@ func TestPipelinedTree(t *testing.T) {
 		if code, out, errs := run(t, "verify", "--disk", disk(d)); code != 0 {
 			t.Fatalf("verify %s: %s%s", d, out, errs)
 		}
-		if rootSum(t, b, disk(d)) != b.m.Partitions[1].Content.SHA256 {
+		if rootSum(t, b, disk(d)) != b.m.Partitions[0].Content.SHA256 {
 			t.Fatalf("%s differs from the master", d)
 		}
 	}

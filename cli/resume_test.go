@@ -141,7 +141,7 @@ func TestDeployResumesAfterSIGKILL(t *testing.T) {
 				t.Fatalf("verify after resume: exit %d\n%s", code, out)
 			}
 			part, _ := onDisk(t, disk).State.Table.Find("root")
-			if got := sha256Range(t, disk, part.Start, 96<<20); got != b.m.Partitions[1].Content.SHA256 {
+			if got := sha256Range(t, disk, part.Start, 96<<20); got != b.m.Partitions[0].Content.SHA256 {
 				t.Fatal("resumed partition differs from the image")
 			}
 		})

@@ -53,7 +53,7 @@ func checkDeployed(t *testing.T, disk string, b built, data string) {
 		f := filepath.Join(tmp, p.Name)
 		switch p.Name {
 		case "root":
-			want := b.m.Partitions[1].Content
+			want := b.m.Partitions[0].Content
 			if got := sha256Range(t, disk, p.Start, want.Size); got != want.SHA256 {
 				t.Errorf("root partition hashes to %s, the image to %s", got, want.SHA256)
 			}
@@ -110,7 +110,7 @@ func TestDeployToImageFileIsBitForBitAndVerifiable(t *testing.T) {
 		name string
 		off  int64
 	}{
-		{"root last byte", root.Start + b.m.Partitions[1].Content.Size - 1},
+		{"root last byte", root.Start + b.m.Partitions[0].Content.Size - 1},
 		{"data first byte", dataP.Start},
 	} {
 		flipBit(t, disk, tc.off)

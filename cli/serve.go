@@ -7,10 +7,10 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/imprint-dev/imprint/deploy"
 	"github.com/imprint-dev/imprint/netboot"
 	"github.com/imprint-dev/imprint/netboot/dhcp"
 	tftpd "github.com/imprint-dev/imprint/netboot/tftp"
+	"github.com/imprint-dev/imprint/ondisk"
 	"github.com/spf13/cobra"
 )
 
@@ -48,7 +48,7 @@ func newServe(e *env) *cobra.Command {
 			case (h.Store == "") == (disk == ""):
 				return fmt.Errorf("give one of --store DIR or --disk PATH")
 			case disk != "":
-				d, err := deploy.OpenDiskSource(disk)
+				d, err := ondisk.OpenDiskSource(disk)
 				if err != nil {
 					return err
 				}

@@ -5,8 +5,8 @@ import (
 	"os"
 	"strings"
 
-	"github.com/imprint-dev/imprint/deploy"
 	"github.com/imprint-dev/imprint/image"
+	"github.com/imprint-dev/imprint/ondisk"
 	"github.com/imprint-dev/imprint/store"
 )
 
@@ -26,7 +26,7 @@ func openSource(s string) (store.Source, func(), error) {
 		d, err := store.OpenDir(s)
 		return d, func() {}, err
 	}
-	d, err := deploy.OpenDiskSource(s)
+	d, err := ondisk.OpenDiskSource(s)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s is neither a store directory nor a deployed disk: %w", s, err)
 	}

@@ -12,10 +12,10 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/imprint-dev/imprint/deploy"
 	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/netboot"
+	"github.com/imprint-dev/imprint/ondisk"
 	imstore "github.com/imprint-dev/imprint/store"
 )
 
@@ -48,7 +48,7 @@ func treeImage(t *testing.T, extra ...string) built {
 // serveDisk is imprint serve --disk's HTTP side on a test listener.
 func serveDisk(t *testing.T, disk string, logs *bytes.Buffer) *httptest.Server {
 	t.Helper()
-	src, err := deploy.OpenDiskSource(disk)
+	src, err := ondisk.OpenDiskSource(disk)
 	if err != nil {
 		t.Fatalf("open %s as a source: %v", disk, err)
 	}
@@ -74,7 +74,7 @@ func deployTo(t *testing.T, b built, disk string, from ...string) string {
 func rootSum(t *testing.T, b built, disk string) string {
 	t.Helper()
 	p, _ := onDisk(t, disk).State.Table.Find("root")
-	return sha256Range(t, disk, p.Start, b.m.Partitions[1].Content.Size)
+	return sha256Range(t, disk, p.Start, b.m.Partitions[0].Content.Size)
 }
 
 func TestThreeLevelTree(t *testing.T) {
@@ -89,7 +89,7 @@ func TestThreeLevelTree(t *testing.T) {
 	if !strings.Contains(out, b.id) {
 		t.Errorf("deploy from the second level does not name the master's id %s:\n%s", b.id, out)
 	}
-	want := b.m.Partitions[1].Content.SHA256
+	want := b.m.Partitions[0].Content.SHA256
 	for _, d := range []string{a, bb, c} {
 		if code, out, errs := run(t, "verify", "--disk", d); code != 0 {
 			t.Fatalf("verify %s: exit %d\n%s%s", d, code, out, errs)
@@ -122,7 +122,7 @@ func TestServeDiskRefusesDriftedChunks(t *testing.T) {
 	// Drift: bytes change in root chunk 0 (as a read-write mount would) and
 	// in the last chunk (random data).
 	root, _ := onDisk(t, a).State.Table.Find("root")
-	content := b.m.Partitions[1].Content
+	content := b.m.Partitions[0].Content
 	last := len(content.Chunks) - 1
 	flipBit(t, a, root.Start+100)
 	flipBit(t, a, root.Start+int64(last)*b.m.ChunkSize+5)
@@ -196,7 +196,7 @@ func TestExportGivesTheMastersImage(t *testing.T) {
 	// The exported store is a master: a new disk from it alone is identical.
 	c := filepath.Join(dir, "c.img")
 	deployTo(t, b, c, out)
-	if rootSum(t, b, c) != b.m.Partitions[1].Content.SHA256 {
+	if rootSum(t, b, c) != b.m.Partitions[0].Content.SHA256 {
 		t.Fatal("a disk deployed from the export differs")
 	}
 	// Exporting again into the same store stores nothing new.
@@ -227,7 +227,7 @@ func TestExportOfADriftedDisk(t *testing.T) {
 	}
 
 	res := mustRun(t, "--json", "export", "--disk", a, "--out", out, "--allow-drift")
-	var r deploy.ExportResult
+	var r ondisk.ExportResult
 	if err := jsonUnmarshal(res, &r); err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +238,7 @@ func TestExportOfADriftedDisk(t *testing.T) {
 	c := filepath.Join(dir, "c.img")
 	mustRun(t, "deploy", "--from", out, "--image", "tree:"+r.Version, "--disk", c, "--size", "100M", "--yes")
 	pc, _ := onDisk(t, c).State.Table.Find("root")
-	if sha256Range(t, c, pc.Start, b.m.Partitions[1].Content.Size) != sha256Range(t, a, root.Start, b.m.Partitions[1].Content.Size) {
+	if sha256Range(t, c, pc.Start, b.m.Partitions[0].Content.Size) != sha256Range(t, a, root.Start, b.m.Partitions[0].Content.Size) {
 		t.Fatal("the drifted export does not reproduce the drifted disk")
 	}
 }
@@ -254,7 +254,7 @@ func espFile(t *testing.T, path, name string) []byte {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	od, err := deploy.ReadDisk(d)
+	od, err := ondisk.ReadDisk(d)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +285,7 @@ func TestASickPeerIsPassedOver(t *testing.T) {
 	}(), nil)
 	disk := filepath.Join(t.TempDir(), "d.img")
 	out := deployTo(t, b, disk, sick.URL, good.URL)
-	if rootSum(t, b, disk) != b.m.Partitions[1].Content.SHA256 {
+	if rootSum(t, b, disk) != b.m.Partitions[0].Content.SHA256 {
 		t.Fatal("not identical")
 	}
 	mu.Lock()

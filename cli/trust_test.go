@@ -137,7 +137,7 @@ func TestTrustOverALyingPeer(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d\n%s%s", code, out, errs)
 	}
-	if rootSum(t, b, disk) != b.m.Partitions[1].Content.SHA256 || onDisk(t, disk).State.ImageID != b.id {
+	if rootSum(t, b, disk) != b.m.Partitions[0].Content.SHA256 || onDisk(t, disk).State.ImageID != b.id {
 		t.Fatal("a lying peer changed the result")
 	}
 }

@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/imprint-dev/imprint/deploy"
+	"github.com/imprint-dev/imprint/ondisk"
 	"github.com/spf13/cobra"
 )
 
@@ -24,7 +24,7 @@ func newVerify(e *env) *cobra.Command {
 				return &exitError{code: 2, err: fmt.Errorf("verify: --disk is required")}
 			}
 			pr := newProgress(e)
-			rep, err := deploy.VerifyDisk(cmd.Context(), disk, func(part string, done, total int64) {
+			rep, err := ondisk.VerifyDisk(cmd.Context(), disk, func(part string, done, total int64) {
 				pr.update("verify "+part, done, total)
 			})
 			pr.finish()
@@ -57,7 +57,7 @@ func newVerify(e *env) *cobra.Command {
 			switch {
 			case err == nil:
 				return nil
-			case errors.Is(err, deploy.ErrDrifted):
+			case errors.Is(err, ondisk.ErrDrifted):
 				return &exitError{code: 1, err: err}
 			default:
 				return &exitError{code: 2, err: fmt.Errorf("verify: %w", err)}

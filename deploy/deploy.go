@@ -1,13 +1,14 @@
-// Package deploy is the one orchestration of a deploy: plan, partition,
-// copy, verify, record. The CLI, the agent's install mode and sync all use it.
+// Package deploy writes images onto disks as steps (MakePlan, then a
+// Target's Partition, WriteContents, InstallBoot, Commit) and composes
+// them: Deploy for a whole disk, which the CLI and the agent's install mode
+// use; Sync, for one slot of a running disk, is to compose the same steps.
+// The record the steps leave on the disk is package ondisk's.
 package deploy
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"sort"
 	"sync"
 	"time"
@@ -15,9 +16,9 @@ import (
 	"github.com/imprint-dev/imprint/bootloader"
 	"github.com/imprint-dev/imprint/copier"
 	"github.com/imprint-dev/imprint/disk"
-	"github.com/imprint-dev/imprint/fetch"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/layout"
+	"github.com/imprint-dev/imprint/ondisk"
 	"github.com/imprint-dev/imprint/store"
 )
 
@@ -58,13 +59,16 @@ type Options struct {
 	// KeepExisting keeps every partition already on the disk and places the
 	// image in the largest free region, reusing the disk's ESP (dual boot).
 	KeepExisting bool
+	// Layout, when set, overrides the image's default layout (the store's
+	// layout.json, else the one the manifest implies).
+	Layout *layout.Layout
 	// Trust, when set, is the set of keys the image must be signed by;
 	// anything else is refused before a byte is written.
 	Trust *image.Trust
 	// Live, when set, gets a source serving the disk while it is being
-	// written (chunks as they land; see openLiveSource), so other deploys
+	// written (chunks as they land; see ondisk.OpenLive), so other deploys
 	// can take from this one before it completes. The caller owns it.
-	Live func(*DiskSource)
+	Live func(*ondisk.DiskSource)
 }
 
 // BootOptions choose the boot menu a deploy installs.
@@ -84,16 +88,26 @@ type BootOptions struct {
 
 // Plan is what a deploy will do, shown before it does it.
 type Plan struct {
-	Disk      string                `json:"disk"`
-	DiskSize  int64                 `json:"disk_size"`
-	Block     bool                  `json:"block_device"`
-	Create    bool                  `json:"create_file"`
-	Image     string                `json:"image"`
-	ImageID   string                `json:"image_id"`
-	Resume    bool                  `json:"resume"`
+	Disk     string `json:"disk"`
+	DiskSize int64  `json:"disk_size"`
+	Block    bool   `json:"block_device"`
+	Create   bool   `json:"create_file"`
+	Image    string `json:"image"`
+	ImageID  string `json:"image_id"`
+	Resume   bool   `json:"resume"`
+	// Layout is the layout the table was placed from, fitted to the image
+	// (recorded on the disk as imprint/layout.json); nil on a resume.
+	Layout    *layout.Layout        `json:"layout,omitempty"`
 	Table     *layout.Table         `json:"table"`
 	Destroyed []layout.GPTPartition `json:"destroyed,omitempty"`
 	Kept      []layout.GPTPartition `json:"kept,omitempty"`
+	// Firmware is what the disk is made to boot on: uefi, bios or both.
+	Firmware string `json:"firmware"`
+	// Narrowed says a default of both firmwares became uefi because the
+	// image carries no GRUB for legacy BIOS.
+	Narrowed bool `json:"-"`
+
+	resume *ondisk.OnDisk // the record of the interrupted deploy a resume continues
 }
 
 func (p *Plan) kept(guid string) bool {
@@ -121,187 +135,10 @@ func (o *Options) emit(e Event) {
 	}
 }
 
-// Run deploys o.Image onto o.Disk.
-func Run(ctx context.Context, o Options) (*Result, error) {
-	start := time.Now()
-	if ev := o.Events; ev != nil {
-		// Copier workers report warnings and progress concurrently; the
-		// caller gets its events one at a time.
-		var mu sync.Mutex
-		o.Events = func(e Event) {
-			mu.Lock()
-			defer mu.Unlock()
-			ev(e)
-		}
-	}
-	m := o.Image.Manifest
-	if err := o.Trust.Check(o.Image); err != nil {
-		return nil, err
-	}
-	if err := disk.CheckTarget(o.Disk); err != nil {
-		return nil, err
-	}
-	plan, dev, resume, err := prepare(&o)
-	if err != nil {
-		return nil, err
-	}
-	if dev != nil {
-		defer dev.Close()
-	}
-	if !o.Boot.Skip {
-		// Before anything is written: a boot setup the image has no
-		// loader for is refused, not found out after the copy.
-		if err := checkLoaders(m, o.Boot, plan.Table); err != nil {
-			return nil, fmt.Errorf("boot loader: %w", err)
-		}
-	}
-	o.emit(Event{Kind: "plan", Plan: plan})
-	if o.DryRun {
-		return &Result{Plan: plan}, nil
-	}
-	if o.Confirm != nil {
-		if err := o.Confirm(plan); err != nil {
-			return nil, err
-		}
-	}
-
-	var st *State
-	var esp *disk.FAT
-	if resume != nil {
-		st, esp = resume.State, resume.ESP
-		st.Status = StatusWriting
-	} else {
-		st, esp, err = partitionDisk(ctx, o, dev, plan)
-		if err != nil {
-			return nil, err
-		}
-	}
-
-	if o.Live != nil {
-		live, err := openLiveSource(o.Disk, o.Image, st.Table, st.Done)
-		if err != nil {
-			return nil, fmt.Errorf("serve while deploying: %w", err)
-		}
-		o.Live(live)
-	}
-
-	res := &Result{Plan: plan}
-	cp := &copier.Copier{ChunkSize: m.ChunkSize, Fetch: fetch.New(o.Sources, fetch.Options{OnError: func(i int, _ string, err error) {
-		o.emit(Event{Kind: "warning", Message: fmt.Sprintf("source %d: %v; trying the next source", i+1, err)})
-	}})}
-	cp.Dec, err = image.NewDecoder()
-	if err != nil {
-		return nil, err
-	}
-	defer cp.Dec.Close()
-
-	j := &journal{dev: dev, esp: esp, st: st, every: o.CheckpointEvery, emit: o.emit}
-	for _, p := range m.Partitions {
-		if p.Content == nil {
-			continue
-		}
-		placed, _ := st.Table.Find(p.Name)
-		bm := st.Done[p.Name]
-		total := p.Content.Size
-		var done, skipped int64
-		var mu sync.Mutex
-		o.emit(Event{Kind: "phase", Phase: "write", Partition: p.Name, Total: total})
-		stop := j.start(ctx)
-		err := cp.Write(ctx, p.Content, target{disk.Section{D: dev, Off: placed.Start, Len: placed.Len}, dev, placed.Start}, copier.Hooks{
-			Skip: func(i int) bool {
-				if bm.Has(i) {
-					mu.Lock()
-					skipped += p.Content.ChunkLen(i, m.ChunkSize)
-					mu.Unlock()
-					return true
-				}
-				return false
-			},
-			Done: bm.Set,
-			Progress: func(n int64) {
-				mu.Lock()
-				done += n
-				d := done
-				mu.Unlock()
-				o.emit(Event{Kind: "progress", Phase: "write", Partition: p.Name, Done: d, Total: total})
-			},
-		})
-		if cerr := stop(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return nil, fmt.Errorf("partition %s: %w", p.Name, err)
-		}
-		res.Written += total - skipped
-		res.Skipped += skipped
-	}
-
-	if o.Verify {
-		for _, p := range m.Partitions {
-			if p.Content == nil {
-				continue
-			}
-			placed, _ := st.Table.Find(p.Name)
-			if err := dev.DropCache(placed.Start, p.Content.Size); err != nil {
-				o.emit(Event{Kind: "warning", Message: fmt.Sprintf("could not drop the page cache before verifying: %v", err)})
-			}
-			o.emit(Event{Kind: "phase", Phase: "verify", Partition: p.Name, Total: p.Content.Size})
-			var done int64
-			var mu sync.Mutex
-			bad, err := cp.Verify(ctx, p.Content, disk.Section{D: dev, Off: placed.Start, Len: placed.Len}, func(n int64) {
-				mu.Lock()
-				done += n
-				d := done
-				mu.Unlock()
-				o.emit(Event{Kind: "progress", Phase: "verify", Partition: p.Name, Done: d, Total: p.Content.Size})
-			})
-			if err != nil {
-				return nil, fmt.Errorf("verify partition %s: %w", p.Name, err)
-			}
-			if len(bad) > 0 {
-				// Unmark them so a rerun writes them again.
-				fresh := copier.NewBitmap(len(p.Content.Chunks))
-				for i := range len(p.Content.Chunks) {
-					if st.Done[p.Name].Has(i) && !contains(bad, i) {
-						fresh.Set(i)
-					}
-				}
-				st.Done[p.Name] = fresh
-				_ = j.checkpoint()
-				return nil, fmt.Errorf("%w: partition %s: %d chunks read back differ (first at byte %d); the disk may be failing", ErrVerify, p.Name, len(bad), int64(bad[0])*m.ChunkSize)
-			}
-		}
-		res.Verified = true
-	}
-
-	if !o.Boot.Skip {
-		o.emit(Event{Kind: "phase", Phase: "bootloader"})
-		if err := installBoot(ctx, o, cp, dev, esp, st.Table, !plan.kept(espGUID(st.Table))); err != nil {
-			return nil, fmt.Errorf("boot loader: %w", err)
-		}
-		if err := dev.Sync(); err != nil {
-			return nil, err
-		}
-	}
-
-	now := time.Now().UTC()
-	st.Status, st.Completed, st.Verified, st.Done = StatusComplete, &now, res.Verified, nil
-	if err := j.checkpoint(); err != nil {
-		return nil, err
-	}
-	if err := dev.RereadPartitions(); err != nil {
-		o.emit(Event{Kind: "warning", Message: err.Error()})
-	}
-	res.Elapsed = time.Since(start)
-	res.BytesFrom = cp.BytesFrom()
-	o.emit(Event{Kind: "complete", Message: fmt.Sprintf("image %s:%s (%s) deployed to %s", m.Name, m.Version, o.Image.ID, o.Disk)})
-	return res, nil
-}
-
 // withBIOSBoot gives the layout the 1 MiB partition GRUB i386-pc needs
 // when the disk is to boot on legacy BIOS too.
-func withBIOSBoot(l layout.Layout, b BootOptions) layout.Layout {
-	if b.Skip || b.Firmware == bootloader.UEFI {
+func withBIOSBoot(l layout.Layout, firmware string, noBoot bool) layout.Layout {
+	if noBoot || firmware == bootloader.UEFI {
 		return l
 	}
 	for _, p := range l.Partitions {
@@ -365,8 +202,8 @@ func installBoot(ctx context.Context, o Options, cp *copier.Copier, dev *disk.Di
 	// it (before any per-disk patch), so the disk holds every file of its
 	// image and can be served or exported whole.
 	for _, name := range sortedLoaders(m) {
-		if err := esp.WriteFile(LoadersDir+"/"+name, loaders[name]); err != nil {
-			return fmt.Errorf("write %s/%s on the ESP: %w", LoadersDir, name, err)
+		if err := esp.WriteFile(ondisk.LoadersDir+"/"+name, loaders[name]); err != nil {
+			return fmt.Errorf("write %s/%s on the ESP: %w", ondisk.LoadersDir, name, err)
 		}
 	}
 	if _, err := bootloader.Install(ctx, esp, bootloader.InstallOptions{
@@ -388,10 +225,6 @@ func installBoot(ctx context.Context, o Options, cp *copier.Copier, dev *disk.Di
 		BootImg: loaders[image.LoaderGrubBIOSBoot], CoreImg: loaders[image.LoaderGrubBIOSCore],
 	})
 }
-
-// LoadersDir holds, on a deployed disk's ESP, every loader binary of its
-// image, as the manifest names them.
-const LoadersDir = StateDir + "/loaders"
 
 // firmware resolves an unset firmware choice for a disk already placed
 // (a resumed deploy): both when it has a BIOS boot partition.
@@ -474,132 +307,10 @@ func contains(s []int, v int) bool {
 	return false
 }
 
-// autoFirmware is the firmware default want, narrowed to UEFI (with a
-// warning) when the image carries no GRUB for legacy BIOS.
-func autoFirmware(o *Options, want string) string {
-	if want == bootloader.UEFI || o.Boot.Skip || hasBIOSLoaders(o.Image.Manifest) {
-		return want
-	}
-	o.emit(Event{Kind: "warning", Message: fmt.Sprintf("the image carries no GRUB for legacy BIOS (%s, %s): the disk boots under UEFI only", image.LoaderGrubBIOSBoot, image.LoaderGrubBIOSCore)})
-	return bootloader.UEFI
-}
-
-// prepare opens the target and decides between a fresh deploy and a resume.
-func prepare(o *Options) (*Plan, *disk.Disk, *OnDisk, error) {
-	m := o.Image.Manifest
-	lay := m.Layout()
-	plan := &Plan{Disk: o.Disk, Image: m.Name + ":" + m.Version, ImageID: o.Image.ID}
-	_, statErr := os.Stat(o.Disk)
-	plan.Create = errors.Is(statErr, os.ErrNotExist)
-	if plan.Create && o.KeepExisting {
-		return nil, nil, nil, fmt.Errorf("--keep-existing: %s does not exist; it needs a disk that already has a GPT", o.Disk)
-	}
-	if plan.Create {
-		// Plan before creating anything, so a layout that does not fit
-		// leaves no file behind.
-		if o.Size <= 0 {
-			return nil, nil, nil, fmt.Errorf("%s does not exist; give --size to create an image file", o.Disk)
-		}
-		plan.DiskSize = o.Size
-		if o.Boot.Firmware == "" {
-			o.Boot.Firmware = autoFirmware(o, bootloader.Both)
-		}
-		t, err := layout.Place(withBIOSBoot(lay, o.Boot), o.Size, 512)
-		if err != nil {
-			return nil, nil, nil, fmt.Errorf("%s: %w", o.Disk, err)
-		}
-		plan.Table = t
-		if !o.Boot.Skip {
-			// Before the file is created, so a refusal leaves none.
-			if err := checkLoaders(m, o.Boot, t); err != nil {
-				return nil, nil, nil, fmt.Errorf("boot loader: %w", err)
-			}
-		}
-		if o.DryRun {
-			return plan, nil, nil, nil
-		}
-	}
-	dev, err := disk.OpenDisk(o.Disk, disk.OpenOptions{Write: !o.DryRun, Create: true, Size: o.Size})
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	plan.DiskSize, plan.Block = dev.Size(), dev.IsBlock()
-	fail := func(err error) (*Plan, *disk.Disk, *OnDisk, error) {
-		dev.Close()
-		return nil, nil, nil, err
-	}
-	if !plan.Create {
-		od, err := ReadDisk(dev)
-		if od != nil {
-			plan.Destroyed = od.GPT
-		}
-		if err == nil && od.State.ImageID == o.Image.ID && od.State.Status != StatusComplete &&
-			od.State.Table.DiskSize == dev.Size() && tableMatches(od.State.Table, od.GPT) {
-			plan.Resume, plan.Table, plan.Destroyed = true, od.State.Table, nil
-			for _, p := range m.Partitions {
-				if p.Content != nil && (od.State.Done[p.Name] == nil || od.State.Done[p.Name].Len() != len(p.Content.Chunks)) {
-					od.State.Done[p.Name] = copier.NewBitmap(len(p.Content.Chunks))
-				}
-			}
-			return plan, dev, od, nil
-		}
-	}
-	if o.KeepExisting {
-		return prepareBeside(o, plan, dev, lay)
-	}
-	if o.Boot.Firmware == "" {
-		o.Boot.Firmware = bootloader.UEFI
-		if !dev.IsBlock() || dev.Removable() {
-			o.Boot.Firmware = autoFirmware(o, bootloader.Both)
-		}
-	}
-	t, err := layout.Place(withBIOSBoot(lay, o.Boot), dev.Size(), dev.SectorSize())
-	if err != nil {
-		return fail(fmt.Errorf("%s: %w", o.Disk, err))
-	}
-	if _, ok := t.ByRole(layout.RoleESP); !ok {
-		return fail(fmt.Errorf("%w: the layout has no ESP to keep imprint's state in", layout.ErrBadLayout))
-	}
-	plan.Table = t
-	return plan, dev, nil, nil
-}
-
-// prepareBeside plans a dual-boot deploy: every existing partition stays.
-// The firmware default is UEFI only, since GRUB for BIOS would replace the
-// MBR boot code another system may rely on.
-func prepareBeside(o *Options, plan *Plan, dev *disk.Disk, lay layout.Layout) (*Plan, *disk.Disk, *OnDisk, error) {
-	fail := func(err error) (*Plan, *disk.Disk, *OnDisk, error) {
-		dev.Close()
-		return nil, nil, nil, err
-	}
-	guid, parts, err := disk.ReadGPT(dev)
-	if err != nil {
-		return fail(fmt.Errorf("--keep-existing: %s: %w", o.Disk, err))
-	}
-	if o.Boot.Firmware == "" {
-		o.Boot.Firmware = bootloader.UEFI
-	}
-	hasESP := false
-	for _, p := range parts {
-		if p.Type == layout.TypeESP {
-			hasESP = true
-		}
-	}
-	t, err := layout.PlaceBeside(withBIOSBoot(lay, o.Boot), parts, guid, dev.Size(), dev.SectorSize(), hasESP)
-	if err != nil {
-		return fail(fmt.Errorf("%s: %w", o.Disk, err))
-	}
-	if _, ok := t.ByRole(layout.RoleESP); !ok {
-		return fail(fmt.Errorf("%w: neither the disk nor the layout has an ESP to keep imprint's state in", layout.ErrBadLayout))
-	}
-	plan.Table, plan.Kept, plan.Destroyed = t, parts, nil
-	return plan, dev, nil, nil
-}
-
 // partitionDisk writes the GPT, formats the ESP and local partitions, and
 // records the starting state.
-func partitionDisk(ctx context.Context, o Options, dev *disk.Disk, plan *Plan) (*State, *disk.FAT, error) {
-	t := plan.Table
+func partitionDisk(ctx context.Context, o *Target, plan *Plan) (*ondisk.State, *disk.FAT, error) {
+	t, dev := plan.Table, o.Dev
 	o.emit(Event{Kind: "phase", Phase: "partition"})
 	if err := disk.WriteGPT(dev, t); err != nil {
 		return nil, nil, err
@@ -637,9 +348,9 @@ func partitionDisk(ctx context.Context, o Options, dev *disk.Disk, plan *Plan) (
 		}
 	}
 	m := o.Image.Manifest
-	st := &State{
+	st := &ondisk.State{
 		Format: 1, ImageID: o.Image.ID, Name: m.Name, Version: m.Version,
-		Status: StatusWriting, Started: time.Now().UTC(), Table: t,
+		Status: ondisk.StatusWriting, Started: time.Now().UTC(), Table: t,
 		Done: map[string]*copier.Bitmap{},
 	}
 	for _, p := range m.Partitions {
@@ -647,38 +358,11 @@ func partitionDisk(ctx context.Context, o Options, dev *disk.Disk, plan *Plan) (
 			st.Done[p.Name] = copier.NewBitmap(len(p.Content.Chunks))
 		}
 	}
-	// The manifest goes first: a state file always names a manifest that is
-	// already there.
-	if err := esp.WriteFile(ManifestFile, o.Image.Raw); err != nil {
-		return nil, nil, fmt.Errorf("write %s on the ESP: %w", ManifestFile, err)
-	}
-	if o.Image.Signature != nil {
-		err = esp.WriteFile(SignatureFile, o.Image.Signature)
-	} else {
-		err = esp.Remove(SignatureFile) // a kept ESP may hold an older image's
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s on the ESP: %w", SignatureFile, err)
-	}
-	if err := dev.Sync(); err != nil {
-		return nil, nil, err
-	}
-	if err := writeState(dev, esp, st); err != nil {
+	if err := ondisk.WriteStart(dev, esp, o.Image, *plan.Layout, st); err != nil {
 		return nil, nil, err
 	}
 	o.emit(Event{Kind: "phase", Phase: "partitioned"})
 	return st, esp, nil
-}
-
-func writeState(dev *disk.Disk, esp *disk.FAT, st *State) error {
-	b, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := esp.WriteFile(StateFile, append(b, '\n')); err != nil {
-		return fmt.Errorf("write %s on the ESP: %w", StateFile, err)
-	}
-	return dev.Sync()
 }
 
 // target is a partition with exact zeroing through the whole device.
@@ -694,7 +378,7 @@ func (t target) ZeroRange(off, n int64) error { return t.dev.ZeroRange(t.off+off
 type journal struct {
 	dev   *disk.Disk
 	esp   *disk.FAT
-	st    *State
+	st    *ondisk.State
 	every time.Duration
 	emit  func(Event)
 	mu    sync.Mutex
@@ -717,7 +401,7 @@ func (j *journal) checkpoint() error {
 	if err := j.dev.Sync(); err != nil {
 		return err
 	}
-	if err := writeState(j.dev, j.esp, &snap); err != nil {
+	if err := ondisk.WriteState(j.dev, j.esp, &snap); err != nil {
 		return err
 	}
 	j.emit(Event{Kind: "checkpoint", Chunks: n})

@@ -13,11 +13,8 @@ func loaderManifest(loaders map[string]*Content) *Manifest {
 	c := &Content{Size: 512, SHA256: strings.Repeat("a", 64), Chunks: []string{strings.Repeat("a", 64)}}
 	return &Manifest{
 		Format: FormatVersion, Name: "n", Version: "1", Created: time.Unix(0, 0).UTC(), ChunkSize: DefaultChunkSize,
-		Partitions: []Partition{
-			{Spec: layout.Spec{Name: "esp", Type: layout.TypeESP, Role: layout.RoleESP, Size: 512 << 20}},
-			{Spec: layout.Spec{Name: "root", Type: layout.TypeRootX86_64, Role: layout.RoleImage, Size: 1 << 20}, Content: c},
-		},
-		Loaders: loaders,
+		Partitions: []Partition{{Name: "root", Type: layout.TypeRootX86_64, Content: c}},
+		Loaders:    loaders,
 	}
 }
 

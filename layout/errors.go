@@ -21,3 +21,15 @@ type GPTPartition struct {
 	Len   int64
 	Attrs uint64
 }
+
+// FindESP returns the first EFI System Partition of a GPT read from a disk.
+// Every caller that looks for a disk's ESP goes through it, so they agree
+// on which one it is when a disk has several.
+func FindESP(parts []GPTPartition) (GPTPartition, bool) {
+	for _, p := range parts {
+		if p.Type == TypeESP {
+			return p, true
+		}
+	}
+	return GPTPartition{}, false
+}

@@ -25,8 +25,9 @@ const defaultRestMin = 1 << 20
 // maxNameLen is what a GPT entry's name field holds (36 UTF-16 code units).
 const maxNameLen = 36
 
-// ParseLayout reads a layout in imprint's hand-written format or in the
-// format of `sfdisk --dump` (GPT only), detecting which by its content.
+// ParseLayout reads a layout in imprint's hand-written format, in the
+// format of `sfdisk --dump` (GPT only) or as JSON (layout.json), detecting
+// which by its content.
 // docs/layout.md describes both. Every error wraps ErrBadLayout.
 func ParseLayout(r io.Reader) (Layout, error) {
 	data, err := io.ReadAll(io.LimitReader(r, maxLayoutFile+1))
@@ -38,6 +39,9 @@ func ParseLayout(r io.Reader) (Layout, error) {
 	}
 	if bytes.IndexByte(data, 0) >= 0 || !utf8.Valid(data) {
 		return Layout{}, fmt.Errorf("%w: binary data; is this really a layout file?", ErrBadLayout)
+	}
+	if looksLikeJSON(data) {
+		return ParseJSON(data)
 	}
 	lines := splitLines(data)
 	if looksLikeSfdisk(lines) {

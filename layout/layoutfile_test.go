@@ -397,3 +397,25 @@ func TestLayoutDocExamples(t *testing.T) {
 		t.Error("docs/layout.md does not show the default layout")
 	}
 }
+
+func TestParseLayoutReadsJSON(t *testing.T) {
+	l, err := ParseLayout(strings.NewReader(`{"partitions": [
+		{"name": "esp", "type": "esp", "role": "esp", "size": 268435456},
+		{"name": "root", "type": "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709", "role": "image", "size": 0},
+		{"name": "scratch", "type": "0FC63DAF-8483-4772-8E79-3D69D8477DE4", "role": "local", "size": 1048576, "rest": true, "fs": "ext4"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Partitions[0].Type != TypeESP || l.Partitions[1].Size != 0 || !l.Partitions[2].Rest {
+		t.Fatalf("%+v", l)
+	}
+	b, _ := MarshalJSON(l)
+	if l2, err := ParseJSON(b); err != nil || len(l2.Partitions) != 3 {
+		t.Fatalf("round trip: %v", err)
+	}
+	for _, bad := range []string{`{"partitions": [{"name": "esp", "type": "esp", "role": "esp", "size": 1, "colour": "red"}]}`, `{"partitions": []}`, `{"partitions": [{"name": "x", "type": "esp", "role": "boot", "size": 1}]}`} {
+		if _, err := ParseLayout(strings.NewReader(bad)); !errors.Is(err, ErrBadLayout) {
+			t.Errorf("%s: %v", bad, err)
+		}
+	}
+}

@@ -68,7 +68,7 @@ func (s Static) Decide(mac net.HardwareAddr) (Decision, bool) {
 type HTTP struct {
 	Store string // store directory, served as its files
 	// Disk, when set, is served instead of Store: any store.Source, in
-	// practice a deployed disk (deploy.DiskSource), whose chunks are
+	// practice a deployed disk (ondisk.DiskSource), whose chunks are
 	// produced and checked on each request.
 	Disk store.Source
 	// Trust, when set, limits what is served and booted to images signed
@@ -125,7 +125,7 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		h.file(w, r, "index.json", "no-cache", "")
-	case len(parts) == 4 && parts[0] == "images" && (parts[3] == "manifest.json" || parts[3] == "manifest.json"+image.SignatureSuffix):
+	case len(parts) == 4 && parts[0] == "images" && (parts[3] == "manifest.json" || parts[3] == "manifest.json"+image.SignatureSuffix || parts[3] == store.LayoutFile):
 		if image.ValidName(parts[1]) != nil || image.ValidName(parts[2]) != nil {
 			http.NotFound(w, r)
 			return
@@ -218,6 +218,12 @@ func (h *HTTP) bootFile(w http.ResponseWriter, r *http.Request, name, version, f
 		http.Error(w, "image not signed by a trusted key", http.StatusForbidden)
 		return
 	}
+	if errors.Is(err, image.ErrFormat) {
+		// Say why: a 404 would send the admin looking for a missing file.
+		h.logf("http: boot file %s:%s/%s: %v", name, version, file, err)
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
 	if err != nil {
 		http.NotFound(w, r)
 		return
@@ -243,7 +249,7 @@ func (h *HTTP) bootFile(w http.ResponseWriter, r *http.Request, name, version, f
 			return
 		}
 	default:
-		c, limit = res.Manifest.Loaders[file], image.MaxLoader
+		c, limit = res.Manifest.Loaders[file], image.MaxLoaderSize
 	}
 	if c == nil {
 		http.NotFound(w, r)
@@ -286,7 +292,7 @@ func (h *HTTP) Loader(ctx context.Context, img, name string) (io.ReadSeekCloser,
 	if c == nil {
 		return nil, fmt.Errorf("image %s: %w: %s", img, ErrNoLoader, name)
 	}
-	return h.open(ctx, src, res.Manifest.ChunkSize, c, image.MaxLoader, name)
+	return h.open(ctx, src, res.Manifest.ChunkSize, c, image.MaxLoaderSize, name)
 }
 
 func (h *HTTP) init() {
@@ -302,7 +308,7 @@ func (h *HTTP) init() {
 // as long as it lasts.
 func (h *HTTP) open(ctx context.Context, src store.Source, chunkSize int64, c *image.Content, limit int64, label string) (*contentReader, error) {
 	if c.Size > limit || c.Size < 0 {
-		return nil, fmt.Errorf("%s: %w: the manifest says %d bytes, a %s may have at most %d", label, ErrTooLarge, c.Size, map[bool]string{true: "loader", false: "boot file"}[limit == image.MaxLoader], limit)
+		return nil, fmt.Errorf("%s: %w: the manifest says %d bytes, a %s may have at most %d", label, ErrTooLarge, c.Size, map[bool]string{true: "loader", false: "boot file"}[limit == image.MaxLoaderSize], limit)
 	}
 	if chunkSize <= 0 || int64(len(c.Chunks)) != (c.Size+chunkSize-1)/chunkSize {
 		return nil, fmt.Errorf("%s: %w: %d chunks of %d bytes do not make %d bytes", label, image.ErrFormat, len(c.Chunks), chunkSize, c.Size)
@@ -459,9 +465,15 @@ func (h *HTTP) index(w http.ResponseWriter, r *http.Request) {
 func (h *HTTP) fromSource(w http.ResponseWriter, r *http.Request, name, version, file string) {
 	var b []byte
 	var err error
-	if file == "manifest.json" {
+	switch file {
+	case "manifest.json":
 		b, err = h.Disk.Manifest(r.Context(), name, version)
-	} else {
+	case store.LayoutFile:
+		err = fmt.Errorf("%s: %w", file, store.ErrNotFound)
+		if ls, ok := h.Disk.(store.LayoutSource); ok {
+			b, err = ls.Layout(r.Context(), name, version)
+		}
+	default:
 		b, err = h.Disk.Signature(r.Context(), name, version)
 	}
 	if errors.Is(err, store.ErrNotYet) {
@@ -477,7 +489,7 @@ func (h *HTTP) fromSource(w http.ResponseWriter, r *http.Request, name, version,
 	}
 	w.Header().Set("Cache-Control", "public, max-age=60")
 	w.Header().Set("Content-Type", "application/octet-stream")
-	if file == "manifest.json" {
+	if file == "manifest.json" || file == store.LayoutFile {
 		w.Header().Set("Content-Type", "application/json")
 	}
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(b))

@@ -33,14 +33,17 @@ func testStore(t *testing.T) (string, *image.Manifest, string) {
 	}
 	kernel := []byte("a kernel")
 	kc, _, _ := image.StoreContent(context.Background(), st, bytes.NewReader(kernel), int64(len(kernel)), 1<<20, nil)
-	m := &image.Manifest{Format: 1, Name: "node", Version: "1", ChunkSize: 1 << 20,
-		Partitions: []image.Partition{
-			{Spec: layout.Spec{Name: "esp", Type: layout.TypeESP, Role: layout.RoleESP, Size: 64 << 20}},
-			{Spec: layout.Spec{Name: "root", Type: layout.TypeRootX86_64, Role: layout.RoleImage, Size: 3 << 20}, Content: c},
-		},
-		Boot: &image.Boot{Kernel: kc, Agent: kc, Cmdline: "root=/dev/sda2 ro console=ttyS0"},
+	m := &image.Manifest{Format: image.FormatVersion, Name: "node", Version: "1", ChunkSize: 1 << 20,
+		Partitions: []image.Partition{{Name: "root", Type: layout.TypeRootX86_64, Content: c}},
+		Boot:       &image.Boot{Kernel: kc, Agent: kc, Cmdline: "root=/dev/sda2 ro console=ttyS0"},
 	}
 	if _, err := st.PutManifest(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.PutLayout("node", "1", layout.Layout{Partitions: []layout.Spec{
+		{Name: "esp", Type: layout.TypeESP, Role: layout.RoleESP, Size: 64 << 20},
+		{Name: "root", Type: layout.TypeRootX86_64, Role: layout.RoleImage, Size: 8 << 20},
+	}}); err != nil {
 		t.Fatal(err)
 	}
 	// A secret beside the store, and a symlink inside it pointing out.
@@ -76,7 +79,7 @@ func TestHTTPServesTheStoreAndNothingElse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum := m.Partitions[1].Content.Chunks[0]
+	sum := m.Partitions[0].Content.Chunks[0]
 	resp, body := get("/chunks/" + sum[:2] + "/" + sum)
 	if resp.StatusCode != 200 || resp.Header.Get("ETag") != `"`+sum+`"` || !strings.Contains(resp.Header.Get("Cache-Control"), "immutable") {
 		t.Fatalf("chunk: %d %v", resp.StatusCode, resp.Header)
@@ -91,6 +94,9 @@ func TestHTTPServesTheStoreAndNothingElse(t *testing.T) {
 	}
 	if r.Manifest.Name != "node" {
 		t.Fatal("manifest over HTTP")
+	}
+	if r.Layout == nil || r.Layout.Partitions[1].Size != 8<<20 {
+		t.Fatalf("layout.json over HTTP: %+v", r.Layout)
 	}
 	resp, kernel := get("/boot/node/1/vmlinuz")
 	if resp.StatusCode != 200 || kernel != "a kernel" {

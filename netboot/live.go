@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/imprint-dev/imprint/deploy"
+	"github.com/imprint-dev/imprint/ondisk"
 	"github.com/imprint-dev/imprint/store"
 )
 
@@ -38,7 +39,7 @@ func StartLive(addr string, o *deploy.Options, logf func(string, ...any)) (*Live
 	h := &HTTP{Disk: &l.sw, Decider: Static{}, Logf: logf}
 	l.srv = NewHTTPServer(h, HTTPLimits{})
 	go l.srv.Serve(LimitListener(ln, HTTPLimits{}))
-	o.Live = func(d *deploy.DiskSource) { l.sw.Set(d) }
+	o.Live = func(d *ondisk.DiskSource) { l.sw.Set(d) }
 	logf("serving the disk at %s while it is written", l.URL())
 	return l, nil
 }
@@ -49,7 +50,7 @@ func (l *Live) URL() string { return "http://" + l.addr + "/" }
 // ServeDeployed switches to the completed disk at path, whose record the
 // deploy has just written, and serves it until ctx ends.
 func (l *Live) ServeDeployed(ctx context.Context, path string) error {
-	full, err := deploy.OpenDiskSource(path)
+	full, err := ondisk.OpenDiskSource(path)
 	if err != nil {
 		return fmt.Errorf("serve the deployed disk: %w", err)
 	}

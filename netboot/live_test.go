@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/imprint-dev/imprint/deploy"
+	"github.com/imprint-dev/imprint/ondisk"
 	"github.com/imprint-dev/imprint/store"
 )
 
@@ -53,7 +54,7 @@ func TestLiveServesTooEarlyThenTheDeployedDisk(t *testing.T) {
 
 	handed := false
 	live := o.Live
-	o.Live = func(d *deploy.DiskSource) { handed = true; live(d) }
+	o.Live = func(d *ondisk.DiskSource) { handed = true; live(d) }
 	if _, err := deploy.Run(ctx, o); err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +77,7 @@ func TestLiveServesTooEarlyThenTheDeployedDisk(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	sum := m.Partitions[1].Content.Chunks[0]
+	sum := m.Partitions[0].Content.Chunks[0]
 	if code, b := get("chunks/" + sum[:2] + "/" + sum); code != http.StatusOK || len(b) == 0 {
 		t.Errorf("chunk %s from the deployed disk: %d", sum, code)
 	}

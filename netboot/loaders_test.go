@@ -33,11 +33,8 @@ func TestPXEClientsGetTheImagesIPXE(t *testing.T) {
 	}
 	imageIPXE := []byte("MZ the image's iPXE")
 	m := &image.Manifest{Format: image.FormatVersion, Name: "node", Version: "1", ChunkSize: 1 << 20,
-		Partitions: []image.Partition{
-			{Spec: layout.Spec{Name: "esp", Type: layout.TypeESP, Role: layout.RoleESP, Size: 64 << 20}},
-			{Spec: layout.Spec{Name: "root", Type: layout.TypeRootX86_64, Role: layout.RoleImage, Size: 1 << 20}, Content: put(make([]byte, 4096))},
-		},
-		Loaders: map[string]*image.Content{image.LoaderIPXEEFI: put(imageIPXE)},
+		Partitions: []image.Partition{{Name: "root", Type: layout.TypeRootX86_64, Content: put(make([]byte, 4096))}},
+		Loaders:    map[string]*image.Content{image.LoaderIPXEEFI: put(imageIPXE)},
 	}
 	if _, err := st.PutManifest(m); err != nil {
 		t.Fatal(err)

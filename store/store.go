@@ -96,7 +96,16 @@ func Resolve(ctx context.Context, src Source, name, version string) (*image.Reso
 	if err != nil {
 		return nil, fmt.Errorf("image %s:%s: signature: %w", name, version, err)
 	}
-	return &image.Resolved{Manifest: m, Raw: raw, ID: image.ID(raw), Signature: sig}, nil
+	lay, err := fetchLayout(ctx, src, name, version)
+	if err != nil {
+		return nil, fmt.Errorf("image %s:%s: %w", name, version, err)
+	}
+	if lay != nil {
+		if _, err := m.FitLayout(*lay); err != nil {
+			return nil, fmt.Errorf("image %s:%s: %s: %w", name, version, LayoutFile, err)
+		}
+	}
+	return &image.Resolved{Manifest: m, Raw: raw, ID: image.ID(raw), Signature: sig, Layout: lay}, nil
 }
 
 // Dir is a store in a local directory.

@@ -24,10 +24,7 @@ func testManifest(t *testing.T, st *Dir, data []byte) *image.Manifest {
 	}
 	return &image.Manifest{
 		Format: image.FormatVersion, Name: "demo", Version: "1", Created: time.Unix(1700000000, 0).UTC(), ChunkSize: 64 << 10,
-		Partitions: []image.Partition{
-			{Spec: layout.Spec{Name: "esp", Type: layout.TypeESP, Role: layout.RoleESP, Size: 64 << 20}},
-			{Spec: layout.Spec{Name: "root", Type: layout.TypeRootX86_64, Role: layout.RoleImage, Size: 1 << 20}, Content: c},
-		},
+		Partitions: []image.Partition{{Name: "root", Type: layout.TypeRootX86_64, Content: c}},
 	}
 }
 
@@ -146,16 +143,14 @@ func TestParseRejectsBadManifests(t *testing.T) {
 	}{
 		{"not json", "malformed", []byte("{nope")},
 		{"no format", "no \"format\"", []byte(`{"name":"x"}`)},
-		{"future format", "format version 2 is not supported", bytes.Replace(good, []byte(`"format": 1`), []byte(`"format": 2`), 1)},
-		{"unknown field", "unknown field", bytes.Replace(good, []byte(`"format": 1,`), []byte(`"format": 1, "surprise": true,`), 1)},
+		{"future format", "format version 3 is not supported", bytes.Replace(good, []byte(`"format": 2`), []byte(`"format": 3`), 1)},
+		{"unknown field", "unknown field", bytes.Replace(good, []byte(`"format": 2,`), []byte(`"format": 2, "surprise": true,`), 1)},
 		{"trailing data", "after top-level value", append(append([]byte{}, good...), []byte("{}")...)},
-		{"missing chunk entry", "chunks listed", edit(func(m *image.Manifest) { m.Partitions[1].Content.Chunks = m.Partitions[1].Content.Chunks[1:] })},
-		{"bad chunk hash", "neither a SHA-256", edit(func(m *image.Manifest) { m.Partitions[1].Content.Chunks[0] = "xyz" })},
+		{"missing chunk entry", "chunks listed", edit(func(m *image.Manifest) { m.Partitions[0].Content.Chunks = m.Partitions[0].Content.Chunks[1:] })},
+		{"bad chunk hash", "neither a SHA-256", edit(func(m *image.Manifest) { m.Partitions[0].Content.Chunks[0] = "xyz" })},
 		{"bad chunk size", "chunk size", edit(func(m *image.Manifest) { m.ChunkSize = 1000 })},
 		{"path in name", "image name", edit(func(m *image.Manifest) { m.Name = "../etc" })},
-		{"image partition without content", "has no content", edit(func(m *image.Manifest) { m.Partitions[1].Content = nil })},
-		{"content larger than partition", "larger than the partition", edit(func(m *image.Manifest) { m.Partitions[1].Size = 512 })},
-		{"unknown role", "unknown role", edit(func(m *image.Manifest) { m.Partitions[0].Role = "boot" })},
+		{"image partition without content", "has no content", edit(func(m *image.Manifest) { m.Partitions[0].Content = nil })},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := image.Parse(tc.raw)
@@ -218,5 +213,50 @@ func TestStoreManifestsAndResolve(t *testing.T) {
 	os.WriteFile(p, bytes.Replace(raw, []byte(`"version": "1"`), []byte(`"version": "2"`), 1), 0o644)
 	if _, err := Resolve(ctx, st, "demo", "1"); !errors.Is(err, image.ErrFormat) {
 		t.Fatalf("manifest naming another version: %v", err)
+	}
+}
+
+// The default layout lives beside the manifest: Resolve gives it, and an
+// image without one falls back to the layout its manifest implies.
+func TestLayoutBesideTheManifest(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	st, _ := CreateDir(root)
+	m := testManifest(t, st, randBytes(102400))
+	id, err := st.PutManifest(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Resolve(ctx, st, "demo", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Layout != nil {
+		t.Fatal("a layout without layout.json")
+	}
+	if d := r.DefaultLayout(); len(d.Partitions) != 3 || d.Partitions[0].Size != image.DefaultESPSize || d.Partitions[1].Size != 1<<20 || !d.Partitions[2].Rest {
+		t.Fatalf("derived layout: %+v", d)
+	}
+	small := layout.Layout{Partitions: []layout.Spec{
+		{Name: "esp", Type: layout.TypeESP, Role: layout.RoleESP, Size: 256 << 20},
+		{Name: "root", Type: layout.TypeRootX86_64, Role: layout.RoleImage, Size: 64 << 10},
+	}}
+	if err := st.PutLayout("demo", "1", small); err == nil || !strings.Contains(err.Error(), `image partition "root"`) {
+		t.Fatalf("a layout too small for the content: %v", err)
+	}
+	small.Partitions[1].Size = 2 << 20
+	if err := st.PutLayout("demo", "1", small); err != nil {
+		t.Fatal(err)
+	}
+	r, err = Resolve(ctx, st, "demo", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.ID != id || r.Layout == nil || r.DefaultLayout().Partitions[0].Size != 256<<20 {
+		t.Fatalf("after PutLayout: id %s (was %s), layout %+v", r.ID, id, r.Layout)
+	}
+	os.WriteFile(filepath.Join(root, "images", "demo", "1", LayoutFile), []byte(`{"partitions": [{"name": "esp", "size": "big"}]}`), 0o644)
+	if _, err := Resolve(ctx, st, "demo", "1"); err == nil || !strings.Contains(err.Error(), "layout.json") || !errors.Is(err, layout.ErrBadLayout) {
+		t.Fatalf("a damaged layout.json: %v", err)
 	}
 }

@@ -15,11 +15,11 @@ import (
 	"time"
 
 	"github.com/imprint-dev/imprint/bootloader"
-	"github.com/imprint-dev/imprint/deploy"
 	imdisk "github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/internal/qemu"
 	"github.com/imprint-dev/imprint/layout"
+	"github.com/imprint-dev/imprint/ondisk"
 	"github.com/imprint-dev/imprint/vmtests/fixture"
 )
 
@@ -350,7 +350,7 @@ func TestMenuSurvivesInterruptedUpdates(t *testing.T) {
 	kernel, _ := os.ReadFile(im.fx.Kernel)
 	initrd, _ := os.ReadFile(im.fx.Initrd)
 	// The loader the deploy wrote, as the image carries it.
-	sdboot := espFile(t, base, deploy.LoadersDir+"/"+image.LoaderSystemdBoot)
+	sdboot := espFile(t, base, ondisk.LoadersDir+"/"+image.LoaderSystemdBoot)
 	o := bootloader.InstallOptions{
 		Loaders: map[string][]byte{image.LoaderSystemdBoot: sdboot},
 		Name:    "fixture", Version: "v2", Kernel: kernel, Initrd: initrd, Cmdline: "console=ttyS0 ro panic=1 imprint.test=v2",

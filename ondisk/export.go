@@ -1,4 +1,4 @@
-package deploy
+package ondisk
 
 import (
 	"bytes"
@@ -134,6 +134,9 @@ func Export(ctx context.Context, src *DiskSource, dst *store.Dir, o ExportOption
 			}
 			res.Signed = true
 		}
+		if err := putDiskLayout(dst, src, m); err != nil {
+			return nil, err
+		}
 		return res, nil
 	}
 	if !o.AllowDrift {
@@ -145,6 +148,18 @@ func Export(ctx context.Context, src *DiskSource, dst *store.Dir, o ExportOption
 
 // exportDrifted stores the disk's current content as a new version. Only
 // contents with a drifted chunk are cut again; the rest keep their chunks.
+// putDiskLayout stores the layout the disk was deployed with as the
+// exported image's default, so the site's deploys make the same shape.
+func putDiskLayout(dst *store.Dir, src *DiskSource, m *image.Manifest) error {
+	if src.od.Layout == nil {
+		return nil
+	}
+	if err := dst.PutLayout(m.Name, m.Version, *src.od.Layout); err != nil {
+		return fmt.Errorf("%s: %w", LayoutFile, err)
+	}
+	return nil
+}
+
 func exportDrifted(ctx context.Context, src *DiskSource, dst *store.Dir, o ExportOptions, res *ExportResult, drifted map[string]bool) (*ExportResult, error) {
 	raw, err := src.od.Manifest.Marshal()
 	if err != nil {
@@ -214,6 +229,17 @@ func exportDrifted(ctx context.Context, src *DiskSource, dst *store.Dir, o Expor
 		return nil, err
 	}
 	res.Version, res.ID = nm.Version, id
+	// The re-encoded manifest is format 2: a format-1 master's embedded
+	// layout would be lost without a layout.json.
+	lay := src.od.Layout
+	if l, ok := src.od.Manifest.EmbeddedLayout(); ok && lay == nil {
+		lay = &l
+	}
+	if lay != nil {
+		if err := dst.PutLayout(nm.Name, nm.Version, *lay); err != nil {
+			return nil, fmt.Errorf("%s: %w", LayoutFile, err)
+		}
+	}
 	if o.Signer != nil {
 		nraw, err := nm.Marshal()
 		if err != nil {

@@ -1,4 +1,4 @@
-package deploy
+package ondisk
 
 import (
 	"bytes"
@@ -227,6 +227,18 @@ func (s *DiskSource) Manifest(ctx context.Context, name, version string) ([]byte
 	return s.od.ManifestRaw, nil
 }
 
+// Layout implements store.LayoutSource: the layout the disk was
+// partitioned from, so a deploy from this disk makes the same shape.
+func (s *DiskSource) Layout(ctx context.Context, name, version string) ([]byte, error) {
+	if err := s.holds(name, version); err != nil {
+		return nil, err
+	}
+	if s.od.Layout == nil {
+		return nil, fmt.Errorf("layout of %s:%s: %w on %s", name, version, store.ErrNotFound, s.path)
+	}
+	return layout.MarshalJSON(*s.od.Layout)
+}
+
 // Signature implements store.Source.
 func (s *DiskSource) Signature(ctx context.Context, name, version string) ([]byte, error) {
 	if err := s.holds(name, version); err != nil {
@@ -382,13 +394,13 @@ func (s *DiskSource) espFile(name string) ([]byte, error) {
 	return f, nil
 }
 
-// openLiveSource serves a disk while it is being deployed (cut-through):
+// OpenLive serves a disk while it is being deployed (cut-through):
 // chunks the deploy has written are served, checked like any other; the
 // rest are store.ErrNotYet, so a client waits for them or asks elsewhere.
 // It reads through its own read-only descriptor, which stays valid after
 // the deploy closes its own. Boot files are written last and are served
 // once the deploy has completed, by a DiskSource opened then.
-func openLiveSource(p string, img *image.Resolved, t *layout.Table, done map[string]*copier.Bitmap) (*DiskSource, error) {
+func OpenLive(p string, img *image.Resolved, lay *layout.Layout, t *layout.Table, done map[string]*copier.Bitmap) (*DiskSource, error) {
 	dev, err := disk.OpenDisk(p, disk.OpenOptions{})
 	if err != nil {
 		return nil, err
@@ -396,7 +408,7 @@ func openLiveSource(p string, img *image.Resolved, t *layout.Table, done map[str
 	m := img.Manifest
 	s := &DiskSource{
 		path: p, dev: dev, sig: img.Signature, chunks: map[string][]chunkLoc{}, files: map[string][]byte{},
-		od: &OnDisk{Manifest: m, ManifestRaw: img.Raw, State: &State{ImageID: img.ID, Name: m.Name, Version: m.Version, Status: StatusWriting, Table: t}},
+		od: newOnDisk(&Slot{Manifest: m, ManifestRaw: img.Raw, Layout: lay, State: &State{ImageID: img.ID, Name: m.Name, Version: m.Version, Status: StatusWriting, Table: t}}),
 		avail: func(l chunkLoc) bool {
 			bm := done[l.part]
 			return bm != nil && bm.Has(l.idx)
