@@ -17,6 +17,7 @@ import (
 	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/fetch"
 	"github.com/imprint-dev/imprint/image"
+	"github.com/imprint-dev/imprint/internal/tmpdir"
 	"github.com/imprint-dev/imprint/layout"
 	"github.com/imprint-dev/imprint/store"
 )
@@ -124,6 +125,7 @@ func (o *Options) emit(e Event) {
 // Run deploys o.Image onto o.Disk.
 func Run(ctx context.Context, o Options) (*Result, error) {
 	start := time.Now()
+	tmpdir.Sweep(o.TmpDir) // best effort: what killed builds and deploys left behind
 	if ev := o.Events; ev != nil {
 		// Copier workers report warnings and progress concurrently; the
 		// caller gets its events one at a time.
