@@ -192,4 +192,3 @@ func TestSweepOfAMissingDirectoryNamesIt(t *testing.T) {
 		t.Errorf("Sweep(%s) = %v, want an error naming it", p, err)
 	}
 }
-
