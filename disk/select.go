@@ -24,13 +24,8 @@ var (
 	ErrAmbiguousDisk = errors.New("more than one disk matches")
 )
 
-// SelectorHelp describes the selector syntax, for flag help and docs.
-const SelectorHelp = `a disk is named by a path (/dev/sda, /dev/disk/by-id/..., /dev/disk/by-path/...,
-or an image file) or by terms that must all match, separated by commas:
-serial=S, model=M (spaces written as _, * and ? as wildcards, case-insensitive),
-size>=N, size<=N, size>N, size<N, size=N (binary units: G = GiB), and largest.
-Terms never pick removable, read-only, loop, ram, zram, dm or md devices, or the
-disk holding the running root; a path names any disk. More than one match is refused.`
+// SelectorHelp says in one line what a selector may be, for flag help.
+const SelectorHelp = "a path (/dev/sda, /dev/disk/by-id/...) or terms that must all match, comma-separated: serial=S, model=M (space as _, * ? wildcards), size>=N, size<=N, largest; never a removable, loop or running-root disk unless named by path; more than one match is refused"
 
 // SelectOptions tune Select.
 type SelectOptions struct {
@@ -101,6 +96,9 @@ func SelectWith(root, sel string, o SelectOptions) (string, error) {
 	case 0:
 		var seen []string
 		for _, d := range disks {
+			if d.size == 0 && d.virtual() {
+				continue // an unattached loop device, an unused zram: noise
+			}
 			s := d.String()
 			if why := d.excluded(o); why != "" {
 				s += " [not taken: " + why + "]"
@@ -265,6 +263,16 @@ func (d diskInfo) String() string {
 		s += fmt.Sprintf(" serial=%s", normalise(d.serial))
 	}
 	return s
+}
+
+// virtual tells devices without hardware behind them.
+func (d diskInfo) virtual() bool {
+	for _, p := range []string{"loop", "ram", "zram", "nbd"} {
+		if strings.HasPrefix(d.name, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // excluded says why terms never pick d ("" when they may).
