@@ -140,8 +140,16 @@ func CheckSelector(sel string) error {
 	if sel == "" {
 		return fmt.Errorf("%w: empty", ErrBadSelector)
 	}
-	if strings.ContainsAny(sel, " \t\n\"") {
-		return fmt.Errorf("%w %q: no spaces or quotes (it travels on the kernel command line); write a space in a model or serial as _", ErrBadSelector, sel)
+	if strings.ContainsAny(sel, " \t\n") {
+		return fmt.Errorf("%w %q: no spaces (it travels on the kernel command line); write a space in a model or serial as _", ErrBadSelector, sel)
+	}
+	// iPXE's script parser and the kernel's both take these as they are;
+	// quotes, $, #, \\, ; and friends mean something to one of them.
+	for _, c := range sel {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("/._-:=<>*?,+@%", c)
+		if !ok {
+			return fmt.Errorf("%w %q: %q cannot travel on the kernel command line; write ? (any one character) in its place", ErrBadSelector, sel, c)
+		}
 	}
 	if !IsSelector(sel) {
 		if !strings.HasPrefix(sel, "/dev/") {

@@ -246,6 +246,8 @@ func TestCheckSelector(t *testing.T) {
 		{"model=Samsung_SSD_860", true},
 		{"model=Samsung SSD 860", false}, // a space ends the kernel argument
 		{`model="Samsung"`, false},
+		{"serial=${serial}", false},
+		{"/dev/disk/by-path/pci-0000:00:1f.2-ata-1", true},
 		{"sda", false},
 		{"size>=big", false},
 		{"", false},
