@@ -144,7 +144,7 @@ func CheckSelector(sel string) error {
 		return fmt.Errorf("%w %q: no spaces (it travels on the kernel command line); write a space in a model or serial as _", ErrBadSelector, sel)
 	}
 	// iPXE's script parser and the kernel's both take these as they are;
-	// quotes, $, #, \\, ; and friends mean something to one of them.
+	// quotes, $, #, backslash, ; and friends mean something to one of them.
 	for _, c := range sel {
 		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("/._-:=<>*?,+@%", c)
 		if !ok {
