@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/imprint-dev/imprint/disk"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,8 +20,10 @@ import (
 type Params struct {
 	Sources []string // imprint.source=URL[,URL...]
 	Image   string   // imprint.image=NAME[:VERSION]
-	Install string   // imprint.install=DISK
-	OnFail  string   // imprint.onfail=reboot|shell|halt
+	// Install is imprint.install=DISK: a /dev path or a disk selector
+	// (serial=S,size>=N, largest; see disk.Select), resolved at boot.
+	Install string
+	OnFail  string // imprint.onfail=reboot|shell|halt
 	// Iface pins the network interface (imprint.iface=eth0); default: the
 	// first one with a carrier that gets a DHCP lease.
 	Iface string
@@ -60,6 +63,11 @@ func ParseCmdline(c string) (Params, error) {
 	if len(p.Sources) == 0 {
 		return p, fmt.Errorf("no imprint.source=URL on the kernel command line")
 	}
+	if p.Install != "" {
+		if err := disk.CheckSelector(p.Install); err != nil {
+			return p, fmt.Errorf("imprint.install=%s: %w", p.Install, err)
+		}
+	}
 	switch p.OnFail {
 	case "reboot", "shell", "halt":
 	default:
@@ -76,6 +84,9 @@ type Agent struct {
 	Root string
 	// Tries is how often the whole fetch is tried before onfail applies.
 	Tries int
+	// Settle is how long a disk selector's answer must hold still before
+	// the agent installs onto it (disks appear as their drivers probe).
+	Settle time.Duration
 }
 
 func (a *Agent) say(format string, args ...any) {
@@ -93,7 +104,7 @@ func Main(ctx context.Context, console io.Writer) error {
 		return err
 	}
 	p, err := ParseCmdline(string(raw))
-	a := &Agent{Console: console, Params: p, Tries: 5}
+	a := &Agent{Console: console, Params: p, Tries: 5, Settle: 2 * time.Second}
 	if err != nil {
 		a.say("FAIL %v", err)
 		return a.fail(err)

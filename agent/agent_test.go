@@ -13,6 +13,10 @@ func TestParseCmdline(t *testing.T) {
 	}{
 		{"console=ttyS0 imprint.source=http://a/,http://b/ imprint.image=node:1", Params{Sources: []string{"http://a/", "http://b/"}, Image: "node:1", OnFail: "reboot"}, ""},
 		{"imprint.source=http://a/ imprint.install=/dev/vda imprint.onfail=halt", Params{Sources: []string{"http://a/"}, Install: "/dev/vda", OnFail: "halt"}, ""},
+		{"imprint.source=http://a/ imprint.install=serial=S3Z1NB0K,size>=400G", Params{Sources: []string{"http://a/"}, Install: "serial=S3Z1NB0K,size>=400G", OnFail: "reboot"}, ""},
+		{"imprint.source=http://a/ imprint.install=/dev/disk/by-id/nvme-eui.0025385b91b0a1c2", Params{Sources: []string{"http://a/"}, Install: "/dev/disk/by-id/nvme-eui.0025385b91b0a1c2", OnFail: "reboot"}, ""},
+		{"imprint.source=http://a/ imprint.install=colour=red", Params{}, "imprint.install=colour=red"},
+		{"imprint.source=http://a/ imprint.install=sda", Params{}, "imprint.install=sda"},
 		{"console=ttyS0 ro", Params{}, "no imprint.source"},
 		{"imprint.source=http://a/ imprint.onfail=explode", Params{}, "imprint.onfail=explode"},
 	} {

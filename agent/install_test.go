@@ -149,3 +149,47 @@ func btoi(b bool) int {
 	}
 	return 0
 }
+
+// TestInstallDiskResolvesASelectorAtBoot: imprint.install=serial=... names
+// a disk by what stays put between boots; the agent finds its kernel name
+// in sysfs, and refuses a selector that fits two disks.
+func TestInstallDiskResolvesASelectorAtBoot(t *testing.T) {
+	root := t.TempDir()
+	w := func(p, v string) {
+		p = filepath.Join(root, p)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(v+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, serial := range map[string]string{"vda": "boot-disk", "vdb": "data-disk"} {
+		w("sys/block/"+name+"/size", "209715200") // 100 GiB
+		w("sys/block/"+name+"/removable", "0")
+		w("sys/block/"+name+"/ro", "0")
+		w("sys/block/"+name+"/serial", serial)
+	}
+	w("proc/self/mountinfo", "1 0 0:2 / / rw - rootfs rootfs rw")
+	for _, tc := range []struct{ sel, want, wantErr string }{
+		{"serial=data-disk", "/dev/vdb", ""},
+		{"/dev/disk/by-id/virtio-boot-disk", "/dev/vda", ""}, // no udev: no links
+		{"/dev/vdc", "/dev/vdc", ""},
+		{"size>=50G", "", "more than one disk matches"},
+		{"serial=nope", "", "no disk matches"},
+	} {
+		var console bytes.Buffer
+		a := &Agent{Console: &console, Root: root, Params: Params{Install: tc.sel}}
+		got, err := a.installDisk(context.Background())
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), "/dev/vda 100.0 GiB") {
+				t.Errorf("%s: %q, %v; want an error with %q listing the disks", tc.sel, got, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("%s: %q, %v; want %s", tc.sel, got, err, tc.want)
+		}
+		if got != tc.sel && !strings.Contains(console.String(), "is "+tc.want) {
+			t.Errorf("%s: the console does not say which disk: %q", tc.sel, console.String())
+		}
+	}
+}

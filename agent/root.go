@@ -10,9 +10,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/imprint-dev/imprint/copier"
 	"github.com/imprint-dev/imprint/deploy"
+	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/fetch"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/store"
@@ -256,13 +258,53 @@ func (a *Agent) install(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	out, err := a.deployTo(ctx, srcs, res, a.Params.Install)
+	target, err := a.installDisk(ctx)
+	if err != nil {
+		return err
+	}
+	out, err := a.deployTo(ctx, srcs, res, target)
 	if err != nil {
 		return err
 	}
 	a.say("installed %s:%s onto %s, verified; rebooting into it", res.Manifest.Name, res.Manifest.Version, out.Plan.Disk)
 	unix.Sync()
 	return unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+}
+
+// installDisk resolves imprint.install= on this machine. Drivers probe
+// disks one after another, so "largest" asked too early picks the largest
+// disk seen so far: the answer (or the failure) must come out the same
+// twice in a row, Settle apart, before it counts.
+func (a *Agent) installDisk(ctx context.Context) (string, error) {
+	root := a.Root
+	if root == "" {
+		root = "/"
+	}
+	sel := a.Params.Install
+	var last string
+	var lastErr error
+	for round := 0; ; round++ {
+		got, err := disk.Select(root, sel)
+		if round > 0 && got == last && fmt.Sprint(err) == fmt.Sprint(lastErr) {
+			break
+		}
+		if round == 15 {
+			return "", fmt.Errorf("imprint.install=%s: the machine's disks kept changing (last answer %q, %v)", sel, got, err)
+		}
+		last, lastErr = got, err
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(a.Settle):
+		}
+	}
+	if lastErr != nil {
+		return "", fmt.Errorf("imprint.install=%s: %w", sel, lastErr)
+	}
+	if last != sel {
+		a.say("imprint.install=%s is %s", sel, last)
+	}
+	return last, nil
 }
 
 // deployTo writes res onto disk. The boot loaders are the image's own,

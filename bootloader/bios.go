@@ -14,6 +14,7 @@ import (
 
 	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/image"
+	"github.com/imprint-dev/imprint/internal/tmpdir"
 	"github.com/imprint-dev/imprint/layout"
 )
 
@@ -262,11 +263,12 @@ func biosBuildCore(ctx context.Context, o GrubBIOSBuild) ([]byte, error) {
 			return nil, fmt.Errorf("%w: %s has no %s; install grub-pc-bin or set the GRUB i386-pc directory: %w", ErrGrubPCMissing, o.GrubDir, f, err)
 		}
 	}
-	tmp, err := os.MkdirTemp(o.TmpDir, "imprint-grub-bios-")
+	td, err := tmpdir.New(o.TmpDir, "grub_bios")
 	if err != nil {
 		return nil, fmt.Errorf("temporary directory for core.img: %w", err)
 	}
-	defer os.RemoveAll(tmp)
+	defer td.Remove()
+	tmp := td.Path
 	cfg := filepath.Join(tmp, "early.cfg")
 	if err := os.WriteFile(cfg, []byte(biosEarlyConfig(o.ConfigPath)), 0o644); err != nil {
 		return nil, fmt.Errorf("write GRUB early config: %w", err)

@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+
+	"github.com/imprint-dev/imprint/internal/tmpdir"
 )
 
 // grubEFIModules are built into the GRUB EFI image, so it needs nothing
@@ -32,11 +34,12 @@ func BuildGrubEFI(ctx context.Context, modDir, tmpDir string) ([]byte, error) {
 	if _, err := os.Stat(filepath.Join(modDir, "kernel.img")); err != nil {
 		return nil, fmt.Errorf("%w: %s (install grub-efi-amd64-bin)", ErrMissingBinary, modDir)
 	}
-	dir, err := os.MkdirTemp(tmpDir, "imprint-grub-")
+	td, err := tmpdir.New(tmpDir, "grub")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
+	defer td.Remove()
+	dir := td.Path
 	early := grubEFIEarlyConfig()
 	cfg := filepath.Join(dir, "early.cfg")
 	if err := os.WriteFile(cfg, []byte(early), 0o644); err != nil {

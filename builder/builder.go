@@ -17,6 +17,7 @@ import (
 	"github.com/imprint-dev/imprint/builder/diskimage"
 	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/image"
+	"github.com/imprint-dev/imprint/internal/tmpdir"
 	"github.com/imprint-dev/imprint/layout"
 	"github.com/imprint-dev/imprint/store"
 )
@@ -110,11 +111,13 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if o.DiskImage == "" && o.Rootfs == "" && len(o.Partitions) == 0 {
 		return nil, fmt.Errorf("%w: give --rootfs, --partition or --disk-image", ErrInput)
 	}
-	tmp, err := os.MkdirTemp(o.TmpDir, "imprint-build-")
+	tmpdir.Sweep(o.TmpDir) // best effort: what killed builds and deploys left behind
+	td, err := tmpdir.New(o.TmpDir, "build")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(tmp)
+	defer td.Remove()
+	tmp := td.Path
 	if o.Rootfs != "" {
 		st, err := os.Stat(o.Rootfs)
 		if err != nil {

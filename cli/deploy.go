@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/imprint-dev/imprint/deploy"
+	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/fetch"
 	"github.com/imprint-dev/imprint/layout"
 	"github.com/imprint-dev/imprint/netboot"
@@ -43,6 +44,14 @@ func newDeploy(e *env) *cobra.Command {
 				if err != nil {
 					return err
 				}
+			}
+			target, err := disk.Select("/", o.Disk)
+			if err != nil {
+				return fmt.Errorf("--disk: %w", err)
+			}
+			if target != o.Disk {
+				fmt.Fprintf(e.io.Err, "--disk %s is %s\n", o.Disk, target)
+				o.Disk = target
 			}
 			for _, f := range from {
 				src, closeSrc, err := openSource(f)
@@ -165,7 +174,7 @@ func newDeploy(e *env) *cobra.Command {
 	f.StringArrayVar(&from, "from", nil, "where to read the image from: a store directory, an http(s):// store or peer, or a deployed disk; repeat for more sources (tried in order per chunk)")
 	f.StringArrayVar(&trust, "trust", nil, "minisign public key (file or key text) the image must be signed by; repeatable (any one suffices)")
 	f.StringVar(&ref, "image", "", "image NAME or NAME:VERSION (default version: the newest)")
-	f.StringVar(&o.Disk, "disk", "", "target block device or image file")
+	f.StringVar(&o.Disk, "disk", "", "target block device or image file; "+disk.SelectorHelp)
 	f.StringVar(&serveAddr, "serve", "", "serve the disk over HTTP at this address while it is written (chunks as they land) and after, until interrupted: other deploys can --from it at once")
 	f.StringVar(&layoutFile, "layout", "", "partition the disk by this layout file (text, sfdisk dump or JSON) instead of the image's default; the image id does not change")
 	f.StringVar(&size, "size", "", "create or grow an image file to this size (e.g. 8G)")

@@ -114,6 +114,14 @@ func TestDeployResumesAfterSIGKILL(t *testing.T) {
 				t.Fatal("the deploy finished before it could be killed")
 			}
 			notComplete(t, disk)
+			if tc.wantResume != nil {
+				// The disk records a deploy that did not finish: verify calls
+				// it incomplete (exit 3), never drifted.
+				code, out, errs := run(t, "verify", "--disk", disk)
+				if code != 3 || !strings.Contains(out, "incomplete") || strings.Contains(out, "DRIFTED") {
+					t.Errorf("verify of the interrupted deploy: exit %d, want 3 and \"incomplete\"\n%s%s", code, out, errs)
+				}
+			}
 			evs, _ := deployUntil(t, bin, args, nil)
 			var resumed bool
 			var res *event

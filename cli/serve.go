@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	imdisk "github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/netboot"
 	"github.com/imprint-dev/imprint/netboot/dhcp"
 	tftpd "github.com/imprint-dev/imprint/netboot/tftp"
@@ -73,7 +74,12 @@ func newServe(e *env) *cobra.Command {
 				return fmt.Errorf("--mode %q: want diskless, install or local", mode)
 			}
 			if netboot.Mode(mode) == netboot.Install && installDisk == "" {
-				return fmt.Errorf("--mode install needs --install-disk (e.g. /dev/vda)")
+				return fmt.Errorf("--mode install needs --install-disk (e.g. /dev/vda or serial=S3Z1NB0K)")
+			}
+			if netboot.Mode(mode) == netboot.Install {
+				if err := imdisk.CheckSelector(installDisk); err != nil {
+					return fmt.Errorf("--install-disk: %w", err)
+				}
 			}
 			if bootCacheMiB <= 0 || bootCacheMiB > 1<<20 {
 				return fmt.Errorf("--boot-cache %d: want MiB between 1 and %d", bootCacheMiB, 1<<20)
@@ -159,7 +165,7 @@ func newServe(e *env) *cobra.Command {
 	f.StringVar(&public, "public-url", "", "URL machines reach this server at (default: from --http and the interface address)")
 	f.StringVar(&img, "image", "", "image machines boot, NAME or NAME:VERSION")
 	f.StringVar(&mode, "mode", "diskless", "what netbooting machines do: diskless, install or local")
-	f.StringVar(&installDisk, "install-disk", "", "disk the agent installs onto with --mode install")
+	f.StringVar(&installDisk, "install-disk", "", "disk the agent installs onto with --mode install, resolved on each machine at boot: "+imdisk.SelectorHelp)
 	f.StringVar(&h.Agent, "agent", "", "agent initramfs for images that carry none (imprint initrd)")
 	f.StringVar(&h.Console, "console", "console=ttyS0", "kernel console argument for netbooted machines")
 	f.StringVar(&extraCmdline, "cmdline", "", "extra kernel arguments for netbooted machines")

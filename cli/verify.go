@@ -12,7 +12,16 @@ func newVerify(e *env) *cobra.Command {
 	var disk string
 	c := &cobra.Command{
 		Use:   "verify --disk PATH",
-		Short: "Read a deployed disk back and compare it with its image (exit 0 identical, 1 drifted, 2 error)",
+		Short: "Read a deployed disk back and compare it with its image (exit 0 identical, 1 drifted, 2 error, 3 incomplete)",
+		Long: `Read a deployed disk back and compare every image partition with the manifest
+recorded on it.
+
+Exit codes:
+  0  identical: the deploy finished and every chunk matches
+  1  drifted: the deploy finished, and the disk no longer matches its image
+  2  error: the disk could not be read, or is not a deployed disk
+  3  incomplete: the deploy onto the disk never finished (it was killed or
+     lost power); run the same deploy again to resume it`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) > 0 {
 				return &exitError{code: 2, err: fmt.Errorf("verify takes no arguments; use --disk PATH")}
@@ -33,8 +42,14 @@ func newVerify(e *env) *cobra.Command {
 					e.emitJSON(rep)
 				} else {
 					e.printf("%s holds %s (image id %s), deploy %s\n", rep.Disk, rep.Image, rep.ImageID, rep.Status)
+					incomplete := errors.Is(err, ondisk.ErrIncomplete)
 					for _, p := range rep.Partitions {
-						e.printf("  %-12s %-10s %d chunks, %d drifted", p.Name, p.Status, p.Chunks, len(p.Drifted))
+						status, differ := p.Status, "drifted"
+						if incomplete && status == "drifted" {
+							// Most likely not written yet, not changed since.
+							status, differ = "incomplete", "not as in the image yet"
+						}
+						e.printf("  %-12s %-10s %d chunks, %d %s", p.Name, status, p.Chunks, len(p.Drifted), differ)
 						if p.Problem != "" {
 							e.printf(": %s", p.Problem)
 						}
@@ -47,9 +62,12 @@ func newVerify(e *env) *cobra.Command {
 						}
 						e.printf("\n")
 					}
-					if rep.Identical {
+					switch {
+					case incomplete:
+						e.printf("incomplete: the deploy did not finish; run it again to resume\n")
+					case rep.Identical:
 						e.printf("identical\n")
-					} else {
+					default:
 						e.printf("DRIFTED\n")
 					}
 				}
@@ -57,6 +75,8 @@ func newVerify(e *env) *cobra.Command {
 			switch {
 			case err == nil:
 				return nil
+			case errors.Is(err, ondisk.ErrIncomplete):
+				return &exitError{code: 3, err: err}
 			case errors.Is(err, ondisk.ErrDrifted):
 				return &exitError{code: 1, err: err}
 			default:

@@ -3,13 +3,13 @@ package cli
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/imprint-dev/imprint/bootloader"
 	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/internal/qemu"
+	"github.com/imprint-dev/imprint/internal/tmpdir"
 	"github.com/spf13/cobra"
 )
 
@@ -33,11 +33,12 @@ disk, never on the disk itself.`,
 				return err
 			}
 			diskPath := args[0]
-			dir, err := os.MkdirTemp("", "imprint-vm-")
+			td, err := tmpdir.New("", "vm")
 			if err != nil {
 				return err
 			}
-			defer os.RemoveAll(dir)
+			defer td.Remove()
+			dir := td.Path
 			if entry != "" {
 				cp := filepath.Join(dir, "disk.img")
 				if err := disk.CopySparseFile(diskPath, cp); err != nil {

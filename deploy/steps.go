@@ -13,6 +13,7 @@ import (
 	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/fetch"
 	"github.com/imprint-dev/imprint/image"
+	"github.com/imprint-dev/imprint/internal/tmpdir"
 	"github.com/imprint-dev/imprint/layout"
 	"github.com/imprint-dev/imprint/ondisk"
 	"github.com/imprint-dev/imprint/store"
@@ -331,6 +332,7 @@ func (t *Target) Commit(verified bool) error {
 // WriteContents, InstallBoot, Commit.
 func Deploy(ctx context.Context, o Options) (*Result, error) {
 	start := time.Now()
+	tmpdir.Sweep(o.TmpDir) // best effort: what killed builds and deploys left behind
 	if ev := o.Events; ev != nil {
 		// Copier workers report warnings and progress concurrently; the
 		// caller gets its events one at a time.

@@ -5,11 +5,13 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
-	"github.com/imprint-dev/imprint/layout"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+
+	"github.com/imprint-dev/imprint/internal/tmpdir"
+	"github.com/imprint-dev/imprint/layout"
 )
 
 // MakeSwap writes a Linux swap signature (version 1, 4 KiB pages) at the
@@ -43,11 +45,15 @@ func MakeExt4(ctx context.Context, sec Section, label, tmpDir string) error {
 	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
 		return fmt.Errorf("%w: mkfs.ext4 (e2fsprogs) for partition %s", ErrNoTool, label)
 	}
-	tmp, err := os.CreateTemp(tmpDir, "imprint-ext4-*.img")
+	td, err := tmpdir.New(tmpDir, "ext4")
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name())
+	defer td.Remove()
+	tmp, err := os.Create(filepath.Join(td.Path, "fs.img"))
+	if err != nil {
+		return err
+	}
 	defer tmp.Close()
 	if err := tmp.Truncate(sec.Len); err != nil {
 		return err

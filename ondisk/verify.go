@@ -14,6 +14,10 @@ import (
 // ErrDrifted says a deployed disk no longer matches its manifest.
 var ErrDrifted = errors.New("disk differs from its image")
 
+// ErrIncomplete says the deploy onto a disk never finished (killed, power
+// lost): its partitions are not expected to match yet; rerunning it resumes.
+var ErrIncomplete = errors.New("the deploy onto this disk did not finish")
+
 // PartitionReport is the verdict on one image partition.
 type PartitionReport struct {
 	Name    string  `json:"name"`
@@ -103,6 +107,9 @@ func VerifyDisk(ctx context.Context, path string, progress func(part string, don
 			rep.Identical = false
 		}
 		rep.Partitions = append(rep.Partitions, pr)
+	}
+	if rep.Status != StatusComplete {
+		return rep, fmt.Errorf("%s: %w (state %q); run the same deploy again to resume it", path, ErrIncomplete, rep.Status)
 	}
 	if !rep.Identical {
 		return rep, fmt.Errorf("%s: %w", path, ErrDrifted)

@@ -22,6 +22,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/imprint-dev/imprint/internal/tmpdir"
 )
 
 // Firmware is what the machine boots with.
@@ -183,7 +185,7 @@ type VM struct {
 	cmd       *exec.Cmd
 	args      []string
 	dir       string
-	ownDir    bool
+	ownDir    *tmpdir.Dir // the directory Start made, removed by Close
 	vars      string
 	logPath   string
 	scale     float64
@@ -210,18 +212,18 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 	}
 	vm := &VM{scale: scale, dir: cfg.Dir, done: make(chan struct{}), changed: make(chan struct{})}
 	if vm.dir == "" {
-		d, err := os.MkdirTemp("", "imprint-vm-")
+		d, err := tmpdir.New("", "vm")
 		if err != nil {
 			return nil, fmt.Errorf("qemu: %w", err)
 		}
-		vm.dir, vm.ownDir = d, true
+		vm.dir, vm.ownDir = d.Path, d
 	} else if err := os.MkdirAll(vm.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("qemu: %w", err)
 	}
 	started := false
 	defer func() {
-		if !started && vm.ownDir {
-			os.RemoveAll(vm.dir)
+		if !started {
+			vm.ownDir.Remove()
 		}
 	}()
 	vm.logPath = filepath.Join(vm.dir, "console.log")
@@ -554,9 +556,7 @@ func (vm *VM) Close() error {
 	vm.Kill()
 	var err error
 	vm.closeOnce.Do(func() {
-		if vm.ownDir {
-			err = os.RemoveAll(vm.dir)
-		}
+		err = vm.ownDir.Remove()
 	})
 	return err
 }
