@@ -84,7 +84,8 @@ func (c *Copier) workers() int {
 type Hooks struct {
 	// Skip says chunk i is already on the target and proven (resume).
 	Skip func(i int) bool
-	// Done is called after chunk i is written (not yet synced).
+	// Done is called after chunk i is written (not yet synced), from
+	// several workers at once.
 	Done func(i int)
 	// Progress gets byte counts as chunks complete or are skipped.
 	Progress func(n int64)

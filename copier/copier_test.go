@@ -18,13 +18,16 @@ import (
 // recTarget is a partition in memory that remembers which ranges were
 // written.
 type recTarget struct {
+	mu      sync.Mutex // the copier writes from several workers
 	b       []byte
 	written map[int64]bool
 }
 
 func (m *recTarget) ReadAt(p []byte, off int64) (int, error) { return copy(p, m.b[off:]), nil }
 func (m *recTarget) WriteAt(p []byte, off int64) (int, error) {
+	m.mu.Lock()
 	m.written[off] = true
+	m.mu.Unlock()
 	return copy(m.b[off:], p), nil
 }
 func (m *recTarget) ZeroRange(off, n int64) error {
@@ -79,8 +82,10 @@ func TestWriteSkipsDoneChunks(t *testing.T) {
 	done := NewBitmap(len(c.Chunks))
 	done.Set(0)
 	done.Set(7)
+	var mu sync.Mutex
 	var marked []int
-	err := cp.Write(context.Background(), c, dst, Hooks{Skip: done.Has, Done: func(i int) { marked = append(marked, i) }})
+	// Workers call Done concurrently.
+	err := cp.Write(context.Background(), c, dst, Hooks{Skip: done.Has, Done: func(i int) { mu.Lock(); marked = append(marked, i); mu.Unlock() }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -90,16 +90,21 @@ func StoreContent(ctx context.Context, sink ChunkSink, r io.ReaderAt, size, chun
 	}
 	c.SHA256 = hex.EncodeToString(whole.Sum(nil))
 	st := StoreStats{Chunks: n}
-	seen := map[string]bool{}
+	// A chunk that repeats within the content is stored by whichever
+	// worker gets there first, not necessarily at its first place: count
+	// it once if any of its places stored it.
+	stored := map[string]int64{}
 	for i, r := range stats {
 		switch {
 		case r.zero:
 			st.Zero++
-		case r.stored && !seen[c.Chunks[i]]:
-			st.New++
-			st.NewBytes += r.n
+		case r.stored:
+			stored[c.Chunks[i]] = r.n
 		}
-		seen[c.Chunks[i]] = true
+	}
+	for _, n := range stored {
+		st.New++
+		st.NewBytes += n
 	}
 	return c, st, nil
 }
