@@ -7,6 +7,7 @@ import (
 
 	"github.com/imprint-dev/imprint/bootloader"
 	"github.com/imprint-dev/imprint/builder"
+	"github.com/imprint-dev/imprint/identity"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/layout"
 	"github.com/imprint-dev/imprint/store"
@@ -79,6 +80,15 @@ func newBuild(e *env) *cobra.Command {
 			if chunkSize != "" {
 				if o.ChunkSize, err = layout.ParseSize(chunkSize); err != nil {
 					return fmt.Errorf("--chunk-size: %w", err)
+				}
+			}
+			if o.Rootfs != "" {
+				// Before the slow filesystem build: a bad identity
+				// configuration is the tree's fault, not the boot's.
+				if st, err := os.Stat(o.Rootfs); err == nil && st.IsDir() {
+					if err := identity.Check(os.DirFS(o.Rootfs)); err != nil {
+						return fmt.Errorf("--rootfs %s: %w (imprint identity check --rootfs %s)", o.Rootfs, err, o.Rootfs)
+					}
 				}
 			}
 			pr := newProgress(e)
