@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/imprint-dev/imprint/internal/testenv"
 )
 
 const testIdentityConf = `class node[01-64] compute
@@ -85,4 +87,39 @@ func TestIdentityCheckAndBuildRefuseABadConfig(t *testing.T) {
 		t.Errorf("preview --image:\n%s", out)
 	}
 	mustRun(t, "identity", "check", "--image", b.name, "--from", b.store)
+}
+
+func TestBuildFromATreeCarriesItsAgent(t *testing.T) {
+	need(t, "mkfs.ext4")
+	// Any static ELF passes for the agent's /init here; busybox-static is
+	// a test dependency already.
+	self := "/bin/busybox"
+	testenv.NeedFile(t, self, "busybox-static")
+	dir := identityTree(t, testIdentityConf)
+	mods := filepath.Join(dir, "lib/modules/6.1.0-test")
+	os.MkdirAll(mods, 0o755)
+	os.WriteFile(filepath.Join(mods, "modules.dep"), nil, 0o644)
+	store := filepath.Join(t.TempDir(), "store")
+	code, out, errs := run(t, "build", "--store", store, "--name", "withagent", "--rootfs", dir, "--agent-imprint", self)
+	if code != 0 || !strings.Contains(out, "agent initramfs made from the tree's /lib/modules/6.1.0-test") {
+		t.Fatalf("build: exit %d\n%s%s", code, out, errs)
+	}
+	b := buildImage(t, "--store", store, "--name", "withagent", "--rootfs", dir, "--agent-imprint", self)
+	if b.m.Boot.Agent == nil {
+		t.Fatal("the manifest carries no agent")
+	}
+	b = buildImage(t, "--store", store, "--name", "noagent", "--rootfs", dir, "--no-agent")
+	if b.m.Boot.Agent != nil {
+		t.Fatal("--no-agent: the manifest carries an agent")
+	}
+	// A tree without modules builds, and says why it has no agent.
+	plain := identityTree(t, testIdentityConf)
+	code, _, errs = run(t, "build", "--store", store, "--name", "plain", "--rootfs", plain, "--agent-imprint", self)
+	if code != 0 || !strings.Contains(errs, "note: the image carries no agent") || !strings.Contains(errs, "no /lib/modules/RELEASE") {
+		t.Errorf("build without modules: exit %d\n%s", code, errs)
+	}
+	code, _, errs = run(t, "build", "--store", store, "--name", "x", "--rootfs", dir, "--agent", "/nonexistent", "--no-agent")
+	if code == 0 || !strings.Contains(errs, "contradict") {
+		t.Errorf("--agent with --no-agent: exit %d %s", code, errs)
+	}
 }

@@ -474,3 +474,34 @@ func (c *Config) NameFor(facts map[string][]string) (string, bool) {
 func expand(tmpl, node, class string) string {
 	return strings.NewReplacer("{node}", node, "{class}", class).Replace(tmpl)
 }
+
+// Facts are what the machine says about itself, for naming a node that
+// has no imprint.node=.
+type Facts struct {
+	MACs   []string // lower-case, colon-separated, boot interface first
+	Serial string   // DMI product serial
+	UUID   string   // DMI product UUID
+}
+
+// NodeName names a node from its facts: a name line for one of its MACs,
+// its serial or UUID; else "node-" and the first MAC's hex digits; else
+// "node-" and the UUID's first 12 hex digits; else "node". how says which.
+func (c *Config) NodeName(f Facts) (name, how string) {
+	m := map[string][]string{"mac": f.MACs}
+	if f.Serial != "" {
+		m["serial"] = []string{f.Serial}
+	}
+	if f.UUID != "" {
+		m["uuid"] = []string{f.UUID}
+	}
+	if n, ok := c.NameFor(m); ok {
+		return n, "name line of " + c.Source
+	}
+	if len(f.MACs) > 0 {
+		return "node-" + strings.ReplaceAll(strings.ToLower(f.MACs[0]), ":", ""), "MAC " + f.MACs[0]
+	}
+	if u := strings.ReplaceAll(strings.ToLower(f.UUID), "-", ""); len(u) >= 12 {
+		return "node-" + u[:12], "DMI product UUID"
+	}
+	return "node", "no imprint.node=, MAC or DMI UUID"
+}

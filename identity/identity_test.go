@@ -269,3 +269,24 @@ func TestCheckAtBuildTime(t *testing.T) {
 		}
 	}
 }
+
+func TestNodeNameFromFacts(t *testing.T) {
+	c := mustParse(t, siteConf+"name uuid=4C4C4544-0000-1111 node19\n")
+	for _, tc := range []struct {
+		f    Facts
+		want string
+	}{
+		{Facts{MACs: []string{"52:54:00:12:34:56", "52:54:00:aa:bb:cc"}}, "node17"}, // any interface's MAC
+		{Facts{MACs: []string{"52:54:00:12:34:56"}, UUID: "4c4c4544-0000-1111"}, "node19"},
+		{Facts{MACs: []string{"52:54:00:12:34:56"}}, "node-525400123456"},
+		{Facts{UUID: "ABCDEF01-2345-6789"}, "node-abcdef012345"},
+		{Facts{}, "node"},
+	} {
+		if got, _ := c.NodeName(tc.f); got != tc.want {
+			t.Errorf("NodeName(%+v) = %s, want %s", tc.f, got, tc.want)
+		}
+		if got, _ := c.NodeName(tc.f); ValidNode(got) != nil {
+			t.Errorf("NodeName gives an invalid name %q", got)
+		}
+	}
+}
