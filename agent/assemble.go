@@ -52,12 +52,30 @@ func (a *Agent) assemble(lower, state, from string, begin time.Time) error {
 		}
 	}
 	// Overlay lower layers are listed top first: the node's layer, the
-	// class chain from the most specific, default, then the root.
-	var lowers []string
-	for i := len(plan.Layers) - 1; i >= 0; i-- {
-		lowers = append(lowers, filepath.Join(lower, plan.Layers[i].Dir))
+	// class chain from the most specific, default, then the root. The
+	// layers live inside the root, and overlayfs refuses a lower layer
+	// inside another ("overlapping lowerdir path"), so they are merged in
+	// an overlay of their own first (with an empty directory beside them:
+	// an overlay without an upper layer needs two lowers), which then lies
+	// over the root as one layer.
+	lowers := []string{lower}
+	if len(plan.Layers) > 0 {
+		var ls []string
+		for i := len(plan.Layers) - 1; i >= 0; i-- {
+			ls = append(ls, filepath.Join(lower, plan.Layers[i].Dir))
+		}
+		empty, merged := rwDir+"/empty", "/run/imprint/layers"
+		for _, d := range []string{empty, merged} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return err
+			}
+		}
+		ls = append(ls, empty)
+		if err := unix.Mount("overlay", merged, "overlay", unix.MS_RDONLY, "lowerdir="+strings.Join(ls, ":")); err != nil {
+			return fmt.Errorf("overlay of the class and node layers: %w", err)
+		}
+		lowers = []string{merged, lower}
 	}
-	lowers = append(lowers, lower)
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s/upper,workdir=%s/work", strings.Join(lowers, ":"), rwDir, rwDir)
 	if err := unix.Mount("overlay", newRoot, "overlay", 0, opts); err != nil {
 		return fmt.Errorf("overlay: %w", err)

@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -31,5 +33,36 @@ func TestParseCmdlineLocalMode(t *testing.T) {
 		if err != nil || !reflect.DeepEqual(p, tc.want) {
 			t.Errorf("%q:\n got %+v %v\nwant %+v", tc.in, p, err, tc.want)
 		}
+	}
+}
+
+func TestCopyEntryKeepsTreesSymlinksAndModes(t *testing.T) {
+	src, dst := t.TempDir(), filepath.Join(t.TempDir(), "copy")
+	os.MkdirAll(filepath.Join(src, "sub"), 0o750)
+	os.WriteFile(filepath.Join(src, "sub", "f"), []byte("data"), 0o640)
+	os.Symlink("../elsewhere", filepath.Join(src, "link"))
+	if err := copyEntry(src, dst); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dst, "sub", "f")); string(b) != "data" {
+		t.Errorf("file content %q", b)
+	}
+	if st, _ := os.Stat(filepath.Join(dst, "sub", "f")); st == nil || st.Mode().Perm() != 0o640 {
+		t.Errorf("file mode %v", st)
+	}
+	if st, _ := os.Stat(filepath.Join(dst, "sub")); st == nil || st.Mode().Perm() != 0o750 {
+		t.Errorf("dir mode %v", st)
+	}
+	if l, err := os.Readlink(filepath.Join(dst, "link")); err != nil || l != "../elsewhere" {
+		t.Errorf("symlink %q %v: a symlink must stay a symlink", l, err)
+	}
+	// showVariant replaces the plain file with the variant.
+	os.WriteFile(filepath.Join(dst, "fstab"), []byte("plain"), 0o644)
+	os.WriteFile(filepath.Join(dst, "fstab.gpu"), []byte("gpu"), 0o600)
+	if err := showVariant(dst, "/fstab.gpu", "/fstab"); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dst, "fstab")); string(b) != "gpu" {
+		t.Errorf("fstab %q after showVariant", b)
 	}
 }
