@@ -11,9 +11,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/imprint-dev/imprint/deploy"
 	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/layout"
+	"github.com/imprint-dev/imprint/ondisk"
 	"golang.org/x/sys/unix"
 )
 
@@ -173,9 +173,12 @@ func (a *Agent) verifyLocal(ctx context.Context, root *blockPart) error {
 			return err
 		}
 		defer d.Close()
-		od, err := deploy.ReadDisk(d)
+		od, err := ondisk.ReadDisk(d)
 		if err != nil {
 			return fmt.Errorf("imprint.verify=quick: %s: %w", root.Disk, err)
+		}
+		if od.Manifest == nil || od.State == nil {
+			return fmt.Errorf("imprint.verify=quick: %s carries no readable deploy record", root.Disk)
 		}
 		rp, err := od.Manifest.RootPartition()
 		if err != nil {
@@ -189,7 +192,7 @@ func (a *Agent) verifyLocal(ctx context.Context, root *blockPart) error {
 		return nil
 	case "full":
 		begin := time.Now()
-		rep, err := deploy.VerifyDisk(ctx, root.Disk, nil)
+		rep, err := ondisk.VerifyDisk(ctx, root.Disk, nil)
 		if err != nil {
 			return fmt.Errorf("imprint.verify=full: %w", err)
 		}

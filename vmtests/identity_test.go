@@ -15,6 +15,10 @@ import (
 	"github.com/imprint-dev/imprint/internal/qemu"
 )
 
+// agentLocalRootMarker is what the agent prints in local mode once it found
+// the root partition, followed by its lower-case PARTUUID.
+const agentLocalRootMarker = "IMPRINT-AGENT: root PARTUUID="
+
 // identityInit replaces the fixture's /sbin/init: it prints what a node
 // got (one "IMPRINT-TEST id: key=value" line each), then writes a file
 // under a persistent path and one under a volatile path for the next boot.
