@@ -30,6 +30,23 @@ type Params struct {
 	// Trust are minisign public keys (imprint.trust=KEY[,KEY]); with any,
 	// only images signed by one of them are run or installed.
 	Trust []string
+
+	// Mode is imprint.mode=local (root from this disk by root=PARTUUID=),
+	// else diskless or install as the other parameters say.
+	Mode string
+	Root string // root=PARTUUID=... (local mode)
+	// Node and Class name this node (imprint.node=, imprint.class=);
+	// empty: found from the machine and the image's class map.
+	Node, Class string
+	// Verify is imprint.verify=none|quick|full (local mode).
+	Verify string
+	// State is imprint.state=PARTUUID=...|/dev/X|none: where persistent
+	// paths live. Empty: the "state" partition of the root's disk on a
+	// local boot, none on a diskless one.
+	State string
+	// RW says the command line asked for a read-write root; it still gets
+	// a read-only one under a writable overlay.
+	RW bool
 }
 
 // ParseCmdline reads imprint.* parameters.
@@ -52,6 +69,20 @@ func ParseCmdline(c string) (Params, error) {
 			p.OnFail = v
 		case "imprint.iface":
 			p.Iface = v
+		case "imprint.mode":
+			p.Mode = v
+		case "root":
+			p.Root = v
+		case "imprint.node":
+			p.Node = v
+		case "imprint.class":
+			p.Class = v
+		case "imprint.verify":
+			p.Verify = v
+		case "imprint.state":
+			p.State = v
+		case "rw":
+			p.RW = true
 		case "imprint.trust":
 			for _, k := range strings.Split(v, ",") {
 				if k != "" {
@@ -60,8 +91,22 @@ func ParseCmdline(c string) (Params, error) {
 			}
 		}
 	}
-	if len(p.Sources) == 0 {
-		return p, fmt.Errorf("no imprint.source=URL on the kernel command line")
+	switch p.Mode {
+	case ModeLocal:
+		if !strings.HasPrefix(p.Root, "PARTUUID=") {
+			return p, fmt.Errorf("imprint.mode=local needs root=PARTUUID=GUID on the kernel command line (have root=%q)", p.Root)
+		}
+	case "", "diskless", "install":
+		if len(p.Sources) == 0 {
+			return p, fmt.Errorf("no imprint.source=URL on the kernel command line")
+		}
+	default:
+		return p, fmt.Errorf("imprint.mode=%s: want local (or leave it out)", p.Mode)
+	}
+	switch p.Verify {
+	case "", "none", "quick", "full":
+	default:
+		return p, fmt.Errorf("imprint.verify=%s: want none, quick or full", p.Verify)
 	}
 	if p.Install != "" {
 		if err := disk.CheckSelector(p.Install); err != nil {
@@ -106,6 +151,15 @@ func Main(ctx context.Context, console io.Writer) error {
 	p, err := ParseCmdline(string(raw))
 	a := &Agent{Console: console, Params: p, Tries: 5, Settle: 2 * time.Second}
 	if err != nil {
+		a.say("FAIL %v", err)
+		return a.fail(err)
+	}
+	if p.Mode == ModeLocal {
+		a.say("starting: local root %s", p.Root)
+		if err := loadModules(a); err != nil {
+			a.say("modules: %v", err)
+		}
+		err := a.local(ctx)
 		a.say("FAIL %v", err)
 		return a.fail(err)
 	}

@@ -161,36 +161,27 @@ func (a *Agent) diskless(ctx context.Context) error {
 	return runRoot(a, img)
 }
 
-// runRoot mounts the root image read-only under a tmpfs overlay and
-// switches to it.
+// runRoot mounts the root image read-only and runs the same root pipeline
+// as a local boot. A diskless node writes no local disk unless the command
+// line names a state partition (imprint.state=).
 func runRoot(a *Agent, img string) error {
+	begin := time.Now()
 	loop, err := attachLoop(img)
 	if err != nil {
 		return err
 	}
-	lower, rw, newroot := "/run/imprint/lower", "/run/imprint/rw", "/newroot"
-	for _, d := range []string{lower, rw, newroot} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return err
-		}
+	lower := "/run/imprint/lower"
+	if err := os.MkdirAll(lower, 0o755); err != nil {
+		return err
 	}
 	if err := unix.Mount(loop, lower, "ext4", unix.MS_RDONLY, ""); err != nil {
 		return fmt.Errorf("mount %s (ext4, read-only): %w", loop, err)
 	}
-	if err := unix.Mount("tmpfs", rw, "tmpfs", 0, "mode=0755"); err != nil {
-		return err
+	state := a.Params.State
+	if state == "none" {
+		state = ""
 	}
-	for _, d := range []string{rw + "/upper", rw + "/work"} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return err
-		}
-	}
-	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s/upper,workdir=%s/work", lower, rw, rw)
-	if err := unix.Mount("overlay", newroot, "overlay", 0, opts); err != nil {
-		return fmt.Errorf("overlay: %w", err)
-	}
-	a.say("root mounted read-only from RAM (%s) with a tmpfs overlay; starting /sbin/init", loop)
-	return switchRoot(newroot, "/sbin/init")
+	return a.assemble(lower, state, "RAM ("+loop+")", begin)
 }
 
 func attachLoop(img string) (string, error) {

@@ -23,6 +23,10 @@ const (
 
 const fallbackLoader = "/EFI/BOOT/BOOTX64.EFI"
 
+// LocalOwnInitrd is the id of the entry that boots the local root with the
+// image's own initrd, beside the agent's local entry.
+const LocalOwnInitrd = "local-initrd"
+
 // ErrMissingBinary says a tool or file a build needs to make a loader is
 // not installed on the build host.
 var ErrMissingBinary = errors.New("boot loader binary not found")
@@ -112,10 +116,6 @@ func Install(ctx context.Context, f FS, o InstallOptions) (*Menu, error) {
 	if m.Default == "" {
 		m.Default = TypeLocal
 	}
-	m.Entries = append(m.Entries, Entry{
-		ID: TypeLocal, Type: TypeLocal, Title: "imprint: " + title + " (local disk)", Version: o.Version,
-		Linux: kernel, Initrd: initrds, Options: strings.TrimSpace("root=PARTUUID=" + strings.ToLower(o.RootPARTUUID) + " " + o.Cmdline),
-	})
 	// The agent goes onto the ESP even without a diskless entry: with it
 	// the disk carries every file of its image and can be served or
 	// exported whole (imprint serve --disk, imprint export).
@@ -124,6 +124,27 @@ func Install(ctx context.Context, f FS, o InstallOptions) (*Menu, error) {
 		if err := writeNew(f, agent, o.AgentInitrd); err != nil {
 			return nil, err
 		}
+	}
+	rootOpt := "root=PARTUUID=" + strings.ToLower(o.RootPARTUUID)
+	local := Entry{
+		ID: TypeLocal, Type: TypeLocal, Title: "imprint: " + title + " (local disk)", Version: o.Version,
+		Linux: kernel, Initrd: initrds, Options: strings.TrimSpace(rootOpt + " " + o.Cmdline),
+	}
+	if o.AgentInitrd != nil {
+		// The image's kernel with imprint's agent in local mode: the root
+		// stays read-only and the node's identity is applied over it.
+		// The image's own initrd stays as a fallback entry.
+		local.Initrd = []string{agent}
+		local.Options = strings.TrimSpace(rootOpt + " imprint.mode=local " + disklessCmdline(o.Cmdline))
+		m.Entries = append(m.Entries, local)
+		if o.Initrd != nil {
+			m.Entries = append(m.Entries, Entry{
+				ID: LocalOwnInitrd, Type: TypeLocal, Title: "imprint: " + title + " (local disk, the image's own initrd)", Version: o.Version,
+				Linux: kernel, Initrd: initrds, Options: strings.TrimSpace(rootOpt + " " + o.Cmdline),
+			})
+		}
+	} else {
+		m.Entries = append(m.Entries, local)
 	}
 	if o.DisklessURL != "" {
 		opts := disklessCmdline(o.Cmdline) + " imprint.source=" + o.DisklessURL + " imprint.image=" + o.Name + ":" + o.Version

@@ -1,12 +1,15 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
 
+	"github.com/imprint-dev/imprint/agent"
 	"github.com/imprint-dev/imprint/bootloader"
 	"github.com/imprint-dev/imprint/builder"
+	"github.com/imprint-dev/imprint/identity"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/layout"
 	"github.com/imprint-dev/imprint/store"
@@ -23,6 +26,8 @@ func newBuild(e *env) *cobra.Command {
 		chunkSize  string
 		signKey    string
 		loaders    []string
+		noAgent    bool
+		agentSelf  string
 	)
 	c := &cobra.Command{
 		Use:   "build --store DIR --name NAME (--rootfs DIR | --partition NAME=FILE... | --disk-image FILE)",
@@ -81,6 +86,51 @@ func newBuild(e *env) *cobra.Command {
 					return fmt.Errorf("--chunk-size: %w", err)
 				}
 			}
+			if o.Rootfs != "" {
+				// Before the slow filesystem build: a bad identity
+				// configuration is the tree's fault, not the boot's.
+				if st, err := os.Stat(o.Rootfs); err == nil && st.IsDir() {
+					if err := identity.Check(os.DirFS(o.Rootfs)); err != nil {
+						return fmt.Errorf("--rootfs %s: %w (imprint identity check --rootfs %s)", o.Rootfs, err, o.Rootfs)
+					}
+				}
+			}
+			if noAgent && o.Agent != "" {
+				return fmt.Errorf("--agent and --no-agent contradict each other")
+			}
+			if o.Rootfs != "" && o.Agent == "" && !noAgent && !o.NoKernel {
+				// Every image built from a tree carries its agent, made
+				// from the tree's own kernel modules.
+				if agentSelf == "" {
+					if agentSelf, err = os.Executable(); err != nil {
+						return err
+					}
+				}
+				b, release, err := agent.BuildForTree(o.Rootfs, agentSelf, nil)
+				switch {
+				case errors.Is(err, agent.ErrNoTreeAgent):
+					fmt.Fprintf(e.io.Err, "note: the image carries no agent (local identity, diskless and install boots need one): %v; give --agent FILE (imprint initrd) or --no-agent\n", err)
+				case err != nil:
+					return fmt.Errorf("the image's agent: %w (give --agent FILE, --agent-imprint STATIC-IMPRINT or --no-agent)", err)
+				default:
+					tmp, err := os.CreateTemp(o.TmpDir, "imprint-agent-*.img")
+					if err != nil {
+						return err
+					}
+					defer os.Remove(tmp.Name())
+					_, err = tmp.Write(b)
+					if cerr := tmp.Close(); err == nil {
+						err = cerr
+					}
+					if err != nil {
+						return err
+					}
+					o.Agent = tmp.Name()
+					if !e.json {
+						e.printf("agent initramfs made from the tree's /lib/modules/%s (%d bytes)\n", release, len(b))
+					}
+				}
+			}
 			pr := newProgress(e)
 			o.Progress = pr.update
 			res, err := builder.Build(cmd.Context(), o)
@@ -135,7 +185,9 @@ func newBuild(e *env) *cobra.Command {
 	f.StringVar(&o.Initrd, "initrd", "", "initrd (default: the one that goes with the kernel found in --rootfs)")
 	f.StringVar(&o.Cmdline, "cmdline", "", "kernel command line of the image (default: a unified kernel image's, else \"ro\" when there is a kernel)")
 	f.BoolVar(&o.NoKernel, "no-kernel", false, "the --rootfs image carries no kernel (else a tree without one is an error)")
-	f.StringVar(&o.Agent, "agent", "", "agent initramfs (from imprint initrd) for diskless and install boots")
+	f.StringVar(&o.Agent, "agent", "", "agent initramfs (from imprint initrd) for local, diskless and install boots (default with --rootfs: made from the tree's /lib/modules/RELEASE)")
+	f.BoolVar(&noAgent, "no-agent", false, "with --rootfs: the image carries no agent (its local entry boots with the image's own initrd)")
+	f.StringVar(&agentSelf, "agent-imprint", "", "static imprint binary that becomes the agent's /init (default: this one)")
 	f.StringVar(&chunkSize, "chunk-size", "", "chunk size, a power of two from 64K to 64M (default 4M)")
 	_ = c.MarkFlagRequired("store")
 	_ = c.MarkFlagRequired("name")

@@ -255,7 +255,8 @@ func TestNetbootInstall(t *testing.T) {
 	err := vm.Expect(t.Context(),
 		qemu.Marker{Text: "IMPRINT-AGENT: installing onto /dev/vda", Timeout: firmwareBoot + 2*time.Minute},
 		qemu.Marker{Text: "IMPRINT-AGENT: installed fixture:", Timeout: 4 * nextMarkerTimeout},
-		qemu.Marker{Text: fixture.InitrdRootMarker, Timeout: firmwareBoot},
+		// The installed disk's local entry runs the agent in local mode.
+		qemu.Marker{Text: agentLocalRootMarker, Timeout: firmwareBoot},
 		qemu.Marker{Text: fixture.RootSHA256Marker + im.fx.FileSHA256, Timeout: nextMarkerTimeout},
 		qemu.Marker{Text: fixture.RootOKMarker, Timeout: nextMarkerTimeout},
 	)
@@ -267,7 +268,7 @@ func TestNetbootInstall(t *testing.T) {
 	}
 	t.Logf("%s", grepLines(vm.Console(), "IMPRINT-AGENT: install"))
 	root := partitionNamed(t, disk, "root")
-	if !strings.Contains(vm.Console(), fixture.InitrdRootMarker+strings.ToLower(root.GUID)) {
+	if !strings.Contains(vm.Console(), agentLocalRootMarker+strings.ToLower(root.GUID)) {
 		t.Error("the second boot did not run from the installed root partition")
 	}
 	imprint(t, "verify", "--disk", disk)
