@@ -104,7 +104,7 @@ func biosModules() []string {
 	return []string{
 		"biosdisk", "part_gpt", "part_msdos", "fat",
 		"search", "search_fs_file", "search_fs_uuid", "search_label",
-		"normal", "configfile", "echo", "test", "sleep",
+		"normal", "configfile", "echo", "test", "sleep", "loadenv",
 		"serial", "terminal",
 		"linux", "linux16", "boot", "halt", "reboot",
 	}

@@ -15,7 +15,7 @@ import (
 // from the ESP but its configuration.
 var grubEFIModules = []string{
 	"part_gpt", "part_msdos", "fat", "ext2", "normal", "configfile", "linux", "chain", "echo",
-	"search", "search_fs_uuid", "search_fs_file", "efi_gop", "all_video", "serial", "terminal",
+	"search", "search_fs_uuid", "search_fs_file", "efi_gop", "all_video", "serial", "terminal", "loadenv",
 	"test", "boot", "sleep", "reboot", "halt", "ls", "cat", "gzio", "regexp",
 }
 

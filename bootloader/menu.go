@@ -60,6 +60,9 @@ type Entry struct {
 	BIOSLinux  string `json:"bios_linux,omitempty"`
 	BIOSInitrd string `json:"bios_initrd,omitempty"`
 	Tries      *Tries `json:"tries,omitempty"`
+	// Slot names the root slot ("a", "b") a local entry boots; slot
+	// entries are the ones with boot counting (counting.go).
+	Slot string `json:"slot,omitempty"`
 }
 
 var idRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,63}$`)
@@ -103,6 +106,14 @@ func (m *Menu) Validate() error {
 		case e.Linux == "" && e.EFI == "":
 			return fmt.Errorf("entry %q has neither a kernel nor an EFI binary", e.ID)
 		}
+		switch {
+		case e.Slot != "" && e.ID != SlotEntryID(e.Slot):
+			return fmt.Errorf("entry %q is slot %q's entry: its id must be %q", e.ID, e.Slot, SlotEntryID(e.Slot))
+		case e.Slot == "" && strings.HasPrefix(e.ID, SlotEntryPrefix):
+			return fmt.Errorf("entry id %q: ids starting with %q are the root slots' entries", e.ID, SlotEntryPrefix)
+		case e.Slot == "" && e.Tries != nil:
+			return fmt.Errorf("entry %q has a try counter but is no slot entry", e.ID)
+		}
 		if strings.ContainsAny(e.Title+e.Options, "\n\"") {
 			return fmt.Errorf("entry %q: title and options must not contain newlines or double quotes", e.ID)
 		}
@@ -129,20 +140,75 @@ func ReadMenu(f FS) (*Menu, error) {
 	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, fmt.Errorf("%s is damaged: %w", MenuFile, err)
 	}
-	// systemd-boot renames entry files as it counts boots: the file names
-	// on the ESP are the truth for the counters.
+	readCounters(f, &m)
+	return &m, nil
+}
+
+// readCounters brings the slot entries' counters up to date from what the
+// loaders changed since menu.json was written: systemd-boot renames entry
+// files, GRUB rewrites grubenv.
+func readCounters(f FS, m *Menu) {
+	files := map[string][]*Tries{}
+	named := map[string]bool{}
 	if ents, err := f.ReadDir(EntriesDir); err == nil {
 		for _, de := range ents {
 			id, tries, ok := parseEntryName(de.Name())
 			if !ok {
 				continue
 			}
-			if e, found := m.Find(id); found && e.Tries != nil {
-				e.Tries = tries
+			files[id] = append(files[id], tries)
+			if e, found := m.Find(id); found && entryFileName(*e) == de.Name() {
+				named[id] = true
 			}
 		}
 	}
-	return &m, nil
+	var env map[string]string
+	if b, err := f.ReadFile(GrubEnv); err == nil {
+		env, _ = ParseGrubEnv(b) // a damaged block counts as none
+	}
+	for i := range m.Entries {
+		e := &m.Entries[i]
+		if e.Slot == "" {
+			continue
+		}
+		// The file menu.json names is still there: nothing renamed it
+		// (or a write stopped before menu.json recorded its change, and
+		// menu.json is what was committed). Otherwise systemd-boot
+		// renamed it; of several files (a write stopped before removing
+		// the old one) the one with the fewest tries left is the safe
+		// reading.
+		if !named[e.ID] && len(files[e.ID]) > 0 {
+			e.Tries = fewestTries(files[e.ID])
+		}
+		if t, ok := grubEnvTries(env, e.ID); ok {
+			e.Tries = mergeTries(e.Tries, t)
+		}
+	}
+}
+
+func fewestTries(ts []*Tries) *Tries {
+	var best *Tries
+	for _, t := range ts {
+		if t != nil && (best == nil || t.Left < best.Left) {
+			best = t
+		}
+	}
+	return best // nil when every file is blessed
+}
+
+// mergeTries joins the two loaders' views of one entry: only one of them
+// boots a given machine, so the lower count is the one that moved; the
+// entry is good only when both say so (bless writes both).
+func mergeTries(a, b *Tries) *Tries {
+	switch {
+	case a == nil:
+		return b
+	case b == nil:
+		return a
+	case b.Left < a.Left:
+		return &Tries{Left: b.Left, Done: a.Done + a.Left - b.Left}
+	}
+	return a
 }
 
 var entryNameRE = regexp.MustCompile(`^imprint-([a-z0-9][a-z0-9_.-]*?)(?:\+(\d+)(?:-(\d+))?)?\.conf$`)
@@ -175,6 +241,11 @@ func entryFileName(e Entry) string {
 func renderEntry(e Entry) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# written by imprint; change it with `imprint boot`\ntitle %s\n", e.Title)
+	if e.Slot != "" {
+		// With a sort-key, systemd-boot orders the slots by version,
+		// newest first (counting.go).
+		fmt.Fprintf(&b, "sort-key %s\n", SortKey)
+	}
 	if e.Version != "" {
 		fmt.Fprintf(&b, "version %s\n", e.Version)
 	}
@@ -186,16 +257,33 @@ func renderEntry(e Entry) string {
 			fmt.Fprintf(&b, "initrd %s\n", i)
 		}
 	}
-	if e.Options != "" {
-		fmt.Fprintf(&b, "options %s\n", e.Options)
+	if opts := kernelOptions(e); opts != "" {
+		fmt.Fprintf(&b, "options %s\n", opts)
 	}
 	return b.String()
+}
+
+// EntryArg is the kernel command line argument naming the entry that
+// booted, for `imprint bless` under any loader.
+const EntryArg = "imprint.entry"
+
+// kernelOptions are e's options, plus imprint.entry= for a kernel entry.
+func kernelOptions(e Entry) string {
+	if e.EFI != "" {
+		return e.Options
+	}
+	return strings.TrimSpace(e.Options + " " + EntryArg + "=" + e.ID)
 }
 
 func renderLoaderConf(m *Menu) string {
 	var b strings.Builder
 	b.WriteString("# written by imprint; change it with `imprint boot default`\n")
-	if m.Default != "" {
+	switch {
+	case m.slotsAreDefault():
+		// Both slots' entries: systemd-boot boots the first in its
+		// order, and a slot out of tries is sorted last (counting.go).
+		fmt.Fprintf(&b, "default %s\n", SlotPattern)
+	case m.Default != "":
 		// A pattern, so the entry still matches when boot counting renames
 		// its file.
 		fmt.Fprintf(&b, "default %s%s*\n", entryPfx, m.Default)
@@ -211,7 +299,9 @@ func renderGrub(m *Menu) string {
 	b.WriteString("# written by imprint; change it with `imprint boot`\n")
 	b.WriteString("serial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console\n")
 	fmt.Fprintf(&b, "set timeout=%d\n", m.Timeout)
-	if m.Default != "" {
+	if m.slotsAreDefault() {
+		renderGrubCounting(&b, m)
+	} else if m.Default != "" {
 		fmt.Fprintf(&b, "set default=%q\n", m.Default)
 	}
 	for _, e := range m.Entries {
@@ -229,7 +319,10 @@ func renderGrub(m *Menu) string {
 		case e.EFI != "":
 			fmt.Fprintf(&b, "\tif [ \"$grub_platform\" != efi ]; then\n\t\techo \"%s needs UEFI\"\n\t\tsleep 3\n\t\treturn\n\tfi\n\tchainloader %s %s\n", e.Title, e.EFI, e.Options)
 		default:
-			fmt.Fprintf(&b, "\tlinux %s %s\n", e.Linux, e.Options)
+			if e.Slot != "" {
+				renderGrubCountdown(&b, e)
+			}
+			fmt.Fprintf(&b, "\tlinux %s %s\n", e.Linux, kernelOptions(e))
 			if len(e.Initrd) > 0 {
 				fmt.Fprintf(&b, "\tinitrd %s\n", strings.Join(e.Initrd, " "))
 			}
@@ -254,6 +347,9 @@ func WriteMenu(f FS, m *Menu) error {
 		if err := writeNew(f, path.Join(EntriesDir, name), []byte(renderEntry(e))); err != nil {
 			return err
 		}
+	}
+	if err := writeGrubEnv(f, m); err != nil {
+		return err
 	}
 	if err := writeNew(f, LoaderConf, []byte(renderLoaderConf(m))); err != nil {
 		return err

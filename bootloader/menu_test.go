@@ -42,7 +42,7 @@ func TestInstallWritesEntriesForSystemdBootAndGrub(t *testing.T) {
 	}
 	local := ParseEntryFile(string(must(f.ReadFile("/loader/entries/imprint-local.conf"))))
 	if local["linux"][0] != "/EFI/imprint/v1/vmlinuz" || local["initrd"][0] != "/EFI/imprint/v1/initrd.img" ||
-		local["options"][0] != "root=PARTUUID=aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee ro console=ttyS0" {
+		local["options"][0] != "root=PARTUUID=aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee ro console=ttyS0 imprint.entry=local" {
 		t.Fatalf("local entry: %v", local)
 	}
 	diskless := ParseEntryFile(string(must(f.ReadFile("/loader/entries/imprint-diskless.conf"))))
@@ -100,19 +100,21 @@ func TestMenuEditsAndBootCounting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, _ := m.Find("local")
-	e.Tries = &Tries{Left: 3}
+	local, _ := m.Find("local")
+	if err := m.SetSlotEntry("b", *local, 3); err != nil {
+		t.Fatal(err)
+	}
 	m.Default = "diskless"
 	if err := WriteMenu(f, m); err != nil {
 		t.Fatal(err)
 	}
-	if f.Exists("/loader/entries/imprint-local.conf") || !f.Exists("/loader/entries/imprint-local+3.conf") {
-		t.Fatal("boot counting file name not used, or the old file kept")
+	if !f.Exists("/loader/entries/imprint-local-b+3.conf") {
+		t.Fatal("boot counting file name not used")
 	}
 	// systemd-boot counts a try by renaming the file.
-	os.Rename(f.path("/loader/entries/imprint-local+3.conf"), f.path("/loader/entries/imprint-local+2-1.conf"))
+	os.Rename(f.path("/loader/entries/imprint-local-b+3.conf"), f.path("/loader/entries/imprint-local-b+2-1.conf"))
 	m, _ = ReadMenu(f)
-	if e, _ := m.Find("local"); e.Tries == nil || e.Tries.Left != 2 || e.Tries.Done != 1 {
+	if e, _ := m.Find("local-b"); e.Tries == nil || e.Tries.Left != 2 || e.Tries.Done != 1 {
 		t.Fatalf("tries read back as %+v", e.Tries)
 	}
 	if !strings.Contains(string(must(f.ReadFile(LoaderConf))), "default imprint-diskless*") {
@@ -122,7 +124,8 @@ func TestMenuEditsAndBootCounting(t *testing.T) {
 	if err := WriteMenu(f, m); !errors.Is(err, ErrNoEntry) {
 		t.Fatalf("unknown default: %v", err)
 	}
-	for _, bad := range []Entry{{ID: "Bad ID", Linux: "/k"}, {ID: "x"}, {ID: "y", Linux: "/k", EFI: "/e"}, {ID: "z", Linux: "/k", Title: "a\nb"}} {
+	for _, bad := range []Entry{{ID: "Bad ID", Linux: "/k"}, {ID: "x"}, {ID: "y", Linux: "/k", EFI: "/e"}, {ID: "z", Linux: "/k", Title: "a\nb"},
+		{ID: "local-x", Linux: "/k"}, {ID: "local-a", Slot: "b", Linux: "/k"}, {ID: "counted", Linux: "/k", Tries: &Tries{Left: 1}}} {
 		m2 := &Menu{Entries: []Entry{bad}}
 		if err := m2.Validate(); err == nil {
 			t.Errorf("entry %+v was accepted", bad)
