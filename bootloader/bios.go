@@ -99,7 +99,8 @@ const (
 
 // biosModules are built into core.img, since the ESP holds no i386-pc
 // module directory: the disk and GPT access and search for the early
-// config, plus what the shared grub.cfg (renderGrub) and test configs use.
+// config, plus what the shared grub.cfg (renderGrub, with load_env and
+// save_env for boot counting) and test configs use.
 func biosModules() []string {
 	return []string{
 		"biosdisk", "part_gpt", "part_msdos", "fat",

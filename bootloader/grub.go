@@ -12,7 +12,7 @@ import (
 )
 
 // grubEFIModules are built into the GRUB EFI image, so it needs nothing
-// from the ESP but its configuration.
+// from the ESP but its configuration (loadenv: boot counting in grubenv).
 var grubEFIModules = []string{
 	"part_gpt", "part_msdos", "fat", "ext2", "normal", "configfile", "linux", "chain", "echo",
 	"search", "search_fs_uuid", "search_fs_file", "efi_gop", "all_video", "serial", "terminal", "loadenv",

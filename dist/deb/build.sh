@@ -24,6 +24,7 @@ CGO_ENABLED=0 "$GO" build -trimpath \
 	-ldflags "-s -w -X github.com/imprint-dev/imprint/cli.version=$version" \
 	-o "$stage/usr/bin/imprint" ./cmd/imprint
 install -D -m 0644 dist/imprint-serve.service "$stage/lib/systemd/system/imprint-serve.service"
+install -D -m 0644 dist/imprint-bless.service "$stage/lib/systemd/system/imprint-bless.service"
 "$GO" run ./dist/gen docs -root "$stage" -version "$version" -date "$epoch"
 
 mkdir -p "$stage/DEBIAN"
