@@ -29,8 +29,8 @@ import (
 // the same order that is good or has tries left, and the entry decrements
 // its counter and saves it before it loads the kernel.
 
-// SlotEntryPrefix starts the id of every slot entry: "local-" + slot.
-const SlotEntryPrefix = "local-"
+// SlotEntryPrefix starts the id of every slot entry: "slot-" + slot.
+const SlotEntryPrefix = "slot-"
 
 // SlotPattern is loader.conf's default when the slots are the default: it
 // matches every slot entry's file, counter or not.

@@ -24,7 +24,7 @@ func TestLocalEntryRunsTheAgentAndKeepsTheImagesInitrdAsFallback(t *testing.T) {
 	}
 	local := ParseEntryFile(string(must(f.ReadFile("/loader/entries/imprint-local.conf"))))
 	if local["initrd"][0] != "/EFI/imprint/v1/agent.img" ||
-		local["options"][0] != "root=PARTUUID=aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee imprint.mode=local ro console=ttyS0" {
+		local["options"][0] != "root=PARTUUID=aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee imprint.mode=local ro console=ttyS0 imprint.entry=local" {
 		t.Fatalf("local entry: %v", local)
 	}
 	own := ParseEntryFile(string(must(f.ReadFile("/loader/entries/imprint-local-initrd.conf"))))

@@ -108,13 +108,13 @@ func TestMenuEditsAndBootCounting(t *testing.T) {
 	if err := WriteMenu(f, m); err != nil {
 		t.Fatal(err)
 	}
-	if !f.Exists("/loader/entries/imprint-local-b+3.conf") {
+	if !f.Exists("/loader/entries/imprint-slot-b+3.conf") {
 		t.Fatal("boot counting file name not used")
 	}
 	// systemd-boot counts a try by renaming the file.
-	os.Rename(f.path("/loader/entries/imprint-local-b+3.conf"), f.path("/loader/entries/imprint-local-b+2-1.conf"))
+	os.Rename(f.path("/loader/entries/imprint-slot-b+3.conf"), f.path("/loader/entries/imprint-slot-b+2-1.conf"))
 	m, _ = ReadMenu(f)
-	if e, _ := m.Find("local-b"); e.Tries == nil || e.Tries.Left != 2 || e.Tries.Done != 1 {
+	if e, _ := m.Find("slot-b"); e.Tries == nil || e.Tries.Left != 2 || e.Tries.Done != 1 {
 		t.Fatalf("tries read back as %+v", e.Tries)
 	}
 	if !strings.Contains(string(must(f.ReadFile(LoaderConf))), "default imprint-diskless*") {
@@ -125,7 +125,7 @@ func TestMenuEditsAndBootCounting(t *testing.T) {
 		t.Fatalf("unknown default: %v", err)
 	}
 	for _, bad := range []Entry{{ID: "Bad ID", Linux: "/k"}, {ID: "x"}, {ID: "y", Linux: "/k", EFI: "/e"}, {ID: "z", Linux: "/k", Title: "a\nb"},
-		{ID: "local-x", Linux: "/k"}, {ID: "local-a", Slot: "b", Linux: "/k"}, {ID: "counted", Linux: "/k", Tries: &Tries{Left: 1}}} {
+		{ID: "slot-x", Linux: "/k"}, {ID: "slot-a", Slot: "b", Linux: "/k"}, {ID: "counted", Linux: "/k", Tries: &Tries{Left: 1}}} {
 		m2 := &Menu{Entries: []Entry{bad}}
 		if err := m2.Validate(); err == nil {
 			t.Errorf("entry %+v was accepted", bad)

@@ -20,7 +20,7 @@ func TestSlotsBlessAndRollback(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmdline := t.TempDir() + "/cmdline"
-	writeFile(t, cmdline, "ro imprint.entry=local-b\n")
+	writeFile(t, cmdline, "ro imprint.entry=slot-b\n")
 	slots := func() []bootloader.SlotState {
 		t.Helper()
 		var st []bootloader.SlotState
@@ -35,7 +35,7 @@ func TestSlotsBlessAndRollback(t *testing.T) {
 	if out := mustRun(t, "slots", "--esp", esp); !strings.Contains(out, "* slot b  v2") || !strings.Contains(out, "3 tries left") {
 		t.Fatalf("slots text:\n%s", out)
 	}
-	if out := mustRun(t, "bless", "--esp", esp, "--efivars", t.TempDir(), "--cmdline", cmdline); !strings.Contains(out, "entry local-b is good") {
+	if out := mustRun(t, "bless", "--esp", esp, "--efivars", t.TempDir(), "--cmdline", cmdline); !strings.Contains(out, "entry slot-b is good") {
 		t.Fatalf("bless: %s", out)
 	}
 	if st := slots(); !st[1].Blessed || !st[1].Next {

@@ -54,7 +54,7 @@ func TestFailedSlotFallsBackByItself(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if fw == qemu.UEFI && !strings.Contains(string(espFile(t, disk, bootloader.LoaderConf)), "default imprint-local-*") {
+			if fw == qemu.UEFI && !strings.Contains(string(espFile(t, disk, bootloader.LoaderConf)), "default imprint-slot-*") {
 				t.Fatal("loader.conf does not default to the slots")
 			}
 
@@ -63,7 +63,7 @@ func TestFailedSlotFallsBackByItself(t *testing.T) {
 			// what this test reads back.
 			vm := startVM(t, qemu.Config{Firmware: fw, Disks: []qemu.Disk{{Path: disk}}, Reboot: true})
 			tryBad := []qemu.Marker{
-				{Text: "imprint.entry=local-b", Timeout: firmwareBoot},
+				{Text: "imprint.entry=slot-b", Timeout: firmwareBoot},
 				{Text: "Kernel panic", Timeout: nextMarkerTimeout},
 			}
 			markers := append(append(tryBad, tryBad...),
@@ -78,7 +78,7 @@ func TestFailedSlotFallsBackByItself(t *testing.T) {
 			}
 			console := vm.Console()
 			t.Logf("%s: two failed tries and the fallback boot in %v", fw, time.Since(begin).Round(time.Second))
-			if c := cmdlineOf(console); !strings.Contains(c, "imprint.entry=local-a") {
+			if c := cmdlineOf(console); !strings.Contains(c, "imprint.entry=slot-a") {
 				t.Fatalf("the fallback boot ran %q, want slot a's entry", c)
 			}
 			if n := strings.Count(console, "Kernel panic"); n != 2 {
@@ -90,12 +90,12 @@ func TestFailedSlotFallsBackByItself(t *testing.T) {
 			switch fw {
 			case qemu.UEFI:
 				names := espDir(t, disk, bootloader.EntriesDir)
-				if !strings.Contains(names, "imprint-local-b+0-2.conf") || !strings.Contains(names, "imprint-local-a.conf") {
+				if !strings.Contains(names, "imprint-slot-b+0-2.conf") || !strings.Contains(names, "imprint-slot-a.conf") {
 					t.Errorf("entry files after the boots: %s", names)
 				}
 			case qemu.BIOS:
 				env, err := bootloader.ParseGrubEnv(espFile(t, disk, bootloader.GrubEnv))
-				if err != nil || env["imprint_tries_local_b"] != "0" || env["imprint_good_local_b"] != "0" {
+				if err != nil || env["imprint_tries_slot_b"] != "0" || env["imprint_good_slot_b"] != "0" {
 					t.Errorf("grubenv after the boots: %v %v", env, err)
 				}
 			}
