@@ -350,7 +350,7 @@ func partitionDisk(ctx context.Context, o *Target, plan *Plan) (*ondisk.State, *
 	m := o.Image.Manifest
 	st := &ondisk.State{
 		Format: 1, ImageID: o.Image.ID, Name: m.Name, Version: m.Version,
-		Status: ondisk.StatusWriting, Started: time.Now().UTC(), Table: t,
+		Status: ondisk.StatusWriting, Started: time.Now().UTC(), Table: t, Firmware: plan.Firmware,
 		Done: map[string]*copier.Bitmap{},
 	}
 	for _, p := range m.Partitions {

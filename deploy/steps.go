@@ -86,11 +86,14 @@ func MakePlan(dev *disk.Disk, img *image.Resolved, o PlanOptions) (*Plan, error)
 				od.State.Done[p.Name] = copier.NewBitmap(len(p.Content.Chunks))
 			}
 		}
-		// Boot as the interrupted run planned: its table has a BIOS boot
-		// partition exactly when it meant to boot on BIOS too.
-		plan.Firmware = firmware(plan.Firmware, od.State.Table)
-		plan.resume = od
-		return plan, nil
+		if fw, ok := resumeFirmware(o.Firmware, od.State); ok {
+			plan.Firmware = fw
+			plan.resume = od
+			return plan, nil
+		}
+		// The firmware asked for needs a BIOS boot partition the
+		// interrupted run's table lacks: another plan, placed afresh.
+		plan.Resume, plan.Table, plan.Destroyed, plan.Layout = false, nil, od.GPT, &lay
 	}
 	if o.KeepExisting {
 		return planBeside(dev, plan, o)
@@ -110,6 +113,23 @@ func MakePlan(dev *disk.Disk, img *image.Resolved, o PlanOptions) (*Plan, error)
 	}
 	plan.Table = t
 	return plan, nil
+}
+
+// resumeFirmware is the firmware a resumed deploy boots on: the one asked
+// for, else the one the interrupted run recorded in the journal, else (a
+// journal from before it was recorded) what its table implies. ok is false
+// when the firmware asked for needs a BIOS boot partition the recorded
+// table does not have, so the disk cannot be resumed as asked.
+func resumeFirmware(asked string, st *ondisk.State) (string, bool) {
+	fw := asked
+	if fw == "" {
+		fw = st.Firmware
+	}
+	fw = firmware(fw, st.Table)
+	if _, ok := st.Table.ByRole(layout.RoleBIOSBoot); !ok && fw != bootloader.UEFI {
+		return fw, false
+	}
+	return fw, true
 }
 
 // autoBoth is the default of both firmwares, narrowed to UEFI when the
@@ -174,6 +194,9 @@ func (t *Target) Partition(ctx context.Context) error {
 	if r := t.Plan.resume; r != nil {
 		t.ESP, t.State = r.ESP, r.State
 		t.State.Status = ondisk.StatusWriting
+		// A journal from before the firmware was recorded gets it now,
+		// with the next checkpoint.
+		t.State.Firmware = t.Plan.Firmware
 		return nil
 	}
 	st, esp, err := partitionDisk(ctx, t, t.Plan)

@@ -294,3 +294,64 @@ func TestALayoutThatDoesNotFitWritesNothing(t *testing.T) {
 		t.Fatal("a deploy that did not fit changed the disk")
 	}
 }
+
+// TestAResumeBootsAsTheInterruptedRunPlanned: the firmware a deploy chose
+// is in the journal, and a rerun without --firmware takes it from there,
+// not from the table: a layout that carries its own BIOS boot partition,
+// deployed for UEFI, must not get GRUB in its MBR when resumed. A rerun
+// that asks for a firmware the recorded table cannot boot is planned
+// afresh instead of resumed into a failure.
+func TestAResumeBootsAsTheInterruptedRunPlanned(t *testing.T) {
+	_, img := testImage(t)
+	lay := smallLayout(t, img, layout.Spec{Name: "bios", Type: layout.TypeBIOSBoot, Role: layout.RoleBIOSBoot, Size: layout.Align})
+	noBIOS := smallLayout(t, img)
+	for _, tc := range []struct {
+		name         string
+		lay          layout.Layout
+		first, again string
+		wantResume   bool
+		want         string
+	}{
+		{"uefi despite a BIOS boot partition", lay, "uefi", "", true, "uefi"},
+		{"both", lay, "both", "", true, "both"},
+		{"uefi asked again", noBIOS, "uefi", "uefi", true, "uefi"},
+		{"bios asked on a table without BIOS boot", noBIOS, "uefi", "both", false, "both"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "disk.img")
+			os.WriteFile(p, nil, 0o644)
+			os.Truncate(p, 200<<20)
+			dev, err := disk.OpenDisk(p, disk.OpenOptions{Write: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			plan, err := MakePlan(dev, img, PlanOptions{Layout: tc.lay, Firmware: tc.first, DiskName: p})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tg := &Target{Dev: dev, Image: img, Plan: plan}
+			if err := tg.Partition(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			dev.Close() // the "kill": nothing written past the start record
+			if fw := readDisk(t, p).State.Firmware; fw != tc.first {
+				t.Fatalf("the journal records firmware %q, want %q", fw, tc.first)
+			}
+			dev, err = disk.OpenDisk(p, disk.OpenOptions{Write: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dev.Close()
+			plan, err = MakePlan(dev, img, PlanOptions{Layout: tc.lay, Firmware: tc.again, DiskName: p})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if plan.Resume != tc.wantResume || plan.Firmware != tc.want {
+				t.Fatalf("rerun: resume %v firmware %q, want %v %q", plan.Resume, plan.Firmware, tc.wantResume, tc.want)
+			}
+			if _, ok := plan.Table.ByRole(layout.RoleBIOSBoot); tc.want != "uefi" && !ok {
+				t.Fatalf("firmware %s planned without a BIOS boot partition", tc.want)
+			}
+		})
+	}
+}

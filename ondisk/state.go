@@ -39,16 +39,22 @@ const (
 // State is the journal of a deploy, kept on the ESP. Chunks are marked done
 // only after the data was synced, so a resumed deploy can trust the marks.
 type State struct {
-	Format    int                       `json:"format"`
-	ImageID   string                    `json:"image_id"`
-	Name      string                    `json:"name"`
-	Version   string                    `json:"version"`
-	Status    string                    `json:"status"`
-	Started   time.Time                 `json:"started"`
-	Completed *time.Time                `json:"completed,omitempty"`
-	Verified  bool                      `json:"verified"`
-	Table     *layout.Table             `json:"table"`
-	Done      map[string]*copier.Bitmap `json:"done,omitempty"`
+	Format    int           `json:"format"`
+	ImageID   string        `json:"image_id"`
+	Name      string        `json:"name"`
+	Version   string        `json:"version"`
+	Status    string        `json:"status"`
+	Started   time.Time     `json:"started"`
+	Completed *time.Time    `json:"completed,omitempty"`
+	Verified  bool          `json:"verified"`
+	Table     *layout.Table `json:"table"`
+	// Firmware is what the deploy makes the disk boot on (uefi, bios or
+	// both), so a resumed deploy boots the way the interrupted one
+	// planned; the table alone cannot say (a kept or layout-given BIOS
+	// boot partition does not mean GRUB belongs in the MBR). Empty in
+	// journals written before it was recorded.
+	Firmware string                    `json:"firmware,omitempty"`
+	Done     map[string]*copier.Bitmap `json:"done,omitempty"`
 }
 
 // ErrNotDeployed says a disk carries no imprint state.
