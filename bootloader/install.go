@@ -21,7 +21,12 @@ const (
 	Both = "both"
 )
 
-const fallbackLoader = "/EFI/BOOT/BOOTX64.EFI"
+// Where the UEFI loaders are installed on the ESP.
+const (
+	fallbackLoader  = "/EFI/BOOT/BOOTX64.EFI"
+	systemdBootPath = "/EFI/systemd/systemd-bootx64.efi"
+	grubEFIPath     = Dir + "/grubx64.efi"
+)
 
 // LocalOwnInitrd is the id of the entry that boots the local root with the
 // image's own initrd, beside the agent's local entry.
@@ -93,8 +98,9 @@ func Install(ctx context.Context, f FS, o InstallOptions) (*Menu, error) {
 	if err != nil && !errors.Is(err, ErrNoMenu) {
 		return nil, err
 	}
+	var fallback bool
 	if o.Firmware != BIOS {
-		if err := installUEFILoader(ctx, f, o); err != nil {
+		if fallback, err = installUEFILoader(ctx, f, o); err != nil {
 			return nil, err
 		}
 	}
@@ -112,7 +118,7 @@ func Install(ctx context.Context, f FS, o InstallOptions) (*Menu, error) {
 		initrds = []string{initrd}
 	}
 	title := o.Name + " " + o.Version
-	m := &Menu{Loader: o.Loader, Firmware: o.Firmware, Timeout: o.Timeout, ESPUUID: o.ESPUUID, Default: o.Default}
+	m := &Menu{Loader: o.Loader, Firmware: o.Firmware, Timeout: o.Timeout, ESPUUID: o.ESPUUID, Default: o.Default, Fallback: fallback}
 	if m.Default == "" {
 		m.Default = TypeLocal
 	}
@@ -239,33 +245,35 @@ func (o InstallOptions) loader(name, choice string) ([]byte, error) {
 	return b, nil
 }
 
-func installUEFILoader(ctx context.Context, f FS, o InstallOptions) error {
+// installUEFILoader writes the UEFI loader, and the removable-media
+// fallback copy where that is imprint's to write (wrote says so).
+func installUEFILoader(ctx context.Context, f FS, o InstallOptions) (wrote bool, err error) {
 	var bin []byte
 	var own string
-	var err error
 	switch o.Loader {
 	case SystemdBoot:
 		bin, err = o.loader(image.LoaderSystemdBoot, "boot loader systemd-boot")
-		own = "/EFI/systemd/systemd-bootx64.efi"
+		own = systemdBootPath
 	case Grub:
 		bin, err = o.loader(image.LoaderGrubEFI, "boot loader grub under UEFI")
-		own = path.Join(Dir, "grubx64.efi")
+		own = grubEFIPath
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	if err := ctx.Err(); err != nil {
-		return err
+		return false, err
 	}
 	if err := writeNew(f, own, bin); err != nil {
-		return err
+		return false, err
 	}
 	if _, exists := findCI(f, fallbackLoader); !exists || o.NewESP {
 		if err := writeNew(f, fallbackLoader, bin); err != nil {
-			return err
+			return false, err
 		}
+		return true, nil
 	}
-	return nil
+	return false, nil
 }
 
 // installNetboot puts iPXE on the ESP. With a server URL, a script that

@@ -77,6 +77,11 @@ type Menu struct {
 	// ESPUUID is the FAT volume id GRUB searches for, "ABCD-1234".
 	ESPUUID string  `json:"esp_uuid,omitempty"`
 	Entries []Entry `json:"entries"`
+	// Fallback says imprint wrote the removable-media loader
+	// \EFI\BOOT\BOOTX64.EFI (a copy of the UEFI loader); on an ESP shared
+	// with another system it may be that system's, and is not imprint's to
+	// check.
+	Fallback bool `json:"fallback,omitempty"`
 }
 
 // Find returns the entry with id.

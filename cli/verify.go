@@ -62,6 +62,18 @@ Exit codes:
 						}
 						e.printf("\n")
 					}
+					if len(rep.Files) > 0 {
+						n := map[string]int{}
+						for _, f := range rep.Files {
+							n[f.Status]++
+						}
+						e.printf("  %-12s %d files: %d identical, %d changing files valid, %d drifted, %d missing\n", "ESP", len(rep.Files), n["identical"], n["valid"], n["drifted"], n["missing"])
+						for _, f := range rep.Files {
+							if f.Status == "drifted" || f.Status == "missing" {
+								e.printf("    %s (%s) %s: %s\n", f.Path, f.Of, f.Status, f.Problem)
+							}
+						}
+					}
 					switch {
 					case incomplete:
 						e.printf("incomplete: the deploy did not finish; run it again to resume\n")

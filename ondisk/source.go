@@ -119,34 +119,15 @@ func newDiskSource(p string, dev *disk.Disk) (*DiskSource, error) {
 		}
 		s.add(mp.Content, m.ChunkSize, mp.Name, placed.Start, "")
 	}
-	if b := m.Boot; b != nil {
-		dir := path.Join(bootDir, m.Version)
-		for _, f := range []struct {
-			c    *image.Content
-			name string
-		}{{b.Kernel, "vmlinuz"}, {b.Initrd, "initrd.img"}, {b.Agent, "agent.img"}} {
-			// A disk deployed without a boot loader, or before the
-			// agent was always written, lacks these files; their chunks
-			// are then not served from here, and export needs them in
-			// the target store already.
-			switch {
-			case f.c == nil:
-			case od.ESP.Exists(path.Join(dir, f.name)):
-				s.add(f.c, m.ChunkSize, f.name, 0, path.Join(dir, f.name))
-			default:
-				s.missing = append(s.missing, missingFile{path.Join(dir, f.name), f.c})
-			}
-		}
-	}
-	// Loaders are kept on the ESP as the image has them (LoadersDir); a
-	// disk deployed without a boot loader, or by an imprint that did not
-	// keep them, lacks them, as above.
-	for _, name := range sortedLoaders(m) {
-		f, c := LoadersDir+"/"+name, m.Loaders[name]
-		if od.ESP.Exists(f) {
-			s.add(c, m.ChunkSize, "loader "+name, 0, f)
+	// A disk deployed without a boot loader, or before the agent and the
+	// loaders were always written, lacks some of these files; their chunks
+	// are then not served from here, and export needs them in the target
+	// store already.
+	for _, f := range imageFiles(m) {
+		if od.ESP.Exists(f.path) {
+			s.add(f.c, m.ChunkSize, f.label, 0, f.path)
 		} else {
-			s.missing = append(s.missing, missingFile{f, c})
+			s.missing = append(s.missing, missingFile{f.path, f.c})
 		}
 	}
 	s.enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
@@ -445,4 +426,33 @@ func OpenLive(p string, img *image.Resolved, lay *layout.Layout, t *layout.Table
 		return nil, err
 	}
 	return s, nil
+}
+
+// imageFile is one file of the image that a deployed disk keeps on its
+// ESP, as the image has it.
+type imageFile struct {
+	path  string // on the ESP, without a leading slash
+	label string // for messages: "vmlinuz", "loader ipxe.efi"
+	c     *image.Content
+}
+
+// imageFiles are the ESP files that hold the image's boot files (kernel,
+// initrd, agent) and its loaders (kept unpatched under LoadersDir).
+func imageFiles(m *image.Manifest) []imageFile {
+	var out []imageFile
+	if b := m.Boot; b != nil {
+		dir := path.Join(bootDir, m.Version)
+		for _, f := range []struct {
+			c    *image.Content
+			name string
+		}{{b.Kernel, "vmlinuz"}, {b.Initrd, "initrd.img"}, {b.Agent, "agent.img"}} {
+			if f.c != nil {
+				out = append(out, imageFile{path.Join(dir, f.name), f.name, f.c})
+			}
+		}
+	}
+	for _, name := range sortedLoaders(m) {
+		out = append(out, imageFile{LoadersDir + "/" + name, "loader " + name, m.Loaders[name]})
+	}
+	return out
 }

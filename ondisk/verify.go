@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"sync"
 
+	"github.com/imprint-dev/imprint/bootloader"
 	"github.com/imprint-dev/imprint/copier"
 	"github.com/imprint-dev/imprint/disk"
+	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/layout"
 )
 
@@ -44,6 +47,23 @@ type Report struct {
 	Status     string            `json:"deploy_status"`
 	Identical  bool              `json:"identical"`
 	Partitions []PartitionReport `json:"partitions"`
+	// Files are the ESP's files: the image's boot files and loaders
+	// (compared byte for byte) and the boot menu's files that change on a
+	// running disk (checked for what they may hold).
+	Files []FileReport `json:"files,omitempty"`
+}
+
+// FileReport is the verdict on one file of the ESP.
+type FileReport struct {
+	Path string `json:"path"`
+	// Of is what the file is: "vmlinuz", "loader systemd-bootx64.efi", or
+	// "boot menu" for a file that legitimately changes.
+	Of string `json:"of"`
+	// Status is identical (byte for byte), valid (a changing file that
+	// holds what it may), drifted, or missing.
+	Status  string `json:"status"`
+	May     string `json:"may,omitempty"`
+	Problem string `json:"problem,omitempty"`
 }
 
 // VerifyDisk reads a deployed disk back and compares every image partition
@@ -108,6 +128,16 @@ func VerifyDisk(ctx context.Context, path string, progress func(part string, don
 		}
 		rep.Partitions = append(rep.Partitions, pr)
 	}
+	files, err := verifyESP(od)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	for _, f := range files {
+		if f.Status == "drifted" || f.Status == "missing" {
+			rep.Identical = false
+		}
+	}
+	rep.Files = files
 	if rep.Status != StatusComplete {
 		return rep, fmt.Errorf("%s: %w (state %q); run the same deploy again to resume it", path, ErrIncomplete, rep.Status)
 	}
@@ -115,4 +145,69 @@ func VerifyDisk(ctx context.Context, path string, progress func(part string, don
 		return rep, fmt.Errorf("%s: %w", path, ErrDrifted)
 	}
 	return rep, nil
+}
+
+// verifyESP checks the ESP's files of a deployed disk: every boot file and
+// loader of the image the disk holds against the manifest, where they were
+// installed too (the loader's own place and the fallback copy), and the
+// menu's changing files for what they may hold. A disk deployed without a
+// boot loader (no menu) is expected to hold none of them.
+func verifyESP(od *OnDisk) ([]FileReport, error) {
+	if od.State.Status != StatusComplete {
+		return nil, nil // boot files are written last; nothing to say yet
+	}
+	menu, err := bootloader.ReadMenu(od.ESP)
+	if errors.Is(err, bootloader.ErrNoMenu) {
+		return nil, nil
+	}
+	if err != nil {
+		return []FileReport{{Path: "/" + bootloader.MenuFile, Of: "boot menu", Status: "drifted", Problem: err.Error()}}, nil
+	}
+	m := od.Manifest
+	var out []FileReport
+	exact := func(p, of string, c *image.Content) {
+		r := FileReport{Path: p, Of: of, Status: "identical"}
+		b, err := od.ESP.ReadFile(p)
+		switch {
+		case err != nil && !od.ESP.Exists(p):
+			r.Status, r.Problem = "missing", "not on the ESP"
+		case err != nil:
+			r.Status, r.Problem = "drifted", fmt.Sprintf("cannot be read: %v", err)
+		case int64(len(b)) != c.Size:
+			r.Status, r.Problem = "drifted", fmt.Sprintf("%d bytes, the image's has %d", len(b), c.Size)
+		case image.HashBytes(b) != c.SHA256:
+			r.Status, r.Problem = "drifted", "sha256 "+image.HashBytes(b)+", the image's is "+c.SHA256
+		}
+		out = append(out, r)
+	}
+	for _, f := range imageFiles(m) {
+		exact("/"+f.path, f.label, f.c)
+	}
+	copies := menu.LoaderCopies()
+	paths := make([]string, 0, len(copies))
+	for p := range copies {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	for _, p := range paths {
+		name := copies[p]
+		c := m.Loaders[name]
+		if c == nil {
+			out = append(out, FileReport{Path: p, Of: "loader " + name, Status: "drifted", Problem: "the menu uses " + name + ", which the image does not carry"})
+			continue
+		}
+		exact(p, "loader "+name+" (installed)", c)
+	}
+	checks, err := bootloader.CheckMenuFiles(od.ESP)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range checks {
+		r := FileReport{Path: c.Path, Of: "boot menu", Status: "valid", May: c.May, Problem: c.Problem}
+		if c.Problem != "" {
+			r.Status = "drifted"
+		}
+		out = append(out, r)
+	}
+	return out, nil
 }
