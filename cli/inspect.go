@@ -16,12 +16,17 @@ import (
 
 func newInspect(e *env) *cobra.Command {
 	var ref string
+	var trust []string
 	c := &cobra.Command{
 		Use:   "inspect TARGET [--image NAME[:VERSION]]",
 		Short: "Show a store (images, versions, sizes, dedup), one image, or a disk (layout, PARTUUIDs, image, state)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			target := args[0]
+			t, err := trustFlag(trust)
+			if err != nil {
+				return err
+			}
 			st, err := os.Stat(target)
 			if err != nil {
 				return err
@@ -37,14 +42,15 @@ func newInspect(e *env) *cobra.Command {
 					if err != nil {
 						return err
 					}
-					return showImage(e, r)
+					return showImage(e, r, t)
 				}
 				return showStore(e, cmd, src)
 			}
-			return showDisk(e, target)
+			return showDisk(e, target, t)
 		},
 	}
 	c.Flags().StringVar(&ref, "image", "", "with a store: show this image (NAME or NAME:VERSION)")
+	c.Flags().StringArrayVar(&trust, "trust", nil, "minisign public key (file or key text) to verify the image's signature with; repeatable")
 	return c
 }
 
@@ -120,18 +126,15 @@ func showStore(e *env, cmd *cobra.Command, src *store.Dir) error {
 	return nil
 }
 
-func showImage(e *env, r *image.Resolved) error {
+func showImage(e *env, r *image.Resolved, t *image.Trust) error {
 	m := r.Manifest
+	sig := t.Examine(r.Raw, r.Signature)
 	if e.json {
-		e.emitJSON(map[string]any{"id": r.ID, "manifest": m, "signed": r.Signature != nil, "layout": r.DefaultLayout()})
+		e.emitJSON(map[string]any{"id": r.ID, "manifest": m, "signed": sig.Signed && sig.Problem == "", "signature": sig, "layout": r.DefaultLayout()})
 		return nil
 	}
 	e.printf("image %s:%s\n  id %s\n  created %s, chunk size %s\n", m.Name, m.Version, r.ID, m.Created.Format("2006-01-02T15:04:05Z"), layout.HumanSize(m.ChunkSize))
-	if r.Signature != nil {
-		e.printf("  signed (manifest.json%s)\n", image.SignatureSuffix)
-	} else {
-		e.printf("  not signed\n")
-	}
+	e.printf("  %s (manifest.json%s)\n", sig, image.SignatureSuffix)
 	from := "derived from the contents"
 	if r.Layout != nil {
 		from = "layout.json"
@@ -176,7 +179,7 @@ func showImage(e *env, r *image.Resolved) error {
 	return nil
 }
 
-func showDisk(e *env, path string) error {
+func showDisk(e *env, path string, t *image.Trust) error {
 	dev, err := disk.OpenDisk(path, disk.OpenOptions{})
 	if err != nil {
 		return err
@@ -191,6 +194,9 @@ func showDisk(e *env, path string) error {
 		if od.State != nil {
 			out["state"] = od.State
 			out["image_id"] = od.State.ImageID
+			if err == nil {
+				out["signature"] = diskSignature(od, t)
+			}
 		}
 		if err != nil {
 			out["problem"] = err.Error()
@@ -225,10 +231,19 @@ func showDisk(e *env, path string) error {
 		e.printf(", %d of %d chunks written", done, total)
 	}
 	e.printf("\n")
-	if od.ESP.Exists(ondisk.SignatureFile) {
-		e.printf("  manifest signed (%s on the ESP; check with --trust on serve or export)\n", ondisk.SignatureFile)
-	} else {
-		e.printf("  manifest not signed\n")
-	}
+	e.printf("  manifest %s (%s on the ESP)\n", diskSignature(od, t), ondisk.SignatureFile)
 	return nil
+}
+
+// diskSignature says what the signature a deployed disk carries is worth.
+func diskSignature(od *ondisk.OnDisk, t *image.Trust) image.SignatureStatus {
+	var sig []byte
+	if od.ESP != nil && od.ESP.Exists(ondisk.SignatureFile) {
+		b, err := od.ESP.ReadFile(ondisk.SignatureFile)
+		if err != nil {
+			return image.SignatureStatus{Signed: true, Problem: fmt.Sprintf("cannot be read: %v", err)}
+		}
+		sig = b
+	}
+	return t.Examine(od.ManifestRaw, sig)
 }

@@ -725,6 +725,9 @@ type Resolved struct {
 	Raw       []byte
 	ID        string
 	Signature []byte // nil when the source holds none
+	// VerifiedBy is the trusted key the signature verified under
+	// (Trust.Check), "" when it was not checked.
+	VerifiedBy string `json:"-"`
 	// Layout is the source's default layout for the image (layout.json),
 	// nil when it has none. It is outside the id and the signature.
 	Layout *layout.Layout

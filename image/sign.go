@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"aead.dev/minisign"
 	"github.com/google/renameio/v2"
@@ -176,13 +177,102 @@ func (t *Trust) Verify(raw, sig []byte) error {
 	return fmt.Errorf("image id %s: %w: signature by key %X does not verify under the %d trusted key(s)", ID(raw), ErrUntrusted, s.KeyID, len(t.keys))
 }
 
-// Check verifies a resolved image against the trusted keys.
+// Check verifies a resolved image against the trusted keys, and records
+// the key it verified under in r.VerifiedBy.
 func (t *Trust) Check(r *Resolved) error {
 	if t == nil {
 		return nil
 	}
-	if err := t.Verify(r.Raw, r.Signature); err != nil {
-		return fmt.Errorf("image %s:%s: %w", r.Manifest.Name, r.Manifest.Version, err)
+	st := t.Examine(r.Raw, r.Signature)
+	if !st.Verified {
+		if err := t.Verify(r.Raw, r.Signature); err != nil {
+			return fmt.Errorf("image %s:%s: %w", r.Manifest.Name, r.Manifest.Version, err)
+		}
+	}
+	r.VerifiedBy = st.KeyID
+	return nil
+}
+
+// SignatureStatus is what can be told of a manifest's signature.
+type SignatureStatus struct {
+	Signed bool `json:"signed"` // a signature file is there
+	// Verified says it verifies under a trusted key (KeyID).
+	Verified bool `json:"verified"`
+	// Checked says keys were given to verify it with (--trust).
+	Checked bool `json:"checked"`
+	// KeyID is the key the signature names, in minisign's hex form.
+	KeyID string `json:"key_id,omitempty"`
+	// Problem says why the signature is invalid or not trusted; "" for a
+	// signature that holds as far as could be checked.
+	Problem string `json:"problem,omitempty"`
+}
+
+// String says it as inspect shows it.
+func (s SignatureStatus) String() string {
+	switch {
+	case !s.Signed:
+		return "not signed"
+	case s.Problem != "":
+		return "signature invalid: " + s.Problem
+	case s.Verified:
+		return "signed, verified by " + s.KeyID
+	default:
+		return "signed by " + s.KeyID + ", not verified (no --trust)"
+	}
+}
+
+// Examine says what can be told of sig as the signature of the manifest
+// raw. With keys (t non-nil) it is verified. Without, only its form can be
+// checked (an Ed25519 signature cannot be checked without the public key):
+// a well-formed minisign signature whose trusted comment names this image
+// id, as imprint's signer writes it; anything else is invalid.
+func (t *Trust) Examine(raw, sig []byte) SignatureStatus {
+	st := SignatureStatus{Signed: len(sig) > 0, Checked: t != nil}
+	if !st.Signed {
+		return st
+	}
+	var s minisign.Signature
+	if err := s.UnmarshalText(sig); err != nil {
+		st.Problem = fmt.Sprintf("malformed: %v", err)
+		return st
+	}
+	st.KeyID = fmt.Sprintf("%016X", s.KeyID)
+	if t != nil {
+		known := false
+		for _, k := range t.keys {
+			if minisign.Verify(k, raw, sig) {
+				st.Verified = true
+				st.KeyID = fmt.Sprintf("%016X", k.ID())
+				return st
+			}
+			known = known || k.ID() == s.KeyID
+		}
+		if known {
+			st.Problem = "it does not verify under key " + st.KeyID + ": the manifest or the signature was changed"
+		} else {
+			st.Problem = fmt.Sprintf("made by key %s, which is not among the %d trusted key(s)", st.KeyID, len(t.keys))
+		}
+		return st
+	}
+	if id := ID(raw); !strings.Contains(s.TrustedComment, "id "+id) {
+		st.Problem = fmt.Sprintf("its trusted comment %q does not name this manifest (image id %s)", s.TrustedComment, id)
+	}
+	return st
+}
+
+// SignatureToKeep is the signature a deployed disk or an exported store
+// may carry on: one that verified under a trusted key (Trust.Check), else
+// one that holds as far as can be told without a key (Examine). A
+// malformed signature, or one of another manifest, is never passed on.
+func (r *Resolved) SignatureToKeep() []byte {
+	if len(r.Signature) == 0 {
+		return nil
+	}
+	if r.VerifiedBy != "" {
+		return r.Signature
+	}
+	if (*Trust)(nil).Examine(r.Raw, r.Signature).Problem == "" {
+		return r.Signature
 	}
 	return nil
 }

@@ -108,6 +108,10 @@ func newDiskSource(p string, dev *disk.Disk) (*DiskSource, error) {
 		if s.sig, err = od.ESP.ReadFile(SignatureFile); err != nil {
 			return nil, fmt.Errorf("%s: %s: %w", p, SignatureFile, err)
 		}
+		// A signature that cannot be this manifest's is not passed on
+		// (served or exported); the disk is then an unsigned image.
+		r := image.Resolved{Raw: od.ManifestRaw, Signature: s.sig}
+		s.sig = r.SignatureToKeep()
 	}
 	for _, mp := range m.Partitions {
 		if mp.Content == nil {

@@ -166,8 +166,10 @@ func WriteStart(dev *disk.Disk, esp *disk.FAT, img *image.Resolved, lay layout.L
 	if err := esp.WriteFile(LayoutFile, lb); err != nil {
 		return fmt.Errorf("write %s on the ESP: %w", LayoutFile, err)
 	}
-	if img.Signature != nil {
-		err = esp.WriteFile(SignatureFile, img.Signature)
+	// Only a signature that verified, or that holds as far as can be
+	// told without a key, goes onto the disk: the disk passes it on.
+	if sig := img.SignatureToKeep(); sig != nil {
+		err = esp.WriteFile(SignatureFile, sig)
 	} else {
 		err = esp.Remove(SignatureFile) // a kept ESP may hold an older image's
 	}
