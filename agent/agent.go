@@ -27,6 +27,9 @@ type Params struct {
 	// Iface pins the network interface (imprint.iface=eth0); default: the
 	// first one with a carrier that gets a DHCP lease.
 	Iface string
+	// AllowDowngrade (imprint.allow-downgrade) lets an install replace a
+	// newer version of the image on the disk with the older one served.
+	AllowDowngrade bool
 	// Trust are minisign public keys (imprint.trust=KEY[,KEY]); with any,
 	// only images signed by one of them are run or installed.
 	Trust []string
@@ -67,6 +70,8 @@ func ParseCmdline(c string) (Params, error) {
 			p.Install = v
 		case "imprint.onfail":
 			p.OnFail = v
+		case "imprint.allow-downgrade":
+			p.AllowDowngrade = v == "" || v == "1" || v == "yes"
 		case "imprint.iface":
 			p.Iface = v
 		case "imprint.mode":

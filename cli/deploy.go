@@ -171,6 +171,7 @@ func newDeploy(e *env) *cobra.Command {
 		},
 	}
 	f := c.Flags()
+	f.BoolVar(&o.AllowDowngrade, "allow-downgrade", false, "replace a newer version of the image on the disk with an older one (refused otherwise)")
 	f.StringArrayVar(&from, "from", nil, "where to read the image from: a store directory, an http(s):// store or peer, or a deployed disk; repeat for more sources (tried in order per chunk)")
 	f.StringArrayVar(&trust, "trust", nil, "minisign public key (file or key text) the image must be signed by; repeatable (any one suffices)")
 	f.StringVar(&ref, "image", "", "image NAME or NAME:VERSION (default version: the newest)")

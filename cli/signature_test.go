@@ -37,8 +37,8 @@ func TestInspectSaysWhatASignatureIsWorth(t *testing.T) {
 	for _, tc := range []struct {
 		name            string
 		sig             func(own []byte) []byte // nil: the store's own, untouched
-		noTrust, trust  string // what inspect says without and with --trust
-		deployNoTrust   bool   // deploy without --trust copies the signature
+		noTrust, trust  string                  // what inspect says without and with --trust
+		deployNoTrust   bool                    // deploy without --trust copies the signature
 		deployTrustFail bool
 	}{
 		{"valid", nil, "signed by ", "signed, verified by ", true, false},

@@ -62,6 +62,9 @@ type Options struct {
 	// Layout, when set, overrides the image's default layout (the store's
 	// layout.json, else the one the manifest implies).
 	Layout *layout.Layout
+	// AllowDowngrade lets the image replace a newer version of itself on
+	// the disk (ondisk.CheckDowngrade); without it that is refused.
+	AllowDowngrade bool
 	// Trust, when set, is the set of keys the image must be signed by;
 	// anything else is refused before a byte is written.
 	Trust *image.Trust

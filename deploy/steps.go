@@ -44,6 +44,9 @@ type PlanOptions struct {
 	KeepExisting bool
 	// DiskName names the target in messages.
 	DiskName string
+	// AllowDowngrade lets an image replace a newer version of itself
+	// (ondisk.CheckDowngrade).
+	AllowDowngrade bool
 }
 
 // MakePlan decides what deploying img onto dev does. A disk that holds an
@@ -94,6 +97,11 @@ func MakePlan(dev *disk.Disk, img *image.Resolved, o PlanOptions) (*Plan, error)
 		// The firmware asked for needs a BIOS boot partition the
 		// interrupted run's table lacks: another plan, placed afresh.
 		plan.Resume, plan.Table, plan.Destroyed, plan.Layout = false, nil, od.GPT, &lay
+	}
+	if err == nil && od.State.Status == ondisk.StatusComplete {
+		if err := ondisk.CheckDowngrade(od.Manifest, m, o.AllowDowngrade); err != nil {
+			return nil, fmt.Errorf("%s: %w", o.DiskName, err)
+		}
 	}
 	if o.KeepExisting {
 		return planBeside(dev, plan, o)
@@ -382,7 +390,7 @@ func Deploy(ctx context.Context, o Options) (*Result, error) {
 		return nil, fmt.Errorf("image %s:%s: %w", m.Name, m.Version, err)
 	}
 	po := PlanOptions{Layout: lay, Size: o.Size, Firmware: o.Boot.Firmware, NoBoot: o.Boot.Skip, NoBIOSLoaders: !hasBIOSLoaders(m),
-		KeepExisting: o.KeepExisting, DiskName: o.Disk}
+		KeepExisting: o.KeepExisting, DiskName: o.Disk, AllowDowngrade: o.AllowDowngrade}
 	plan, dev, err := openAndPlan(o, po)
 	if err != nil {
 		return nil, err

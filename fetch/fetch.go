@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -137,13 +138,80 @@ func (f *Fetcher) Chunk(ctx context.Context, sum string, size int64, stored []by
 	return err
 }
 
-// Resolve fetches and parses name:version (an empty version is the
-// newest) from the sources and, under trust, checks its signature: a
-// source offering a malformed, forged or unsigned manifest is passed over.
+// Resolve fetches and parses name:version from the sources and, under
+// trust, checks its signature: a source offering a malformed, forged or
+// unsigned manifest is passed over. An empty version is the newest version
+// that any source offers (every source's index is read, so a stale mirror
+// listed first does not decide), else, when that one cannot be had or is
+// not trusted, the next newest.
 func (f *Fetcher) Resolve(ctx context.Context, name, version string, trust *image.Trust) (*image.Resolved, error) {
 	if err := image.ValidName(name); err != nil {
 		return nil, fmt.Errorf("image name: %w", err)
 	}
+	if version != "" {
+		return f.resolve(ctx, name, version, trust)
+	}
+	versions := f.versions(ctx, name)
+	if len(versions) == 0 {
+		// No index lists it: each source's own answer says why.
+		return f.resolve(ctx, name, "", trust)
+	}
+	var first error
+	for _, v := range versions {
+		r, err := f.resolve(ctx, name, v, trust)
+		if err == nil {
+			return r, nil
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return nil, first
+}
+
+// versions lists the versions of name that the sources' indexes hold,
+// newest first; a source whose index cannot be read lists none.
+func (f *Fetcher) versions(ctx context.Context, name string) []string {
+	type answer struct {
+		entries []store.IndexEntry
+	}
+	ch := make(chan answer, len(f.peers))
+	for _, p := range f.peers {
+		go func() {
+			idx, err := p.src.Index(ctx)
+			if err != nil || idx == nil {
+				ch <- answer{}
+				return
+			}
+			ch <- answer{idx.Images[name]}
+		}()
+	}
+	seen := map[string]store.IndexEntry{}
+	for range f.peers {
+		for _, e := range (<-ch).entries {
+			if old, ok := seen[e.Version]; !ok || e.Created.After(old.Created) {
+				seen[e.Version] = e
+			}
+		}
+	}
+	all := make([]store.IndexEntry, 0, len(seen))
+	for _, e := range seen {
+		all = append(all, e)
+	}
+	sort.Slice(all, func(i, j int) bool {
+		return image.Later(all[i].Created, all[i].Version, all[j].Created, all[j].Version)
+	})
+	out := make([]string, len(all))
+	for i, e := range all {
+		out[i] = e.Version
+	}
+	return out
+}
+
+func (f *Fetcher) resolve(ctx context.Context, name, version string, trust *image.Trust) (*image.Resolved, error) {
 	what := "image " + name
 	if version != "" {
 		what += ":" + version

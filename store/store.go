@@ -55,7 +55,7 @@ func (x *Index) Latest(name string) (IndexEntry, bool) {
 	}
 	best := vs[0]
 	for _, v := range vs[1:] {
-		if v.Created.After(best.Created) || (v.Created.Equal(best.Created) && v.Version > best.Version) {
+		if image.Later(v.Created, v.Version, best.Created, best.Version) {
 			best = v
 		}
 	}
