@@ -68,6 +68,14 @@ func OpenDiskESP(path string, write bool) (*ESP, error) {
 		dev.Close()
 		return nil, fmt.Errorf("%s: ESP (partition %d): %w", path, p.Index, err)
 	}
+	if write {
+		// What a killed edit left (leaked clusters, differing FAT
+		// copies) is mended now, even if this edit writes nothing.
+		if err := fat.Mend(); err != nil {
+			dev.Close()
+			return nil, fmt.Errorf("%s: ESP (partition %d): %w", path, p.Index, err)
+		}
+	}
 	return &ESP{FS: fat, close: func() error {
 		err := dev.Sync()
 		if cerr := dev.Close(); err == nil {

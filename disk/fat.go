@@ -113,9 +113,34 @@ func (f *FAT) beforeWrite() error {
 			}
 		}
 	}
+	// Clusters a crash left allocated but unreachable are freed here, so
+	// a rerun after a kill leaves the ESP as fsck.fat wants it.
+	n, err := g.reclaim(f.dev)
+	if err != nil {
+		return fmt.Errorf("reclaim leaked FAT clusters: %w", err)
+	}
+	// The free count too: a crash between a FAT write and its FSInfo
+	// update leaves it stale.
+	if err := g.fixFSInfo(f.dev); err != nil {
+		return err
+	}
+	if n > 0 {
+		// go-diskfs keeps its own copy of the table and writes it back
+		// whole: it must see the freed clusters.
+		if err := f.reopen(); err != nil {
+			return err
+		}
+	}
 	f.mended = true
 	return nil
 }
+
+// Mend makes a filesystem a crash left behind whole again, as a write-open
+// does: the FAT copies made equal (the first wins), clusters no entry
+// reaches freed, the FSInfo free count recounted. Every write does it
+// first anyway; Mend is for a writer that may end up writing nothing (an
+// edit that a killed run already made).
+func (f *FAT) Mend() error { return f.beforeWrite() }
 
 // go-diskfs wants "/a/b" for OpenFile/Mkdir and "a/b" for ReadDir.
 func abs(p string) string { return "/" + strings.TrimPrefix(path.Clean("/"+p), "/") }

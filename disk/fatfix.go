@@ -259,3 +259,93 @@ func (g fatGeom) fixFSInfo(dev Device) error {
 	_, err := dev.WriteAt(info[:], off)
 	return err
 }
+
+// reachable marks every cluster a directory entry reaches, walking the
+// tree from the root: each directory's chain, each file's chain.
+func (g fatGeom) reachable(dev Device, dir uint32, seen map[uint32]bool) error {
+	clusters, err := g.chain(dev, dir)
+	if err != nil {
+		return err
+	}
+	for _, c := range clusters {
+		if seen[c] {
+			return fmt.Errorf("FAT cluster %d is reached twice", c)
+		}
+		seen[c] = true
+	}
+	buf := make([]byte, g.clusterBytes())
+	for _, c := range clusters {
+		if _, err := dev.ReadAt(buf, g.clusterOff(c)); err != nil {
+			return err
+		}
+		for o := 0; o+32 <= len(buf); o += 32 {
+			e := buf[o : o+32]
+			switch {
+			case e[0] == 0:
+				return nil // the end of the directory
+			case e[0] == 0xE5, e[11] == 0x0F, e[11]&0x08 != 0:
+				continue // deleted, a long-name part, the volume label
+			case e[0] == '.' && (e[1] == ' ' || e[1] == '.'):
+				continue // "." and "..": the directory itself and its parent
+			}
+			first := uint32(binary.LittleEndian.Uint16(e[20:]))<<16 | uint32(binary.LittleEndian.Uint16(e[26:]))
+			if first < 2 {
+				continue // an empty file
+			}
+			if e[11]&0x10 != 0 {
+				if err := g.reachable(dev, first, seen); err != nil {
+					return err
+				}
+				continue
+			}
+			fc, err := g.chain(dev, first)
+			if err != nil {
+				return err
+			}
+			for _, c := range fc {
+				if seen[c] {
+					return fmt.Errorf("FAT cluster %d is reached twice", c)
+				}
+				seen[c] = true
+			}
+		}
+	}
+	return nil
+}
+
+// reclaim frees the clusters the first FAT marks used that no directory
+// entry reaches, as fsck.fat -a does: a crash between allocating a file's
+// clusters and writing its entry, or between removing an entry and
+// freeing its clusters, leaves them. It frees nothing when the tree cannot
+// be walked cleanly (a loop, a cluster reached twice): then freeing could
+// take a live file's clusters, and leaking is the safe side.
+func (g fatGeom) reclaim(dev Device) (int, error) {
+	var bs [512]byte
+	if _, err := dev.ReadAt(bs[:], g.start); err != nil {
+		return 0, err
+	}
+	total := int64(binary.LittleEndian.Uint32(bs[32:]))
+	clusters := (total - g.rsvd - g.nfats*g.fatSz) / g.spc
+	if clusters <= 0 || (clusters+2)*4 > g.fatSz*g.bps {
+		return 0, nil
+	}
+	seen := map[uint32]bool{}
+	if err := g.reachable(dev, g.root, seen); err != nil {
+		return 0, nil //nolint:nilerr // see above: leave the leak
+	}
+	fat := make([]byte, (clusters+2)*4)
+	if _, err := dev.ReadAt(fat, g.entryOff(0, 0)); err != nil {
+		return 0, err
+	}
+	var orphans []uint32
+	for c := uint32(2); int64(c) < clusters+2; c++ {
+		v := binary.LittleEndian.Uint32(fat[c*4:]) & 0x0FFFFFFF
+		if v != 0 && v != 0x0FFFFFF7 && !seen[c] { // 0x0FFFFFF7 marks a bad cluster
+			orphans = append(orphans, c)
+		}
+	}
+	if len(orphans) == 0 {
+		return 0, nil
+	}
+	return len(orphans), g.free(dev, orphans)
+}
