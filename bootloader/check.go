@@ -13,13 +13,8 @@ import (
 // Files of the ESP that change on a running disk.
 const (
 	// RandomSeed is systemd-boot's seed file, refreshed on every boot.
-	RandomSeed = "/loader/random-seed"
-	// GrubEnv is GRUB's environment block (boot counting under GRUB).
-	GrubEnv = Dir + "/grubenv"
-
-	randomSeedSize = 32   // systemd-boot's seed, as bootctl and sd-boot write it
-	grubEnvSize    = 1024 // GRUB's environment block is exactly one KiB
-	grubEnvHeader  = "# GRUB Environment Block\n"
+	RandomSeed     = "/loader/random-seed"
+	randomSeedSize = 32 // systemd-boot's seed, as bootctl and sd-boot write it
 )
 
 // LoaderCopies names the files on the ESP that Install copied from the
@@ -94,23 +89,35 @@ func CheckMenuFiles(f FS) ([]MenuFileCheck, error) {
 			add(p, may, "")
 		}
 	}
-	want := map[string]bool{}
-	for _, e := range m.Entries {
-		name := entryFileName(e)
-		want[name] = true
-		rendered(path.Join(EntriesDir, name), renderEntry(e), "entry "+e.ID+" as the menu renders it, under its boot-count name")
-	}
+	// Every imprint entry file, under whatever boot-count name the loader
+	// gave it, holds what the menu renders for its entry; each entry has
+	// one.
+	has := map[string]bool{}
 	if ents, err := f.ReadDir(EntriesDir); err == nil {
-		var extra []string
+		names := make([]string, 0, len(ents))
 		for _, de := range ents {
-			n := de.Name()
-			if strings.HasPrefix(strings.ToLower(n), entryPfx) && strings.HasSuffix(strings.ToLower(n), ".conf") && !want[n] {
-				extra = append(extra, n)
-			}
+			names = append(names, de.Name())
 		}
-		sort.Strings(extra)
-		for _, n := range extra {
-			add(path.Join(EntriesDir, n), "nothing: imprint's entries are the menu's", "an imprint entry file that is not in "+MenuFile)
+		sort.Strings(names)
+		for _, n := range names {
+			if !strings.HasPrefix(strings.ToLower(n), entryPfx) || !strings.HasSuffix(strings.ToLower(n), ".conf") {
+				continue // another system's entry
+			}
+			p := path.Join(EntriesDir, n)
+			id, _, ok := parseEntryName(n)
+			e, found := m.Find(id)
+			if !ok || !found {
+				add(p, "nothing: imprint's entries are the menu's", "an imprint entry file that is not in "+MenuFile)
+				continue
+			}
+			has[id] = true
+			rendered(p, renderEntry(*e), "entry "+id+" as the menu renders it, under its boot-count name")
+		}
+	}
+	for _, e := range m.Entries {
+		if !has[e.ID] {
+			p := path.Join(EntriesDir, entryFileName(e))
+			add(p, "entry "+e.ID+" as the menu renders it", "missing")
 		}
 	}
 	rendered(LoaderConf, renderLoaderConf(m), "the default and timeout as the menu renders them")
@@ -130,8 +137,8 @@ func CheckMenuFiles(f FS) ([]MenuFileCheck, error) {
 		problem := ""
 		if err != nil {
 			problem = fmt.Sprintf("cannot be read: %v", err)
-		} else if len(b) != grubEnvSize || !bytes.HasPrefix(b, []byte(grubEnvHeader)) {
-			problem = fmt.Sprintf("not a GRUB environment block (%d bytes, want %d starting %q)", len(b), grubEnvSize, strings.TrimSpace(grubEnvHeader))
+		} else if _, perr := ParseGrubEnv(b); perr != nil || len(b) != grubEnvSize {
+			problem = fmt.Sprintf("not a GRUB environment block (%d bytes, want %d): %v", len(b), grubEnvSize, perr)
 		}
 		add(GrubEnv, "GRUB's environment block, changed by GRUB's boot counting", problem)
 	}
