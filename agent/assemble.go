@@ -117,6 +117,11 @@ func (a *Agent) assemble(lower, state, from string, begin time.Time) error {
 			a.say("writable %s %s: %v; it stays volatile", w.Kind, w.Path, err)
 		}
 	}
+	if stateMnt != "" {
+		if err := writeUnits(systemdRuntimeUnits, mountUnits(state, stateMnt, plan.Node, persisted)); err != nil {
+			a.say("systemd mount units for the persistent paths: %v", err)
+		}
+	}
 	if err := writeGenerated(plan); err != nil {
 		a.say("identity: %v", err)
 	}
