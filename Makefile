@@ -6,7 +6,7 @@ DEB_PACKAGES := qemu-system-x86 ovmf seabios systemd-boot-efi grub-efi-amd64-bin
 	zstd xz-utils util-linux kmod cpio minisign man-db bash-completion debootstrap
 export GOFLAGS ?= -mod=mod
 
-.PHONY: all build test unit vmtest deps bench demo lint clean package package-test
+.PHONY: all build test unit vmtest deps bench demo lint clean package package-test prefetch
 
 all: build
 
@@ -33,7 +33,14 @@ unit: build
 vmtest: build
 	IMPRINT_STRICT=1 $(GO) test -count=1 -tags vmtest -timeout 60m ./vmtests/... ./bootloader/...
 
-test: deps lint unit vmtest package-test
+test: deps prefetch lint unit vmtest package-test
+
+# The Debian root some VM tests boot takes minutes to make on a new machine
+# (debootstrap): start it now, beside lint and the unit tests. The VM tests
+# call the same script, which waits on its lock and reuses the result.
+prefetch:
+	@mkdir -p /var/cache/imprint
+	@nohup bash scripts/debian-root.sh >/var/cache/imprint/prefetch.log 2>&1 </dev/null &
 
 # dist/out/imprint_<version>_amd64.deb (dpkg-deb; version from git describe).
 package:
