@@ -223,10 +223,12 @@ func Sync(ctx context.Context, o SyncOptions) (*SyncResult, error) {
 	if err := bootloader.RemoveSlotEntry(esp, slot, rec.Active); err != nil && !errors.Is(err, bootloader.ErrNoMenu) {
 		return nil, fmt.Errorf("boot menu: %w", err)
 	}
+	emit(Event{Kind: "phase", Phase: "menu-without-slot"})
 	rec.Slots[slot] = st
 	if err := ondisk.WriteRecord(dev, recTo, rec); err != nil {
 		return nil, err
 	}
+	emit(Event{Kind: "phase", Phase: "slot-record"})
 	lay, err := m.FitLayout(o.Image.DefaultLayout())
 	if err != nil {
 		lay = o.Image.DefaultLayout() // only recorded, for export
@@ -234,6 +236,7 @@ func Sync(ctx context.Context, o SyncOptions) (*SyncResult, error) {
 	if err := ondisk.WriteSlotFiles(dev, recTo, slot, o.Image, lay); err != nil {
 		return nil, err
 	}
+	emit(Event{Kind: "phase", Phase: "slot-files"})
 	srcs := []store.Source{local}
 	counts := make([]*atomic.Int64, len(o.Sources))
 	for i, s := range o.Sources {
@@ -257,6 +260,7 @@ func Sync(ctx context.Context, o SyncOptions) (*SyncResult, error) {
 		if err := ondisk.WriteRecord(dev, recTo, rec); err != nil {
 			return nil, err
 		}
+		emit(Event{Kind: "phase", Phase: "slot-complete"})
 	}
 	res.InPlace = plan.InPlace
 	emit(Event{Kind: "phase", Phase: "bootloader"})
@@ -266,10 +270,12 @@ func Sync(ctx context.Context, o SyncOptions) (*SyncResult, error) {
 	if err := dev.Sync(); err != nil {
 		return nil, err
 	}
+	emit(Event{Kind: "phase", Phase: "entry"})
 	rec.Active = slot
 	if err := ondisk.WriteRecord(dev, recTo, rec); err != nil {
 		return nil, err
 	}
+	emit(Event{Kind: "phase", Phase: "active"})
 	if res.Pruned, err = bootloader.PruneKernels(esp, am.Version, m.Version); err != nil {
 		emit(Event{Kind: "warning", Message: fmt.Sprintf("pruning old boot files: %v", err)})
 	}
@@ -384,6 +390,9 @@ func syncBoot(ctx context.Context, o SyncOptions, cp *copier.Copier, esp bootloa
 		}
 		if err := esp.WriteFile(path.Join(kdir, f.name), b); err != nil {
 			return fmt.Errorf("write %s on the ESP: %w", path.Join(kdir, f.name), err)
+		}
+		if o.Events != nil {
+			o.Events(Event{Kind: "phase", Phase: "boot-file", Message: f.name})
 		}
 	}
 	rp, err := m.RootPartition()
