@@ -38,8 +38,8 @@ func putVersion(t *testing.T, st *store.Dir, version string, data []byte, typ st
 	}
 	m := &image.Manifest{Format: image.FormatVersion, Name: "unit", Version: version, Created: time.Unix(1700000000, 0).UTC(), ChunkSize: syncChunk,
 		Partitions: []image.Partition{{Name: "root", Type: typ, Content: put(data)}},
-		Boot: &image.Boot{Kernel: put([]byte("kernel " + version)), Initrd: put([]byte("initrd " + version)), Cmdline: "console=ttyS0"},
-		Loaders: map[string]*image.Content{image.LoaderSystemdBoot: put([]byte("systemd-boot stand-in"))}}
+		Boot:       &image.Boot{Kernel: put([]byte("kernel " + version)), Initrd: put([]byte("initrd " + version)), Cmdline: "console=ttyS0"},
+		Loaders:    map[string]*image.Content{image.LoaderSystemdBoot: put([]byte("systemd-boot stand-in"))}}
 	if _, err := st.PutManifest(m); err != nil {
 		t.Fatal(err)
 	}
