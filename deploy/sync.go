@@ -432,16 +432,38 @@ func (c counted) String() string { return fmt.Sprint(c.Source) }
 type localSource struct {
 	dev    *disk.Disk
 	chunks map[string][]localLoc
+	// files are chunks of boot files already on the ESP, checked when read.
+	files map[string][]byte
 }
 
 type localLoc struct{ off, n int64 }
 
 func newLocalSource(dev *disk.Disk, od *ondisk.OnDisk) *localSource {
-	s := &localSource{dev: dev, chunks: map[string][]localLoc{}}
+	s := &localSource{dev: dev, chunks: map[string][]localLoc{}, files: map[string][]byte{}}
 	m := od.Manifest
 	for _, p := range m.Partitions {
 		if placed, ok := od.State.Table.Find(od.State.PartitionOf(p.Name)); ok && p.Content != nil {
 			s.add(p.Content, m.ChunkSize, placed.Start, nil)
+		}
+	}
+	// The active version's boot files: a new version with the same kernel
+	// fetches none of it.
+	if b := m.Boot; b != nil && od.ESP != nil {
+		for _, f := range []struct {
+			c    *image.Content
+			name string
+		}{{b.Kernel, "vmlinuz"}, {b.Initrd, "initrd.img"}, {b.Agent, "agent.img"}} {
+			if f.c == nil {
+				continue
+			}
+			data, err := od.ESP.ReadFile(path.Join(bootloader.KernelDir(m.Version), f.name))
+			if err != nil || int64(len(data)) != f.c.Size {
+				continue
+			}
+			for i, sum := range f.c.Chunks {
+				off := int64(i) * m.ChunkSize
+				s.files[sum] = data[off : off+f.c.ChunkLen(i, m.ChunkSize)]
+			}
 		}
 	}
 	return s
@@ -466,7 +488,7 @@ func (s *localSource) addDone(m *image.Manifest, st *ondisk.State) {
 	}
 }
 
-func (s *localSource) has(sum string) bool { return len(s.chunks[sum]) > 0 }
+func (s *localSource) has(sum string) bool { return len(s.chunks[sum]) > 0 || s.files[sum] != nil }
 
 func (s *localSource) String() string { return "this disk" }
 
@@ -481,6 +503,11 @@ func (s *localSource) Chunk(ctx context.Context, sum string) ([]byte, error) {
 		}
 		h := sha256.Sum256(b)
 		if hex.EncodeToString(h[:]) == sum {
+			return image.RawFrame(b), nil
+		}
+	}
+	if b := s.files[sum]; b != nil {
+		if h := sha256.Sum256(b); hex.EncodeToString(h[:]) == sum {
 			return image.RawFrame(b), nil
 		}
 	}
