@@ -6,15 +6,15 @@ import (
 	"strings"
 )
 
-// The smallest slot API imprint sync needs; branch bootcount owns boot
-// counting, blessing and the default pattern and is expected to replace
-// these.
+// What imprint sync and deploy --slots need on top of the slot entries of
+// counting.go: turning a fresh install's local entry into a slot entry,
+// writing a synced version's entry, taking away every entry that boots a
+// slot about to be overwritten, and pruning old kernels.
 
-// SlotEntryID is the menu id of the local entry that boots root slot s.
-func SlotEntryID(slot string) string { return TypeLocal + "-" + slot }
-
-// UseSlotEntry renames the "local" entry Install wrote to the entry of
-// slot, pointing at that slot's root, and makes it the default.
+// UseSlotEntry makes the local entries Install wrote boot slot: the
+// agent's local entry becomes the slot's entry (good at once: a first
+// deploy has nothing to fall back to), and the slots become the default.
+// The image's-own-initrd entry stays as it is, a plain entry.
 func UseSlotEntry(f FS, slot string) error {
 	m, err := ReadMenu(f)
 	if err != nil {
@@ -24,71 +24,86 @@ func UseSlotEntry(f FS, slot string) error {
 	if !ok {
 		return fmt.Errorf("entry %q: %w", TypeLocal, ErrNoEntry)
 	}
-	e.ID = SlotEntryID(slot)
-	e.Title += " (slot " + slot + ")"
-	m.Default = e.ID
+	local := *e
+	m.Entries = without(m.Entries, func(x Entry) bool { return x.ID == TypeLocal })
+	local.Title += " (slot " + slot + ")"
+	if err := m.SetSlotEntry(slot, local, 0); err != nil {
+		return err
+	}
 	return WriteMenu(f, m)
 }
 
 // KernelDir is where an image version's kernel, initrd and agent live.
 func KernelDir(version string) string { return path.Join(Dir, version) }
 
-// SlotEntry is a local entry for a slot whose kernel files are already on
-// the ESP (KernelDir).
+// SlotEntry is a synced version's entry; its kernel files are already in
+// KernelDir(Version).
 type SlotEntry struct {
 	Slot, Name, Version string
-	Initrd              bool
-	Options             string // full kernel command line, root= included
-	Tries               int    // boot counting tries; 0: none
+	Initrd, Agent       bool
+	RootPARTUUID        string
+	Cmdline             string // the image's own
+	Tries               int
 }
 
-// WriteSlotEntry adds or replaces slot's local entry and makes it the
-// default; the other entries stay.
+// WriteSlotEntry adds or replaces slot's entry, on trial with s.Tries,
+// shaped as Install shapes the local entry (the agent in local mode when
+// the image has one); the other slot's entry stays, the way back.
 func WriteSlotEntry(f FS, s SlotEntry) error {
 	m, err := ReadMenu(f)
 	if err != nil {
 		return err
 	}
 	kdir := KernelDir(s.Version)
-	e := Entry{ID: SlotEntryID(s.Slot), Type: TypeLocal, Title: "imprint: " + s.Name + " " + s.Version + " (local disk, slot " + s.Slot + ")",
-		Version: s.Version, Linux: path.Join(kdir, "vmlinuz"), Options: strings.TrimSpace(s.Options)}
-	if s.Initrd {
+	root := "root=PARTUUID=" + strings.ToLower(s.RootPARTUUID)
+	e := Entry{Title: "imprint: " + s.Name + " " + s.Version + " (local disk, slot " + s.Slot + ")", Version: s.Version,
+		Linux: path.Join(kdir, "vmlinuz"), Options: strings.TrimSpace(root + " " + s.Cmdline)}
+	switch {
+	case s.Agent:
+		e.Initrd = []string{path.Join(kdir, "agent.img")}
+		e.Options = strings.TrimSpace(root + " imprint.mode=local " + disklessCmdline(s.Cmdline))
+	case s.Initrd:
 		e.Initrd = []string{path.Join(kdir, "initrd.img")}
 	}
-	if s.Tries > 0 {
-		e.Tries = &Tries{Left: s.Tries}
+	if err := m.SetSlotEntry(s.Slot, e, s.Tries); err != nil {
+		return err
 	}
-	if old, ok := m.Find(e.ID); ok {
-		*old = e
-	} else {
-		m.Entries = append([]Entry{e}, m.Entries...)
-	}
-	m.Default = e.ID
 	return WriteMenu(f, m)
 }
 
-// RemoveSlotEntry drops slot's local entry (before the slot is
-// overwritten); the default moves to keep, the slot that stays bootable.
-func RemoveSlotEntry(f FS, slot, keep string) error {
+// RemoveSlotEntry takes away slot's entry and every other entry whose
+// kernel command line boots the slot's root (partuuid), before the slot is
+// overwritten; the default goes to keep's entry when it was slot's.
+func RemoveSlotEntry(f FS, slot, partuuid, keep string) error {
 	m, err := ReadMenu(f)
 	if err != nil {
 		return err
 	}
-	id := SlotEntryID(slot)
-	if _, ok := m.Find(id); !ok && m.Default != id {
+	id, root := SlotEntryID(slot), "root=PARTUUID="+strings.ToLower(partuuid)
+	n := len(m.Entries)
+	m.Entries = without(m.Entries, func(x Entry) bool {
+		return x.ID == id || (x.Linux != "" && strings.Contains(" "+x.Options+" ", " "+root+" "))
+	})
+	if len(m.Entries) == n {
 		return nil
 	}
+	if _, ok := m.Find(m.Default); !ok {
+		m.Default = SlotEntryID(keep)
+		if _, ok := m.Find(m.Default); !ok {
+			m.Default = ""
+		}
+	}
+	return WriteMenu(f, m)
+}
+
+func without(es []Entry, drop func(Entry) bool) []Entry {
 	var out []Entry
-	for _, e := range m.Entries {
-		if e.ID != id {
+	for _, e := range es {
+		if !drop(e) {
 			out = append(out, e)
 		}
 	}
-	m.Entries = out
-	if _, ok := m.Find(SlotEntryID(keep)); ok {
-		m.Default = SlotEntryID(keep)
-	}
-	return WriteMenu(f, m)
+	return out
 }
 
 // PruneKernels removes the kernel directories of versions not in keep.

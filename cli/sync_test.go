@@ -107,7 +107,7 @@ func TestSyncResumesAfterSIGKILLAtEveryStep(t *testing.T) {
 				if od.Record.Active != "a" || string(menu[bootloader.MenuFile]) != string(baseMenu[bootloader.MenuFile]) || string(menu[bootloader.LoaderConf]) != string(baseMenu[bootloader.LoaderConf]) {
 					t.Fatalf("killed %s: active %s, menu changed:\n%s", tc.name, od.Record.Active, menu[bootloader.MenuFile])
 				}
-			} else if strings.Contains(string(menu[bootloader.MenuFile]), "local-b") && od.SlotNamed("b").State.Status != ondisk.StatusComplete {
+			} else if strings.Contains(string(menu[bootloader.MenuFile]), "slot-b") && od.SlotNamed("b").State.Status != ondisk.StatusComplete {
 				t.Fatalf("killed %s: the menu boots slot b, which is not complete", tc.name)
 			}
 			evs, _ := deployUntil(t, bin, args, nil)
@@ -122,7 +122,7 @@ func TestSyncResumesAfterSIGKILLAtEveryStep(t *testing.T) {
 				t.Fatalf("verify after the rerun: exit %d\n%s", code, out)
 			}
 			menu = espFiles(t, p, bootloader.MenuFile)
-			if !strings.Contains(string(menu[bootloader.MenuFile]), `"id": "local-b"`) || !strings.Contains(string(menu[bootloader.MenuFile]), `"id": "local-a"`) {
+			if !strings.Contains(string(menu[bootloader.MenuFile]), `"id": "slot-b"`) || !strings.Contains(string(menu[bootloader.MenuFile]), `"id": "slot-a"`) {
 				t.Fatalf("menu after the rerun:\n%s", menu[bootloader.MenuFile])
 			}
 			if got := sha256Range(t, p, a.Start, a.Len); got != baseA {

@@ -129,6 +129,9 @@ func Sync(ctx context.Context, o SyncOptions) (*SyncResult, error) {
 	if err := o.Trust.Check(o.Image); err != nil {
 		return nil, err
 	}
+	if o.Tries < 0 || o.Tries > bootloader.MaxTries {
+		return nil, fmt.Errorf("--tries %d: want 1 to %d", o.Tries, bootloader.MaxTries)
+	}
 	dev, err := disk.OpenDisk(o.Disk, disk.OpenOptions{Write: !o.DryRun})
 	if err != nil {
 		return nil, err
@@ -141,6 +144,16 @@ func Sync(ctx context.Context, o SyncOptions) (*SyncResult, error) {
 	if od.Record == nil {
 		return nil, fmt.Errorf("%s: %w", o.Disk, ErrOneSlot)
 	}
+	// The menu decides what boots (boot counting, imprint rollback): the
+	// slot it boots next is the one to keep, whatever the record said.
+	recorded := od.Record.Active
+	if menu, err := bootloader.ReadMenu(od.ESP); err == nil {
+		if order := menu.SlotOrder(); len(order) > 0 && order[0].Slot != od.Record.Active {
+			if next := od.SlotNamed(order[0].Slot); next != nil && next.Manifest != nil && next.State.Status == ondisk.StatusComplete {
+				od.Slot, od.Record.Active = next, next.Name
+			}
+		}
+	}
 	if od.State.Status != ondisk.StatusComplete {
 		return nil, fmt.Errorf("%s: the active slot %s holds an unfinished deploy of %s:%s: finish it with imprint deploy first", o.Disk, od.Record.Active, od.State.Name, od.State.Version)
 	}
@@ -152,6 +165,11 @@ func Sync(ctx context.Context, o SyncOptions) (*SyncResult, error) {
 	}
 	if o.Image.ID == od.State.ImageID {
 		plan.UpToDate = true
+		if od.Record.Active != recorded && !o.DryRun {
+			if err := ondisk.WriteRecord(dev, espWriter(o, od), od.Record); err != nil {
+				return nil, err
+			}
+		}
 		emit(Event{Kind: "complete", Message: fmt.Sprintf("%s already runs %s from slot %s", o.Disk, plan.Image, plan.Active)})
 		return &SyncResult{Plan: plan, Elapsed: time.Since(start)}, nil
 	}
@@ -212,15 +230,19 @@ func Sync(ctx context.Context, o SyncOptions) (*SyncResult, error) {
 	if o.DryRun {
 		return res, nil
 	}
-	esp, recTo := bootloader.FS(od.ESP), ondisk.ESPWriter(od.ESP)
+	esp, recTo := bootloader.FS(od.ESP), espWriter(o, od)
 	if o.ESPDir != "" {
-		d := bootloader.DirFS(o.ESPDir)
-		esp, recTo = d, d
+		esp = bootloader.DirFS(o.ESPDir)
 	}
 	rec := od.Record
 	// Before a byte of the slot changes: no entry may boot it, and the
 	// record says it is being written (with the chunks already in place).
-	if err := bootloader.RemoveSlotEntry(esp, slot, rec.Active); err != nil && !errors.Is(err, bootloader.ErrNoMenu) {
+	rootP, err := m.RootPartition()
+	if err != nil {
+		return nil, err
+	}
+	slotRoot, _ := rec.Table.Find(ondisk.SlotPartition(rootP.Name, slot))
+	if err := bootloader.RemoveSlotEntry(esp, slot, slotRoot.GUID, rec.Active); err != nil && !errors.Is(err, bootloader.ErrNoMenu) {
 		return nil, fmt.Errorf("boot menu: %w", err)
 	}
 	emit(Event{Kind: "phase", Phase: "menu-without-slot"})
@@ -293,6 +315,15 @@ func Sync(ctx context.Context, o SyncOptions) (*SyncResult, error) {
 	res.Elapsed = time.Since(start)
 	emit(Event{Kind: "complete", Message: fmt.Sprintf("image %s (%s) synced into slot %s of %s; it boots next", plan.Image, o.Image.ID, slot, o.Disk)})
 	return res, nil
+}
+
+// espWriter is where the record goes: through the mounted ESP when there
+// is one, raw otherwise.
+func espWriter(o SyncOptions, od *ondisk.OnDisk) ondisk.ESPWriter {
+	if o.ESPDir != "" {
+		return bootloader.DirFS(o.ESPDir)
+	}
+	return od.ESP
 }
 
 // checkSlots refuses an image that does not fit the disk's slots, and a
@@ -405,7 +436,7 @@ func syncBoot(ctx context.Context, o SyncOptions, cp *copier.Copier, esp bootloa
 		tries = DefaultTries
 	}
 	return bootloader.WriteSlotEntry(esp, bootloader.SlotEntry{Slot: st.Slot, Name: m.Name, Version: m.Version, Initrd: m.Boot.Initrd != nil,
-		Options: "root=PARTUUID=" + strings.ToLower(root.GUID) + " " + m.Boot.Cmdline, Tries: tries})
+		Agent: m.Boot.Agent != nil, RootPARTUUID: root.GUID, Cmdline: m.Boot.Cmdline, Tries: tries})
 }
 
 // counted counts the stored bytes a source sends.

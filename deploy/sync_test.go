@@ -154,11 +154,11 @@ func TestSyncWritesOnlyTheInactiveSlotAndFetchesOnlyWhatIsMissing(t *testing.T) 
 		t.Fatalf("after sync: %+v", od.Record)
 	}
 	menu := readMenu(t, p)
-	e, ok := menu.Find("local-b")
-	if !ok || menu.Default != "local-b" || e.Tries == nil || e.Tries.Left != DefaultTries || !strings.Contains(e.Options, strings.ToLower(b.GUID)) || !strings.Contains(e.Linux, "/2/") {
+	e, ok := menu.Find("slot-b")
+	if !ok || menu.Default != "slot-b" || e.Tries == nil || e.Tries.Left != DefaultTries || !strings.Contains(e.Options, strings.ToLower(b.GUID)) || !strings.Contains(e.Linux, "/2/") {
 		t.Fatalf("menu after sync: %+v", menu)
 	}
-	if _, ok := menu.Find("local-a"); !ok {
+	if _, ok := menu.Find("slot-a"); !ok {
 		t.Fatalf("the previous slot's entry is gone: %+v", menu)
 	}
 	rep, err := ondisk.VerifyDisk(ctx, p, nil)
@@ -287,4 +287,50 @@ func readMenu(t *testing.T, p string) *bootloader.Menu {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// After a rollback (the menu prefers slot a again), a sync keeps the slot
+// the menu boots and writes the other, whatever the record said last.
+func TestSyncAfterARollbackKeepsTheSlotTheMenuBoots(t *testing.T) {
+	st, err := store.CreateDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d1 := randomBytes(2 << 20)
+	v1 := putVersion(t, st, "1", d1, layout.TypeRootX86_64)
+	v2 := putVersion(t, st, "2", changed(d1, 1), layout.TypeRootX86_64)
+	v3 := putVersion(t, st, "3", changed(d1, 2), layout.TypeRootX86_64)
+	p := filepath.Join(t.TempDir(), "disk.img")
+	deploySlots(t, st, v1, p, 2)
+	ctx := context.Background()
+	if _, err := Sync(ctx, SyncOptions{Sources: []store.Source{st}, Image: v2, Disk: p}); err != nil {
+		t.Fatal(err)
+	}
+	dev, err := disk.OpenDisk(p, disk.OpenOptions{Write: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	od, err := ondisk.ReadDisk(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := bootloader.ReadMenu(od.ESP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slot, err := m.Rollback(); err != nil || slot != "a" {
+		t.Fatalf("rollback: %q %v", slot, err)
+	}
+	if err := bootloader.WriteMenu(od.ESP, m); err != nil {
+		t.Fatal(err)
+	}
+	dev.Close()
+	esp, _ := od.State.Table.ByRole(layout.RoleESP)
+	b, _ := od.State.Table.Find("root-b")
+	before := outside(t, p, b, esp)
+	res, err := Sync(ctx, SyncOptions{Sources: []store.Source{st}, Image: v3, Disk: p})
+	if err != nil || res.Plan.Slot != "b" || res.Plan.Active != "a" {
+		t.Fatalf("sync after the rollback: %v %+v", err, res.Plan)
+	}
+	sameHashes(t, "sync after the rollback", before, outside(t, p, b, esp))
 }
