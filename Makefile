@@ -55,6 +55,7 @@ bench: deps build
 	bash bench/dhcp/run.sh
 	bash bench/tftp/run.sh
 	bash bench/tree/run.sh
+	bash bench/sync/run.sh
 
 demo: deps build
 	bash scripts/demo.sh

@@ -21,6 +21,7 @@ func newDeploy(e *env) *cobra.Command {
 	var (
 		from          []string
 		ref, size     string
+		slotSize      string
 		yes, noVerify bool
 		bios          bool
 		agentFile     string
@@ -96,6 +97,11 @@ func newDeploy(e *env) *cobra.Command {
 					return fmt.Errorf("--layout %s: %w", layoutFile, err)
 				}
 				o.Layout = &l
+			}
+			if slotSize != "" {
+				if o.SlotSize, err = layout.ParseSize(slotSize); err != nil {
+					return fmt.Errorf("--slot-size: %w", err)
+				}
 			}
 			if size != "" {
 				if o.Size, err = layout.ParseSize(size); err != nil {
@@ -178,6 +184,8 @@ func newDeploy(e *env) *cobra.Command {
 	f.StringVar(&o.Disk, "disk", "", "target block device or image file; "+disk.SelectorHelp)
 	f.StringVar(&serveAddr, "serve", "", "serve the disk over HTTP at this address while it is written (chunks as they land) and after, until interrupted: other deploys can --from it at once")
 	f.StringVar(&layoutFile, "layout", "", "partition the disk by this layout file (text, sfdisk dump or JSON) instead of the image's default; the image id does not change")
+	f.IntVar(&o.Slots, "slots", 0, "root slots: 2 (a and b, for imprint sync) or 1; default 2 when the disk has room for both")
+	f.StringVar(&slotSize, "slot-size", "", "size of each root slot (default: the root's size plus a quarter, at least 64 MiB more)")
 	f.StringVar(&size, "size", "", "create or grow an image file to this size (e.g. 8G)")
 	f.BoolVar(&yes, "yes", false, "do not ask before writing")
 	f.BoolVar(&o.DryRun, "dry-run", false, "show the plan and write nothing")
@@ -223,6 +231,9 @@ func printPlan(w io.Writer, p *deploy.Plan) {
 	}
 	fmt.Fprintf(w, "Plan for %s (%s, %s):\n", p.Disk, kind, layout.HumanSize(p.DiskSize))
 	fmt.Fprintf(w, "  image %s, id %s\n", p.Image, p.ImageID)
+	if p.Slots == 2 {
+		fmt.Fprintf(w, "  root slots a and b; the image goes into slot %s\n", p.Slot)
+	}
 	if p.Resume {
 		fmt.Fprintf(w, "  resumes an interrupted deploy of the same image: only chunks not yet written are written\n")
 	}

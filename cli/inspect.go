@@ -198,6 +198,10 @@ func showDisk(e *env, path string, t *image.Trust) error {
 				out["signature"] = diskSignature(od, t)
 			}
 		}
+		if od.Record != nil {
+			out["active_slot"] = od.Record.Active
+			out["slots"] = slotSummary(od)
+		}
 		if err != nil {
 			out["problem"] = err.Error()
 		}
@@ -231,19 +235,53 @@ func showDisk(e *env, path string, t *image.Trust) error {
 		e.printf(", %d of %d chunks written", done, total)
 	}
 	e.printf("\n")
-	e.printf("  manifest %s (%s on the ESP)\n", diskSignature(od, t), ondisk.SignatureFile)
+	if od.Record != nil {
+		for _, sl := range slotSummary(od) {
+			e.printf("  slot %s (%s): %s:%s, %s%s\n", sl.Slot, sl.Partition, sl.Name, sl.Version, sl.Status, map[bool]string{true: ", active"}[sl.Active])
+		}
+	}
+	e.printf("  manifest %s (%s on the ESP)\n", diskSignature(od, t), od.Slot.SignatureFile())
 	return nil
 }
 
 // diskSignature says what the signature a deployed disk carries is worth.
 func diskSignature(od *ondisk.OnDisk, t *image.Trust) image.SignatureStatus {
 	var sig []byte
-	if od.ESP != nil && od.ESP.Exists(ondisk.SignatureFile) {
-		b, err := od.ESP.ReadFile(ondisk.SignatureFile)
+	if sf := od.Slot.SignatureFile(); od.ESP != nil && od.ESP.Exists(sf) {
+		b, err := od.ESP.ReadFile(sf)
 		if err != nil {
 			return image.SignatureStatus{Signed: true, Problem: fmt.Sprintf("cannot be read: %v", err)}
 		}
 		sig = b
 	}
 	return t.Examine(od.ManifestRaw, sig)
+}
+
+type slotLine struct {
+	Slot      string `json:"slot"`
+	Partition string `json:"partition"`
+	Name      string `json:"name,omitempty"`
+	Version   string `json:"version,omitempty"`
+	ImageID   string `json:"image_id,omitempty"`
+	Status    string `json:"status"`
+	Active    bool   `json:"active"`
+}
+
+// slotSummary lists both root slots, an unwritten one as empty.
+func slotSummary(od *ondisk.OnDisk) []slotLine {
+	var out []slotLine
+	for _, n := range []string{ondisk.SlotA, ondisk.SlotB} {
+		l := slotLine{Slot: n, Status: "empty", Active: n == od.Record.Active}
+		for _, p := range od.Record.Table.Partitions {
+			if p.Role == layout.RoleImage && strings.HasSuffix(p.Name, "-"+n) {
+				l.Partition = p.Name
+				break
+			}
+		}
+		if st := od.Record.Slots[n]; st != nil {
+			l.Name, l.Version, l.ImageID, l.Status = st.Name, st.Version, st.ImageID, st.Status
+		}
+		out = append(out, l)
+	}
+	return out
 }

@@ -68,6 +68,9 @@ type Options struct {
 	// Trust, when set, is the set of keys the image must be signed by;
 	// anything else is refused before a byte is written.
 	Trust *image.Trust
+	// Slots and SlotSize: see PlanOptions.
+	Slots    int
+	SlotSize int64
 	// Live, when set, gets a source serving the disk while it is being
 	// written (chunks as they land; see ondisk.OpenLive), so other deploys
 	// can take from this one before it completes. The caller owns it.
@@ -109,6 +112,10 @@ type Plan struct {
 	// Narrowed says a default of both firmwares became uefi because the
 	// image carries no GRUB for legacy BIOS.
 	Narrowed bool `json:"-"`
+	// Slots is 1 or 2 (root slots a and b); Slot is the one written, ""
+	// with one slot.
+	Slots int    `json:"slots"`
+	Slot  string `json:"slot,omitempty"`
 
 	resume *ondisk.OnDisk // the record of the interrupted deploy a resume continues
 }
@@ -161,7 +168,8 @@ func espGUID(t *layout.Table) string {
 	return p.GUID
 }
 
-func installBoot(ctx context.Context, o Options, cp *copier.Copier, dev *disk.Disk, esp *disk.FAT, t *layout.Table, newESP bool) error {
+func installBoot(ctx context.Context, o Options, cp *copier.Copier, dev *disk.Disk, esp *disk.FAT, st *ondisk.State, newESP bool) error {
+	t := st.Table
 	m := o.Image.Manifest
 	if m.Boot == nil || m.Boot.Kernel == nil {
 		o.emit(Event{Kind: "warning", Message: "the image has no kernel: the disk gets no boot menu"})
@@ -185,9 +193,9 @@ func installBoot(ctx context.Context, o Options, cp *copier.Copier, dev *disk.Di
 	if err != nil {
 		return err
 	}
-	root, ok := t.Find(rp.Name)
+	root, ok := t.Find(st.PartitionOf(rp.Name))
 	if !ok {
-		return fmt.Errorf("partition %s is not on the disk", rp.Name)
+		return fmt.Errorf("partition %s is not on the disk", st.PartitionOf(rp.Name))
 	}
 	uuid, err := esp.VolumeID()
 	if err != nil {
@@ -216,6 +224,11 @@ func installBoot(ctx context.Context, o Options, cp *copier.Copier, dev *disk.Di
 		Timeout: b.Timeout, ESPUUID: uuid, TmpDir: o.TmpDir, NoNetboot: b.NoNetboot,
 	}); err != nil {
 		return err
+	}
+	if st.Slot != "" {
+		if err := bootloader.UseSlotEntry(esp, st.Slot); err != nil {
+			return err
+		}
 	}
 	if b.Firmware == bootloader.UEFI {
 		return nil
@@ -312,11 +325,11 @@ func contains(s []int, v int) bool {
 
 // partitionDisk writes the GPT, formats the ESP and local partitions, and
 // records the starting state.
-func partitionDisk(ctx context.Context, o *Target, plan *Plan) (*ondisk.State, *disk.FAT, error) {
+func partitionDisk(ctx context.Context, o *Target, plan *Plan) (*ondisk.State, *ondisk.Record, *disk.FAT, error) {
 	t, dev := plan.Table, o.Dev
 	o.emit(Event{Kind: "phase", Phase: "partition"})
 	if err := disk.WriteGPT(dev, t); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	espP, _ := t.ByRole(layout.RoleESP)
 	var esp *disk.FAT
@@ -327,7 +340,7 @@ func partitionDisk(ctx context.Context, o *Target, plan *Plan) (*ondisk.State, *
 		esp, err = disk.FormatFAT(dev, espP, "ESP")
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	for _, p := range t.Partitions {
 		if p.Role != layout.RoleLocal || plan.kept(p.GUID) {
@@ -347,25 +360,35 @@ func partitionDisk(ctx context.Context, o *Target, plan *Plan) (*ondisk.State, *
 			}
 		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("partition %s: %w", p.Name, err)
+			return nil, nil, nil, fmt.Errorf("partition %s: %w", p.Name, err)
 		}
 	}
 	m := o.Image.Manifest
 	st := &ondisk.State{
 		Format: 1, ImageID: o.Image.ID, Name: m.Name, Version: m.Version,
 		Status: ondisk.StatusWriting, Started: time.Now().UTC(), Table: t, Firmware: plan.Firmware,
-		Done: map[string]*copier.Bitmap{},
+		Done: map[string]*copier.Bitmap{}, Slot: plan.Slot,
 	}
 	for _, p := range m.Partitions {
 		if p.Content != nil {
 			st.Done[p.Name] = copier.NewBitmap(len(p.Content.Chunks))
 		}
 	}
-	if err := ondisk.WriteStart(dev, esp, o.Image, *plan.Layout, st); err != nil {
-		return nil, nil, err
+	var rec *ondisk.Record
+	if plan.Slot != "" {
+		rec = &ondisk.Record{Format: ondisk.RecordFormat, Table: t, Active: plan.Slot, Slots: map[string]*ondisk.State{plan.Slot: st}}
+		err = ondisk.WriteSlotFiles(dev, esp, plan.Slot, o.Image, *plan.Layout)
+		if err == nil {
+			err = ondisk.WriteRecord(dev, esp, rec)
+		}
+	} else {
+		err = ondisk.WriteStart(dev, esp, o.Image, *plan.Layout, st)
+	}
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	o.emit(Event{Kind: "phase", Phase: "partitioned"})
-	return st, esp, nil
+	return st, rec, esp, nil
 }
 
 // target is a partition with exact zeroing through the whole device.
@@ -380,8 +403,9 @@ func (t target) ZeroRange(off, n int64) error { return t.dev.ZeroRange(t.off+off
 // journal checkpoints the state while chunks are being written.
 type journal struct {
 	dev   *disk.Disk
-	esp   *disk.FAT
+	esp   ondisk.ESPWriter
 	st    *ondisk.State
+	rec   *ondisk.Record // the disk's record, when st is one of its slots
 	every time.Duration
 	emit  func(Event)
 	mu    sync.Mutex
@@ -404,7 +428,17 @@ func (j *journal) checkpoint() error {
 	if err := j.dev.Sync(); err != nil {
 		return err
 	}
-	if err := ondisk.WriteState(j.dev, j.esp, &snap); err != nil {
+	if j.rec != nil {
+		rec := *j.rec
+		rec.Slots = map[string]*ondisk.State{}
+		for k, v := range j.rec.Slots {
+			rec.Slots[k] = v
+		}
+		rec.Slots[j.st.Slot] = &snap
+		if err := ondisk.WriteRecord(j.dev, j.esp, &rec); err != nil {
+			return err
+		}
+	} else if err := ondisk.WriteState(j.dev, j.esp, &snap); err != nil {
 		return err
 	}
 	j.emit(Event{Kind: "checkpoint", Chunks: n})

@@ -47,6 +47,11 @@ type PlanOptions struct {
 	// AllowDowngrade lets an image replace a newer version of itself
 	// (ondisk.CheckDowngrade).
 	AllowDowngrade bool
+	// Slots is 1 (one root), 2 (root slots a and b, which imprint sync
+	// switches between) or 0: 2 where the disk has room, else 1.
+	Slots int
+	// SlotSize is the size of each root slot; 0 is DefaultSlotSize.
+	SlotSize int64
 }
 
 // MakePlan decides what deploying img onto dev does. A disk that holds an
@@ -70,7 +75,7 @@ func MakePlan(dev *disk.Disk, img *image.Resolved, o PlanOptions) (*Plan, error)
 		if plan.Firmware == "" {
 			plan.Firmware = autoBoth(plan, o)
 		}
-		t, err := layout.Place(withBIOSBoot(lay, plan.Firmware, o.NoBoot), o.Size, 512)
+		t, err := placeSlots(plan, m, withBIOSBoot(lay, plan.Firmware, o.NoBoot), o, o.Size, 512)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", o.DiskName, err)
 		}
@@ -84,6 +89,11 @@ func MakePlan(dev *disk.Disk, img *image.Resolved, o PlanOptions) (*Plan, error)
 	}
 	if err == nil && od.Interrupted(img.ID, dev.Size()) {
 		plan.Resume, plan.Table, plan.Destroyed, plan.Layout = true, od.State.Table, nil, od.Layout
+		if od.Record != nil {
+			plan.Slots, plan.Slot = 2, od.State.Slot
+		} else {
+			plan.Slots = 1
+		}
 		for _, p := range m.Partitions {
 			if od.State.Done[p.Name] == nil || od.State.Done[p.Name].Len() != len(p.Content.Chunks) {
 				od.State.Done[p.Name] = copier.NewBitmap(len(p.Content.Chunks))
@@ -104,6 +114,10 @@ func MakePlan(dev *disk.Disk, img *image.Resolved, o PlanOptions) (*Plan, error)
 		}
 	}
 	if o.KeepExisting {
+		if o.Slots == 2 {
+			return nil, fmt.Errorf("--slots 2 with --keep-existing: root slots need the whole disk; use --slots 1 beside other systems")
+		}
+		plan.Slots = 1
 		return planBeside(dev, plan, o)
 	}
 	if plan.Firmware == "" {
@@ -112,7 +126,7 @@ func MakePlan(dev *disk.Disk, img *image.Resolved, o PlanOptions) (*Plan, error)
 			plan.Firmware = autoBoth(plan, o)
 		}
 	}
-	t, err := layout.Place(withBIOSBoot(lay, plan.Firmware, o.NoBoot), dev.Size(), dev.SectorSize())
+	t, err := placeSlots(plan, m, withBIOSBoot(lay, plan.Firmware, o.NoBoot), o, dev.Size(), dev.SectorSize())
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", o.DiskName, err)
 	}
@@ -182,10 +196,23 @@ type Target struct {
 	// ESP and State are set by Partition: the disk's record.
 	ESP   *disk.FAT
 	State *ondisk.State
+	// Record is the disk's record when it has root slots (State is then
+	// one of its slots); nil with one slot.
+	Record *ondisk.Record
+	// RecordTo, when set, is where the record is written instead of ESP:
+	// the mounted ESP of a running node.
+	RecordTo ondisk.ESPWriter
 	// Events, when set, gets progress; calls must not overlap (Deploy
 	// serialises them).
 	Events func(Event)
 	TmpDir string
+}
+
+func (t *Target) recordTo() ondisk.ESPWriter {
+	if t.RecordTo != nil {
+		return t.RecordTo
+	}
+	return t.ESP
 }
 
 func (t *Target) emit(e Event) {
@@ -200,18 +227,18 @@ func (t *Target) emit(e Event) {
 // writes nothing and takes up the record already on the disk.
 func (t *Target) Partition(ctx context.Context) error {
 	if r := t.Plan.resume; r != nil {
-		t.ESP, t.State = r.ESP, r.State
+		t.ESP, t.State, t.Record = r.ESP, r.State, r.Record
 		t.State.Status = ondisk.StatusWriting
 		// A journal from before the firmware was recorded gets it now,
 		// with the next checkpoint.
 		t.State.Firmware = t.Plan.Firmware
 		return nil
 	}
-	st, esp, err := partitionDisk(ctx, t, t.Plan)
+	st, rec, esp, err := partitionDisk(ctx, t, t.Plan)
 	if err != nil {
 		return err
 	}
-	t.ESP, t.State = esp, st
+	t.ESP, t.State, t.Record = esp, st, rec
 	return nil
 }
 
@@ -254,11 +281,11 @@ type Written struct {
 func (t *Target) WriteContents(ctx context.Context, cp *copier.Copier, o WriteOptions) (*Written, error) {
 	m, st, dev := t.Image.Manifest, t.State, t.Dev
 	res := &Written{}
-	j := &journal{dev: dev, esp: t.ESP, st: st, every: o.CheckpointEvery, emit: t.emit}
+	j := &journal{dev: dev, esp: t.recordTo(), st: st, rec: t.Record, every: o.CheckpointEvery, emit: t.emit}
 	for _, p := range m.Partitions {
-		placed, ok := st.Table.Find(p.Name)
+		placed, ok := st.Table.Find(st.PartitionOf(p.Name))
 		if !ok {
-			return nil, fmt.Errorf("partition %s is not in the disk's table", p.Name)
+			return nil, fmt.Errorf("partition %s is not in the disk's table", st.PartitionOf(p.Name))
 		}
 		bm := st.Done[p.Name]
 		total := p.Content.Size
@@ -298,7 +325,7 @@ func (t *Target) WriteContents(ctx context.Context, cp *copier.Copier, o WriteOp
 		return res, nil
 	}
 	for _, p := range m.Partitions {
-		placed, _ := st.Table.Find(p.Name)
+		placed, _ := st.Table.Find(st.PartitionOf(p.Name))
 		if err := dev.DropCache(placed.Start, p.Content.Size); err != nil {
 			t.emit(Event{Kind: "warning", Message: fmt.Sprintf("could not drop the page cache before verifying: %v", err)})
 		}
@@ -338,7 +365,7 @@ func (t *Target) InstallBoot(ctx context.Context, cp *copier.Copier, b BootOptio
 	t.emit(Event{Kind: "phase", Phase: "bootloader"})
 	b.Firmware = t.Plan.Firmware
 	o := Options{Image: t.Image, Boot: b, Events: t.Events, TmpDir: t.TmpDir}
-	if err := installBoot(ctx, o, cp, t.Dev, t.ESP, t.State.Table, !t.Plan.kept(espGUID(t.State.Table))); err != nil {
+	if err := installBoot(ctx, o, cp, t.Dev, t.ESP, t.State, !t.Plan.kept(espGUID(t.State.Table))); err != nil {
 		return fmt.Errorf("boot loader: %w", err)
 	}
 	return t.Dev.Sync()
@@ -349,7 +376,7 @@ func (t *Target) InstallBoot(ctx context.Context, cp *copier.Copier, b BootOptio
 func (t *Target) Commit(verified bool) error {
 	now := time.Now().UTC()
 	t.State.Status, t.State.Completed, t.State.Verified, t.State.Done = ondisk.StatusComplete, &now, verified, nil
-	j := &journal{dev: t.Dev, esp: t.ESP, st: t.State, emit: t.emit}
+	j := &journal{dev: t.Dev, esp: t.recordTo(), st: t.State, rec: t.Record, emit: t.emit}
 	if err := j.checkpoint(); err != nil {
 		return err
 	}
@@ -390,7 +417,7 @@ func Deploy(ctx context.Context, o Options) (*Result, error) {
 		return nil, fmt.Errorf("image %s:%s: %w", m.Name, m.Version, err)
 	}
 	po := PlanOptions{Layout: lay, Size: o.Size, Firmware: o.Boot.Firmware, NoBoot: o.Boot.Skip, NoBIOSLoaders: !hasBIOSLoaders(m),
-		KeepExisting: o.KeepExisting, DiskName: o.Disk, AllowDowngrade: o.AllowDowngrade}
+		KeepExisting: o.KeepExisting, DiskName: o.Disk, AllowDowngrade: o.AllowDowngrade, Slots: o.Slots, SlotSize: o.SlotSize}
 	plan, dev, err := openAndPlan(o, po)
 	if err != nil {
 		return nil, err
@@ -415,7 +442,7 @@ func Deploy(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	if o.Live != nil {
-		live, err := ondisk.OpenLive(o.Disk, o.Image, plan.Layout, t.State.Table, t.State.Done)
+		live, err := ondisk.OpenLive(o.Disk, o.Image, plan.Layout, t.State, t.State.Done)
 		if err != nil {
 			return nil, fmt.Errorf("serve while deploying: %w", err)
 		}

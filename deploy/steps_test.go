@@ -237,7 +237,7 @@ func TestDeployWithALayoutOverride(t *testing.T) {
 	} {
 		p := filepath.Join(dir, tc.name+".img")
 		_, err := Deploy(context.Background(), Options{Sources: []store.Source{st}, Image: img, Disk: p, Size: 700 << 20,
-			Verify: true, Boot: BootOptions{Skip: true}, Layout: tc.lay})
+			Verify: true, Boot: BootOptions{Skip: true}, Layout: tc.lay, Slots: 1})
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}

@@ -189,7 +189,7 @@ func exportDrifted(ctx context.Context, src *DiskSource, dst *store.Dir, o Expor
 		if p.Content == nil || !drifted["partition "+p.Name] {
 			continue
 		}
-		placed, _ := src.od.State.Table.Find(p.Name)
+		placed, _ := src.od.State.Table.Find(src.od.State.PartitionOf(p.Name))
 		if p.Content, err = recut(p.Content, disk.Section{D: src.dev, Off: placed.Start, Len: placed.Len}, p.Content.Size); err != nil {
 			return nil, fmt.Errorf("partition %s: %w", p.Name, err)
 		}

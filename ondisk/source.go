@@ -104,9 +104,9 @@ func newDiskSource(p string, dev *disk.Disk) (*DiskSource, error) {
 	}
 	m := od.Manifest
 	s := &DiskSource{path: p, dev: dev, od: od, chunks: map[string][]chunkLoc{}, files: map[string][]byte{}}
-	if od.ESP.Exists(SignatureFile) {
-		if s.sig, err = od.ESP.ReadFile(SignatureFile); err != nil {
-			return nil, fmt.Errorf("%s: %s: %w", p, SignatureFile, err)
+	if sf := od.Slot.SignatureFile(); od.ESP.Exists(sf) {
+		if s.sig, err = od.ESP.ReadFile(sf); err != nil {
+			return nil, fmt.Errorf("%s: %s: %w", p, sf, err)
 		}
 		// A signature that cannot be this manifest's is not passed on
 		// (served or exported); the disk is then an unsigned image.
@@ -117,7 +117,7 @@ func newDiskSource(p string, dev *disk.Disk) (*DiskSource, error) {
 		if mp.Content == nil {
 			continue
 		}
-		placed, ok := od.State.Table.Find(mp.Name)
+		placed, ok := od.State.Table.Find(od.State.PartitionOf(mp.Name))
 		if !ok || !inGPT(od.GPT, placed, mp.Content.Size) {
 			return nil, fmt.Errorf("%s: %w: partition %s is missing or was moved in the GPT", p, ErrDrifted, mp.Name)
 		}
@@ -385,7 +385,8 @@ func (s *DiskSource) espFile(name string) ([]byte, error) {
 // It reads through its own read-only descriptor, which stays valid after
 // the deploy closes its own. Boot files are written last and are served
 // once the deploy has completed, by a DiskSource opened then.
-func OpenLive(p string, img *image.Resolved, lay *layout.Layout, t *layout.Table, done map[string]*copier.Bitmap) (*DiskSource, error) {
+func OpenLive(p string, img *image.Resolved, lay *layout.Layout, st *State, done map[string]*copier.Bitmap) (*DiskSource, error) {
+	t := st.Table
 	dev, err := disk.OpenDisk(p, disk.OpenOptions{})
 	if err != nil {
 		return nil, err
@@ -393,7 +394,7 @@ func OpenLive(p string, img *image.Resolved, lay *layout.Layout, t *layout.Table
 	m := img.Manifest
 	s := &DiskSource{
 		path: p, dev: dev, sig: img.Signature, chunks: map[string][]chunkLoc{}, files: map[string][]byte{},
-		od: newOnDisk(&Slot{Manifest: m, ManifestRaw: img.Raw, Layout: lay, State: &State{ImageID: img.ID, Name: m.Name, Version: m.Version, Status: StatusWriting, Table: t}}),
+		od: newOnDisk(&Slot{Manifest: m, ManifestRaw: img.Raw, Layout: lay, State: &State{ImageID: img.ID, Name: m.Name, Version: m.Version, Status: StatusWriting, Table: t, Slot: st.Slot}}),
 		avail: func(l chunkLoc) bool {
 			bm := done[l.part]
 			return bm != nil && bm.Has(l.idx)
@@ -403,10 +404,10 @@ func OpenLive(p string, img *image.Resolved, lay *layout.Layout, t *layout.Table
 		if mp.Content == nil {
 			continue
 		}
-		placed, ok := t.Find(mp.Name)
+		placed, ok := t.Find(st.PartitionOf(mp.Name))
 		if !ok {
 			dev.Close()
-			return nil, fmt.Errorf("partition %s is not in the table", mp.Name)
+			return nil, fmt.Errorf("partition %s is not in the table", st.PartitionOf(mp.Name))
 		}
 		s.add(mp.Content, m.ChunkSize, mp.Name, placed.Start, "")
 	}

@@ -55,6 +55,9 @@ type State struct {
 	// journals written before it was recorded.
 	Firmware string                    `json:"firmware,omitempty"`
 	Done     map[string]*copier.Bitmap `json:"done,omitempty"`
+	// Slot is the root slot this journal is of ("a", "b"), "" on a disk
+	// with one slot. It is the key of the record's slots, not stored.
+	Slot string `json:"-"`
 }
 
 // ErrNotDeployed says a disk carries no imprint state.
@@ -68,8 +71,10 @@ type OnDisk struct {
 	GPT      []layout.GPTPartition
 	DiskGUID string
 	ESP      *disk.FAT
-	// Slots lists every slot's record, one today.
+	// Slots lists every slot's record: one, or the written ones of a and b.
 	Slots []*Slot
+	// Record is state.json of a disk with root slots; nil with one slot.
+	Record *Record
 	// Slot is the current slot; never nil, its fields are nil when the
 	// disk carries no (readable) record.
 	*Slot
@@ -78,12 +83,17 @@ type OnDisk struct {
 // Slot is the record of one image written onto a disk: its manifest, the
 // layout it was placed from, and the deploy journal.
 type Slot struct {
+	// Name is "a" or "b"; "" on a disk with one slot.
+	Name        string
 	State       *State
 	ManifestRaw []byte
 	Manifest    *image.Manifest
 	// Layout is the layout the disk was partitioned from; nil on a disk
 	// deployed before layouts were recorded.
 	Layout *layout.Layout
+	// Problem says why an inactive slot's manifest could not be read (a
+	// sync that had just begun); its Manifest is then nil.
+	Problem error
 }
 
 // ReadDisk reads the GPT, the ESP and imprint's record from a target.
@@ -110,6 +120,12 @@ func ReadDisk(dev disk.Device) (*OnDisk, error) {
 	var st State
 	if err := json.Unmarshal(raw, &st); err != nil {
 		return od, fmt.Errorf("%w: %s is damaged: %v", ErrNotDeployed, StateFile, err)
+	}
+	if st.Format == RecordFormat {
+		if err := readRecord(od, fat, raw); err != nil {
+			return od, err
+		}
+		return od, nil
 	}
 	if st.Format != 1 || st.Table == nil {
 		return od, fmt.Errorf("%w: %s has an unknown format", ErrNotDeployed, StateFile)
@@ -183,7 +199,7 @@ func WriteStart(dev *disk.Disk, esp *disk.FAT, img *image.Resolved, lay layout.L
 }
 
 // WriteState replaces the journal on the ESP and syncs it.
-func WriteState(dev *disk.Disk, esp *disk.FAT, st *State) error {
+func WriteState(dev *disk.Disk, esp ESPWriter, st *State) error {
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err

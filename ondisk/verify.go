@@ -87,7 +87,7 @@ func VerifyDisk(ctx context.Context, path string, progress func(part string, don
 			continue
 		}
 		pr := PartitionReport{Name: p.Name, Size: p.Content.Size, Chunks: len(p.Content.Chunks), Status: "identical"}
-		placed, ok := od.State.Table.Find(p.Name)
+		placed, ok := od.State.Table.Find(od.State.PartitionOf(p.Name))
 		if ok {
 			pr.GUID = placed.GUID
 		}
