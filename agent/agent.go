@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/imprint-dev/imprint/disk"
+	"github.com/imprint-dev/imprint/layout"
 	"golang.org/x/sys/unix"
 )
 
@@ -50,11 +51,29 @@ type Params struct {
 	// RW says the command line asked for a read-write root; it still gets
 	// a read-only one under a writable overlay.
 	RW bool
+	// RootMode is imprint.root=ondemand|ram for a diskless boot: the root
+	// read from the network as it is used, through /dev/nbdN ("" is
+	// ondemand), or fetched whole into RAM and checked before the system
+	// starts.
+	RootMode string
+	// CacheBytes is imprint.cache=SIZE: the RAM an on-demand root keeps
+	// fetched chunks in, beside the kernel's page cache (0: DefaultCache).
+	CacheBytes int64
 }
+
+// Diskless root modes (imprint.root=).
+const (
+	RootOnDemand = "ondemand"
+	RootRAM      = "ram"
+)
+
+// DefaultCache is imprint.cache= when the command line does not say.
+const DefaultCache = 64 << 20
 
 // ParseCmdline reads imprint.* parameters.
 func ParseCmdline(c string) (Params, error) {
 	p := Params{OnFail: "reboot"}
+	var cacheErr error
 	for _, w := range strings.Fields(c) {
 		k, v, _ := strings.Cut(w, "=")
 		switch k {
@@ -88,6 +107,14 @@ func ParseCmdline(c string) (Params, error) {
 			p.State = v
 		case "rw":
 			p.RW = true
+		case "imprint.root":
+			p.RootMode = v
+		case "imprint.cache":
+			n, err := layout.ParseSize(v)
+			if err != nil {
+				cacheErr = fmt.Errorf("imprint.cache=%s: %w", v, err)
+			}
+			p.CacheBytes = n
 		case "imprint.trust":
 			for _, k := range strings.Split(v, ",") {
 				if k != "" {
@@ -107,6 +134,14 @@ func ParseCmdline(c string) (Params, error) {
 		}
 	default:
 		return p, fmt.Errorf("imprint.mode=%s: want local (or leave it out)", p.Mode)
+	}
+	switch p.RootMode {
+	case "", RootOnDemand, RootRAM:
+	default:
+		return p, fmt.Errorf("imprint.root=%s: want ondemand or ram", p.RootMode)
+	}
+	if cacheErr != nil {
+		return p, cacheErr
 	}
 	switch p.Verify {
 	case "", "none", "quick", "full":

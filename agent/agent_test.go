@@ -19,6 +19,9 @@ func TestParseCmdline(t *testing.T) {
 		{"imprint.source=http://a/ imprint.install=sda", Params{}, "imprint.install=sda"},
 		{"console=ttyS0 ro", Params{}, "no imprint.source"},
 		{"imprint.source=http://a/ imprint.onfail=explode", Params{}, "imprint.onfail=explode"},
+		{"imprint.source=http://a/ imprint.root=ram imprint.cache=256M", Params{Sources: []string{"http://a/"}, OnFail: "reboot", RootMode: RootRAM, CacheBytes: 256 << 20}, ""},
+		{"imprint.source=http://a/ imprint.root=nfs", Params{}, "imprint.root=nfs"},
+		{"imprint.source=http://a/ imprint.cache=lots", Params{}, "imprint.cache=lots"},
 	} {
 		p, err := ParseCmdline(tc.in)
 		if tc.wantErr != "" {
@@ -27,7 +30,8 @@ func TestParseCmdline(t *testing.T) {
 			}
 			continue
 		}
-		if err != nil || strings.Join(p.Sources, ",") != strings.Join(tc.want.Sources, ",") || p.Image != tc.want.Image || p.Install != tc.want.Install || p.OnFail != tc.want.OnFail {
+		if err != nil || strings.Join(p.Sources, ",") != strings.Join(tc.want.Sources, ",") || p.Image != tc.want.Image || p.Install != tc.want.Install || p.OnFail != tc.want.OnFail ||
+			(tc.want.RootMode != "" && (p.RootMode != tc.want.RootMode || p.CacheBytes != tc.want.CacheBytes)) {
 			t.Errorf("%q: %+v %v", tc.in, p, err)
 		}
 	}

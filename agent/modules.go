@@ -17,10 +17,18 @@ var Modules = []string{
 	"af_packet", "virtio_pci", "virtio_net", "e1000", "e1000e", "igb", "ixgbe", "r8169", "tg3", "bnxt_en",
 	"virtio_blk", "virtio_scsi", "ahci", "sd_mod", "nvme",
 	"ext4", "overlay", "loop",
+	// The on-demand diskless root is an NBD device served by the agent.
+	"nbd",
 	// Entropy: DHCP transaction ids and TLS need the kernel's random pool,
 	// which on machines without a CPU RNG may not fill without a device.
 	"virtio_rng",
 }
+
+// moduleParams are the parameters the agent loads modules with. nbd:
+// a few devices are plenty, and no partition scan: the device holds a
+// filesystem, and a scan would read (so fetch) its first and last chunks
+// for a partition table that is not there.
+var moduleParams = map[string]string{"nbd": "nbds_max=4 max_part=0"}
 
 func loadModules(a *Agent) error {
 	var uts unix.Utsname
@@ -50,7 +58,7 @@ func loadModules(a *Agent) error {
 			failed = append(failed, m.Name)
 			continue
 		}
-		err = unix.FinitModule(int(f.Fd()), "", 0)
+		err = unix.FinitModule(int(f.Fd()), moduleParams[m.Name], 0)
 		f.Close()
 		if err != nil && err != unix.EEXIST && !m.Optional {
 			failed = append(failed, fmt.Sprintf("%s (%v)", m.Name, err))

@@ -90,8 +90,10 @@ func (t fileTarget) ZeroRange(off, n int64) error {
 	return unix.Fallocate(int(t.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
 }
 
-// diskless fetches the root into RAM, proves it, and switches to it with a
-// tmpfs overlay for writes. The local disk is never opened.
+// diskless runs the image's root from the network with a tmpfs overlay
+// for writes: read on demand (ondemandRoot), or with imprint.root=ram
+// fetched whole into RAM and proved before it starts. The local disk is
+// never opened.
 func (a *Agent) diskless(ctx context.Context) error {
 	srcs, err := a.sources()
 	if err != nil {
@@ -105,10 +107,13 @@ func (a *Agent) diskless(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c := rp.Content
 	if err := os.MkdirAll("/run/imprint", 0o755); err != nil {
 		return err
 	}
+	if a.Params.RootMode != RootRAM {
+		return a.ondemandRoot(ctx, res.Manifest, rp)
+	}
+	c := rp.Content
 	img := "/run/imprint/root.img"
 	f, err := os.OpenFile(img, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {

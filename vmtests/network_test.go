@@ -26,6 +26,8 @@ type netImage struct {
 	store   string
 	rootSHA string
 	bin     string // static imprint binary
+	agent   string // the agent initramfs
+	rootLen int64  // the root partition's size
 }
 
 func buildNetImage(t *testing.T, buildArgs ...string) netImage {
@@ -51,12 +53,13 @@ func buildNetImage(t *testing.T, buildArgs ...string) netImage {
 		t.Fatal(err)
 	}
 	var rootSHA string
+	var rootLen int64
 	for _, p := range r.Manifest.Partitions {
 		if p.Name == "root" {
-			rootSHA = p.Content.SHA256
+			rootSHA, rootLen = p.Content.SHA256, p.Content.Size
 		}
 	}
-	return netImage{fx: fx, store: store, rootSHA: rootSHA, bin: bin}
+	return netImage{fx: fx, store: store, rootSHA: rootSHA, bin: bin, agent: agentImg, rootLen: rootLen}
 }
 
 // serveHTTP runs imprint's HTTP server on the host's loopback for the test.

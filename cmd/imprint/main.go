@@ -12,6 +12,11 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 0 && os.Args[0] == agent.ServerArgv0 {
+		// The on-demand root's server, started by the agent.
+		_ = agent.ServerMain(os.Stdout)
+		os.Exit(1)
+	}
 	if os.Getpid() == 1 {
 		// imprint is the /init of its own initramfs: the agent.
 		_ = agent.Main(context.Background(), os.Stdout)
