@@ -12,6 +12,14 @@
 #   BENCH_BASELINE=/path/to/imprint   also time this (older) imprint's verified
 #                                     deploys in the same rounds, for a
 #                                     before/after under the same load
+#   BENCH_CHUNK=1M                    build the images with --chunk-size 1M
+#                                     (default: imprint's default)
+#   BENCH_CHUNK_ALT=4M                also build both images at this chunk size
+#                                     and time their verified deploys in the
+#                                     same rounds (chunk size A/B)
+#   BENCH_HTTP=1                      also time verified deploys from
+#                                     `imprint serve` on 127.0.0.1 (each store,
+#                                     BENCH_CHUNK_ALT's too)
 #
 # Needs: bin/imprint, bmaptool (bmap-tools), zstd, sgdisk (gdisk),
 # mkfs.ext4 (e2fsprogs), coreutils. Run as root (drop_caches; imprint deploy).
@@ -27,6 +35,10 @@ W=${BENCH_DIR:-$OUT/work}
 REPS=${BENCH_REPS:-3}
 QUICK=${BENCH_QUICK:-0}
 SETTLE=${BENCH_SETTLE:-0}
+CHUNK=${BENCH_CHUNK:-}
+ALT=${BENCH_CHUNK_ALT:-}
+HTTP=${BENCH_HTTP:-0}
+HTTP_PORT=${BENCH_HTTP_PORT:-18091} # and the next one, for BENCH_CHUNK_ALT's store
 
 MiB=$((1 << 20))
 GiB=$((1 << 30))
@@ -81,11 +93,14 @@ if [[ -n ${BENCH_BASELINE:-} ]]; then
 	IMPRINT_ID+="; baseline binary sha256 $(sha256sum "$BASE" | cut -c1-12)"
 fi
 
+SERVE_PIDS=()
 cleanup() {
 	local rc=$?
+	local p
+	for p in "${SERVE_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 	if [[ ${BENCH_KEEP:-0} != 1 ]]; then
 		# Only what this script made: BENCH_DIR may hold other files.
-		rm -rf "$W/tree" "$W/store" "$W/dstore"
+		rm -rf "$W/tree" "$W/store" "$W/dstore" "$W/store-alt" "$W/dstore-alt"
 		rm -f "$W/imprint" "$W/imprint-baseline" "$W/disk.img" "$W/disk.img.zst" "$W/disk.bmap" "$W/dense.raw" \
 			"$W/target.img" "$W/root.ext4" "$W/usrfiles" "$W/list"
 	fi
@@ -256,14 +271,24 @@ log "making dense.raw ($((DENSE / MiB)) MiB random)"
 head -c "$DENSE" /dev/urandom >"$W/dense.raw"
 
 # ================================================================ build (not compared)
+CS_ARGS=()
+[[ -z $CHUNK ]] || CS_ARGS=(--chunk-size "$CHUNK")
 build_setup() { rm -rf "$W/store"; }
-build_run() { "$IMPRINT" build --store "$W/store" --name bench --version v1 --disk-image "$W/disk.img"; }
+build_run() { "$IMPRINT" build --store "$W/store" --name bench --version v1 --disk-image "$W/disk.img" "${CS_ARGS[@]}"; }
 build_check() { :; }
 add_case "imprint-build" "$MAPPED_BYTES" build_setup build_run build_check
 
 dbuild_setup() { rm -rf "$W/dstore"; }
-dbuild_run() { "$IMPRINT" build --store "$W/dstore" --name dense --version v1 --partition "data=$W/dense.raw"; }
+dbuild_run() { "$IMPRINT" build --store "$W/dstore" --name dense --version v1 --partition "data=$W/dense.raw" "${CS_ARGS[@]}"; }
 add_case "imprint-build-dense" "$DENSE" dbuild_setup dbuild_run build_check
+if [[ -n $ALT ]]; then
+	abuild_setup() { rm -rf "$W/store-alt"; }
+	abuild_run() { "$IMPRINT" build --store "$W/store-alt" --name bench --version v1 --disk-image "$W/disk.img" --chunk-size "$ALT"; }
+	add_case "imprint-build-alt" "$MAPPED_BYTES" abuild_setup abuild_run build_check
+	adbuild_setup() { rm -rf "$W/dstore-alt"; }
+	adbuild_run() { "$IMPRINT" build --store "$W/dstore-alt" --name dense --version v1 --partition "data=$W/dense.raw" --chunk-size "$ALT"; }
+	add_case "imprint-build-dense-alt" "$DENSE" adbuild_setup adbuild_run build_check
+fi
 log "imprint build (not part of the comparison)"
 run_cases
 
@@ -297,6 +322,30 @@ add_case "bmaptool-copy-zst" "$MAPPED_BYTES" fresh bmapz_run same_layout_check
 add_case "dd-sparse" "$MAPPED_BYTES" fresh dd_run same_layout_check
 base_run() { "$BASE" deploy --from "$W/store" --image bench:v1 --disk "$T" --size "$DISK" --yes; }
 [[ -z $BASE ]] || add_case "imprint-deploy-baseline" "$MAPPED_BYTES" fresh base_run imprint_check
+alt_run() { "$IMPRINT" deploy --from "$W/store-alt" --image bench:v1 --disk "$T" --size "$DISK" --yes; }
+[[ -z $ALT ]] || add_case "imprint-deploy-alt" "$MAPPED_BYTES" fresh alt_run imprint_check
+if [[ $HTTP == 1 ]]; then
+	# One server per store, started once: the deploys measure what a node
+	# pays per request over HTTP (loopback: no network, only the protocol).
+	serve_store() { # STORE PORT
+		"$IMPRINT" serve --store "$1" --http "127.0.0.1:$2" >"$LOGS/serve-$2.log" 2>&1 &
+		SERVE_PIDS+=($!)
+		local i
+		for ((i = 0; i < 50; i++)); do
+			curl -s -o /dev/null "http://127.0.0.1:$2/" && return 0
+			sleep 0.2
+		done
+		die "imprint serve on 127.0.0.1:$2 did not start (logs/serve-$2.log)"
+	}
+	serve_store "$W/store" "$HTTP_PORT"
+	http_run() { "$IMPRINT" deploy --from "http://127.0.0.1:$HTTP_PORT/" --image bench:v1 --disk "$T" --size "$DISK" --yes; }
+	add_case "imprint-deploy-http" "$MAPPED_BYTES" fresh http_run imprint_check
+	if [[ -n $ALT ]]; then
+		serve_store "$W/store-alt" "$((HTTP_PORT + 1))"
+		http_alt_run() { "$IMPRINT" deploy --from "http://127.0.0.1:$((HTTP_PORT + 1))/" --image bench:v1 --disk "$T" --size "$DISK" --yes; }
+		add_case "imprint-deploy-http-alt" "$MAPPED_BYTES" fresh http_alt_run imprint_check
+	fi
+fi
 run_cases
 
 # ================================================================ dense case
@@ -321,6 +370,8 @@ add_case "imprint-deploy-dense-noverify" "$DENSE" fresh ddep_nv_run dense_check
 add_case "dd-dense" "$DENSE" fresh ddd_run dd_dense_check
 dbase_run() { "$BASE" deploy --from "$W/dstore" --image dense:v1 --disk "$T" --size "$DENSE_DISK" --yes; }
 [[ -z $BASE ]] || add_case "imprint-deploy-dense-baseline" "$DENSE" fresh dbase_run dense_check
+dalt_run() { "$IMPRINT" deploy --from "$W/dstore-alt" --image dense:v1 --disk "$T" --size "$DENSE_DISK" --yes; }
+[[ -z $ALT ]] || add_case "imprint-deploy-dense-alt" "$DENSE" fresh dalt_run dense_check
 run_cases
 
 # ================================================================ phase breakdown
@@ -368,6 +419,11 @@ desc() {
 	imprint-deploy-dense-noverify) echo "imprint deploy --no-verify" ;;
 	dd-dense) echo "dd bs=4M oflag=direct conv=fsync" ;;
 	imprint-deploy-baseline | imprint-deploy-dense-baseline) echo "baseline imprint deploy (verify on): BENCH_BASELINE" ;;
+	imprint-build-alt) echo "imprint build --disk-image --chunk-size $ALT (not compared)" ;;
+	imprint-build-dense-alt) echo "imprint build --partition --chunk-size $ALT (not compared)" ;;
+	imprint-deploy-alt | imprint-deploy-dense-alt) echo "imprint deploy (verify on), chunk size $ALT" ;;
+	imprint-deploy-http) echo "imprint deploy (verify on) from imprint serve, 127.0.0.1" ;;
+	imprint-deploy-http-alt) echo "imprint deploy (verify on) from imprint serve, 127.0.0.1, chunk size $ALT" ;;
 	esac
 }
 case_of() { case $1 in *dense*) echo dense ;; *) echo sparse ;; esac }
@@ -387,7 +443,7 @@ T_TOTAL=$(awk -v a="$T_START" -v b="$(now)" 'BEGIN {printf "%.0f", b - a}')
 report() {
 	echo "## imprint benchmark results"
 	echo
-	echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(free -h | awk '/^Mem:/ {print $2}') RAM, imprint $IMPRINT_ID, quick=$QUICK, $REPS runs each, median, ${SETTLE}s pause after each cache drop; whole run ${T_TOTAL}s; load average before the run $LOAD0, after it $LOAD1."
+	echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(free -h | awk '/^Mem:/ {print $2}') RAM, imprint $IMPRINT_ID, quick=$QUICK, chunk size ${CHUNK:-default}${ALT:+ (and $ALT)}, $REPS runs each, median, ${SETTLE}s pause after each cache drop; whole run ${T_TOTAL}s; load average before the run $LOAD0, after it $LOAD1."
 	echo
 	echo "Sparse case: $((DISK / MiB)) MiB GPT disk image, ext4 root holding $((TREE_BYTES / MiB)) MiB of files ($((COMP / MiB)) MiB from /usr, $((RAND / MiB)) MiB random); $((MAPPED_BYTES / MiB)) MiB mapped by the bmap. Dense case: $((DENSE / MiB)) MiB of random data as one partition. MB/s = mapped (sparse) or partition (dense) bytes / wall time; 1 MB = 10^6 bytes. Page cache dropped before every run; every target checked byte for byte (cmp) afterwards, imprint targets also with \`imprint verify\`."
 	echo
@@ -406,6 +462,11 @@ report() {
 	echo "| sparse: imprint deploy (verify) / dd conv=sparse, time | $SP_RATIO_DD | (information) |"
 	echo "| dense: imprint deploy (verify) / dd, throughput | $DN_RATIO | ≥ 0.90: **$G2** |"
 	echo "| dense: imprint deploy --no-verify / dd, throughput | $DN_RATIO_NV | (information) |"
+	if [[ -n $ALT ]]; then
+		echo "| sparse: imprint deploy at $ALT / at ${CHUNK:-the default}, time | $(r2 "${MED[imprint-deploy-alt]}" "${MED[imprint-deploy]}") | (information: chunk size) |"
+		echo "| dense: imprint deploy at $ALT / at ${CHUNK:-the default}, time | $(r2 "${MED[imprint-deploy-dense-alt]}" "${MED[imprint-deploy-dense]}") | (information: chunk size) |"
+		[[ $HTTP != 1 ]] || echo "| sparse over HTTP: imprint deploy at $ALT / at ${CHUNK:-the default}, time | $(r2 "${MED[imprint-deploy-http-alt]}" "${MED[imprint-deploy-http]}") | (information: chunk size) |"
+	fi
 	if [[ -n $BASE ]]; then
 		echo "| sparse: baseline imprint deploy (verify) / bmaptool copy, time | $(r2 "${MED[imprint-deploy-baseline]}" "${MED[bmaptool-copy]}") | (information: before) |"
 		echo "| dense: baseline imprint deploy (verify) / dd, throughput | $(r2 "${MED[dd-dense]}" "${MED[imprint-deploy-dense-baseline]}") | (information: before) |"

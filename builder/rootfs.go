@@ -19,8 +19,10 @@ import (
 // treeDigest hashes everything mkfs.ext4 -d copies from a directory: paths,
 // types, modes, owners, sizes, modification times, link targets, device
 // numbers and file contents. Two trees with the same digest give the same
-// filesystem image. It also returns the newest modification time, which
-// becomes the image's creation time.
+// filesystem image: access and change times, which mkfs.ext4 -d also
+// copies, are set to the modification time afterwards (normalizeTimes).
+// It also returns the newest modification time, which becomes the image's
+// creation time.
 func treeDigest(ctx context.Context, root string) (digest string, newest time.Time, size int64, files int, err error) {
 	h := sha256.New()
 	var paths []string
@@ -136,6 +138,9 @@ func makeExt4(ctx context.Context, rootfs, out string, size int64, digest string
 		"MKE2FS_DEVICE_SECTSIZE=512", "MKE2FS_DEVICE_PHYS_SECTSIZE=4096")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("mkfs.ext4 -d %s: %w: %s", rootfs, err, b)
+	}
+	if _, err := normalizeTimes(out); err != nil {
+		return fmt.Errorf("mkfs.ext4 -d %s: normalise inode times: %w", rootfs, err)
 	}
 	return nil
 }
