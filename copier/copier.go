@@ -76,10 +76,10 @@ func (c *Copier) get(ctx context.Context, sum string, l int64, buf []byte, store
 
 // InFlight is how many bytes of chunks the default workers keep in
 // flight: 4 workers of 4 MiB chunks, what the copier was tuned with on 2
-// CPUs. Each worker issues one chunk-sized O_DIRECT write or read, or one
-// request, at a time, so at smaller chunks more workers are needed to keep
-// the device's queue (and the network) as full: 1 MiB chunks with 4
-// workers deployed 15-85% slower than 4 MiB chunks (docs/chunk-size.md).
+// CPUs. Each worker has one chunk-sized O_DIRECT write or read, or one
+// request, outstanding at a time, so at smaller chunks it takes more
+// workers to keep as many bytes queued at the device and as few round
+// trips per byte on a network (docs/chunk-size.md).
 const InFlight = 16 << 20
 
 func (c *Copier) workers() int {
