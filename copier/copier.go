@@ -5,6 +5,8 @@ package copier
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -212,21 +214,40 @@ func (c *Copier) writeChunk(ctx context.Context, content *image.Content, i int, 
 	return nil
 }
 
-// Verify reads content back from src and compares every chunk with the
-// manifest. It returns the indexes of the chunks that differ, in order.
-// On a partition of a Disk the reads use O_DIRECT, so they come from the
-// device, never from the page cache, whether or not the caller dropped it.
+// Verify reads content back from src and returns the indexes of chunks
+// that differ from the manifest. When every chunk matches, it also checks
+// the content's SHA-256 over the whole partition: a manifest whose chunk
+// list does not add up to its own content hash is refused (ErrChecksum),
+// whoever made it.
 func (c *Copier) Verify(ctx context.Context, content *image.Content, src io.ReaderAt, progress func(int64)) ([]int, error) {
 	n := len(content.Chunks)
 	pool := image.NewBufPool(int(c.ChunkSize))
 	dio := openDirect(src, false)
 	defer dio.close()
 	bad := make([]bool, n)
+	workers := c.workers()
+	// The whole-content hash takes chunks in order while workers finish
+	// out of order. Tokens are taken in index order by the dispatcher, so
+	// the chunk the hash waits for always holds one, and at most
+	// 2*workers buffers wait for their turn.
+	tokens := make(chan struct{}, 2*workers)
+	type piece struct {
+		i   int
+		buf *[]byte // nil: l zero bytes (a hole)
+		l   int64
+	}
+	pieces := make(chan piece, 2*workers)
+	whole := sha256.New()
 	idx := make(chan int)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		defer close(idx)
 		for i := range n {
+			select {
+			case tokens <- struct{}{}:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
 			select {
 			case idx <- i:
 			case <-gctx.Done():
@@ -235,14 +256,44 @@ func (c *Copier) Verify(ctx context.Context, content *image.Content, src io.Read
 		}
 		return nil
 	})
+	seqDone := make(chan error, 1)
+	go func() {
+		pending := map[int]piece{}
+		next := 0
+		for p := range pieces {
+			pending[p.i] = p
+			for q, ok := pending[next]; ok; q, ok = pending[next] {
+				if q.buf != nil {
+					whole.Write((*q.buf)[:q.l])
+					pool.Put(q.buf)
+				} else {
+					writeZeros(whole, q.l)
+				}
+				delete(pending, next)
+				next++
+				<-tokens
+			}
+		}
+		for _, q := range pending {
+			if q.buf != nil {
+				pool.Put(q.buf)
+			}
+		}
+		if next != n {
+			seqDone <- fmt.Errorf("verify: %d of %d chunks hashed", next, n)
+			return
+		}
+		seqDone <- nil
+	}()
 	var mu sync.Mutex
-	for range c.workers() {
+	for range workers {
 		g.Go(func() error {
 			for i := range idx {
 				l := content.ChunkLen(i, c.ChunkSize)
 				if content.Chunks[i] == image.ZeroChunk && isHole(src, int64(i)*c.ChunkSize, l) {
 					// A hole reads as zeros by the filesystem's guarantee:
 					// nothing to read.
+					pieces <- piece{i: i, l: l}
 					if progress != nil {
 						progress(l)
 					}
@@ -264,7 +315,7 @@ func (c *Copier) Verify(ctx context.Context, content *image.Content, src io.Read
 				} else {
 					ok = image.HashBytes(b) == content.Chunks[i]
 				}
-				pool.Put(buf)
+				pieces <- piece{i: i, buf: buf, l: l}
 				if !ok {
 					mu.Lock()
 					bad[i] = true
@@ -277,7 +328,10 @@ func (c *Copier) Verify(ctx context.Context, content *image.Content, src io.Read
 			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
+	err := g.Wait()
+	close(pieces)
+	seqErr := <-seqDone
+	if err != nil {
 		return nil, err
 	}
 	var out []int
@@ -286,7 +340,26 @@ func (c *Copier) Verify(ctx context.Context, content *image.Content, src io.Read
 			out = append(out, i)
 		}
 	}
-	return out, nil
+	if len(out) > 0 {
+		return out, nil
+	}
+	if seqErr != nil {
+		return nil, seqErr
+	}
+	if sum := hex.EncodeToString(whole.Sum(nil)); sum != content.SHA256 {
+		return nil, fmt.Errorf("%w: every chunk matches the manifest, but together they hash to %s and the manifest's content sha256 is %s: the manifest is inconsistent", image.ErrChecksum, sum, content.SHA256)
+	}
+	return nil, nil
+}
+
+// writeZeros feeds n zero bytes to w.
+func writeZeros(w io.Writer, n int64) {
+	var zero [64 << 10]byte
+	for n > 0 {
+		k := min(n, int64(len(zero)))
+		w.Write(zero[:k])
+		n -= k
+	}
 }
 
 // holer is a reader that knows its holes (an image file).

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -255,3 +256,32 @@ type fileSection struct {
 }
 
 func (s fileSection) ZeroRange(off, n int64) error { return s.dev.ZeroRange(s.Off+off, n) }
+
+// A manifest whose chunks each match but whose content sha256 does not is
+// inconsistent: Verify refuses it, on a plain target and on one with holes.
+func TestVerifyChecksTheWholeContentHash(t *testing.T) {
+	cp, _, c, data := setup(t)
+	dst := &recTarget{b: append([]byte{}, data...), written: map[int64]bool{}}
+	if bad, err := cp.Verify(context.Background(), c, dst, nil); err != nil || len(bad) != 0 {
+		t.Fatalf("a consistent manifest: %v %v", bad, err)
+	}
+	lying := *c
+	lying.SHA256 = image.HashBytes([]byte("not this content"))
+	bad, err := cp.Verify(context.Background(), &lying, dst, nil)
+	if !errors.Is(err, image.ErrChecksum) || len(bad) != 0 || !strings.Contains(err.Error(), "inconsistent") {
+		t.Fatalf("a manifest with a wrong content sha256: bad %v, err %v; want ErrChecksum naming the inconsistency", bad, err)
+	}
+	// Chunks that differ are reported as such, not as an inconsistent manifest.
+	dst.b[0] ^= 1
+	bad, err = cp.Verify(context.Background(), c, dst, nil)
+	if err != nil || len(bad) != 1 || bad[0] != 0 {
+		t.Fatalf("a drifted chunk: bad %v, err %v", bad, err)
+	}
+	// Many workers, few tokens: the ordered hash neither deadlocks nor
+	// loses a chunk.
+	dst.b[0] ^= 1
+	cp.Workers = 1
+	if bad, err := cp.Verify(context.Background(), c, dst, nil); err != nil || len(bad) != 0 {
+		t.Fatalf("one worker: %v %v", bad, err)
+	}
+}
