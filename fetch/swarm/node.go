@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/metainfo"
+	"github.com/anacrolix/torrent/storage"
 	"golang.org/x/time/rate"
 
 	"github.com/imprint-dev/imprint/image"
@@ -53,7 +55,9 @@ func NewNode(o Options) (*Node, error) {
 	cfg.DisableWebtorrent = true
 	cfg.NoDefaultPortForwarding = true
 	cfg.Seed = true
-	cfg.DataDir = ""
+	// Every torrent gets its own storage (Join); the default one would
+	// keep a piece-completion database in the working directory.
+	cfg.DefaultStorage = noStorage{}
 	host, port := "", 0
 	if o.Listen != "" {
 		h, p, err := net.SplitHostPort(o.Listen)
@@ -218,3 +222,11 @@ func (s *Session) Leave() { s.t.Drop() }
 
 // Banned lists the peer addresses the node banned (for failed pieces).
 func (n *Node) Banned() []string { return n.cl.BadPeerIPs() }
+
+// noStorage is the client's default storage: never used, since every
+// torrent is added with its own.
+type noStorage struct{}
+
+func (noStorage) OpenTorrent(context.Context, *metainfo.Info, metainfo.Hash) (storage.TorrentImpl, error) {
+	return storage.TorrentImpl{}, errors.New("swarm: a torrent without imprint's storage")
+}
