@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"sync"
 	"sync/atomic"
 
 	"github.com/anacrolix/torrent/metainfo"
@@ -53,7 +52,6 @@ type pieceStore struct {
 	failed atomic.Int64 // pieces that did not check
 	// corrupt, in tests, makes this node serve flipped bytes.
 	corrupt bool
-	mu      sync.Mutex // serialises MarkComplete's copies and Done calls per store
 }
 
 func newPieceStore(t *Torrent, places []Place) (*pieceStore, error) {
