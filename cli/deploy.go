@@ -28,6 +28,7 @@ func newDeploy(e *env) *cobra.Command {
 		trust         []string
 		serveAddr     string
 		layoutFile    string
+		sw            swarmFlags
 		o             deploy.Options
 	)
 	c := &cobra.Command{
@@ -66,6 +67,12 @@ func newDeploy(e *env) *cobra.Command {
 			o.Image, err = fetch.New(o.Sources, fetch.Options{}).Resolve(ctx, name, version, o.Trust)
 			if err != nil {
 				return err
+			}
+			if o.Swarm, err = sw.options(from); err != nil {
+				return err
+			}
+			if o.Swarm != nil {
+				defer o.Swarm.Node.Close()
 			}
 			if bios {
 				if o.Boot.Firmware != "" && o.Boot.Firmware != "both" {
@@ -143,6 +150,16 @@ func newDeploy(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if served != nil && o.Swarm != nil {
+				// Seed the deployed disk in the swarm for as long as it is
+				// served over HTTP.
+				leave, err := seedDeployed(o.Swarm, o.Image, o.Disk, res.Plan.Table)
+				if err != nil {
+					fmt.Fprintf(e.io.Err, "warning: swarm: %v\n", err)
+				} else {
+					defer leave()
+				}
+			}
 			if served != nil {
 				defer func() {
 					if err := served.ServeDeployed(ctx, o.Disk); err != nil {
@@ -168,6 +185,9 @@ func newDeploy(e *env) *cobra.Command {
 			if o.Trust != nil {
 				e.printf("  signature verified by a trusted key\n")
 			}
+			if res.FromSwarm > 0 {
+				e.printf("  %s from the swarm\n", layout.HumanSize(res.FromSwarm))
+			}
 			if len(from) > 1 {
 				for i, n := range res.BytesFrom {
 					e.printf("  %s from %s\n", layout.HumanSize(n), from[i])
@@ -183,6 +203,7 @@ func newDeploy(e *env) *cobra.Command {
 	f.StringVar(&ref, "image", "", "image NAME or NAME:VERSION (default version: the newest)")
 	f.StringVar(&o.Disk, "disk", "", "target block device or image file; "+disk.SelectorHelp)
 	f.StringVar(&serveAddr, "serve", "", "serve the disk over HTTP at this address while it is written (chunks as they land) and after, until interrupted: other deploys can --from it at once")
+	sw.register(f)
 	f.StringVar(&layoutFile, "layout", "", "partition the disk by this layout file (text, sfdisk dump or JSON) instead of the image's default; the image id does not change")
 	f.IntVar(&o.Slots, "slots", 0, "root slots: 2 (a and b, for imprint sync) or 1; default 2 when the disk has room for both")
 	f.StringVar(&slotSize, "slot-size", "", "size of each root slot (default: the root's size plus a quarter, at least 64 MiB more)")

@@ -30,6 +30,8 @@ func newServe(e *env) *cobra.Command {
 		httpLim                    netboot.HTTPLimits
 		tftpLim                    tftpd.Limits
 		bootCacheMiB               int64
+		noSwarm                    bool
+		swarmSubnets               []string
 	)
 	c := &cobra.Command{
 		Use:   "serve (--store DIR --image NAME | --disk PATH) [--dhcp full|proxy --interface IFACE]",
@@ -37,6 +39,9 @@ func newServe(e *env) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
+			if h.SwarmTracker, err = swarmTracker(noSwarm, swarmSubnets); err != nil {
+				return err
+			}
 			if h.Trust, err = trustFlag(trust); err != nil {
 				return err
 			}
@@ -180,6 +185,8 @@ func newServe(e *env) *cobra.Command {
 	f.StringVar(&leases, "leases", "", "--dhcp full: lease file, written atomically (default: in memory)")
 	f.StringVar(&tftp, "tftp", "", "TFTP listen address for PXE ROMs (default with --dhcp: port 69 on the server address)")
 	f.StringVar(&ipxeDir, "ipxe-dir", netboot.DefaultIPXEDir, "directory with ipxe.efi and undionly.kpxe, sent to PXE clients only when the served image carries none")
+	f.BoolVar(&noSwarm, "no-swarm", false, "do not be the swarm's tracker and web seed (/swarm/...)")
+	f.StringArrayVar(&swarmSubnets, "swarm-subnet", nil, "subnet (CIDR) whose addresses the tracker hands out (repeatable; default: this machine's interfaces' subnets)")
 	// Limits (docs/limits.md): what clients on the provisioning network
 	// can make the server hold.
 	f.Int64Var(&bootCacheMiB, "boot-cache", netboot.DefaultBootCache>>20, "MiB of decoded boot-file and loader chunks kept between requests (chunks being sent are shared, never held twice)")

@@ -75,6 +75,9 @@ type Options struct {
 	// written (chunks as they land; see ondisk.OpenLive), so other deploys
 	// can take from this one before it completes. The caller owns it.
 	Live func(*ondisk.DiskSource)
+	// Swarm, when set, takes the partitions' chunks from the image's
+	// swarm first (see SwarmOptions).
+	Swarm *SwarmOptions
 }
 
 // BootOptions choose the boot menu a deploy installs.
@@ -135,6 +138,7 @@ type Result struct {
 	BytesFrom []int64       `json:"bytes_from_source"`
 	Written   int64         `json:"bytes_written"`
 	Skipped   int64         `json:"bytes_resumed"`
+	FromSwarm int64         `json:"bytes_from_swarm"`
 	Verified  bool          `json:"verified"`
 	Elapsed   time.Duration `json:"elapsed_ns"`
 }

@@ -264,13 +264,16 @@ type WriteOptions struct {
 	Verify bool
 	// CheckpointEvery is how often the journal is synced to the ESP.
 	CheckpointEvery time.Duration
+	// Swarm, when set, takes chunks from the image's swarm first.
+	Swarm *SwarmOptions
 }
 
 // Written is what WriteContents did.
 type Written struct {
-	Written  int64 // bytes written now
-	Skipped  int64 // bytes an earlier, interrupted run had written
-	Verified bool
+	Written   int64 // bytes written now
+	FromSwarm int64 // of which the swarm gave
+	Skipped   int64 // bytes an earlier, interrupted run had written
+	Verified  bool
 }
 
 // WriteContents writes every content partition of the image into its
@@ -282,6 +285,17 @@ func (t *Target) WriteContents(ctx context.Context, cp *copier.Copier, o WriteOp
 	m, st, dev := t.Image.Manifest, t.State, t.Dev
 	res := &Written{}
 	j := &journal{dev: dev, esp: t.recordTo(), st: st, rec: t.Record, every: o.CheckpointEvery, emit: t.emit}
+	if o.Swarm != nil {
+		n, err := t.fromSwarm(ctx, o.Swarm, j)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			t.emit(Event{Kind: "warning", Message: fmt.Sprintf("swarm: %v; the rest comes from the sources", err)})
+		}
+		// Counted below as already there; they were written now.
+		res.FromSwarm, res.Written, res.Skipped = n, n, -n
+	}
 	for _, p := range m.Partitions {
 		placed, ok := st.Table.Find(st.PartitionOf(p.Name))
 		if !ok {
@@ -453,7 +467,7 @@ func Deploy(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	defer cp.Dec.Close()
-	w, err := t.WriteContents(ctx, cp, WriteOptions{Verify: o.Verify, CheckpointEvery: o.CheckpointEvery})
+	w, err := t.WriteContents(ctx, cp, WriteOptions{Verify: o.Verify, CheckpointEvery: o.CheckpointEvery, Swarm: o.Swarm})
 	if err != nil {
 		return nil, err
 	}
@@ -465,7 +479,7 @@ func Deploy(ctx context.Context, o Options) (*Result, error) {
 	if err := t.Commit(w.Verified); err != nil {
 		return nil, err
 	}
-	res := &Result{Plan: plan, Written: w.Written, Skipped: w.Skipped, Verified: w.Verified, Elapsed: time.Since(start), BytesFrom: cp.BytesFrom()}
+	res := &Result{Plan: plan, Written: w.Written, Skipped: w.Skipped, Verified: w.Verified, Elapsed: time.Since(start), BytesFrom: cp.BytesFrom(), FromSwarm: w.FromSwarm}
 	o.emit(Event{Kind: "complete", Message: fmt.Sprintf("image %s:%s (%s) deployed to %s", m.Name, m.Version, o.Image.ID, o.Disk)})
 	return res, nil
 }

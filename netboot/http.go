@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/imprint-dev/imprint/fetch/swarm"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/store"
 )
@@ -88,13 +89,17 @@ type HTTP struct {
 	// BootCache bounds the bytes of decoded chunks of boot files and
 	// loaders kept between requests; 0 is DefaultBootCache.
 	BootCache int64
+	// SwarmTracker, when set, turns on the swarm routes (netboot/swarm.go).
+	SwarmTracker *swarm.Tracker
 
-	once     sync.Once
-	dec      *image.Decoder
-	decErr   error
-	chunks   *chunkCache
-	mu       sync.Mutex
-	resolved map[string]*resolvedEntry // by NAME:VERSION, "NAME:" for the newest
+	swarmOnce sync.Once
+	swarmSeed *swarm.WebSeed
+	once      sync.Once
+	dec       *image.Decoder
+	decErr    error
+	chunks    *chunkCache
+	mu        sync.Mutex
+	resolved  map[string]*resolvedEntry // by NAME:VERSION, "NAME:" for the newest
 }
 
 func (h *HTTP) logf(format string, a ...any) {
@@ -144,6 +149,8 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		h.file(w, r, path.Join("chunks", parts[1], parts[2]), "public, max-age=31536000, immutable", `"`+parts[2]+`"`)
+	case parts[0] == "swarm":
+		h.serveSwarm(w, r, parts)
 	case len(parts) == 4 && parts[0] == "boot":
 		h.bootFile(w, r, parts[1], parts[2], parts[3])
 	default:

@@ -1,0 +1,87 @@
+package deploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/imprint-dev/imprint/disk"
+	"github.com/imprint-dev/imprint/fetch/swarm"
+)
+
+// SwarmOptions make a deploy take its partitions' chunks from the
+// image's swarm first (peers, and the server as web seed), written
+// straight to their places; whatever the swarm did not give in time
+// comes from the sources as before.
+type SwarmOptions struct {
+	Node *swarm.Node
+	// Server is the imprint server's base URL: tracker and web seed.
+	Server string
+	// Stall ends the swarm phase when no chunk came for this long [30s].
+	Stall time.Duration
+	// Keep, when set, gets the session instead of it being left at the
+	// end of the write: the caller seeds on with it and leaves it.
+	Keep func(*swarm.Session)
+}
+
+// fromSwarm takes every partition's missing chunks from the swarm. Each
+// chunk is checked against the manifest's SHA-256 before Done marks it
+// in the journal; the node offers what it checked to its peers at once.
+// It returns the bytes the swarm wrote.
+func (t *Target) fromSwarm(ctx context.Context, o *SwarmOptions, j *journal) (int64, error) {
+	m, st, dev := t.Image.Manifest, t.State, t.Dev
+	var mu sync.Mutex
+	var got, total int64
+	var places []swarm.Place
+	for _, p := range m.Partitions {
+		placed, ok := st.Table.Find(st.PartitionOf(p.Name))
+		if !ok {
+			return 0, fmt.Errorf("partition %s is not in the disk's table", st.PartitionOf(p.Name))
+		}
+		bm, c := st.Done[p.Name], p.Content
+		total += c.Size
+		places = append(places, swarm.Place{
+			Content: c,
+			Target:  disk.Section{D: dev, Off: placed.Start, Len: placed.Len},
+			Have:    bm.Has,
+			Done: func(i int) {
+				bm.Set(i)
+				mu.Lock()
+				got += c.ChunkLen(i, m.ChunkSize)
+				g := got
+				mu.Unlock()
+				t.emit(Event{Kind: "progress", Phase: "swarm", Done: g, Total: total})
+			},
+		})
+	}
+	t.emit(Event{Kind: "phase", Phase: "swarm", Total: total})
+	s, err := o.Node.Join(m, o.Server, places)
+	if errors.Is(err, swarm.ErrNoPieces) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	stop := j.start(ctx)
+	stall := o.Stall
+	if stall <= 0 {
+		stall = 30 * time.Second
+	}
+	err = s.Wait(ctx, stall)
+	if o.Keep != nil {
+		o.Keep(s)
+	} else {
+		s.Leave()
+	}
+	if cerr := stop(); err == nil {
+		err = cerr
+	}
+	if n := s.Failed(); n > 0 {
+		t.emit(Event{Kind: "warning", Message: fmt.Sprintf("swarm: %d pieces did not check against the manifest and were fetched again; banned: %v", n, o.Node.Banned())})
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return got, err
+}

@@ -1,0 +1,232 @@
+package swarm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/metainfo"
+	"github.com/anacrolix/torrent/storage"
+	"golang.org/x/time/rate"
+
+	"github.com/imprint-dev/imprint/image"
+)
+
+// ErrStalled says the swarm gave no chunk for the stall time.
+var ErrStalled = errors.New("swarm stalled")
+
+// Options configure a node's part in swarms.
+type Options struct {
+	// Listen is the address peers connect to (host:port; port 0 picks one).
+	// The tracker is announced to from its host, so the server records it.
+	Listen string
+	// UploadRate and DownloadRate cap this node's peer traffic in bytes
+	// per second; 0 is no cap.
+	UploadRate   int64
+	DownloadRate int64
+	// MaxPeers caps the peers this node is connected to per image [50].
+	MaxPeers int
+	// Log, when set, gets the engine's messages.
+	Log *slog.Logger
+
+	corrupt bool // tests: serve flipped bytes
+}
+
+// Node is this machine's BitTorrent client.
+type Node struct {
+	cl  *torrent.Client
+	opt Options
+}
+
+// NewNode starts the client: no DHT, no PEX (private torrents), no uTP,
+// no port mapping; peers come from the imprint server's tracker only.
+func NewNode(o Options) (*Node, error) {
+	cfg := torrent.NewDefaultClientConfig()
+	cfg.NoDHT = true
+	cfg.DisablePEX = true
+	cfg.DisableUTP = true
+	cfg.DisableWebtorrent = true
+	cfg.NoDefaultPortForwarding = true
+	cfg.Seed = true
+	// Every torrent gets its own storage (Join); the default one would
+	// keep a piece-completion database in the working directory.
+	cfg.DefaultStorage = noStorage{}
+	host, port := "", 0
+	if o.Listen != "" {
+		h, p, err := net.SplitHostPort(o.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("swarm listen address %q: %w", o.Listen, err)
+		}
+		if port, err = strconv.Atoi(p); err != nil || port < 0 || port > 65535 {
+			return nil, fmt.Errorf("swarm listen address %q: bad port", o.Listen)
+		}
+		host = h
+	}
+	cfg.ListenHost = func(string) string { return host }
+	cfg.ListenPort = port
+	if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+		// Announce from the listening address, so the tracker hands out
+		// the address peers can reach (and bans name the right peer).
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}}
+		cfg.TrackerDialContext = d.DialContext
+		cfg.DisableIPv6 = ip.To4() != nil
+		cfg.DisableIPv4 = ip.To4() == nil
+	}
+	if o.UploadRate > 0 {
+		cfg.UploadRateLimiter = rate.NewLimiter(rate.Limit(o.UploadRate), int(max(o.UploadRate, 1<<20)))
+	}
+	if o.DownloadRate > 0 {
+		cfg.DownloadRateLimiter = rate.NewLimiter(rate.Limit(o.DownloadRate), int(max(o.DownloadRate, 1<<20)))
+	}
+	if o.MaxPeers > 0 {
+		cfg.EstablishedConnsPerTorrent = o.MaxPeers
+		cfg.HalfOpenConnsPerTorrent = max(o.MaxPeers/2, 1)
+	}
+	cfg.Slogger = o.Log
+	if cfg.Slogger == nil {
+		cfg.Slogger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	cl, err := torrent.NewClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("start swarm client: %w", err)
+	}
+	return &Node{cl: cl, opt: o}, nil
+}
+
+// Addr is where peers reach this node.
+func (n *Node) Addr() net.Addr {
+	ls := n.cl.ListenAddrs()
+	if len(ls) == 0 {
+		return nil
+	}
+	return ls[0]
+}
+
+// Close stops the client and every swarm it is in.
+func (n *Node) Close() error {
+	errs := n.cl.Close()
+	return errors.Join(errs...)
+}
+
+// URLs of an imprint server's swarm routes, below its base URL.
+func AnnounceURL(server string) string { return joinURL(server, "swarm/announce") }
+
+// WebSeedURL is where the server serves the bytes of name:version.
+func WebSeedURL(server, name, version string) string {
+	return joinURL(server, "swarm/data/"+url.PathEscape(name)+"/"+url.PathEscape(version))
+}
+
+func joinURL(base, rel string) string {
+	if len(base) > 0 && base[len(base)-1] == '/' {
+		return base + rel
+	}
+	return base + "/" + rel
+}
+
+// Session is this node in the swarm of one image version.
+type Session struct {
+	t     *torrent.Torrent
+	store *pieceStore
+	Tor   *Torrent
+}
+
+// Join enters the swarm of the image m (derived from the manifest, see
+// FromManifest) with the server's tracker and web seed, and starts taking
+// the chunks of places this node lacks; what it holds and has checked is
+// offered to peers at once. server is the imprint server's base URL.
+func (n *Node) Join(m *image.Manifest, server string, places []Place) (*Session, error) {
+	tor, err := FromManifest(m)
+	if err != nil {
+		return nil, err
+	}
+	st, err := newPieceStore(tor, places)
+	if err != nil {
+		return nil, err
+	}
+	st.corrupt = n.opt.corrupt
+	t, isNew := n.cl.AddTorrentOpt(torrent.AddTorrentOpts{
+		InfoHash:  tor.Hash,
+		InfoBytes: tor.InfoBytes,
+		Storage:   st,
+		// Completion comes from the target (Have), checked by the caller.
+		DisableInitialPieceCheck: true,
+	})
+	if !isNew {
+		return nil, fmt.Errorf("image %s:%s: already in this node's swarms", m.Name, m.Version)
+	}
+	if server != "" {
+		t.AddTrackers([][]string{{AnnounceURL(server)}})
+		t.AddWebSeeds([]string{WebSeedURL(server, m.Name, m.Version)})
+	}
+	<-t.GotInfo()
+	for p := range st.ps {
+		if len(st.ps[p].locs) > 0 && !st.ps[p].complete.Load() {
+			t.Piece(p).SetPriority(torrent.PiecePriorityNormal)
+		}
+	}
+	return &Session{t: t, store: st, Tor: tor}, nil
+}
+
+// Missing counts the pieces this node still lacks.
+func (s *Session) Missing() int { return s.store.missing() }
+
+// Failed counts pieces that did not check (a corrupting peer or web seed).
+func (s *Session) Failed() int64 { return s.store.failed.Load() }
+
+// Stats are the bytes of useful piece data taken from peers and from web
+// seeds.
+func (s *Session) Stats() (fromPeers, fromSeeds int64) {
+	st := s.t.Stats()
+	useful := st.BytesReadUsefulData.Int64()
+	seeds := int64(0)
+	for _, pc := range s.t.WebseedPeerConns() {
+		ps := pc.Stats()
+		seeds += ps.BytesReadUsefulData.Int64()
+	}
+	return useful - seeds, seeds
+}
+
+// Wait returns once every piece of the places is checked and written, or
+// with ErrStalled when none completed for stall, or the context's error.
+func (s *Session) Wait(ctx context.Context, stall time.Duration) error {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	last, since := s.Missing(), time.Now()
+	for {
+		m := s.Missing()
+		if m == 0 {
+			return nil
+		}
+		if m < last {
+			last, since = m, time.Now()
+		} else if stall > 0 && time.Since(since) > stall {
+			return fmt.Errorf("%w: %d of %d pieces missing, none for %v", ErrStalled, m, len(s.Tor.Pieces), stall)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// Leave drops the torrent: the node stops serving it.
+func (s *Session) Leave() { s.t.Drop() }
+
+// Banned lists the peer addresses the node banned (for failed pieces).
+func (n *Node) Banned() []string { return n.cl.BadPeerIPs() }
+
+// noStorage is the client's default storage: never used, since every
+// torrent is added with its own.
+type noStorage struct{}
+
+func (noStorage) OpenTorrent(context.Context, *metainfo.Info, metainfo.Hash) (storage.TorrentImpl, error) {
+	return storage.TorrentImpl{}, errors.New("swarm: a torrent without imprint's storage")
+}

@@ -1,0 +1,257 @@
+package swarm
+
+import (
+	"bytes"
+	"crypto/rand"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/imprint-dev/imprint/image"
+	"github.com/imprint-dev/imprint/layout"
+	"github.com/imprint-dev/imprint/store"
+)
+
+const testChunk = 128 << 10
+
+// testImage stores an image of two partitions in a new store: random
+// chunks, a chunk that occurs twice, zero chunks, a short last chunk.
+func testImage(t *testing.T) (*store.Dir, *image.Manifest, [][]byte) {
+	t.Helper()
+	st, err := store.CreateDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := make([]byte, 20*testChunk+5120)
+	rand.Read(root)
+	copy(root[7*testChunk:8*testChunk], root[2*testChunk:3*testChunk]) // the same chunk twice
+	clear(root[10*testChunk : 13*testChunk])                           // zero chunks
+	data := make([]byte, 6*testChunk)
+	rand.Read(data)
+	var parts []image.Partition
+	for i, b := range [][]byte{root, data} {
+		c, _, err := image.StoreContent(t.Context(), st, bytes.NewReader(b), int64(len(b)), testChunk, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name, typ := "root", layout.TypeRootX86_64
+		if i == 1 {
+			name, typ = "data", layout.TypeLinuxGeneric
+		}
+		parts = append(parts, image.Partition{Name: name, Type: typ, Content: c})
+	}
+	m := &image.Manifest{Format: image.FormatVersion, Name: "demo", Version: "1", Created: time.Unix(1700000000, 0).UTC(),
+		ChunkSize: testChunk, Partitions: parts}
+	if _, err := st.PutManifest(m); err != nil {
+		t.Fatal(err)
+	}
+	return st, m, [][]byte{root, data}
+}
+
+func TestSameManifestSameInfohash(t *testing.T) {
+	_, m, _ := testImage(t)
+	a, err := FromManifest(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := m.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m2, err := image.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := FromManifest(m2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Hash != b.Hash || !bytes.Equal(a.InfoBytes, b.InfoBytes) {
+		t.Fatalf("same manifest, different torrents: %s vs %s", a.Hash, b.Hash)
+	}
+	// 21 root chunks minus 3 zero and 1 repeated, plus 6 data chunks.
+	if len(a.Pieces) != 17+6 {
+		t.Fatalf("%d pieces, want 23 (zero chunks out, a repeated chunk once)", len(a.Pieces))
+	}
+	m2.Version = "2"
+	c, err := FromManifest(m2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Hash == a.Hash {
+		t.Fatal("another version gave the same infohash")
+	}
+	m2.Partitions[0].Content.Chunks[0] = m2.Partitions[0].Content.Chunks[1]
+	d, err := FromManifest(m2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Hash == c.Hash {
+		t.Fatal("other chunks gave the same infohash")
+	}
+}
+
+func TestNotAHashIsRefused(t *testing.T) {
+	_, m, _ := testImage(t)
+	m.Partitions[0].Content.Chunks[0] = "nothex"
+	if _, err := FromManifest(m); err == nil {
+		t.Fatal("a chunk name that is not a SHA-256 was accepted")
+	}
+}
+
+// server is an imprint server's swarm routes over a store; the web seed
+// can be switched off.
+type server struct {
+	*httptest.Server
+	seedOff atomic.Bool
+	tracker *Tracker
+}
+
+func newServer(t *testing.T, st store.Source) *server {
+	s := &server{tracker: &Tracker{Allowed: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, Interval: time.Second}}
+	ws := &WebSeed{Src: st}
+	t.Cleanup(ws.Close)
+	mux := http.NewServeMux()
+	mux.Handle("/swarm/announce", s.tracker)
+	mux.Handle("/swarm/data/", http.StripPrefix("/swarm/data/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.seedOff.Load() {
+			http.Error(w, "off", http.StatusServiceUnavailable)
+			return
+		}
+		ws.ServeHTTP(w, r)
+	})))
+	s.Server = httptest.NewServer(mux)
+	t.Cleanup(s.Close)
+	return s
+}
+
+// node is a swarm node with its partitions in files; with have, it
+// holds the image already (a seed).
+type node struct {
+	*Node
+	files []*os.File
+	sess  *Session
+}
+
+func newNode(t *testing.T, ip string, m *image.Manifest, srv string, have [][]byte, corrupt bool) *node {
+	t.Helper()
+	n, err := NewNode(Options{Listen: ip + ":0", corrupt: corrupt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	nd := &node{Node: n}
+	var places []Place
+	for i, p := range m.Partitions {
+		f, err := os.Create(filepath.Join(t.TempDir(), p.Name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		if err := f.Truncate(p.Content.Size); err != nil {
+			t.Fatal(err)
+		}
+		pl := Place{Content: p.Content, Target: f}
+		if have != nil {
+			if _, err := f.WriteAt(have[i], 0); err != nil {
+				t.Fatal(err)
+			}
+			pl.Have = func(int) bool { return true }
+		}
+		nd.files = append(nd.files, f)
+		places = append(places, pl)
+	}
+	if nd.sess, err = n.Join(m, srv, places); err != nil {
+		t.Fatal(err)
+	}
+	return nd
+}
+
+func (nd *node) same(t *testing.T, want [][]byte) {
+	t.Helper()
+	for i, f := range nd.files {
+		got, err := os.ReadFile(f.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want[i]) {
+			t.Fatalf("%s: partition %d differs from the image", nd.Addr(), i)
+		}
+	}
+}
+
+func TestThreeNodesEndIdenticalAndShare(t *testing.T) {
+	st, m, want := testImage(t)
+	srv := newServer(t, st)
+	ctx := t.Context()
+	// The first node takes everything from the web seed.
+	a := newNode(t, "127.0.0.2", m, srv.URL, nil, false)
+	if err := a.sess.Wait(ctx, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	a.same(t, want)
+	_, seeded := a.sess.Stats()
+	if seeded == 0 {
+		t.Fatal("the first node took nothing from the web seed")
+	}
+	// With the web seed off, the next two can only have it from the
+	// first and from each other.
+	srv.seedOff.Store(true)
+	b := newNode(t, "127.0.0.3", m, srv.URL, nil, false)
+	c := newNode(t, "127.0.0.4", m, srv.URL, nil, false)
+	for _, n := range []*node{b, c} {
+		if err := n.sess.Wait(ctx, 20*time.Second); err != nil {
+			t.Fatalf("%s: %v", n.Addr(), err)
+		}
+		n.same(t, want)
+		if peers, _ := n.sess.Stats(); peers == 0 {
+			t.Fatalf("%s: nothing from peers", n.Addr())
+		}
+	}
+	if n := srv.tracker.Peers(a.sess.Tor.Hash); n != 3 {
+		t.Errorf("the tracker knows %d peers, want 3", n)
+	}
+}
+
+func TestACorruptingPeerIsCaught(t *testing.T) {
+	st, m, want := testImage(t)
+	srv := newServer(t, st)
+	srv.seedOff.Store(true)
+	ctx := t.Context()
+	// An honest seed and a seed that flips a byte of every block it sends.
+	newNode(t, "127.0.0.2", m, srv.URL, want, false)
+	newNode(t, "127.0.0.9", m, srv.URL, want, true)
+	b := newNode(t, "127.0.0.3", m, srv.URL, nil, false)
+	c := newNode(t, "127.0.0.4", m, srv.URL, nil, false)
+	failed := int64(0)
+	for _, n := range []*node{b, c} {
+		if err := n.sess.Wait(ctx, 30*time.Second); err != nil {
+			t.Fatalf("%s: %v", n.Addr(), err)
+		}
+		n.same(t, want)
+		failed += n.sess.Failed()
+	}
+	if failed == 0 {
+		t.Fatal("no piece failed its check: the corrupting peer was never used")
+	}
+	badIP := "127.0.0.9"
+	for _, n := range []*node{b, c} {
+		if n.sess.Failed() > 0 && !contains(n.Banned(), badIP) && !contains(n.Banned(), "::ffff:"+badIP) {
+			t.Errorf("%s: took bad pieces but banned %v, not %s", n.Addr(), n.Banned(), badIP)
+		}
+	}
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
