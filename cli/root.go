@@ -78,7 +78,7 @@ func NewRoot(stdio Stdio) *cobra.Command {
 	root.SetOut(stdio.Out)
 	root.SetErr(stdio.Err)
 	root.PersistentFlags().BoolVar(&e.json, "json", false, "machine-readable output: one JSON object (or one event per line)")
-	root.AddCommand(newBuild(e), newDeploy(e), newVerify(e), newInspect(e), newBoot(e), newVM(e), newInitrd(e), newServe(e), newExport(e), newKey(e), newIdentity(e), newBless(e), newRollback(e), newSlots(e), newSync(e), newPrune(e))
+	root.AddCommand(newBuild(e), newDeploy(e), newVerify(e), newInspect(e), newBoot(e), newVM(e), newInitrd(e), newServe(e), newExport(e), newKey(e), newIdentity(e), newBless(e), newRollback(e), newSlots(e), newSync(e), newPrune(e), newStatus(e))
 	return root
 }
 

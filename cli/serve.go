@@ -93,6 +93,7 @@ func newServe(e *env) *cobra.Command {
 			h.Decider = netboot.Static{Default: netboot.Decision{Image: img, Mode: netboot.Mode(mode), InstallDisk: installDisk, Cmdline: extraCmdline}}
 			logf := func(f string, a ...any) { fmt.Fprintf(e.io.Err, f+"\n", a...) }
 			h.Logf = logf
+			h.Fleet = &netboot.Fleet{}
 			srv := &netboot.Server{HTTP: &h, HTTPAddr: addr, IPXEDir: ipxeDir, Logf: logf, HTTPLimits: httpLim, TFTPLimits: tftpLim}
 			var ip net.IP
 			if serverIP != "" {

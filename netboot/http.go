@@ -91,6 +91,9 @@ type HTTP struct {
 	BootCache int64
 	// SwarmTracker, when set, turns on the swarm routes (netboot/swarm.go).
 	SwarmTracker *swarm.Tracker
+	// Fleet, when set, records the machines' requests and turns on the
+	// status page at / and /status.json (docs/status.md).
+	Fleet *Fleet
 
 	swarmOnce sync.Once
 	swarmSeed *swarm.WebSeed
@@ -110,6 +113,10 @@ func (h *HTTP) logf(format string, a ...any) {
 
 // ServeHTTP implements http.Handler.
 func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.record(w, r, h.serve)
+}
+
+func (h *HTTP) serve(w http.ResponseWriter, r *http.Request) {
 	if !getOrHead(w, r) {
 		return
 	}
@@ -120,6 +127,10 @@ func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	parts := strings.Split(strings.TrimPrefix(p, "/"), "/")
 	switch {
+	case p == "/" && h.Fleet != nil:
+		h.statusHTML(w, r)
+	case p == "/status.json" && h.Fleet != nil:
+		h.statusJSON(w, r)
 	case p == "/boot.ipxe":
 		h.script(w, r)
 	case p == "/index.json":

@@ -216,7 +216,10 @@ func logRequests(h http.Handler, logf func(string, ...any)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		h.ServeHTTP(rec, r)
-		if rec.status >= 400 || !strings.HasPrefix(r.URL.Path, "/chunks/") {
+		// Chunks and the status page (polled every few seconds) would
+		// drown the rest.
+		quiet := strings.HasPrefix(r.URL.Path, "/chunks/") || r.URL.Path == "/" || r.URL.Path == "/status.json"
+		if rec.status >= 400 || !quiet {
 			logf("http: %s %s %s -> %d", r.RemoteAddr, r.Method, r.URL.RequestURI(), rec.status)
 		}
 	})
