@@ -27,7 +27,8 @@ func TestFailedSlotFallsBackByItself(t *testing.T) {
 	for _, fw := range []qemu.Firmware{qemu.UEFI, qemu.BIOS} {
 		t.Run(fw.String(), func(t *testing.T) {
 			disk := filepath.Join(t.TempDir(), "disk.img")
-			im.deploy(t, disk, "--size", "1G", "--firmware", "both")
+			// One slot: this test sets the slot entries itself.
+			im.deploy(t, disk, "--size", "1G", "--firmware", "both", "--slots", "1")
 			root := partitionNamed(t, disk, "root")
 
 			esp, err := bootloader.OpenDiskESP(disk, true)

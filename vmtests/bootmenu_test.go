@@ -125,7 +125,8 @@ func TestDefaultEntryChoosesTheNextBoot(t *testing.T) {
 	im := buildImage(t, "console=ttyS0 ro panic=1")
 	disk := filepath.Join(t.TempDir(), "disk.img")
 	source := "http://10.0.2.2:8080/store"
-	im.deploy(t, disk, "--size", "1G", "--firmware", "uefi", "--diskless-url", source)
+	// One slot: this test switches between the plain local and diskless entries.
+	im.deploy(t, disk, "--size", "1G", "--firmware", "uefi", "--diskless-url", source, "--slots", "1")
 	root := partitionNamed(t, disk, "root")
 	guid := strings.ToLower(root.GUID)
 

@@ -72,9 +72,13 @@ func partitionNamed(t *testing.T, disk, name string) diskPartition {
 	if err := json.Unmarshal(out, &info); err != nil {
 		t.Fatalf("imprint inspect --json: %v\n%s", err, out)
 	}
-	for _, p := range info.Partitions {
-		if p.Name == name {
-			return p
+	// On a disk with root slots, an image partition P is P-a and P-b; a
+	// fresh deploy writes slot a.
+	for _, n := range []string{name, name + "-a"} {
+		for _, p := range info.Partitions {
+			if p.Name == n {
+				return p
+			}
 		}
 	}
 	t.Fatalf("no partition %q on %s: %+v", name, disk, info.Partitions)

@@ -101,7 +101,8 @@ func TestLocalIdentityTwoNodesOneDisk(t *testing.T) {
 	imprint(t, "build", "--store", store, "--name", "fixture", "--rootfs", root, "--layout", layoutFile,
 		"--cmdline", "console=ttyS0 ro panic=1", "--agent", agentImg)
 	disk := filepath.Join(dir, "disk.img")
-	imprint(t, "deploy", "--from", store, "--image", "fixture", "--disk", disk, "--yes", "--boot-timeout", "0", "--size", "1G", "--firmware", "uefi")
+	// One slot: the test copies the plain local entry for each node.
+	imprint(t, "deploy", "--from", store, "--image", "fixture", "--disk", disk, "--yes", "--boot-timeout", "0", "--size", "1G", "--firmware", "uefi", "--slots", "1")
 	rootPart := partitionNamed(t, disk, "root")
 	before := hashRange(t, disk, rootPart.Start, rootPart.Len)
 
