@@ -77,11 +77,13 @@ type Result struct {
 }
 
 // DefaultLayout is used when no --layout is given: an ESP big enough for two
-// kernels and initrds, the root image, and scratch space if the disk has room.
+// kernels and initrds, the root image, the state partition of node identity
+// (image.StateSpec) and scratch space if the disk has room.
 func DefaultLayout() layout.Layout {
 	return layout.Layout{Partitions: []layout.Spec{
 		{Name: "esp", Type: layout.TypeESP, Role: layout.RoleESP, Size: image.DefaultESPSize},
 		{Name: "root", Type: layout.TypeRootX86_64, Role: layout.RoleImage},
+		image.StateSpec(),
 		{Name: "scratch", Type: layout.TypeLinuxGeneric, Role: layout.RoleLocal, Size: image.DefaultScratchSize, Rest: true, Optional: true, FS: "ext4"},
 	}}
 }

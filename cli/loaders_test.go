@@ -153,7 +153,7 @@ func TestBuildWithoutALoader(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			p := filepath.Join(t.TempDir(), "d.img")
-			code, _, errs := run(t, append([]string{"deploy", "--from", store, "--image", "nogrub", "--disk", p, "--size", "600M", "--yes"}, c.args...)...)
+			code, _, errs := run(t, append([]string{"deploy", "--from", store, "--image", "nogrub", "--disk", p, "--size", "900M", "--yes"}, c.args...)...)
 			if code == 0 || !strings.Contains(errs, c.want) || !strings.Contains(errs, "--loader") {
 				t.Fatalf("exit %d, want a refusal saying %q:\n%s", code, c.want, errs)
 			}
@@ -163,7 +163,7 @@ func TestBuildWithoutALoader(t *testing.T) {
 		})
 	}
 	p := filepath.Join(t.TempDir(), "d.img")
-	code, out, errs = run(t, "deploy", "--from", store, "--image", "nogrub", "--disk", p, "--size", "600M", "--yes")
+	code, out, errs = run(t, "deploy", "--from", store, "--image", "nogrub", "--disk", p, "--size", "900M", "--yes")
 	if code != 0 || !strings.Contains(errs, "boots under UEFI only") {
 		t.Fatalf("default deploy: exit %d, want success with a UEFI-only warning\n%s%s", code, out, errs)
 	}

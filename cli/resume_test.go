@@ -108,7 +108,7 @@ func TestDeployResumesAfterSIGKILL(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			disk := filepath.Join(t.TempDir(), "disk.img")
-			args := []string{"deploy", "--from", slow.URL, "--image", b.name, "--disk", disk, "--size", "700M", "--yes", "--json", "--checkpoint-interval", "30ms"}
+			args := []string{"deploy", "--from", slow.URL, "--image", b.name, "--disk", disk, "--size", "1G", "--yes", "--json", "--checkpoint-interval", "30ms"}
 			_, killed := deployUntil(t, bin, args, tc.stop)
 			if !killed {
 				t.Fatal("the deploy finished before it could be killed")

@@ -227,16 +227,17 @@ func TestDeployWithALayoutOverride(t *testing.T) {
 	over := smallLayout(t, img, layout.Spec{Name: "state", Type: layout.TypeLinuxGeneric, Role: layout.RoleLocal, Size: 16 << 20})
 	over.Partitions[1].Size = 24 << 20
 	for _, tc := range []struct {
-		name string
-		lay  *layout.Layout
-		root int64
-		esp  int64
+		name  string
+		lay   *layout.Layout
+		root  int64
+		esp   int64
+		state int64
 	}{
-		{"default", nil, 8 << 20, image.DefaultESPSize},
-		{"override", &over, 24 << 20, 100 << 20},
+		{"default", nil, 8 << 20, image.DefaultESPSize, image.DefaultStateSize},
+		{"override", &over, 24 << 20, 100 << 20, 16 << 20},
 	} {
 		p := filepath.Join(dir, tc.name+".img")
-		_, err := Deploy(context.Background(), Options{Sources: []store.Source{st}, Image: img, Disk: p, Size: 700 << 20,
+		_, err := Deploy(context.Background(), Options{Sources: []store.Source{st}, Image: img, Disk: p, Size: 1 << 30,
 			Verify: true, Boot: BootOptions{Skip: true}, Layout: tc.lay, Slots: 1})
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
@@ -247,7 +248,7 @@ func TestDeployWithALayoutOverride(t *testing.T) {
 		if od.State.ImageID != img.ID || root.Len != tc.root || esp.Len != tc.esp {
 			t.Fatalf("%s: id %s, root %d, esp %d", tc.name, od.State.ImageID, root.Len, esp.Len)
 		}
-		if _, ok := od.State.Table.Find("state"); ok != (tc.lay != nil) || od.Layout == nil || len(od.Layout.Partitions) != len(od.State.Table.Partitions) {
+		if state, ok := od.State.Table.Find("state"); !ok || state.Len != tc.state || od.Layout == nil || len(od.Layout.Partitions) != len(od.State.Table.Partitions) {
 			t.Fatalf("%s: recorded layout %+v, table %+v", tc.name, od.Layout, od.State.Table)
 		}
 	}

@@ -179,11 +179,20 @@ func (m *Manifest) DefaultLayout() layout.Layout {
 const (
 	DefaultESPSize     = 512 << 20
 	DefaultScratchSize = 64 << 20
+	// DefaultStateSize is the state partition's: the node's persistent
+	// paths (logs, systemd state, SSH host keys) under its name, for a
+	// few node names per disk.
+	DefaultStateSize = 256 << 20
 )
+
+// DefaultStateName is the local partition that keeps a node's persistent
+// paths; the agent finds it by this GPT name on the root's disk.
+const DefaultStateName = "state"
 
 // DerivedLayout is the layout imprint's builder gives by default, made from
 // the contents: a 512 MiB ESP, every content partition at its content size
-// rounded up to 1 MiB, and an optional ext4 scratch partition taking the rest.
+// rounded up to 1 MiB, a 256 MiB ext4 state partition (persistent paths of
+// node identity) and an optional ext4 scratch partition taking the rest.
 func (m *Manifest) DerivedLayout() layout.Layout {
 	l := layout.Layout{Partitions: []layout.Spec{{Name: "esp", Type: layout.TypeESP, Role: layout.RoleESP, Size: DefaultESPSize}}}
 	used := map[string]bool{}
@@ -194,8 +203,19 @@ func (m *Manifest) DerivedLayout() layout.Layout {
 	if used["esp"] {
 		l.Partitions[0].Name = uniqueName("esp", used)
 	}
+	if !used[DefaultStateName] {
+		l.Partitions = append(l.Partitions, StateSpec())
+		used[DefaultStateName] = true
+	}
 	l.Partitions = append(l.Partitions, layout.Spec{Name: uniqueName("scratch", used), Type: layout.TypeLinuxGeneric, Role: layout.RoleLocal, Size: DefaultScratchSize, Rest: true, Optional: true, FS: "ext4"})
 	return l
+}
+
+// StateSpec is the default layout's state partition: created empty by
+// deploy (ext4, label state; the agent formats it at first boot when the
+// deploy had no mkfs.ext4) and never part of the image.
+func StateSpec() layout.Spec {
+	return layout.Spec{Name: DefaultStateName, Type: layout.TypeLinuxGeneric, Role: layout.RoleLocal, Size: DefaultStateSize, FS: "ext4"}
 }
 
 func uniqueName(name string, used map[string]bool) string {

@@ -236,9 +236,14 @@ func TestFitLayout(t *testing.T) {
 
 func TestDerivedLayout(t *testing.T) {
 	l := testManifest().DerivedLayout()
-	if len(l.Partitions) != 3 || l.Partitions[0].Role != layout.RoleESP || l.Partitions[0].Size != 512<<20 ||
-		l.Partitions[1].Name != "root" || l.Partitions[1].Size != 1<<20 || !l.Partitions[2].Rest || !l.Partitions[2].Optional {
+	if len(l.Partitions) != 4 || l.Partitions[0].Role != layout.RoleESP || l.Partitions[0].Size != 512<<20 ||
+		l.Partitions[1].Name != "root" || l.Partitions[1].Size != 1<<20 || !l.Partitions[3].Rest || !l.Partitions[3].Optional {
 		t.Fatalf("%+v", l)
+	}
+	// Node identity keeps persistent paths on a state partition: the
+	// default deploy must make one, fixed-size and ext4.
+	if st := l.Partitions[2]; st.Name != "state" || st.Role != layout.RoleLocal || st.FS != "ext4" || st.Size != 256<<20 || st.Rest {
+		t.Fatalf("state partition: %+v", st)
 	}
 	if err := l.Validate(); err != nil {
 		t.Fatal(err)
