@@ -125,12 +125,42 @@ func (a *Agent) assemble(lower, state, from string, begin time.Time) error {
 	if err := writeGenerated(plan); err != nil {
 		a.say("identity: %v", err)
 	}
+	a.sshHostKeys(stateMnt, plan.Node)
 	a.say("identity: node %s class %s (%s): %d files, %d layers; persistent [%s] copied [%s] volatile [%s] and the rest; hostname %s machine-id %s; applied in %v",
 		plan.Node, plan.Class, strings.Join(plan.Chain, " -> "), len(plan.Files), len(plan.Layers),
 		strings.Join(persisted, " "), strings.Join(copied, " "), strings.Join(volatile, " "),
 		plan.Hostname, plan.MachineID, time.Since(t0).Round(time.Millisecond))
 	a.say("root from %s mounted read-only under a tmpfs overlay (%v since the agent started); starting /sbin/init", from, time.Since(begin).Round(time.Millisecond))
 	return switchRoot(newRoot, "/sbin/init")
+}
+
+// sshHostKeys gives the node its own SSH host keys in the overlay's
+// /etc/ssh when the image has that directory (sshd installed): kept on the
+// state partition under the node's name, or new at every boot without
+// one (diskless). A failure leaves the image's keys and says so; it never
+// stops the boot.
+func (a *Agent) sshHostKeys(state, node string) {
+	etc := filepath.Join(newRoot, "etc/ssh")
+	if st, err := os.Stat(etc); err != nil || !st.IsDir() {
+		return
+	}
+	keep := ""
+	if state != "" {
+		keep = sshKeyDir(state, node)
+	}
+	t0 := time.Now()
+	made, kept, notes, err := hostKeys(etc, keep, node)
+	for _, n := range notes {
+		a.say("ssh host keys: %s", n)
+	}
+	if err != nil {
+		a.say("ssh host keys: %v; the image's keys (if any) stay", err)
+	}
+	where := "new at every boot (no state partition)"
+	if keep != "" {
+		where = "kept on the state partition"
+	}
+	a.say("ssh host keys: made [%s] kept [%s], %s, in %v", joinTypes(made), joinTypes(kept), where, time.Since(t0).Round(time.Millisecond))
 }
 
 // nodeName is imprint.node=, else what the machine's MACs and DMI say
