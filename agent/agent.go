@@ -172,7 +172,16 @@ type Agent struct {
 	// Settle is how long a disk selector's answer must hold still before
 	// the agent installs onto it (disks appear as their drivers probe).
 	Settle time.Duration
+
+	// dhcpHost is the host name (option 12) of the DHCP lease, if any: a
+	// node's name when the command line gives none.
+	dhcpHost string
 }
+
+// NodeFromDHCP is imprint.node=dhcp: a local boot brings the network up
+// to learn its name from the DHCP server, which it otherwise never waits
+// for.
+const NodeFromDHCP = "dhcp"
 
 func (a *Agent) say(format string, args ...any) {
 	fmt.Fprintf(a.Console, "IMPRINT-AGENT: "+format+"\n", args...)
@@ -198,6 +207,12 @@ func Main(ctx context.Context, console io.Writer) error {
 		a.say("starting: local root %s", p.Root)
 		if err := loadModules(a); err != nil {
 			a.say("modules: %v", err)
+		}
+		if p.Node == NodeFromDHCP {
+			waitEntropy(a)
+			if err := netUp(ctx, a); err != nil {
+				a.say("imprint.node=dhcp: network: %v; naming the node from the machine", err)
+			}
 		}
 		err := a.local(ctx)
 		a.say("FAIL %v", err)

@@ -163,11 +163,12 @@ func (a *Agent) sshHostKeys(state, node string) {
 	a.say("ssh host keys: made [%s] kept [%s], %s, in %v", joinTypes(made), joinTypes(kept), where, time.Since(t0).Round(time.Millisecond))
 }
 
-// nodeName is imprint.node=, else what the machine's MACs and DMI say
-// through the image's name lines, else a name made from them. A local boot
-// never waits for DHCP for it.
+// nodeName is imprint.node=, else the DHCP server's host name, else what
+// the machine's MACs and DMI say through the image's name lines, else a
+// name made from them. A local boot never waits for DHCP for it unless the
+// command line says imprint.node=dhcp.
 func (a *Agent) nodeName(lowerFS fs.FS) string {
-	if n := a.Params.Node; n != "" {
+	if n := a.Params.Node; n != "" && n != NodeFromDHCP {
 		if err := identity.ValidNode(n); err == nil {
 			return n
 		} else {
@@ -178,8 +179,14 @@ func (a *Agent) nodeName(lowerFS fs.FS) string {
 	if err != nil {
 		c = identity.Default()
 	}
-	n, how := c.NodeName(machineFacts())
-	a.say("identity: no imprint.node=: node %s from %s", n, how)
+	f := machineFacts()
+	f.DHCP = a.dhcpHost
+	n, how := c.NodeName(f)
+	asked := "no imprint.node="
+	if a.Params.Node == NodeFromDHCP {
+		asked = "imprint.node=dhcp"
+	}
+	a.say("identity: %s: node %s from %s", asked, n, how)
 	return n
 }
 

@@ -57,7 +57,12 @@ func netUp(ctx context.Context, a *Agent) error {
 			errs = append(errs, fmt.Sprintf("%s: %v", l.Attrs().Name, err))
 			continue
 		}
-		a.say("network: %s is %s, gateway %v", l.Attrs().Name, lease.ACK.YourIPAddr, lease.ACK.Router())
+		a.dhcpHost = lease.ACK.HostName()
+		named := ""
+		if a.dhcpHost != "" {
+			named = ", host name " + a.dhcpHost
+		}
+		a.say("network: %s is %s, gateway %v%s", l.Attrs().Name, lease.ACK.YourIPAddr, lease.ACK.Router(), named)
 		return nil
 	}
 	return fmt.Errorf("no interface got a DHCP lease: %s", strings.Join(errs, "; "))

@@ -478,15 +478,34 @@ func expand(tmpl, node, class string) string {
 // Facts are what the machine says about itself, for naming a node that
 // has no imprint.node=.
 type Facts struct {
+	// DHCP is the host name (option 12) the DHCP server gave, if the
+	// agent asked one (diskless and netboot boots, imprint.node=dhcp).
+	DHCP   string
 	MACs   []string // lower-case, colon-separated, boot interface first
 	Serial string   // DMI product serial
 	UUID   string   // DMI product UUID
 }
 
-// NodeName names a node from its facts: a name line for one of its MACs,
-// its serial or UUID; else "node-" and the first MAC's hex digits; else
-// "node-" and the UUID's first 12 hex digits; else "node". how says which.
+// NodeName names a node from its facts: the DHCP server's host name (its
+// first label: node01 of node01.site.example); else a name line for one of
+// its MACs, its serial or UUID; else "node-" and the first MAC's hex
+// digits; else "node-" and the UUID's first 12 hex digits; else "node".
+// how says which; a DHCP name that is no valid node name is passed over
+// and how says that too.
 func (c *Config) NodeName(f Facts) (name, how string) {
+	skipped := ""
+	if f.DHCP != "" {
+		n, _, _ := strings.Cut(f.DHCP, ".")
+		if err := ValidNode(n); err == nil {
+			return n, "DHCP host name " + f.DHCP
+		}
+		skipped = fmt.Sprintf(" (DHCP host name %q is no node name)", f.DHCP)
+	}
+	name, how = c.nameFromHardware(f)
+	return name, how + skipped
+}
+
+func (c *Config) nameFromHardware(f Facts) (name, how string) {
 	m := map[string][]string{"mac": f.MACs}
 	if f.Serial != "" {
 		m["serial"] = []string{f.Serial}

@@ -281,6 +281,12 @@ func TestNodeNameFromFacts(t *testing.T) {
 		{Facts{MACs: []string{"52:54:00:12:34:56"}}, "node-525400123456"},
 		{Facts{UUID: "ABCDEF01-2345-6789"}, "node-abcdef012345"},
 		{Facts{}, "node"},
+		// The DHCP server's name (serve --reserve MAC=IP,NAME) beats
+		// the name lines and the hardware; a qualified name gives its
+		// first label; one that is no node name is passed over.
+		{Facts{DHCP: "gpu07", MACs: []string{"52:54:00:12:34:56"}}, "gpu07"},
+		{Facts{DHCP: "node03.site.example", MACs: []string{"52:54:00:12:34:56"}}, "node03"},
+		{Facts{DHCP: "-bad name", MACs: []string{"52:54:00:12:34:56"}}, "node-525400123456"},
 	} {
 		if got, _ := c.NodeName(tc.f); got != tc.want {
 			t.Errorf("NodeName(%+v) = %s, want %s", tc.f, got, tc.want)
@@ -288,5 +294,8 @@ func TestNodeNameFromFacts(t *testing.T) {
 		if got, _ := c.NodeName(tc.f); ValidNode(got) != nil {
 			t.Errorf("NodeName gives an invalid name %q", got)
 		}
+	}
+	if _, how := c.NodeName(Facts{DHCP: "-bad name"}); !strings.Contains(how, `DHCP host name "-bad name" is no node name`) {
+		t.Errorf("a passed-over DHCP name is not named: %q", how)
 	}
 }
