@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/imprint-dev/imprint/disk"
+	"github.com/imprint-dev/imprint/identity"
 	"github.com/imprint-dev/imprint/layout"
 	"golang.org/x/sys/unix"
 )
@@ -48,6 +49,11 @@ type Params struct {
 	// paths live. Empty: the "state" partition of the root's disk on a
 	// local boot, none on a diskless one.
 	State string
+	// Identity is imprint.identity=URL: a site's signed identity map
+	// (served by imprint serve --identity) to use instead of the image's.
+	// Diskless boots look under their sources without it; local boots
+	// only with it.
+	Identity string
 	// RW says the command line asked for a read-write root; it still gets
 	// a read-only one under a writable overlay.
 	RW bool
@@ -105,6 +111,8 @@ func ParseCmdline(c string) (Params, error) {
 			p.Verify = v
 		case "imprint.state":
 			p.State = v
+		case "imprint.identity":
+			p.Identity = v
 		case "rw":
 			p.RW = true
 		case "imprint.root":
@@ -176,6 +184,9 @@ type Agent struct {
 	// dhcpHost is the host name (option 12) of the DHCP lease, if any: a
 	// node's name when the command line gives none.
 	dhcpHost string
+	// site is a site's identity map whose signature verified; nil: the
+	// image's.
+	site *identity.Config
 }
 
 // NodeFromDHCP is imprint.node=dhcp: a local boot brings the network up
@@ -208,10 +219,12 @@ func Main(ctx context.Context, console io.Writer) error {
 		if err := loadModules(a); err != nil {
 			a.say("modules: %v", err)
 		}
-		if p.Node == NodeFromDHCP {
+		if p.Node == NodeFromDHCP || p.Identity != "" {
 			waitEntropy(a)
 			if err := netUp(ctx, a); err != nil {
-				a.say("imprint.node=dhcp: network: %v; naming the node from the machine", err)
+				a.say("network for imprint.node=dhcp or imprint.identity=: %v; going on without it", err)
+			} else {
+				a.site = a.siteIdentity(ctx)
 			}
 		}
 		err := a.local(ctx)

@@ -34,7 +34,7 @@ func (a *Agent) assemble(lower, state, from string, begin time.Time) error {
 	t0 := time.Now()
 	lowerFS := os.DirFS(lower)
 	node := a.nodeName(lowerFS)
-	plan := identity.ResolveAtBoot(lowerFS, node, a.Params.Class)
+	plan := identity.ResolveAtBootWith(lowerFS, a.site, node, a.Params.Class)
 	for _, m := range plan.Messages {
 		a.say("identity: %s", m)
 	}
@@ -175,7 +175,10 @@ func (a *Agent) nodeName(lowerFS fs.FS) string {
 			a.say("imprint.node=: %v; naming the node from the machine", err)
 		}
 	}
-	c, err := identity.Load(lowerFS)
+	c, err := a.site, error(nil)
+	if c == nil {
+		c, err = identity.Load(lowerFS)
+	}
 	if err != nil {
 		c = identity.Default()
 	}

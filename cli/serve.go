@@ -26,6 +26,7 @@ func newServe(e *env) *cobra.Command {
 		netmask                    int
 		dns, reserve               []string
 		ipxeDir, disk              string
+		identityFile               string
 		trust                      []string
 		httpLim                    netboot.HTTPLimits
 		tftpLim                    tftpd.Limits
@@ -90,6 +91,15 @@ func newServe(e *env) *cobra.Command {
 				return fmt.Errorf("--boot-cache %d: want MiB between 1 and %d", bootCacheMiB, 1<<20)
 			}
 			h.BootCache = bootCacheMiB << 20
+			if identityFile != "" {
+				var warn string
+				if h.Identity, h.IdentitySig, warn, err = netboot.LoadIdentity(identityFile, h.Trust); err != nil {
+					return err
+				}
+				if warn != "" {
+					fmt.Fprintln(e.io.Err, "warning: "+warn)
+				}
+			}
 			h.Decider = netboot.Static{Default: netboot.Decision{Image: img, Mode: netboot.Mode(mode), InstallDisk: installDisk, Cmdline: extraCmdline}}
 			logf := func(f string, a ...any) { fmt.Fprintf(e.io.Err, f+"\n", a...) }
 			h.Logf = logf
@@ -172,6 +182,7 @@ func newServe(e *env) *cobra.Command {
 	f.StringVar(&img, "image", "", "image machines boot, NAME or NAME:VERSION")
 	f.StringVar(&mode, "mode", "diskless", "what netbooting machines do: diskless, install or local")
 	f.StringVar(&installDisk, "install-disk", "", "disk the agent installs onto with --mode install, resolved on each machine at boot: "+imdisk.SelectorHelp)
+	f.StringVar(&identityFile, "identity", "", "site identity map (an identity.conf) handed out at "+netboot.IdentityPath+" with FILE.minisig (imprint key sign); agents use it instead of their image's when it verifies under their trusted keys")
 	f.StringVar(&h.Agent, "agent", "", "agent initramfs for images that carry none (imprint initrd)")
 	f.StringVar(&h.Console, "console", "console=ttyS0", "kernel console argument for netbooted machines")
 	f.StringVar(&extraCmdline, "cmdline", "", "extra kernel arguments for netbooted machines")

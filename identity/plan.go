@@ -71,13 +71,22 @@ func Resolve(fsys fs.FS, node, class string) (*Plan, error) {
 // the Plan's Messages say so; a node must boot even when its identity is
 // wrong.
 func ResolveAtBoot(fsys fs.FS, node, class string) *Plan {
+	return ResolveAtBootWith(fsys, nil, node, class)
+}
+
+// ResolveAtBootWith is ResolveAtBoot with the configuration site instead
+// of the image's (a site's signed map, already checked); nil: the image's.
+func ResolveAtBootWith(fsys fs.FS, site *Config, node, class string) *Plan {
 	if err := ValidNode(node); err != nil {
 		// Callers pass a valid name; keep going with a safe one.
-		p := ResolveAtBoot(fsys, "node", class)
+		p := ResolveAtBootWith(fsys, site, "node", class)
 		p.Messages = append([]string{fmt.Sprintf("%v; using %q", err, "node")}, p.Messages...)
 		return p
 	}
-	c, err := Load(fsys)
+	c, err := site, error(nil)
+	if c == nil {
+		c, err = Load(fsys)
+	}
 	var msgs []string
 	if err != nil {
 		msgs = append(msgs, fmt.Sprintf("%v; using the default identity (class default, default writable paths)", err))

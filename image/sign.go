@@ -3,6 +3,7 @@ package image
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -112,6 +113,36 @@ func (s *Signer) Sign(raw []byte) ([]byte, error) {
 	}
 	trusted := fmt.Sprintf("imprint image %s:%s id %s", m.Name, m.Version, ID(raw))
 	return minisign.SignWithComments(s.key, raw, trusted, "signature from imprint"), nil
+}
+
+// SignFile signs any other file imprint hands out signed (a site's
+// identity map); what names it in the trusted comment.
+func (s *Signer) SignFile(raw []byte, what string) []byte {
+	sum := sha256.Sum256(raw)
+	trusted := fmt.Sprintf("imprint file %s sha256 %x", what, sum)
+	return minisign.SignWithComments(s.key, raw, trusted, "signature from imprint")
+}
+
+// VerifyFile checks a file's signature like Verify does a manifest's;
+// what names the file in errors. A nil *Trust refuses: a file that
+// replaces part of a signed image needs a key to be taken at all.
+func (t *Trust) VerifyFile(raw, sig []byte, what string) error {
+	if t == nil {
+		return fmt.Errorf("%s: %w: no trusted keys to check it with", what, ErrUntrusted)
+	}
+	if len(sig) == 0 {
+		return fmt.Errorf("%s: %w: it carries no signature", what, ErrUntrusted)
+	}
+	var s minisign.Signature
+	if err := s.UnmarshalText(sig); err != nil {
+		return fmt.Errorf("%s: %w: the signature is malformed: %v", what, ErrUntrusted, err)
+	}
+	for _, k := range t.keys {
+		if minisign.Verify(k, raw, sig) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s: %w: signature by key %X does not verify under the %d trusted key(s)", what, ErrUntrusted, s.KeyID, len(t.keys))
 }
 
 // Trust is the set of public keys an image must be signed by. A nil *Trust

@@ -36,6 +36,10 @@ const (
 	Local Mode = "local"
 )
 
+// IdentityPath is where a server started with --identity hands out the
+// site's identity map (and IdentityPath + ".minisig" its signature).
+const IdentityPath = "/identity/identity.conf"
+
 // Decision is what one machine gets.
 type Decision struct {
 	Image       string // NAME or NAME:VERSION
@@ -94,6 +98,11 @@ type HTTP struct {
 	// Fleet, when set, records the machines' requests and turns on the
 	// status page at / and /status.json (docs/status.md).
 	Fleet *Fleet
+	// Identity is the site's identity map (serve --identity), handed out
+	// at IdentityPath with its signature IdentitySig beside it; agents
+	// take it instead of their image's only when the signature verifies
+	// under their trusted keys.
+	Identity, IdentitySig []byte
 
 	swarmOnce sync.Once
 	swarmSeed *swarm.WebSeed
@@ -162,6 +171,18 @@ func (h *HTTP) serve(w http.ResponseWriter, r *http.Request) {
 		h.file(w, r, path.Join("chunks", parts[1], parts[2]), "public, max-age=31536000, immutable", `"`+parts[2]+`"`)
 	case parts[0] == "swarm":
 		h.serveSwarm(w, r, parts)
+	case p == IdentityPath || p == IdentityPath+image.SignatureSuffix:
+		b := h.Identity
+		if p != IdentityPath {
+			b = h.IdentitySig
+		}
+		if b == nil {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-cache")
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(b))
 	case len(parts) == 4 && parts[0] == "boot":
 		h.bootFile(w, r, parts[1], parts[2], parts[3])
 	default:

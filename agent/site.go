@@ -1,0 +1,122 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/imprint-dev/imprint/identity"
+	"github.com/imprint-dev/imprint/image"
+)
+
+// siteIdentityPath is where imprint serve --identity hands out a site's
+// identity map, relative to a source URL (netboot.IdentityPath).
+const siteIdentityPath = "identity/identity.conf"
+
+// maxSiteIdentity bounds what the agent reads of a site's map.
+const maxSiteIdentity = 1 << 20
+
+// errNoSiteMap says the server has no site identity map (404): the
+// image's own is used, with no complaint.
+var errNoSiteMap = errors.New("no site identity map")
+
+// siteIdentityURLs are where this boot looks for a site's identity map:
+// imprint.identity=URL, else (diskless) identity/identity.conf under each
+// HTTP source. A local boot looks only when the command line names a URL.
+func (a *Agent) siteIdentityURLs() []string {
+	if a.Params.Identity != "" {
+		return []string{a.Params.Identity}
+	}
+	if a.Params.Mode == ModeLocal {
+		return nil
+	}
+	var out []string
+	for _, s := range a.Params.Sources {
+		if strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://") {
+			out = append(out, strings.TrimRight(s, "/")+"/"+siteIdentityPath)
+		}
+	}
+	return out
+}
+
+// siteIdentity fetches a site's identity map and its signature and returns
+// the map when the signature verifies under the agent's trusted keys.
+// Anything else (none served, unsigned, a bad signature, no trusted keys,
+// a map that does not parse) gives nil: the image's own map is used, and
+// the console says why. It never fails the boot.
+func (a *Agent) siteIdentity(ctx context.Context) *identity.Config {
+	urls := a.siteIdentityURLs()
+	if len(urls) == 0 {
+		return nil
+	}
+	trust, err := a.trust()
+	if err != nil {
+		a.say("identity: site map: %v; using the image's", err)
+		return nil
+	}
+	for _, u := range urls {
+		c, err := fetchSiteIdentity(ctx, u, trust)
+		switch {
+		case err == nil:
+			a.say("identity: site map %s, signature verified: it replaces the image's", u)
+			return c
+		case errors.Is(err, errNoSiteMap) && a.Params.Identity == "":
+			// A server without --identity: nothing to say.
+		default:
+			a.say("identity: site map %s: %v; using the image's", u, err)
+			return nil
+		}
+	}
+	return nil
+}
+
+func fetchSiteIdentity(ctx context.Context, url string, trust *image.Trust) (*identity.Config, error) {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	conf, err := httpGet(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	sig, err := httpGet(ctx, url+image.SignatureSuffix)
+	if errors.Is(err, errNoSiteMap) {
+		sig, err = nil, nil // VerifyFile names the missing signature
+	}
+	if err != nil {
+		return nil, fmt.Errorf("signature: %w", err)
+	}
+	if err := trust.VerifyFile(conf, sig, "the map"); err != nil {
+		return nil, err
+	}
+	return identity.Parse(bytes.NewReader(conf), url)
+}
+
+func httpGet(ctx context.Context, url string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusNotFound:
+		return nil, fmt.Errorf("%s: %w (404)", url, errNoSiteMap)
+	case resp.StatusCode != http.StatusOK:
+		return nil, fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxSiteIdentity+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxSiteIdentity {
+		return nil, fmt.Errorf("%s: more than %d bytes", url, maxSiteIdentity)
+	}
+	return b, nil
+}

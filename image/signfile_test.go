@@ -1,0 +1,67 @@
+package image
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/imprint-dev/imprint/internal/testenv"
+)
+
+func TestSignFileVerifies(t *testing.T) {
+	dir := t.TempDir()
+	pub, err := GenerateKey(filepath.Join(dir, "k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := GenerateKey(filepath.Join(dir, "o"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := LoadSigner(filepath.Join(dir, "k.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := []byte("class node[01-64] compute\n")
+	sig := s.SignFile(conf, "identity.conf")
+	if !strings.Contains(string(sig), "trusted comment: imprint file identity.conf sha256 ") {
+		t.Fatalf("signature does not name the file:\n%s", sig)
+	}
+	good, _ := ParseTrust([]string{pub})
+	wrong, _ := ParseTrust([]string{other})
+	if err := good.VerifyFile(conf, sig, "identity.conf"); err != nil {
+		t.Fatal(err)
+	}
+	// The minisign tool checks it too: a site can verify by hand.
+	f := filepath.Join(dir, "identity.conf")
+	if err := os.WriteFile(f, conf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(f+SignatureSuffix, sig, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(testenv.Tool(t, "minisign"), "-Vm", f, "-p", filepath.Join(dir, "k.pub")).CombinedOutput(); err != nil {
+		t.Fatalf("minisign -V: %v\n%s", err, out)
+	}
+	for _, tc := range []struct {
+		name  string
+		trust *Trust
+		raw   []byte
+		sig   []byte
+		want  string
+	}{
+		{"no keys", nil, conf, sig, "no trusted keys"},
+		{"unsigned", good, conf, nil, "carries no signature"},
+		{"malformed", good, conf, []byte("junk"), "malformed"},
+		{"other key", wrong, conf, sig, "does not verify under the 1 trusted key"},
+		{"changed file", good, append([]byte("class * gpu\n"), conf...), sig, "does not verify"},
+	} {
+		err := tc.trust.VerifyFile(tc.raw, tc.sig, "identity.conf")
+		if !errors.Is(err, ErrUntrusted) || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "identity.conf: ") {
+			t.Errorf("%s: %v, want ErrUntrusted saying %q", tc.name, err, tc.want)
+		}
+	}
+}

@@ -1,0 +1,49 @@
+package netboot
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/imprint-dev/imprint/identity"
+	"github.com/imprint-dev/imprint/image"
+)
+
+// maxIdentity bounds a site's identity map: agents read it into RAM.
+const maxIdentity = 1 << 20
+
+// LoadIdentity reads a site's identity map for serve --identity and the
+// signature beside it (PATH.minisig, made by imprint key sign). The map
+// must parse; with trust, its signature must verify under those keys (a
+// server never hands out a map its own trust refuses). An unsigned map is
+// served with a warning: agents ignore it and keep their image's own.
+func LoadIdentity(path string, trust *image.Trust) (conf, sig []byte, warning string, err error) {
+	conf, err = os.ReadFile(path)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("--identity: %w", err)
+	}
+	if len(conf) > maxIdentity {
+		return nil, nil, "", fmt.Errorf("--identity %s: %d bytes; at most %d", path, len(conf), maxIdentity)
+	}
+	if _, err := identity.Parse(bytes.NewReader(conf), path); err != nil {
+		return nil, nil, "", fmt.Errorf("--identity: %w", err)
+	}
+	sig, err = os.ReadFile(path + image.SignatureSuffix)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		sig = nil
+		warning = fmt.Sprintf("--identity %s has no %s%s: agents ignore an unsigned map and keep their image's (sign it with imprint key sign --key KEY %s)",
+			path, filepath.Base(path), image.SignatureSuffix, path)
+	case err != nil:
+		return nil, nil, "", fmt.Errorf("--identity: %w", err)
+	}
+	if trust != nil {
+		if err := trust.VerifyFile(conf, sig, path); err != nil {
+			return nil, nil, "", fmt.Errorf("--identity: %w; not serving it", err)
+		}
+	}
+	return conf, sig, warning, nil
+}

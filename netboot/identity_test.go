@@ -1,0 +1,88 @@
+package netboot
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/imprint-dev/imprint/identity"
+	"github.com/imprint-dev/imprint/image"
+)
+
+func TestServeIdentityMap(t *testing.T) {
+	dir := t.TempDir()
+	pub, err := image.GenerateKey(filepath.Join(dir, "k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := image.GenerateKey(filepath.Join(dir, "o"))
+	signer, err := image.LoadSigner(filepath.Join(dir, "k.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust, _ := image.ParseTrust([]string{pub})
+	wrong, _ := image.ParseTrust([]string{other})
+	conf := filepath.Join(dir, "identity.conf")
+	text := []byte("class node[01-04] compute\n")
+	os.WriteFile(conf, text, 0o644)
+
+	// Unsigned: served, with a warning; refused under trust.
+	c, sig, warn, err := LoadIdentity(conf, nil)
+	if err != nil || sig != nil || !strings.Contains(warn, "agents ignore an unsigned map") {
+		t.Fatalf("unsigned: sig %v warn %q err %v", sig, warn, err)
+	}
+	if _, _, _, err := LoadIdentity(conf, trust); !errors.Is(err, image.ErrUntrusted) {
+		t.Fatalf("unsigned under --trust: %v", err)
+	}
+	os.WriteFile(conf+image.SignatureSuffix, signer.SignFile(text, "identity.conf"), 0o644)
+	if _, _, _, err := LoadIdentity(conf, wrong); !errors.Is(err, image.ErrUntrusted) {
+		t.Fatalf("signed by another key under --trust: %v", err)
+	}
+	c, sig, warn, err = LoadIdentity(conf, trust)
+	if err != nil || warn != "" || sig == nil {
+		t.Fatalf("signed: warn %q err %v", warn, err)
+	}
+	// A map that does not parse is never served.
+	bad := filepath.Join(dir, "bad.conf")
+	os.WriteFile(bad, []byte("class node[9-1] compute\n"), 0o644)
+	if _, _, _, err := LoadIdentity(bad, nil); !errors.Is(err, identity.ErrConfig) || !strings.Contains(err.Error(), "line 1") {
+		t.Fatalf("malformed map: %v", err)
+	}
+
+	h := &HTTP{Store: t.TempDir(), Identity: c, IdentitySig: sig}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	get := func(p string) (int, string) {
+		resp, err := http.Get(srv.URL + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get(IdentityPath); code != 200 || body != string(text) {
+		t.Fatalf("%s: %d %q", IdentityPath, code, body)
+	}
+	if code, body := get(IdentityPath + ".minisig"); code != 200 || body != string(sig) || trust.VerifyFile([]byte(text), []byte(body), "x") != nil {
+		t.Fatalf("%s.minisig: %d %q", IdentityPath, code, body)
+	}
+	h2 := &HTTP{Store: t.TempDir()}
+	srv2 := httptest.NewServer(h2)
+	defer srv2.Close()
+	for _, p := range []string{IdentityPath, IdentityPath + ".minisig"} {
+		resp, err := http.Get(srv2.URL + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 404 {
+			t.Errorf("no --identity: %s answered %d, want 404", p, resp.StatusCode)
+		}
+	}
+}
