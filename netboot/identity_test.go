@@ -32,7 +32,7 @@ func TestServeIdentityMap(t *testing.T) {
 	os.WriteFile(conf, text, 0o644)
 
 	// Unsigned: served, with a warning; refused under trust.
-	c, sig, warn, err := LoadIdentity(conf, nil)
+	_, sig, warn, err := LoadIdentity(conf, nil)
 	if err != nil || sig != nil || !strings.Contains(warn, "agents ignore an unsigned map") {
 		t.Fatalf("unsigned: sig %v warn %q err %v", sig, warn, err)
 	}
@@ -43,7 +43,7 @@ func TestServeIdentityMap(t *testing.T) {
 	if _, _, _, err := LoadIdentity(conf, wrong); !errors.Is(err, image.ErrUntrusted) {
 		t.Fatalf("signed by another key under --trust: %v", err)
 	}
-	c, sig, warn, err = LoadIdentity(conf, trust)
+	c, sig, warn, err := LoadIdentity(conf, trust)
 	if err != nil || warn != "" || sig == nil {
 		t.Fatalf("signed: warn %q err %v", warn, err)
 	}
