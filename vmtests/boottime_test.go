@@ -78,8 +78,8 @@ func TestBootTimeAgentVsOwnInitrd(t *testing.T) {
 		"--initrd", local.Initrd[0], "--options", local.Options+" imprint.node=node01")
 
 	type sample struct {
-		boot, applied, agent time.Duration
-		shmem                int64
+		boot, applied, agent, kernel time.Duration
+		shmem                        int64
 	}
 	runs := map[string][]sample{}
 	for i := 0; i < 3; i++ {
@@ -95,7 +95,11 @@ func TestBootTimeAgentVsOwnInitrd(t *testing.T) {
 				t.Fatalf("%s boot %d: %v", entry, i+1, err)
 			}
 			console := vm.Console()
-			s.shmem, _ = strconv.ParseInt(parseIDLines(console)["shmem-kib"], 10, 64)
+			ids := parseIDLines(console)
+			s.shmem, _ = strconv.ParseInt(ids["shmem-kib"], 10, 64)
+			if up, err := strconv.ParseFloat(ids["uptime"], 64); err == nil {
+				s.kernel = time.Duration(up * float64(time.Second))
+			}
 			if m := appliedRE.FindStringSubmatch(console); m != nil {
 				s.applied = parseDur(m[1], m[2])
 			}
@@ -106,24 +110,33 @@ func TestBootTimeAgentVsOwnInitrd(t *testing.T) {
 				t.Fatalf("%s boot %d: agent lines %v; console:\n%s", entry, i+1, s.applied, grepLines(console, "IMPRINT-"))
 			}
 			runs[entry] = append(runs[entry], s)
-			t.Logf("%s boot %d: %v to the image's init done, Shmem %d KiB, identity applied in %v, agent %v",
-				entry, i+1, s.boot.Round(10*time.Millisecond), s.shmem, s.applied, s.agent)
+			t.Logf("%s boot %d: %v to the image's init done (%v of it after the kernel started), Shmem %d KiB, identity applied in %v, agent %v",
+				entry, i+1, s.boot.Round(10*time.Millisecond), s.kernel.Round(10*time.Millisecond), s.shmem, s.applied, s.agent)
 		}
 	}
-	stat := func(entry string) (boot time.Duration, shmem int64, applied, agent time.Duration) {
-		var b, ap, ag []time.Duration
+	stat := func(entry string) (boot time.Duration, shmem int64, applied, agent, kernel time.Duration) {
+		var b, ap, ag, k []time.Duration
 		var sh []int64
 		for _, s := range runs[entry] {
-			b, ap, ag, sh = append(b, s.boot), append(ap, s.applied), append(ag, s.agent), append(sh, s.shmem)
+			b, ap, ag, sh, k = append(b, s.boot), append(ap, s.applied), append(ag, s.agent), append(sh, s.shmem), append(k, s.kernel)
 		}
-		return median(b), median(sh), median(ap), median(ag)
+		return median(b), median(sh), median(ap), median(ag), median(k)
 	}
-	ab, ash, aap, aag := stat("bench-agent")
-	ob, osh, _, _ := stat(bootloader.LocalOwnInitrd)
+	ab, ash, aap, aag, ak := stat("bench-agent")
+	ob, osh, _, _, ok2 := stat(bootloader.LocalOwnInitrd)
+	size := func(p string) int64 {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Size()
+	}
 	var lines []string
 	lines = append(lines, fmt.Sprintf("local entry through the agent: median %v (boots %s)", ab.Round(10*time.Millisecond), list(runs["bench-agent"], func(s sample) time.Duration { return s.boot })))
 	lines = append(lines, fmt.Sprintf("local-initrd (the image's own): median %v (boots %s)", ob.Round(10*time.Millisecond), list(runs[bootloader.LocalOwnInitrd], func(s sample) time.Duration { return s.boot })))
 	lines = append(lines, fmt.Sprintf("ratio agent / own initrd: %.2fx", float64(ab)/float64(ob)))
+	lines = append(lines, fmt.Sprintf("kernel start to the image's init (guest uptime, median): agent %v, own initrd %v", ak.Round(10*time.Millisecond), ok2.Round(10*time.Millisecond)))
+	lines = append(lines, fmt.Sprintf("initrd sizes: agent %d KiB, own %d KiB", size(agentImg)>>10, size(fx.Initrd)>>10))
 	lines = append(lines, fmt.Sprintf("identity applied in (median): %v; agent start to switch root (median): %v", aap, aag))
 	lines = append(lines, fmt.Sprintf("Shmem at the image's init: agent %d KiB, own initrd %d KiB: overlay adds %d KiB", ash, osh, ash-osh))
 	t.Logf("BOOT TIMES (3 boots each, alternating, OVMF + systemd-boot, TCG):\n%s", strings.Join(lines, "\n"))

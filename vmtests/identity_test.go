@@ -37,6 +37,7 @@ say persisted "$(cat /var/log/boots 2>/dev/null | tr '\n' ' ')."
 say volatile "$(cat /var/tmp/mark 2>/dev/null || echo none)"
 say sshkey "$(cut -d ' ' -f 1,3 /etc/ssh/ssh_host_ed25519_key.pub 2>/dev/null || echo none)"
 say shmem-kib "$(sed -n 's/^Shmem: *\([0-9]*\) kB/\1/p' /proc/meminfo)"
+say uptime "$(cut -d ' ' -f 1 /proc/uptime)"
 say rootmount "$(grep ' / ' /proc/mounts | head -n 1 | cut -d ' ' -f 1,3)"
 echo "boot-$(hostname)" >> /var/log/boots
 echo here > /var/tmp/mark
