@@ -78,7 +78,7 @@ func TestDeployToABlockDeviceResumesAfterSIGKILL(t *testing.T) {
 		{"at the boot loader", func(e event) bool { return e.Phase == "bootloader" }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			loop := attachLoop(t, 700<<20)
+			loop := attachLoop(t, 1<<30)
 			args := []string{"deploy", "--from", slow.URL, "--image", b.name, "--disk", loop, "--yes", "--json", "--checkpoint-interval", "30ms"}
 			if _, killed := deployUntil(t, bin, args, tc.stop); !killed {
 				t.Fatal("the deploy finished before it could be killed")
