@@ -79,7 +79,7 @@ func TestDeployToABlockDeviceResumesAfterSIGKILL(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			loop := attachLoop(t, 1<<30)
-			args := []string{"deploy", "--from", slow.URL, "--image", b.name, "--disk", loop, "--yes", "--json", "--checkpoint-interval", "30ms"}
+			args := []string{"deploy", "--from", slow.URL, "--image", b.name, "--disk", loop, "--yes", "--json", "--checkpoint-interval", "30ms", "--slots", "1"}
 			if _, killed := deployUntil(t, bin, args, tc.stop); !killed {
 				t.Fatal("the deploy finished before it could be killed")
 			}

@@ -53,7 +53,7 @@ func TestSyncResumesAfterSIGKILLAtEveryStep(t *testing.T) {
 	storeDir, v1, v2 := syncImages(t, dir)
 	slow := httptestServer(t, slowChunks(&netboot.HTTP{Store: storeDir, Decider: netboot.Static{}}, 3*time.Millisecond))
 	base := filepath.Join(dir, "base.img")
-	mustRun(t, "deploy", "--from", storeDir, "--image", "node:1", "--disk", base, "--size", "800M", "--slots", "2", "--yes", "--no-verify")
+	mustRun(t, "deploy", "--from", storeDir, "--image", "node:1", "--disk", base, "--size", "1G", "--slots", "2", "--yes", "--no-verify")
 	od := onDisk(t, base)
 	a, _ := od.State.Table.Find("root-a")
 	baseA := sha256Range(t, base, a.Start, a.Len)

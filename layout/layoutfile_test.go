@@ -385,6 +385,7 @@ func TestLayoutDocExamples(t *testing.T) {
 	want := []Spec{
 		{Name: "esp", Type: TypeESP, Role: RoleESP, Size: 512 * mib},
 		{Name: "root", Type: TypeRootX86_64, Role: RoleImage},
+		{Name: "state", Type: TypeLinuxGeneric, Role: RoleLocal, Size: 256 * mib, FS: "ext4"},
 		{Name: "scratch", Type: TypeLinuxGeneric, Role: RoleLocal, Size: 64 * mib, Rest: true, Optional: true, FS: "ext4"},
 	}
 	found := false
