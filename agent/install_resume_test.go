@@ -72,7 +72,7 @@ func TestAnInterruptedInstallResumesOnALoopDevice(t *testing.T) {
 
 	for _, at := range []string{"deploy: partitioned", "deploy: write root 25%", "deploy: write root 75%", "deploy: verify root", "deploy: bootloader"} {
 		t.Run(at, func(t *testing.T) {
-			loop := attachLoopDevice(t, 700<<20)
+			loop := attachLoopDevice(t, 1<<30)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			console := &cancelOn{want: at, cancel: cancel}

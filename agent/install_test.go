@@ -68,7 +68,7 @@ func TestInstallTakesLoadersOnlyFromTheImage(t *testing.T) {
 
 	target := filepath.Join(dir, "disk.img")
 	f, _ := os.Create(target)
-	f.Truncate(700 << 20)
+	f.Truncate(1 << 30)
 	f.Close()
 	var console bytes.Buffer
 	a := &Agent{Console: &console, Root: dir, Params: Params{Image: "n:1", Sources: []string{liar.URL, good.URL}, Install: target}}
