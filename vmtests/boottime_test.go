@@ -65,7 +65,9 @@ func TestBootTimeAgentVsOwnInitrd(t *testing.T) {
 	imprint(t, "build", "--store", store, "--name", "fixture", "--rootfs", fx.RootfsDir,
 		"--cmdline", "console=ttyS0 ro panic=1", "--agent", agentImg)
 	disk := filepath.Join(dir, "disk.img")
-	imprint(t, "deploy", "--from", store, "--image", "fixture", "--disk", disk, "--yes", "--boot-timeout", "0", "--size", "1G", "--firmware", "uefi")
+	// One slot: the bench copies the plain local entry (as the identity
+	// tests do).
+	imprint(t, "deploy", "--from", store, "--image", "fixture", "--disk", disk, "--yes", "--boot-timeout", "0", "--size", "1G", "--firmware", "uefi", "--slots", "1")
 	var menu bootloader.Menu
 	if err := jsonUnmarshal(imprint(t, "boot", "list", "--disk", disk, "--json"), &menu); err != nil {
 		t.Fatal(err)
