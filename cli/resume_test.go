@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -156,11 +157,16 @@ func TestDeployResumesAfterSIGKILL(t *testing.T) {
 	}
 }
 
-// slowChunks delays every chunk a server sends.
+// slowChunks sends one chunk every d.
 func slowChunks(h http.Handler, d time.Duration) http.Handler {
+	// One chunk at a time: the copier keeps many requests in flight, and a
+	// per-request delay alone would let them all wait at once.
+	var mu sync.Mutex
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/chunks/") {
+			mu.Lock()
 			time.Sleep(d)
+			mu.Unlock()
 		}
 		h.ServeHTTP(w, r)
 	})
