@@ -56,6 +56,7 @@ bench: deps build
 	bash bench/tftp/run.sh
 	bash bench/tree/run.sh
 	bash bench/sync/run.sh
+	bash bench/sync/debian.sh
 
 demo: deps build
 	bash scripts/demo.sh

@@ -14,32 +14,6 @@ import (
 	"github.com/imprint-dev/imprint/internal/testenv"
 )
 
-func TestVersionCompareFollowsSystemd(t *testing.T) {
-	for _, c := range []struct {
-		a, b string
-		want int
-	}{
-		{"1", "2", -1},
-		{"9", "10", -1},
-		{"v9", "v10", -1},
-		{"001", "1", 0},
-		{"1.0", "1.0.1", -1},
-		{"1~rc1", "1", -1},
-		{"1-2", "1.1", -1},
-		{"1a", "1", 1},
-		{"abc", "abcd", -1},
-		{"20240101.1", "20240101.2", -1},
-		{"123.45-67.88", "123.45-67.89", -1},
-		{"", "1", -1},
-	} {
-		got := strverscmpImproved(c.a, c.b)
-		back := strverscmpImproved(c.b, c.a)
-		if sign(got) != c.want || sign(back) != -c.want {
-			t.Errorf("strverscmp_improved(%q, %q) = %d, reverse %d; want %d", c.a, c.b, got, back, c.want)
-		}
-	}
-}
-
 func sign(n int) int { return cmpInt(n, 0) }
 
 // twoSlots is a menu as a sync leaves it: slot a good with v1, slot b new

@@ -334,7 +334,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	}
 	m.Version = o.Version
 	if m.Version == "" {
-		m.Version = created.Format("20060102") + "-" + image.HashBytes([]byte(strings.Join(digests, "\n")))[:8]
+		m.Version = created.Format("20060102.150405") + "-" + image.HashBytes([]byte(strings.Join(digests, "\n")))[:8]
 	}
 	id, err := o.Store.PutManifest(m)
 	if err != nil {

@@ -177,7 +177,7 @@ func newBuild(e *env) *cobra.Command {
 	f.StringVar(&o.Name, "name", "", "image name")
 	f.StringArrayVar(&loaders, "loader", nil, "boot loader binary NAME=FILE the image carries instead of the build host's ("+strings.Join(bootloader.LoaderNames(), ", ")+"); repeatable")
 	f.StringVar(&o.LoaderRoot, "loader-root", "/", "root of the Debian packages (systemd-boot-efi, ipxe, grub-efi-amd64-bin, grub-pc-bin) the image's boot loaders come from")
-	f.StringVar(&o.Version, "version", "", "image version (default: creation date and content hash)")
+	f.StringVar(&o.Version, "version", "", "image version (default: creation date and time, and content hash: 20240601.153000-1a2b3c4d)")
 	f.StringVar(&o.Rootfs, "rootfs", "", "root filesystem directory, made into a reproducible ext4 image")
 	f.StringVar(&o.Base, "base", "", "build the --rootfs image on this earlier version NAME:VERSION (or NAME: the newest) in the store: its filesystem updated in place (needs root, rsync), so few chunks change and syncs stay small; not reproducible from the tree alone")
 	f.StringVar(&rootSize, "root-size", "", "size of the root filesystem (default: estimated from the tree)")
