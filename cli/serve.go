@@ -25,7 +25,7 @@ func newServe(e *env) *cobra.Command {
 		pool, router, leases, tftp string
 		netmask                    int
 		dns, reserve               []string
-		ipxeDir, disk              string
+		ipxeDir, disk, slot        string
 		trust                      []string
 		httpLim                    netboot.HTTPLimits
 		tftpLim                    tftpd.Limits
@@ -53,8 +53,10 @@ func newServe(e *env) *cobra.Command {
 			switch {
 			case (h.Store == "") == (disk == ""):
 				return fmt.Errorf("give one of --store DIR or --disk PATH")
+			case slot != "" && disk == "":
+				return fmt.Errorf("--slot chooses a root slot of --disk; give --disk PATH")
 			case disk != "":
-				d, err := ondisk.OpenDiskSource(disk)
+				d, err := ondisk.OpenDiskSlot(disk, slot)
 				if err != nil {
 					return err
 				}
@@ -165,6 +167,7 @@ func newServe(e *env) *cobra.Command {
 	f := c.Flags()
 	f.StringVar(&h.Store, "store", "", "store directory to serve")
 	f.StringVar(&disk, "disk", "", "serve the image a deployed disk holds, from its partitions (instead of --store); the image is also the default --image")
+	f.StringVar(&slot, "slot", "", "with --disk: serve the image of root slot a or b (default: the active slot)")
 	f.StringArrayVar(&trust, "trust", nil, "serve and boot only images signed by this minisign public key; netbooted agents check it too (repeatable)")
 	f.StringVar(&addr, "http", ":8080", "HTTP listen address")
 	f.StringVar(&public, "public-url", "", "URL machines reach this server at (default: from --http and the interface address)")
