@@ -55,6 +55,10 @@ var (
 	ErrNotCounted = errors.New("not a slot entry (no boot counting)")
 	// ErrNoOtherSlot says a rollback has no other slot to go to.
 	ErrNoOtherSlot = errors.New("the menu has no other slot entry")
+	// ErrFailedSlot says a rollback would go to a slot whose version ran
+	// out of tries without a good boot: blessing it would boot a version
+	// known not to boot, for good.
+	ErrFailedSlot = errors.New("the other slot failed its boots")
 )
 
 var slotRE = regexp.MustCompile(`^[a-z]$`)
@@ -157,6 +161,9 @@ func (m *Menu) Rollback() (slot string, err error) {
 		return "", ErrNoOtherSlot
 	}
 	next := order[1]
+	if t := next.Tries; t != nil && t.Left == 0 && t.Done > 0 {
+		return next.Slot, fmt.Errorf("%w: slot %s (%s) ran out of tries after %d boots that did not reach boot-complete; sync a good version into it instead", ErrFailedSlot, next.Slot, next.Version, t.Done)
+	}
 	return next.Slot, m.Prefer(next.Slot)
 }
 

@@ -370,3 +370,32 @@ func TestBootedEntryFromLoaderOrCmdline(t *testing.T) {
 		t.Fatalf("bless of an entry not in the menu: %v", err)
 	}
 }
+
+// A rollback does not go to a slot whose version ran out of tries
+// without a good boot (blessing it would boot it for good, panic after
+// panic); a slot marked bad by an earlier rollback (no boot tried) is
+// fine to go back to.
+func TestRollbackRefusesASlotThatFailedItsBoots(t *testing.T) {
+	m := &Menu{}
+	if err := m.SetSlotEntry("b", Entry{Linux: "/k2", Version: "2"}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.SetSlotEntry("a", Entry{Linux: "/k3", Version: "3"}, 2); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := m.Find("slot-a")
+	a.Tries = &Tries{Left: 0, Done: 2} // what the loader left after two failed boots
+	if o := m.SlotOrder(); o[0].Slot != "b" {
+		t.Fatalf("slot b should boot next: %+v", o)
+	}
+	if _, err := m.Rollback(); !errors.Is(err, ErrFailedSlot) || !strings.Contains(err.Error(), "slot a (3)") {
+		t.Fatalf("rollback to the failed slot: %v", err)
+	}
+	if o := m.SlotOrder(); o[0].Slot != "b" || o[1].Tries.Left != 0 {
+		t.Fatalf("a refused rollback changed the menu: %+v", o)
+	}
+	a.Tries = &Tries{Left: 0, Done: 0} // marked bad by a rollback, never tried
+	if slot, err := m.Rollback(); err != nil || slot != "a" {
+		t.Fatalf("rollback to a slot a rollback marked bad: %q %v", slot, err)
+	}
+}
