@@ -14,7 +14,6 @@ import (
 	"github.com/imprint-dev/imprint/internal/testenv"
 )
 
-func sign(n int) int { return cmpInt(n, 0) }
 
 // twoSlots is a menu as a sync leaves it: slot a good with v1, slot b new
 // with v2 and tries.

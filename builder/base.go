@@ -75,8 +75,9 @@ func (b *base) extension() (json.RawMessage, error) {
 // the tree did not change stay where they were, so only the chunks around
 // what changed differ from the base (docs/chunk-size.md, method b).
 // A fresh mkfs.ext4 -d lays every file out again and moves ~90 % of them.
-// The result depends on the base and the build time (ctimes, the journal),
-// so it is not a function of the tree alone.
+// The result depends on the base and on the build (the kernel's block
+// allocation, the journal, the superblock's mount times), so it is not a
+// function of the tree alone.
 func buildOnBase(ctx context.Context, o Options, b *base, rootName, tmp string) (source, string, time.Time, error) {
 	bp, ok := b.manifest.Partition(rootName)
 	if !ok || bp.Content == nil {
@@ -140,6 +141,11 @@ func buildOnBase(ctx context.Context, o Options, b *base, rootName, tmp string) 
 		if size, err = grow(ctx, out, size*3/2, fake); err != nil {
 			return source{}, "", time.Time{}, err
 		}
+	}
+	// The kernel stamped the inodes rsync touched with the wall clock;
+	// as in a fresh build, access and change times are the mtime.
+	if _, err := normalizeTimes(out); err != nil {
+		return source{}, "", time.Time{}, fmt.Errorf("the updated root filesystem: %w", err)
 	}
 	if err := fsck(ctx, out, fake); err != nil {
 		return source{}, "", time.Time{}, fmt.Errorf("the updated root filesystem: %w", err)
