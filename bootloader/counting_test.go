@@ -14,7 +14,6 @@ import (
 	"github.com/imprint-dev/imprint/internal/testenv"
 )
 
-
 // twoSlots is a menu as a sync leaves it: slot a good with v1, slot b new
 // with v2 and tries.
 func twoSlots(t *testing.T, tries int) (DirFS, *Menu) {
