@@ -87,6 +87,13 @@ func (e *ESP) BlessBooted(vars Efivars, cmdline string) (BlessResult, error) {
 	if err != nil {
 		return BlessResult{}, err
 	}
+	return e.BlessEntry(id)
+}
+
+// BlessEntry marks entry id good, as BlessBooted does for the booted one:
+// for a host that watched the boot (a test, a provisioning system) and
+// blesses a disk that is not running.
+func (e *ESP) BlessEntry(id string) (BlessResult, error) {
 	r := BlessResult{ID: id}
 	m, err := e.Menu()
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/imprint-dev/imprint/image"
 )
 
 // Boot counting (Boot Loader Specification, "Automatic Boot Assessment")
@@ -53,6 +55,10 @@ var (
 	ErrNotCounted = errors.New("not a slot entry (no boot counting)")
 	// ErrNoOtherSlot says a rollback has no other slot to go to.
 	ErrNoOtherSlot = errors.New("the menu has no other slot entry")
+	// ErrFailedSlot says a rollback would go to a slot whose version ran
+	// out of tries without a good boot: blessing it would boot a version
+	// known not to boot, for good.
+	ErrFailedSlot = errors.New("the other slot failed its boots")
 )
 
 var slotRE = regexp.MustCompile(`^[a-z]$`)
@@ -155,6 +161,9 @@ func (m *Menu) Rollback() (slot string, err error) {
 		return "", ErrNoOtherSlot
 	}
 	next := order[1]
+	if t := next.Tries; t != nil && t.Left == 0 && t.Done > 0 {
+		return next.Slot, fmt.Errorf("%w: slot %s (%s) ran out of tries after %d boots that did not reach boot-complete; sync a good version into it instead", ErrFailedSlot, next.Slot, next.Version, t.Done)
+	}
 	return next.Slot, m.Prefer(next.Slot)
 }
 
@@ -220,10 +229,10 @@ func bootEntryCompare(a, b Entry) int {
 		}
 		return -1
 	}
-	if r := -strverscmpImproved(a.Version, b.Version); r != 0 {
+	if r := -image.CompareVersions(a.Version, b.Version); r != 0 {
 		return r
 	}
-	if r := -strverscmpImproved(strings.ToLower(entryFileName(a)), strings.ToLower(entryFileName(b))); r != 0 {
+	if r := -image.CompareVersions(strings.ToLower(entryFileName(a)), strings.ToLower(entryFileName(b))); r != 0 {
 		return r
 	}
 	if a.Tries == nil || b.Tries == nil {
@@ -246,106 +255,4 @@ func cmpInt(a, b int) int {
 		return 1
 	}
 	return 0
-}
-
-func isVersionChar(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || strings.IndexByte("~-^.", c) >= 0
-}
-
-func isDigit(c byte) bool { return c >= '0' && c <= '9' }
-func isAlpha(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
-
-// strverscmpImproved is systemd's strverscmp_improved (the UAPI version
-// format specification): '~' sorts before anything, '-' before '^' before
-// '.', numbers compare by value and are newer than letters.
-func strverscmpImproved(a, b string) int {
-	if a == "" || b == "" {
-		return strings.Compare(a, b)
-	}
-	at := func(s string, i int) byte {
-		if i < len(s) {
-			return s[i]
-		}
-		return 0
-	}
-	i, j := 0, 0
-	for {
-		for i < len(a) && !isVersionChar(a[i]) {
-			i++
-		}
-		for j < len(b) && !isVersionChar(b[j]) {
-			j++
-		}
-		if at(a, i) == '~' || at(b, j) == '~' {
-			if r := cmpBool(at(a, i) != '~', at(b, j) != '~'); r != 0 {
-				return r
-			}
-			i, j = i+1, j+1
-		}
-		if i >= len(a) || j >= len(b) {
-			return strings.Compare(a[min(i, len(a)):], b[min(j, len(b)):])
-		}
-		for _, sep := range []byte{'-', '^', '.'} {
-			if at(a, i) == sep || at(b, j) == sep {
-				if r := cmpBool(at(a, i) != sep, at(b, j) != sep); r != 0 {
-					return r
-				}
-				i, j = i+1, j+1
-			}
-		}
-		if isDigit(at(a, i)) || isDigit(at(b, j)) {
-			ai, bj := i, j
-			for ai < len(a) && isDigit(a[ai]) {
-				ai++
-			}
-			for bj < len(b) && isDigit(b[bj]) {
-				bj++
-			}
-			if r := cmpBool(ai != i, bj != j); r != 0 {
-				return r
-			}
-			for i < ai && a[i] == '0' {
-				i++
-			}
-			for j < bj && b[j] == '0' {
-				j++
-			}
-			if r := cmpInt(ai-i, bj-j); r != 0 {
-				return r
-			}
-			if r := strings.Compare(a[i:ai], b[j:bj]); r != 0 {
-				return r
-			}
-			i, j = ai, bj
-			continue
-		}
-		ai, bj := i, j
-		for ai < len(a) && isAlpha(a[ai]) {
-			ai++
-		}
-		for bj < len(b) && isAlpha(b[bj]) {
-			bj++
-		}
-		n := min(ai-i, bj-j)
-		if r := strings.Compare(a[i:i+n], b[j:j+n]); r != 0 {
-			return r
-		}
-		if r := cmpInt(ai-i, bj-j); r != 0 {
-			return r
-		}
-		// Empty segments on both sides only happen at a separator, which
-		// the next round handles, as systemd's loop does.
-		i, j = ai, bj
-	}
-}
-
-// cmpBool is systemd's CMP on two booleans: false < true.
-func cmpBool(a, b bool) int {
-	switch {
-	case a == b:
-		return 0
-	case !a:
-		return -1
-	}
-	return 1
 }

@@ -14,34 +14,6 @@ import (
 	"github.com/imprint-dev/imprint/internal/testenv"
 )
 
-func TestVersionCompareFollowsSystemd(t *testing.T) {
-	for _, c := range []struct {
-		a, b string
-		want int
-	}{
-		{"1", "2", -1},
-		{"9", "10", -1},
-		{"v9", "v10", -1},
-		{"001", "1", 0},
-		{"1.0", "1.0.1", -1},
-		{"1~rc1", "1", -1},
-		{"1-2", "1.1", -1},
-		{"1a", "1", 1},
-		{"abc", "abcd", -1},
-		{"20240101.1", "20240101.2", -1},
-		{"123.45-67.88", "123.45-67.89", -1},
-		{"", "1", -1},
-	} {
-		got := strverscmpImproved(c.a, c.b)
-		back := strverscmpImproved(c.b, c.a)
-		if sign(got) != c.want || sign(back) != -c.want {
-			t.Errorf("strverscmp_improved(%q, %q) = %d, reverse %d; want %d", c.a, c.b, got, back, c.want)
-		}
-	}
-}
-
-func sign(n int) int { return cmpInt(n, 0) }
-
 // twoSlots is a menu as a sync leaves it: slot a good with v1, slot b new
 // with v2 and tries.
 func twoSlots(t *testing.T, tries int) (DirFS, *Menu) {
@@ -394,5 +366,34 @@ func TestBootedEntryFromLoaderOrCmdline(t *testing.T) {
 	}
 	if _, err := esp.BlessBooted(Efivars{Dir: t.TempDir()}, "imprint.entry=gone"); !errors.Is(err, ErrNoEntry) {
 		t.Fatalf("bless of an entry not in the menu: %v", err)
+	}
+}
+
+// A rollback does not go to a slot whose version ran out of tries
+// without a good boot (blessing it would boot it for good, panic after
+// panic); a slot marked bad by an earlier rollback (no boot tried) is
+// fine to go back to.
+func TestRollbackRefusesASlotThatFailedItsBoots(t *testing.T) {
+	m := &Menu{}
+	if err := m.SetSlotEntry("b", Entry{Linux: "/k2", Version: "2"}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.SetSlotEntry("a", Entry{Linux: "/k3", Version: "3"}, 2); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := m.Find("slot-a")
+	a.Tries = &Tries{Left: 0, Done: 2} // what the loader left after two failed boots
+	if o := m.SlotOrder(); o[0].Slot != "b" {
+		t.Fatalf("slot b should boot next: %+v", o)
+	}
+	if _, err := m.Rollback(); !errors.Is(err, ErrFailedSlot) || !strings.Contains(err.Error(), "slot a (3)") {
+		t.Fatalf("rollback to the failed slot: %v", err)
+	}
+	if o := m.SlotOrder(); o[0].Slot != "b" || o[1].Tries.Left != 0 {
+		t.Fatalf("a refused rollback changed the menu: %+v", o)
+	}
+	a.Tries = &Tries{Left: 0, Done: 0} // marked bad by a rollback, never tried
+	if slot, err := m.Rollback(); err != nil || slot != "a" {
+		t.Fatalf("rollback to a slot a rollback marked bad: %q %v", slot, err)
 	}
 }

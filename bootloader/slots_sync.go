@@ -44,6 +44,11 @@ type SlotEntry struct {
 	RootPARTUUID        string
 	Cmdline             string // the image's own
 	Tries               int
+	// Downgrade says the version is older than the other slots': the
+	// loaders sort entries newest version first, so the others are marked
+	// bad for the older one to boot next. If it fails its tries, every
+	// slot is bad and the newest boots again.
+	Downgrade bool
 }
 
 // WriteSlotEntry adds or replaces slot's entry, on trial with s.Tries,
@@ -67,6 +72,15 @@ func WriteSlotEntry(f FS, s SlotEntry) error {
 	}
 	if err := m.SetSlotEntry(s.Slot, e, s.Tries); err != nil {
 		return err
+	}
+	if s.Downgrade {
+		for _, o := range m.Entries {
+			if o.Slot != "" && o.Slot != s.Slot {
+				if err := m.MarkBad(o.ID); err != nil {
+					return err
+				}
+			}
+		}
 	}
 	return WriteMenu(f, m)
 }

@@ -143,12 +143,15 @@ func newBuild(e *env) *cobra.Command {
 				fmt.Fprintf(e.io.Err, "note: %s\n", n)
 			}
 			if e.json {
-				e.emitJSON(map[string]any{"id": res.ID, "name": m.Name, "version": m.Version, "chunks": res.Stats.Chunks, "zero_chunks": res.Stats.Zero, "new_chunks": res.Stats.New, "new_bytes": res.Stats.NewBytes, "signed": res.Signed,
+				e.emitJSON(map[string]any{"id": res.ID, "name": m.Name, "version": m.Version, "chunks": res.Stats.Chunks, "zero_chunks": res.Stats.Zero, "new_chunks": res.Stats.New, "new_bytes": res.Stats.NewBytes, "signed": res.Signed, "base": res.Base,
 					"kernel": res.Boot.Kernel, "initrd": res.Boot.Initrd, "cmdline": res.Boot.Cmdline, "cmdline_from": res.Boot.CmdlineFrom, "notes": res.Notes})
 				return nil
 			}
 			e.printf("built %s:%s\n  image id %s\n  %d chunks: %d new, %d all-zero, %d already in the store\n",
 				m.Name, m.Version, res.ID, res.Stats.Chunks, res.Stats.New, res.Stats.Zero, res.Stats.Chunks-res.Stats.New-res.Stats.Zero)
+			if res.Base != nil {
+				e.printf("  root filesystem updated from %s:%s (not reproducible from the tree alone)\n", res.Base.Name, res.Base.Version)
+			}
 			if b := res.Boot; b.Kernel != "" {
 				where := ""
 				if o.Kernel == "" && o.Rootfs != "" {
@@ -174,8 +177,9 @@ func newBuild(e *env) *cobra.Command {
 	f.StringVar(&o.Name, "name", "", "image name")
 	f.StringArrayVar(&loaders, "loader", nil, "boot loader binary NAME=FILE the image carries instead of the build host's ("+strings.Join(bootloader.LoaderNames(), ", ")+"); repeatable")
 	f.StringVar(&o.LoaderRoot, "loader-root", "/", "root of the Debian packages (systemd-boot-efi, ipxe, grub-efi-amd64-bin, grub-pc-bin) the image's boot loaders come from")
-	f.StringVar(&o.Version, "version", "", "image version (default: creation date and content hash)")
+	f.StringVar(&o.Version, "version", "", "image version (default: creation date and time, and content hash: 20240601.153000-1a2b3c4d)")
 	f.StringVar(&o.Rootfs, "rootfs", "", "root filesystem directory, made into a reproducible ext4 image")
+	f.StringVar(&o.Base, "base", "", "build the --rootfs image on this earlier version NAME:VERSION (or NAME: the newest) in the store: its filesystem updated in place (needs root, rsync), so few chunks change and syncs stay small; not reproducible from the tree alone")
 	f.StringVar(&rootSize, "root-size", "", "size of the root filesystem (default: estimated from the tree)")
 	f.StringArrayVar(&parts, "partition", nil, "raw partition image NAME=FILE (repeatable)")
 	f.StringVar(&o.DiskImage, "disk-image", "", "whole GPT disk image (.img, .img.zst, .img.xz, .img.gz)")

@@ -14,6 +14,7 @@ import (
 func newExport(e *env) *cobra.Command {
 	var (
 		disk, out, signKey string
+		slot               string
 		allowDrift         bool
 		trust              []string
 	)
@@ -32,7 +33,7 @@ func newExport(e *env) *cobra.Command {
 					return fmt.Errorf("--sign: %w", err)
 				}
 			}
-			src, err := ondisk.OpenDiskSource(disk)
+			src, err := ondisk.OpenDiskSlot(disk, slot)
 			if err != nil {
 				return err
 			}
@@ -87,6 +88,7 @@ func newExport(e *env) *cobra.Command {
 	}
 	f := c.Flags()
 	f.StringVar(&disk, "disk", "", "deployed disk: block device or image file")
+	f.StringVar(&slot, "slot", "", "export the image of root slot a or b (default: the active slot)")
 	f.StringVar(&out, "out", "", "store directory to write (created if missing; chunks already there are reused)")
 	f.BoolVar(&allowDrift, "allow-drift", false, "export a drifted disk as it is, as a new version <version>-drifted-<time>")
 	f.StringVar(&signKey, "sign", "", "sign a drifted export with this minisign secret key")

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	imdisk "github.com/imprint-dev/imprint/disk"
+	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/netboot"
 	"github.com/imprint-dev/imprint/netboot/dhcp"
 	tftpd "github.com/imprint-dev/imprint/netboot/tftp"
@@ -25,9 +26,9 @@ func newServe(e *env) *cobra.Command {
 		pool, router, leases, tftp string
 		netmask                    int
 		dns, reserve               []string
-		ipxeDir, disk              string
+		ipxeDir, disk, slot        string
 		identityFile               string
-		trust                      []string
+		trust, pins                []string
 		httpLim                    netboot.HTTPLimits
 		tftpLim                    tftpd.Limits
 		bootCacheMiB               int64
@@ -54,8 +55,10 @@ func newServe(e *env) *cobra.Command {
 			switch {
 			case (h.Store == "") == (disk == ""):
 				return fmt.Errorf("give one of --store DIR or --disk PATH")
+			case slot != "" && disk == "":
+				return fmt.Errorf("--slot chooses a root slot of --disk; give --disk PATH")
 			case disk != "":
-				d, err := ondisk.OpenDiskSource(disk)
+				d, err := ondisk.OpenDiskSlot(disk, slot)
 				if err != nil {
 					return err
 				}
@@ -99,6 +102,22 @@ func newServe(e *env) *cobra.Command {
 				if warn != "" {
 					fmt.Fprintln(e.io.Err, "warning: "+warn)
 				}
+			}
+			for _, pin := range pins {
+				name, version, ok := strings.Cut(pin, "=")
+				if !ok || image.ValidName(name) != nil || image.ValidName(version) != nil {
+					return fmt.Errorf("--pin %q: want NAME=VERSION", pin)
+				}
+				if h.Pins == nil {
+					h.Pins = map[string]string{}
+				}
+				if old, dup := h.Pins[name]; dup && old != version {
+					return fmt.Errorf("--pin: image %s is pinned twice (%s and %s)", name, old, version)
+				}
+				h.Pins[name] = version
+			}
+			if err := h.CheckPins(cmd.Context()); err != nil {
+				return err
 			}
 			h.Decider = netboot.Static{Default: netboot.Decision{Image: img, Mode: netboot.Mode(mode), InstallDisk: installDisk, Cmdline: extraCmdline}}
 			logf := func(f string, a ...any) { fmt.Fprintf(e.io.Err, f+"\n", a...) }
@@ -176,6 +195,8 @@ func newServe(e *env) *cobra.Command {
 	f := c.Flags()
 	f.StringVar(&h.Store, "store", "", "store directory to serve")
 	f.StringVar(&disk, "disk", "", "serve the image a deployed disk holds, from its partitions (instead of --store); the image is also the default --image")
+	f.StringVar(&slot, "slot", "", "with --disk: serve the image of root slot a or b (default: the active slot)")
+	f.StringArrayVar(&pins, "pin", nil, "NAME=VERSION: the version of image NAME that \"newest\" means for netboots and syncs (later versions stay fetchable by name, for canaries); repeatable")
 	f.StringArrayVar(&trust, "trust", nil, "serve and boot only images signed by this minisign public key; netbooted agents check it too (repeatable)")
 	f.StringVar(&addr, "http", ":8080", "HTTP listen address")
 	f.StringVar(&public, "public-url", "", "URL machines reach this server at (default: from --http and the interface address)")

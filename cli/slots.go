@@ -35,6 +35,7 @@ func newBless(e *env) *cobra.Command {
 		t       espTarget
 		vars    bootloader.Efivars
 		cmdline string
+		entry   string
 	)
 	c := &cobra.Command{
 		Use:   "bless [--esp DIR | --disk DEV]",
@@ -52,7 +53,12 @@ func newBless(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			r, err := esp.BlessBooted(vars, string(line))
+			var r bootloader.BlessResult
+			if entry != "" {
+				r, err = esp.BlessEntry(entry)
+			} else {
+				r, err = esp.BlessBooted(vars, string(line))
+			}
 			if cerr := esp.Close(); err == nil {
 				err = cerr
 			}
@@ -77,6 +83,7 @@ func newBless(e *env) *cobra.Command {
 	t.flags(c)
 	c.Flags().StringVar(&vars.Dir, "efivars", bootloader.DefaultEfivars, "efivarfs mount point")
 	c.Flags().StringVar(&cmdline, "cmdline", "/proc/cmdline", "kernel command line file")
+	c.Flags().StringVar(&entry, "entry", "", "bless this entry (slot-a, slot-b) instead of the one that booted: from a host that saw a disk boot well")
 	_ = c.Flags().MarkHidden("efivars")
 	_ = c.Flags().MarkHidden("cmdline")
 	return c

@@ -47,6 +47,14 @@ func TestSlotsBlessAndRollback(t *testing.T) {
 	if st := slots(); !st[0].Next || !st[1].Bad {
 		t.Fatalf("after rollback: %+v", st)
 	}
+	// From a host: bless a named entry (slot b is bad after the rollback:
+	// blessing makes it good and, being newer, next).
+	if out := mustRun(t, "bless", "--esp", esp, "--entry", "slot-b"); !strings.Contains(out, "entry slot-b is good") {
+		t.Fatalf("bless --entry: %s", out)
+	}
+	if st := slots(); !st[1].Next || !st[1].Blessed {
+		t.Fatalf("after bless --entry: %+v", st)
+	}
 	writeFile(t, cmdline, "ro quiet\n")
 	if code, _, errs := run(t, "bless", "--esp", esp, "--efivars", t.TempDir(), "--cmdline", cmdline); code == 0 || !strings.Contains(errs, "imprint.entry=") {
 		t.Fatalf("bless without a booted entry: exit %d %s", code, errs)

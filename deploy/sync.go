@@ -25,8 +25,9 @@ import (
 var (
 	// ErrOneSlot says the disk has no root slots to sync between.
 	ErrOneSlot = errors.New("the disk has one root slot: imprint sync needs two (deploy --slots 2)")
-	// ErrDowngrade says the image is older than the one the disk runs.
-	ErrDowngrade = errors.New("refusing a downgrade (--allow-downgrade to do it anyway)")
+	// ErrDowngrade says the image is older than the one the disk runs
+	// (image.Later, the rule deploy checks too).
+	ErrDowngrade = ondisk.ErrDowngrade
 	// ErrSlotMismatch says the image does not fit the disk's slots.
 	ErrSlotMismatch = errors.New("the image does not fit the disk's root slots")
 )
@@ -176,8 +177,8 @@ func Sync(ctx context.Context, o SyncOptions) (*SyncResult, error) {
 	if m.Version == am.Version {
 		return nil, fmt.Errorf("image %s (id %s) has the version of the active slot's image but another id (%s): give the new build a new version", plan.Image, o.Image.ID, od.State.ImageID)
 	}
-	if CompareVersions(m.Version, am.Version) < 0 && !o.AllowDowngrade {
-		return nil, fmt.Errorf("%w: %s is older than %s, which slot %s holds", ErrDowngrade, m.Version, am.Version, plan.Active)
+	if err := ondisk.CheckDowngrade(am, m, o.AllowDowngrade); err != nil {
+		return nil, fmt.Errorf("slot %s: %w", plan.Active, err)
 	}
 	slot := plan.Slot
 	prev := od.Record.Slots[slot]
@@ -286,7 +287,8 @@ func Sync(ctx context.Context, o SyncOptions) (*SyncResult, error) {
 	}
 	res.InPlace = plan.InPlace
 	emit(Event{Kind: "phase", Phase: "bootloader"})
-	if err := syncBoot(ctx, o, cp, esp, st); err != nil {
+	downgrade := image.Later(am.Created, am.Version, m.Created, m.Version)
+	if err := syncBoot(ctx, o, cp, esp, st, downgrade); err != nil {
 		return nil, fmt.Errorf("boot loader: %w", err)
 	}
 	if err := dev.Sync(); err != nil {
@@ -402,7 +404,7 @@ func countDone(m *image.Manifest, st *ondisk.State) int64 {
 
 // syncBoot puts the new version's kernel files on the ESP, then its entry
 // for the slot, with a try counter, as the default.
-func syncBoot(ctx context.Context, o SyncOptions, cp *copier.Copier, esp bootloader.FS, st *ondisk.State) error {
+func syncBoot(ctx context.Context, o SyncOptions, cp *copier.Copier, esp bootloader.FS, st *ondisk.State, downgrade bool) error {
 	m := o.Image.Manifest
 	if m.Boot == nil || m.Boot.Kernel == nil {
 		return fmt.Errorf("image %s:%s has no kernel: a synced slot could not boot", m.Name, m.Version)
@@ -436,7 +438,7 @@ func syncBoot(ctx context.Context, o SyncOptions, cp *copier.Copier, esp bootloa
 		tries = DefaultTries
 	}
 	return bootloader.WriteSlotEntry(esp, bootloader.SlotEntry{Slot: st.Slot, Name: m.Name, Version: m.Version, Initrd: m.Boot.Initrd != nil,
-		Agent: m.Boot.Agent != nil, RootPARTUUID: root.GUID, Cmdline: m.Boot.Cmdline, Tries: tries})
+		Agent: m.Boot.Agent != nil, RootPARTUUID: root.GUID, Cmdline: m.Boot.Cmdline, Tries: tries, Downgrade: downgrade})
 }
 
 // counted counts the stored bytes a source sends.
@@ -555,46 +557,4 @@ func (s *localSource) Manifest(_ context.Context, name, version string) ([]byte,
 
 func (s *localSource) Signature(_ context.Context, name, version string) ([]byte, error) {
 	return nil, fmt.Errorf("image %s:%s: %w", name, version, store.ErrNotFound)
-}
-
-// CompareVersions orders version strings the way people read them: runs
-// of digits compare as numbers, the rest byte by byte ("1.10" > "1.9").
-func CompareVersions(a, b string) int {
-	for a != "" && b != "" {
-		da, db := digits(a), digits(b)
-		if da > 0 && db > 0 {
-			x, y := strings.TrimLeft(a[:da], "0"), strings.TrimLeft(b[:db], "0")
-			if len(x) != len(y) {
-				return cmpInt(len(x), len(y))
-			}
-			if c := strings.Compare(x, y); c != 0 {
-				return c
-			}
-			a, b = a[da:], b[db:]
-			continue
-		}
-		if a[0] != b[0] {
-			return cmpInt(int(a[0]), int(b[0]))
-		}
-		a, b = a[1:], b[1:]
-	}
-	return cmpInt(len(a), len(b))
-}
-
-func digits(s string) int {
-	n := 0
-	for n < len(s) && s[n] >= '0' && s[n] <= '9' {
-		n++
-	}
-	return n
-}
-
-func cmpInt(a, b int) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

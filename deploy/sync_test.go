@@ -243,7 +243,7 @@ func TestSyncRefusesBadInputAndWritesNothing(t *testing.T) {
 		{"one slot", one, SyncOptions{Image: v4}, ErrOneSlot, "deploy --slots 2"},
 		{"root larger than the slot", two, SyncOptions{Image: big}, ErrSlotMismatch, "--slot-size"},
 		{"another architecture", two, SyncOptions{Image: arm}, ErrSlotMismatch, "root-arm64"},
-		{"downgrade", two, SyncOptions{Image: old}, ErrDowngrade, "0.9 is older than 1"},
+		{"downgrade", two, SyncOptions{Image: old}, ErrDowngrade, "newer than unit:0.9"},
 		{"unsigned under --trust", two, SyncOptions{Image: v4, Trust: trust}, image.ErrUntrusted, "no signature"},
 	} {
 		before := fileHash(t, tc.disk)
@@ -254,19 +254,6 @@ func TestSyncRefusesBadInputAndWritesNothing(t *testing.T) {
 		}
 		if fileHash(t, tc.disk) != before {
 			t.Errorf("%s: the disk changed", tc.name)
-		}
-	}
-}
-
-func TestCompareVersions(t *testing.T) {
-	for _, tc := range []struct {
-		a, b string
-		want int
-	}{
-		{"1.10", "1.9", 1}, {"2", "10", -1}, {"1.0", "1.0", 0}, {"2024.01.02", "2024.1.3", -1}, {"1.0-rc1", "1.0", 1}, {"a", "b", -1},
-	} {
-		if got := CompareVersions(tc.a, tc.b); got != tc.want {
-			t.Errorf("CompareVersions(%q, %q) = %d, want %d", tc.a, tc.b, got, tc.want)
 		}
 	}
 }
@@ -333,4 +320,35 @@ func TestSyncAfterARollbackKeepsTheSlotTheMenuBoots(t *testing.T) {
 		t.Fatalf("sync after the rollback: %v %+v", err, res.Plan)
 	}
 	sameHashes(t, "sync after the rollback", before, outside(t, p, b, esp))
+}
+
+// A sync to an older version with AllowDowngrade boots it next: the
+// loaders sort slot entries newest version first, so the newer slot is
+// marked bad; the older one is on trial, and if it fails, the newer one
+// (first by version among bad entries) boots again.
+func TestSyncDowngradeBootsTheOlderVersionNext(t *testing.T) {
+	st, err := store.CreateDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d1 := randomBytes(2 << 20)
+	v2 := putVersion(t, st, "2", d1, layout.TypeRootX86_64)
+	v1 := putVersion(t, st, "1", changed(d1, 1), layout.TypeRootX86_64)
+	p := filepath.Join(t.TempDir(), "disk.img")
+	deploySlots(t, st, v2, p, 2)
+	if _, err := Sync(context.Background(), SyncOptions{Sources: []store.Source{st}, Image: v1, Disk: p, AllowDowngrade: true}); err != nil {
+		t.Fatal(err)
+	}
+	m := readMenu(t, p)
+	order := m.SlotOrder()
+	if len(order) != 2 || order[0].Slot != "b" || order[0].Version != "1" {
+		t.Fatalf("slot order after the downgrade: %+v, want slot b (version 1) first", order)
+	}
+	// Its tries run out: every slot entry is bad, the newest sorts first.
+	if err := m.MarkBad(order[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if o := m.SlotOrder(); o[0].Slot != "a" {
+		t.Errorf("after the older version failed: %s boots, want slot a (version 2)", o[0].ID)
+	}
 }

@@ -114,17 +114,6 @@ type Boot struct {
 	Cmdline string   `json:"cmdline,omitempty"`
 }
 
-// Later says whether version a (created aCreated) is newer than version b:
-// a later creation time, then, for equal times, the greater version
-// string. It is the one order of versions: newest to resolve, and what a
-// downgrade is.
-func Later(aCreated time.Time, aVersion string, bCreated time.Time, bVersion string) bool {
-	if !aCreated.Equal(bCreated) {
-		return aCreated.After(bCreated)
-	}
-	return aVersion > bVersion
-}
-
 // Manifest describes one image version: its contents and boot files. The
 // disk layout is not part of it (see DefaultLayout and layout.json).
 type Manifest struct {

@@ -81,7 +81,12 @@ type HTTP struct {
 	// to netbooted agents as imprint.trust= so they check it too.
 	Trust     *image.Trust
 	TrustKeys string
-	Decider   Decider
+	// Pins name, per image, the version "newest" means (NAME -> VERSION):
+	// netboots and syncs that ask for NAME get it, and the index lists no
+	// later version, so a release reaches canaries (which name it) before
+	// the fleet.
+	Pins    map[string]string
+	Decider Decider
 	// Agent is the agent initramfs to serve for images that carry none.
 	Agent string
 	// Public is the base URL machines reach this server at, e.g.
@@ -143,9 +148,10 @@ func (h *HTTP) serve(w http.ResponseWriter, r *http.Request) {
 	case p == "/boot.ipxe":
 		h.script(w, r)
 	case p == "/index.json":
-		if h.Disk != nil || h.Trust != nil {
+		if h.Disk != nil || h.Trust != nil || len(h.Pins) > 0 {
 			// Under trust the index is made, not the store's file: it
-			// lists only trusted versions, which clients pick from.
+			// lists only trusted versions, which clients pick from; a
+			// pinned image's later versions are left out.
 			h.index(w, r)
 			return
 		}

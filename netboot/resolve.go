@@ -69,6 +69,16 @@ func (h *HTTP) resolve(ctx context.Context, src store.Source, name, version stri
 		}
 		return res, nil
 	}
+	if pin, ok := h.Pins[name]; ok {
+		res, err := h.resolveVersion(ctx, src, name, pin)
+		if err != nil {
+			return nil, fmt.Errorf("image %s pinned to version %s: %w", name, pin, err)
+		}
+		if err := h.Trust.Check(res); err != nil {
+			return nil, fmt.Errorf("image %s pinned to version %s: %w", name, pin, err)
+		}
+		return res, nil
+	}
 	key := name + ":"
 	st := h.stamp(name, "")
 	if res, ok := h.cached(key, st, true); ok {
@@ -84,10 +94,7 @@ func (h *HTTP) resolve(ctx context.Context, src store.Source, name, version stri
 	}
 	// Newest first, in the order store.Index.Latest uses.
 	sort.Slice(vs, func(i, j int) bool {
-		if !vs[i].Created.Equal(vs[j].Created) {
-			return vs[i].Created.After(vs[j].Created)
-		}
-		return vs[i].Version > vs[j].Version
+		return image.Later(vs[i].Created, vs[i].Version, vs[j].Created, vs[j].Version)
 	})
 	var first error
 	for _, e := range vs {
@@ -149,8 +156,12 @@ func (h *HTTP) remember(key, stamp string, res *image.Resolved) {
 // signed by a trusted key: what clients choose "newest" from.
 func (h *HTTP) visibleIndex(ctx context.Context, src store.Source) (*store.Index, error) {
 	idx, err := src.Index(ctx)
-	if err != nil || h.Trust == nil {
-		return idx, err
+	if err != nil {
+		return nil, err
+	}
+	idx = h.pinnedIndex(idx)
+	if h.Trust == nil {
+		return idx, nil
 	}
 	out := &store.Index{Images: map[string][]store.IndexEntry{}}
 	for name, vs := range idx.Images {
@@ -169,4 +180,48 @@ func (h *HTTP) visibleIndex(ctx context.Context, src store.Source) (*store.Index
 		}
 	}
 	return out, nil
+}
+
+// pinnedIndex leaves out, for every pinned image, the versions later than
+// its pin: a client choosing the newest from the index gets the pin.
+func (h *HTTP) pinnedIndex(idx *store.Index) *store.Index {
+	if len(h.Pins) == 0 {
+		return idx
+	}
+	out := &store.Index{Images: map[string][]store.IndexEntry{}}
+	for name, vs := range idx.Images {
+		pin, ok := h.Pins[name]
+		if !ok {
+			out.Images[name] = vs
+			continue
+		}
+		var at *store.IndexEntry
+		for i := range vs {
+			if vs[i].Version == pin {
+				at = &vs[i]
+			}
+		}
+		for _, e := range vs {
+			if at == nil || e.Version == pin || !image.Later(e.Created, e.Version, at.Created, at.Version) {
+				out.Images[name] = append(out.Images[name], e)
+			}
+		}
+	}
+	return out
+}
+
+// CheckPins resolves every pin once, so a pin to a version the source
+// does not have (or, under Trust, an unsigned one) is an error at start,
+// not at the first boot.
+func (h *HTTP) CheckPins(ctx context.Context) error {
+	src, err := h.source()
+	if err != nil {
+		return err
+	}
+	for name, version := range h.Pins {
+		if _, err := h.resolve(ctx, src, name, ""); err != nil {
+			return fmt.Errorf("--pin %s=%s: %w", name, version, err)
+		}
+	}
+	return nil
 }

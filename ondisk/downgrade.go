@@ -13,7 +13,7 @@ var ErrDowngrade = errors.New("refusing to replace a newer version with an older
 
 // CheckDowngrade is the one rule for replacing what a disk holds (deploy,
 // sync): next may not replace current, a newer version of the same image
-// (later created, then greater version string; image.Later), unless allow.
+// (image.Later: the version order the boot loaders sort entries by), unless allow.
 // Another image, the same version, or no current image is no downgrade.
 func CheckDowngrade(current, next *image.Manifest, allow bool) error {
 	if current == nil || next == nil || current.Name != next.Name || current.Version == next.Version {

@@ -24,7 +24,12 @@ func TestCheckDowngrade(t *testing.T) {
 		{"older", m("a", "2", t0.Add(time.Hour)), m("a", "1", t0), false, true},
 		{"older, allowed", m("a", "2", t0.Add(time.Hour)), m("a", "1", t0), true, false},
 		{"same time, lesser version", m("a", "2", t0), m("a", "1", t0), false, true},
-		{"created later wins over the version string", m("a", "1", t0.Add(time.Hour)), m("a", "9", t0), false, true},
+		// The loaders sort entries by version: a greater version is newer
+		// whatever its creation time, and the time only breaks a tie.
+		{"the version string wins over the creation time", m("a", "1", t0.Add(time.Hour)), m("a", "9", t0), false, false},
+		{"greater by number, not by bytes", m("a", "9", t0), m("a", "10", t0), false, false},
+		{"lesser by number", m("a", "10", t0), m("a", "9", t0.Add(time.Hour)), false, true},
+		{"equal versions, created earlier", m("a", "1.1", t0.Add(time.Hour)), m("a", "1.01", t0), false, true},
 		{"another image", m("a", "2", t0.Add(time.Hour)), m("b", "1", t0), false, false},
 	} {
 		err := CheckDowngrade(tc.current, tc.next, tc.allow)

@@ -2,6 +2,7 @@ package ondisk
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path"
 	"sort"
@@ -219,4 +220,60 @@ func (od *OnDisk) SlotNamed(n string) *Slot {
 type ESPWriter interface {
 	WriteFile(name string, data []byte) error
 	Remove(name string) error
+}
+
+// ErrNoSlot says a disk has no slot of the name asked for, or nothing
+// readable in it.
+var ErrNoSlot = errors.New("no such root slot")
+
+// UseSlot makes slot n the one od's Slot describes (what verify, serve and
+// export read); "" keeps the active slot.
+func (od *OnDisk) UseSlot(n string) error {
+	if n == "" {
+		return nil
+	}
+	if n != SlotA && n != SlotB {
+		return fmt.Errorf("%w: slot %q: want a or b", ErrNoSlot, n)
+	}
+	if od.Record == nil {
+		return fmt.Errorf("%w: slot %s: the disk has one root slot (deploy --slots 2 makes two)", ErrNoSlot, n)
+	}
+	sl := od.SlotNamed(n)
+	if sl == nil {
+		return fmt.Errorf("%w: slot %s was never written", ErrNoSlot, n)
+	}
+	if sl.Manifest == nil {
+		return fmt.Errorf("%w: slot %s holds no readable image: %v", ErrNoSlot, n, sl.Problem)
+	}
+	od.Slot = sl
+	return nil
+}
+
+// Active is the name of the active slot, "" on a disk with one slot.
+func (od *OnDisk) Active() string {
+	if od.Record == nil {
+		return ""
+	}
+	return od.Record.Active
+}
+
+// OtherSlots lists the root slots of the disk at path, beside the active
+// one, that hold a record (written, or being written).
+func OtherSlots(path string) ([]string, error) {
+	dev, err := disk.OpenDisk(path, disk.OpenOptions{})
+	if err != nil {
+		return nil, err
+	}
+	defer dev.Close()
+	od, err := ReadDisk(dev)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	var out []string
+	for _, s := range od.Slots {
+		if s.Name != od.Active() {
+			out = append(out, s.Name)
+		}
+	}
+	return out, nil
 }

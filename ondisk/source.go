@@ -82,11 +82,17 @@ type chunkLoc struct {
 // read-only. Only a disk whose deploy completed is served: a half-written
 // disk has chunks that are not there yet.
 func OpenDiskSource(p string) (*DiskSource, error) {
+	return OpenDiskSlot(p, "")
+}
+
+// OpenDiskSlot is OpenDiskSource for the image in root slot slot ("" the
+// active one).
+func OpenDiskSlot(p, slot string) (*DiskSource, error) {
 	dev, err := disk.OpenDisk(p, disk.OpenOptions{})
 	if err != nil {
 		return nil, err
 	}
-	s, err := newDiskSource(p, dev)
+	s, err := newDiskSource(p, dev, slot)
 	if err != nil {
 		dev.Close()
 		return nil, err
@@ -94,9 +100,12 @@ func OpenDiskSource(p string) (*DiskSource, error) {
 	return s, nil
 }
 
-func newDiskSource(p string, dev *disk.Disk) (*DiskSource, error) {
+func newDiskSource(p string, dev *disk.Disk, slot string) (*DiskSource, error) {
 	od, err := ReadDisk(dev)
 	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	if err := od.UseSlot(slot); err != nil {
 		return nil, fmt.Errorf("%s: %w", p, err)
 	}
 	if od.State.Status != StatusComplete {

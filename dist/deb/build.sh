@@ -25,6 +25,8 @@ CGO_ENABLED=0 "$GO" build -trimpath \
 	-o "$stage/usr/bin/imprint" ./cmd/imprint
 install -D -m 0644 dist/imprint-serve.service "$stage/lib/systemd/system/imprint-serve.service"
 install -D -m 0644 dist/imprint-bless.service "$stage/lib/systemd/system/imprint-bless.service"
+install -D -m 0644 dist/imprint-sync.service "$stage/lib/systemd/system/imprint-sync.service"
+install -D -m 0644 dist/imprint-sync.timer "$stage/lib/systemd/system/imprint-sync.timer"
 "$GO" run ./dist/gen docs -root "$stage" -version "$version" -date "$epoch"
 
 mkdir -p "$stage/DEBIAN"

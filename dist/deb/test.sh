@@ -92,6 +92,10 @@ done
 unit=/lib/systemd/system/imprint-serve.service
 [ -f "$r$unit" ] || fail "$unit missing"
 grep -q '^ExecStart=/usr/bin/imprint serve' "$r$unit" || fail "$unit: ExecStart does not run /usr/bin/imprint"
+for unit in /lib/systemd/system/imprint-sync.service /lib/systemd/system/imprint-sync.timer; do
+	[ -f "$r$unit" ] || fail "$unit missing"
+done
+grep -q '^ExecStart=/usr/bin/imprint sync ' "$r/lib/systemd/system/imprint-sync.service" || fail "imprint-sync.service: ExecStart does not run imprint sync"
 
 # bash-completion's own loader must find the file and the function must
 # complete subcommands and flags by asking the installed binary.
