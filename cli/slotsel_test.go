@@ -17,7 +17,7 @@ func TestVerifyAllAndSlotFlags(t *testing.T) {
 	dir := t.TempDir()
 	storeDir, v1, v2 := syncImages(t, dir)
 	p := filepath.Join(dir, "node.img")
-	mustRun(t, "deploy", "--from", storeDir, "--image", "node:1", "--disk", p, "--size", "800M", "--slots", "2", "--yes", "--no-verify")
+	mustRun(t, "deploy", "--from", storeDir, "--image", "node:1", "--disk", p, "--size", "1G", "--slots", "2", "--yes", "--no-verify")
 	// Before the sync slot b was never written: --all reads slot a only.
 	if out := mustRun(t, "verify", "--disk", p, "--all"); strings.Count(out, "identical\n") != 1 || !strings.Contains(out, "in slot a (active)") {
 		t.Fatalf("verify --all with slot b empty:\n%s", out)

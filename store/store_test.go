@@ -234,7 +234,8 @@ func TestLayoutBesideTheManifest(t *testing.T) {
 	if r.Layout != nil {
 		t.Fatal("a layout without layout.json")
 	}
-	if d := r.DefaultLayout(); len(d.Partitions) != 3 || d.Partitions[0].Size != image.DefaultESPSize || d.Partitions[1].Size != 1<<20 || !d.Partitions[2].Rest {
+	// ESP, the content, state, and scratch taking the rest.
+	if d := r.DefaultLayout(); len(d.Partitions) != 4 || d.Partitions[0].Size != image.DefaultESPSize || d.Partitions[1].Size != 1<<20 || d.Partitions[2].Name != "state" || !d.Partitions[3].Rest {
 		t.Fatalf("derived layout: %+v", d)
 	}
 	small := layout.Layout{Partitions: []layout.Spec{

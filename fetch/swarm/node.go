@@ -59,6 +59,7 @@ func NewNode(o Options) (*Node, error) {
 	// keep a piece-completion database in the working directory.
 	cfg.DefaultStorage = noStorage{}
 	host, port := "", 0
+	var peerDialer torrent.Dialer
 	if o.Listen != "" {
 		h, p, err := net.SplitHostPort(o.Listen)
 		if err != nil {
@@ -78,6 +79,15 @@ func NewNode(o Options) (*Node, error) {
 		cfg.TrackerDialContext = d.DialContext
 		cfg.DisableIPv6 = ip.To4() != nil
 		cfg.DisableIPv4 = ip.To4() == nil
+		// Peer connections too: the engine's own dialer leaves the source
+		// address to the kernel, so on a host with several addresses a
+		// peer would see (and ban) another one.
+		cfg.DialForPeerConns = false
+		network := "tcp4"
+		if ip.To4() == nil {
+			network = "tcp6"
+		}
+		peerDialer = torrent.NetworkDialer{Network: network, Dialer: &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}}}
 	}
 	if o.UploadRate > 0 {
 		cfg.UploadRateLimiter = rate.NewLimiter(rate.Limit(o.UploadRate), int(max(o.UploadRate, 1<<20)))
@@ -96,6 +106,9 @@ func NewNode(o Options) (*Node, error) {
 	cl, err := torrent.NewClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("start swarm client: %w", err)
+	}
+	if peerDialer != nil {
+		cl.AddDialer(peerDialer)
 	}
 	return &Node{cl: cl, opt: o}, nil
 }
