@@ -35,7 +35,7 @@ func TestCacheHeadersLetAProxyCacheTheStore(t *testing.T) {
 	sum := m.Partitions[0].Content.Chunks[0]
 	tests := []struct {
 		name, path, cache, etag string // etag "" means any non-empty one
-		ranges                      bool
+		ranges                  bool
 	}{
 		{"chunk, named by its hash", "/chunks/" + sum[:2] + "/" + sum, ImmutableCache, `"` + sum + `"`, true},
 		{"manifest of a named version", "/images/node/1/manifest.json", ImmutableCache, "", true},
