@@ -3,7 +3,7 @@ GO ?= go
 BIN := bin/imprint
 DEB_PACKAGES := qemu-system-x86 ovmf seabios systemd-boot-efi grub-efi-amd64-bin grub-pc-bin \
 	ipxe busybox-static e2fsprogs dosfstools mtools gdisk fdisk bmap-tools dnsmasq tftpd-hpa curl \
-	zstd xz-utils util-linux kmod cpio minisign man-db bash-completion debootstrap chromium rsync
+	nginx-light zstd xz-utils util-linux kmod cpio minisign man-db bash-completion debootstrap chromium rsync
 export GOFLAGS ?= -mod=mod
 
 .PHONY: all build test unit vmtest deps bench demo lint clean package package-test prefetch

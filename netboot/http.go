@@ -6,6 +6,8 @@ package netboot
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -155,7 +157,7 @@ func (h *HTTP) serve(w http.ResponseWriter, r *http.Request) {
 			h.index(w, r)
 			return
 		}
-		h.file(w, r, "index.json", "no-cache", "")
+		h.file(w, r, "index.json", IndexCache, "")
 	case len(parts) == 4 && parts[0] == "images" && (parts[3] == "manifest.json" || parts[3] == "manifest.json"+image.SignatureSuffix || parts[3] == store.LayoutFile):
 		if image.ValidName(parts[1]) != nil || image.ValidName(parts[2]) != nil {
 			http.NotFound(w, r)
@@ -168,13 +170,13 @@ func (h *HTTP) serve(w http.ResponseWriter, r *http.Request) {
 			h.fromSource(w, r, parts[1], parts[2], parts[3])
 			return
 		}
-		h.file(w, r, path.Join("images", parts[1], parts[2], parts[3]), "public, max-age=60", "")
+		h.file(w, r, path.Join("images", parts[1], parts[2], parts[3]), versionFileCache(parts[3]), "")
 	case len(parts) == 3 && parts[0] == "chunks" && isHex(parts[2], 64) && parts[1] == parts[2][:2]:
 		if h.Disk != nil {
 			h.chunk(w, r, parts[2])
 			return
 		}
-		h.file(w, r, path.Join("chunks", parts[1], parts[2]), "public, max-age=31536000, immutable", `"`+parts[2]+`"`)
+		h.file(w, r, path.Join("chunks", parts[1], parts[2]), ImmutableCache, `"`+parts[2]+`"`)
 	case parts[0] == "swarm":
 		h.serveSwarm(w, r, parts)
 	case p == IdentityPath || p == IdentityPath+image.SignatureSuffix:
@@ -194,6 +196,37 @@ func (h *HTTP) serve(w http.ResponseWriter, r *http.Request) {
 	default:
 		http.NotFound(w, r)
 	}
+}
+
+// What caches in front of the server (nginx proxy_cache, squid; see
+// dist/nginx-imprint-cache.conf) are told. A chunk is named by its hash and
+// a version is never rewritten, so both are immutable; what says which
+// version is newest (index.json) changes with every build, so caches keep
+// it a few seconds and then revalidate it by its ETag.
+const (
+	ImmutableCache = "public, max-age=31536000, immutable"
+	IndexCache     = "public, max-age=5"
+	// A signature can be added to a version after it is built, and a
+	// layout is advice beside it: short-lived, revalidated by ETag.
+	SidecarCache = "public, max-age=60"
+)
+
+// versionFileCache is the Cache-Control of a file under images/NAME/VERSION/.
+func versionFileCache(file string) string {
+	if file == "manifest.json" {
+		return ImmutableCache
+	}
+	return SidecarCache
+}
+
+// maxHashedFile bounds the store files whose ETag is their content's hash
+// (index, manifests, layouts, signatures); chunks are named by theirs.
+const maxHashedFile = 16 << 20
+
+// contentETag is a strong validator for b: its SHA-256.
+func contentETag(b []byte) string {
+	s := sha256.Sum256(b)
+	return `"` + hex.EncodeToString(s[:]) + `"`
 }
 
 func isHex(s string, n int) bool {
@@ -232,6 +265,18 @@ func (h *HTTP) file(w http.ResponseWriter, r *http.Request, rel, cache, etag str
 		http.NotFound(w, r)
 		return
 	}
+	var content io.ReadSeeker = f
+	if etag == "" && st.Size() <= maxHashedFile {
+		// Small and mutable-looking: hash it, so a cache revalidates with
+		// If-None-Match and gets 304 instead of the body.
+		b, err := io.ReadAll(io.LimitReader(f, maxHashedFile+1))
+		if err != nil {
+			h.logf("http: %s: %v", rel, err)
+			http.Error(w, "store unavailable", http.StatusInternalServerError)
+			return
+		}
+		etag, content = contentETag(b), bytes.NewReader(b)
+	}
 	w.Header().Set("Cache-Control", cache)
 	if etag != "" {
 		w.Header().Set("ETag", etag)
@@ -240,7 +285,7 @@ func (h *HTTP) file(w http.ResponseWriter, r *http.Request, rel, cache, etag str
 	if strings.HasSuffix(rel, ".json") {
 		w.Header().Set("Content-Type", "application/json")
 	}
-	http.ServeContent(w, r, "", st.ModTime(), f)
+	http.ServeContent(w, r, "", st.ModTime(), content)
 }
 
 // bootFile serves an image's kernel, initrd, agent initramfs or a loader
@@ -312,7 +357,7 @@ func (h *HTTP) bootFile(w http.ResponseWriter, r *http.Request, name, version, f
 	}
 	defer rd.Close()
 	w.Header().Set("ETag", `"`+c.SHA256+`"`)
-	w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+	w.Header().Set("Cache-Control", ImmutableCache)
 	w.Header().Set("Content-Type", "application/octet-stream")
 	http.ServeContent(w, r, "", time.Time{}, rd)
 }
@@ -502,9 +547,11 @@ func (h *HTTP) index(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	w.Header().Set("Cache-Control", "no-cache")
+	b = append(b, '\n')
+	w.Header().Set("Cache-Control", IndexCache)
+	w.Header().Set("ETag", contentETag(b))
 	w.Header().Set("Content-Type", "application/json")
-	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(append(b, '\n')))
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(b))
 }
 
 func (h *HTTP) fromSource(w http.ResponseWriter, r *http.Request, name, version, file string) {
@@ -532,7 +579,8 @@ func (h *HTTP) fromSource(w http.ResponseWriter, r *http.Request, name, version,
 		http.NotFound(w, r)
 		return
 	}
-	w.Header().Set("Cache-Control", "public, max-age=60")
+	w.Header().Set("Cache-Control", versionFileCache(file))
+	w.Header().Set("ETag", contentETag(b))
 	w.Header().Set("Content-Type", "application/octet-stream")
 	if file == "manifest.json" || file == store.LayoutFile {
 		w.Header().Set("Content-Type", "application/json")
@@ -562,7 +610,7 @@ func (h *HTTP) chunk(w http.ResponseWriter, r *http.Request, sum string) {
 		http.Error(w, "chunk unavailable", http.StatusInternalServerError)
 		return
 	}
-	w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+	w.Header().Set("Cache-Control", ImmutableCache)
 	w.Header().Set("ETag", `"`+sum+`"`)
 	w.Header().Set("Content-Type", "application/octet-stream")
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(b))

@@ -18,6 +18,8 @@ func (h *HTTP) serveSwarm(w http.ResponseWriter, r *http.Request, parts []string
 	}
 	switch {
 	case len(parts) == 2 && parts[1] == "announce":
+		// Each announce answers with the peers of this moment.
+		w.Header().Set("Cache-Control", "no-store")
 		h.SwarmTracker.ServeHTTP(w, r)
 	case len(parts) == 4 && parts[1] == "data":
 		if !h.trusted(w, r, parts[2], parts[3]) {
