@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -72,7 +71,7 @@ func TestAnInterruptedInstallResumesOnALoopDevice(t *testing.T) {
 
 	for _, at := range []string{"deploy: partitioned", "deploy: write root 25%", "deploy: write root 75%", "deploy: verify root", "deploy: bootloader"} {
 		t.Run(at, func(t *testing.T) {
-			loop := attachLoopDevice(t, 1<<30)
+			loop := testenv.LoopDevice(t, 1<<30)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			console := &cancelOn{want: at, cancel: cancel}
@@ -102,28 +101,4 @@ func TestAnInterruptedInstallResumesOnALoopDevice(t *testing.T) {
 			}
 		})
 	}
-}
-
-func attachLoopDevice(t *testing.T, size int64) string {
-	t.Helper()
-	backing := filepath.Join(t.TempDir(), "loop.img")
-	f, err := os.Create(backing)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	out, err := exec.Command("losetup", "--find", "--show", backing).CombinedOutput()
-	if err != nil {
-		testenv.Skipf(t, "losetup cannot attach a loop device here: %v: %s", err, out)
-	}
-	loop := strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		if out, err := exec.Command("losetup", "-d", loop).CombinedOutput(); err != nil {
-			t.Errorf("losetup -d %s: %v: %s", loop, err, out)
-		}
-	})
-	return loop
 }

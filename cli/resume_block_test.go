@@ -12,33 +12,6 @@ import (
 	"github.com/imprint-dev/imprint/netboot"
 )
 
-// attachLoop attaches a sparse file of size bytes to a free loop device,
-// detached again when the test ends.
-func attachLoop(t *testing.T, size int64) string {
-	t.Helper()
-	testenv.NeedLoop(t)
-	backing := filepath.Join(t.TempDir(), "loop.img")
-	f, err := os.Create(backing)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	out, err := exec.Command("losetup", "--find", "--show", backing).CombinedOutput()
-	if err != nil {
-		testenv.Skipf(t, "losetup cannot attach a loop device here: %v: %s", err, out)
-	}
-	loop := strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		if out, err := exec.Command("losetup", "-d", loop).CombinedOutput(); err != nil {
-			t.Errorf("losetup -d %s: %v: %s", loop, err, out)
-		}
-	})
-	return loop
-}
-
 // TestDeployToABlockDeviceResumesAfterSIGKILL: a deploy onto a loop device
 // (a fixed disk: UEFI only by default), with a boot menu, killed at several
 // points and run again, completes and verifies identical. The rerun boots
@@ -78,7 +51,7 @@ func TestDeployToABlockDeviceResumesAfterSIGKILL(t *testing.T) {
 		{"at the boot loader", func(e event) bool { return e.Phase == "bootloader" }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			loop := attachLoop(t, 1<<30)
+			loop := testenv.LoopDevice(t, 1<<30)
 			args := []string{"deploy", "--from", slow.URL, "--image", b.name, "--disk", loop, "--yes", "--json", "--checkpoint-interval", "30ms", "--slots", "1"}
 			if _, killed := deployUntil(t, bin, args, tc.stop); !killed {
 				t.Fatal("the deploy finished before it could be killed")

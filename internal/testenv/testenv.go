@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -97,6 +98,34 @@ func NeedLoop(t testing.TB) {
 	NeedRoot(t)
 	NeedTool(t, "losetup")
 	NeedFile(t, "/dev/loop-control", "the kernel's loop module")
+}
+
+// LoopDevice attaches a new sparse file of size bytes to a free loop
+// device and detaches it when the test ends. It gives up on t like
+// NeedLoop when loop devices cannot be had.
+func LoopDevice(t testing.TB, size int64) string {
+	t.Helper()
+	NeedLoop(t)
+	backing := filepath.Join(t.TempDir(), "loop.img")
+	f, err := os.Create(backing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	out, err := exec.Command("losetup", "--find", "--show", backing).CombinedOutput()
+	if err != nil {
+		Skipf(t, "losetup cannot attach a loop device here: %v: %s", err, out)
+	}
+	loop := strings.TrimSpace(string(out))
+	t.Cleanup(func() {
+		if out, err := exec.Command("losetup", "-d", loop).CombinedOutput(); err != nil {
+			t.Errorf("losetup -d %s: %v: %s", loop, err, out)
+		}
+	})
+	return loop
 }
 
 // NeedNetNS gives up on t unless it may create network namespaces: root
