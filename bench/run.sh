@@ -58,7 +58,7 @@ fi
 # imprint's default layout: (BIOS boot,) a 512 MiB ESP, the partition, and an
 # optional scratch partition (>= 64 MiB, mkfs.ext4) when there is room. 32 MiB
 # spare leaves room for alignment and the GPTs but none for scratch.
-DENSE_DISK=$((512 * MiB + DENSE + 32 * MiB))
+DENSE_DISK=$((512 * MiB + 256 * MiB + DENSE + 32 * MiB)) # + the default layout's 256 MiB state partition
 
 log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() {
@@ -360,7 +360,7 @@ dd_dense_check() {
 	[[ $(stat -c %s "$T") -eq $DENSE ]] || die "$1: target is $(stat -c %s "$T") bytes, want $DENSE"
 	check_range "$W/dense.raw" 0 "$T" 0 "$DENSE" "$1"
 }
-ddep_run() { "$IMPRINT" deploy --from "$W/dstore" --image dense:v1 --disk "$T" --size "$DENSE_DISK" --yes "$@"; }
+ddep_run() { "$IMPRINT" deploy --from "$W/dstore" --image dense:v1 --disk "$T" --size "$DENSE_DISK" --slots 1 --yes "$@"; }
 ddep_nv_run() { "$IMPRINT" deploy --from "$W/dstore" --image dense:v1 --disk "$T" --size "$DENSE_DISK" --yes --no-verify; }
 ddd_run() { dd if="$W/dense.raw" of="$T" bs=4M oflag=direct conv=fsync; }
 
