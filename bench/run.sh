@@ -361,7 +361,7 @@ dd_dense_check() {
 	check_range "$W/dense.raw" 0 "$T" 0 "$DENSE" "$1"
 }
 ddep_run() { "$IMPRINT" deploy --from "$W/dstore" --image dense:v1 --disk "$T" --size "$DENSE_DISK" --slots 1 --yes "$@"; }
-ddep_nv_run() { "$IMPRINT" deploy --from "$W/dstore" --image dense:v1 --disk "$T" --size "$DENSE_DISK" --yes --no-verify; }
+ddep_nv_run() { "$IMPRINT" deploy --from "$W/dstore" --image dense:v1 --disk "$T" --size "$DENSE_DISK" --slots 1 --yes --no-verify; }
 ddd_run() { dd if="$W/dense.raw" of="$T" bs=4M oflag=direct conv=fsync; }
 
 log "dense case: $((DENSE / MiB)) MiB of random data"
@@ -370,7 +370,7 @@ add_case "imprint-deploy-dense-noverify" "$DENSE" fresh ddep_nv_run dense_check
 add_case "dd-dense" "$DENSE" fresh ddd_run dd_dense_check
 dbase_run() { "$BASE" deploy --from "$W/dstore" --image dense:v1 --disk "$T" --size "$DENSE_DISK" --yes; }
 [[ -z $BASE ]] || add_case "imprint-deploy-dense-baseline" "$DENSE" fresh dbase_run dense_check
-dalt_run() { "$IMPRINT" deploy --from "$W/dstore-alt" --image dense:v1 --disk "$T" --size "$DENSE_DISK" --yes; }
+dalt_run() { "$IMPRINT" deploy --from "$W/dstore-alt" --image dense:v1 --disk "$T" --size "$DENSE_DISK" --slots 1 --yes; }
 [[ -z $ALT ]] || add_case "imprint-deploy-dense-alt" "$DENSE" fresh dalt_run dense_check
 run_cases
 
