@@ -22,6 +22,7 @@ func newSync(e *env) *cobra.Command {
 		ref   string
 		trust []string
 		o     deploy.SyncOptions
+		sw    swarmFlags
 	)
 	c := &cobra.Command{
 		Use:   "sync --from SRC... [--image NAME[:VERSION]] [--disk DEV]",
@@ -63,6 +64,14 @@ when run again; until it completes the disk boots what it booted before.`,
 			if o.Image, err = fetch.New(o.Sources, fetch.Options{}).Resolve(ctx, name, version, o.Trust); err != nil {
 				return err
 			}
+			if sw.on && !o.DryRun {
+				if o.Swarm, err = sw.options(from); err != nil {
+					return err
+				}
+			}
+			if o.Swarm != nil {
+				defer o.Swarm.Node.Close()
+			}
 			o.RunningRoot = runningRootPARTUUID()
 			o.ESPDir = mountedESP(o.Disk)
 			o.Events = func(ev deploy.Event) {
@@ -94,6 +103,9 @@ when run again; until it completes the disk boots what it booted before.`,
 			e.printf("  done in %s: %s already in place, %s resumed, %s reused from the disk, %s fetched (%s as sent)\n",
 				res.Elapsed.Round(time.Millisecond), layout.HumanSize(res.InPlace), layout.HumanSize(res.Resumed), layout.HumanSize(res.Local),
 				layout.HumanSize(res.Fetched), layout.HumanSize(res.FetchedStored))
+			if res.FromSwarm > 0 {
+				e.printf("  %s from the swarm\n", layout.HumanSize(res.FromSwarm))
+			}
 			for _, f := range res.From {
 				e.printf("  %s (%s as sent) from %s\n", layout.HumanSize(f.Raw), layout.HumanSize(f.Stored), f.Source)
 			}
@@ -115,6 +127,7 @@ when run again; until it completes the disk boots what it booted before.`,
 	f.IntVar(&o.Tries, "tries", deploy.DefaultTries, "boots the new version gets to succeed before the loader prefers the other slot")
 	f.DurationVar(&o.CheckpointEvery, "checkpoint-interval", 2*time.Second, "how often progress is journaled for resume")
 	_ = f.MarkHidden("checkpoint-interval")
+	sw.register(f)
 	_ = c.MarkFlagRequired("from")
 	return c
 }

@@ -266,6 +266,10 @@ type WriteOptions struct {
 	CheckpointEvery time.Duration
 	// Swarm, when set, takes chunks from the image's swarm first.
 	Swarm *SwarmOptions
+	// Local, with Swarm, names the chunks the copier has on this disk
+	// (a sync's other slot): they are written before the swarm phase,
+	// so the swarm is asked only for what the node lacks.
+	Local func(sum string) bool
 }
 
 // Written is what WriteContents did.
@@ -285,6 +289,14 @@ func (t *Target) WriteContents(ctx context.Context, cp *copier.Copier, o WriteOp
 	m, st, dev := t.Image.Manifest, t.State, t.Dev
 	res := &Written{}
 	j := &journal{dev: dev, esp: t.recordTo(), st: st, rec: t.Record, every: o.CheckpointEvery, emit: t.emit}
+	if o.Swarm != nil && o.Local != nil {
+		n, err := t.writeLocal(ctx, cp, o.Local, j)
+		if err != nil {
+			return nil, err
+		}
+		// Counted below as already there; they were written now.
+		res.Written, res.Skipped = n, -n
+	}
 	if o.Swarm != nil {
 		n, err := t.fromSwarm(ctx, o.Swarm, j)
 		if err != nil {
@@ -294,7 +306,8 @@ func (t *Target) WriteContents(ctx context.Context, cp *copier.Copier, o WriteOp
 			t.emit(Event{Kind: "warning", Message: fmt.Sprintf("swarm: %v; the rest comes from the sources", err)})
 		}
 		// Counted below as already there; they were written now.
-		res.FromSwarm, res.Written, res.Skipped = n, n, -n
+		res.FromSwarm = n
+		res.Written, res.Skipped = res.Written+n, res.Skipped-n
 	}
 	for _, p := range m.Partitions {
 		placed, ok := st.Table.Find(st.PartitionOf(p.Name))

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/imprint-dev/imprint/copier"
 	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/fetch/swarm"
 )
@@ -84,4 +85,37 @@ func (t *Target) fromSwarm(ctx context.Context, o *SwarmOptions, j *journal) (in
 	mu.Lock()
 	defer mu.Unlock()
 	return got, err
+}
+
+// writeLocal writes the chunks local says the copier has on this disk
+// (and that are not done yet), journaled, and returns their bytes.
+func (t *Target) writeLocal(ctx context.Context, cp *copier.Copier, local func(sum string) bool, j *journal) (int64, error) {
+	m, st, dev := t.Image.Manifest, t.State, t.Dev
+	var n int64
+	for _, p := range m.Partitions {
+		placed, ok := st.Table.Find(st.PartitionOf(p.Name))
+		if !ok {
+			return n, fmt.Errorf("partition %s is not in the disk's table", st.PartitionOf(p.Name))
+		}
+		bm, c := st.Done[p.Name], p.Content
+		var mu sync.Mutex
+		t.emit(Event{Kind: "phase", Phase: "local", Partition: p.Name, Total: c.Size})
+		stop := j.start(ctx)
+		err := cp.Write(ctx, c, target{disk.Section{D: dev, Off: placed.Start, Len: placed.Len}, dev, placed.Start}, copier.Hooks{
+			Skip: func(i int) bool { return bm.Has(i) || !local(c.Chunks[i]) },
+			Done: func(i int) {
+				bm.Set(i)
+				mu.Lock()
+				n += c.ChunkLen(i, m.ChunkSize)
+				mu.Unlock()
+			},
+		})
+		if cerr := stop(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return n, fmt.Errorf("partition %s: %w", p.Name, err)
+		}
+	}
+	return n, nil
 }

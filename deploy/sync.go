@@ -62,6 +62,9 @@ type SyncOptions struct {
 	// RunningRoot is the PARTUUID of the root the machine runs from, when
 	// it runs from this disk: that partition is never written.
 	RunningRoot string
+	// Swarm, when set, takes the chunks the disk lacks from the image's
+	// swarm first; those it holds are still read from the disk.
+	Swarm *SwarmOptions
 }
 
 // SyncPlan is what a sync will do.
@@ -101,6 +104,7 @@ type SyncResult struct {
 	Local         int64         `json:"bytes_local"`
 	Fetched       int64         `json:"bytes_fetched"`
 	FetchedStored int64         `json:"bytes_fetched_stored"`
+	FromSwarm     int64         `json:"bytes_from_swarm"`
 	From          []SourceBytes `json:"from"`
 	Pruned        []string      `json:"pruned_versions,omitempty"`
 	Elapsed       time.Duration `json:"elapsed_ns"`
@@ -273,10 +277,11 @@ func Sync(ctx context.Context, o SyncOptions) (*SyncResult, error) {
 	defer cp.Dec.Close()
 	t := &Target{Dev: dev, Image: o.Image, Plan: &Plan{Disk: o.Disk, Table: rec.Table, Slots: 2, Slot: slot}, ESP: od.ESP, State: st, Record: rec, RecordTo: recTo, Events: o.Events, TmpDir: o.TmpDir}
 	if !complete {
-		w, err := t.WriteContents(ctx, cp, WriteOptions{Verify: o.Verify, CheckpointEvery: o.CheckpointEvery})
+		w, err := t.WriteContents(ctx, cp, WriteOptions{Verify: o.Verify, CheckpointEvery: o.CheckpointEvery, Swarm: o.Swarm, Local: local.has})
 		if err != nil {
 			return nil, err
 		}
+		res.FromSwarm = w.FromSwarm
 		res.Resumed = w.Skipped - plan.InPlace
 		now := time.Now().UTC()
 		st.Status, st.Completed, st.Verified, st.Done = ondisk.StatusComplete, &now, w.Verified, nil
