@@ -3,6 +3,7 @@ package swarm
 import (
 	"bytes"
 	"crypto/rand"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -113,7 +114,15 @@ type server struct {
 }
 
 func newServer(t *testing.T, st store.Source) *server {
-	s := &server{tracker: &Tracker{Allowed: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, Interval: time.Second}}
+	s := &server{}
+	s.Server = httptest.NewServer(s.handler(t, st))
+	t.Cleanup(s.Close)
+	return s
+}
+
+// handler is a fresh tracker and web seed over st.
+func (s *server) handler(t *testing.T, st store.Source) http.Handler {
+	s.tracker = &Tracker{Allowed: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, Interval: time.Second}
 	ws := &WebSeed{Src: st}
 	t.Cleanup(ws.Close)
 	mux := http.NewServeMux()
@@ -125,9 +134,57 @@ func newServer(t *testing.T, st store.Source) *server {
 		}
 		ws.ServeHTTP(w, r)
 	})))
-	s.Server = httptest.NewServer(mux)
+	return mux
+}
+
+// restart stops the server and, after down, starts a new one (tracker
+// and web seed anew, as a restarted imprint serve) on the same address.
+func (s *server) restart(t *testing.T, st store.Source, down time.Duration) {
+	t.Helper()
+	addr := s.Listener.Addr().String()
+	s.Close()
+	time.Sleep(down)
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("listen again on %s: %v", addr, err)
+	}
+	s.Server = &httptest.Server{Listener: l, Config: &http.Server{Handler: s.handler(t, st)}}
+	s.Start()
 	t.Cleanup(s.Close)
-	return s
+}
+
+// The server (tracker and only seed) restarting on the same port while
+// two nodes fetch: they finish, identical.
+func TestTheServerRestartingMidRun(t *testing.T) {
+	st, m, want := testImage(t)
+	srv := newServer(t, st)
+	url := srv.URL
+	ctx := t.Context()
+	var fetching []*node
+	for _, ip := range []string{"127.0.0.3", "127.0.0.4"} {
+		fetching = append(fetching, newNodeOpts(t, Options{Listen: ip + ":0", DownloadRate: 1 << 20}, m, url, nil))
+	}
+	total := len(fetching[0].sess.Tor.Pieces)
+	deadline := time.Now().Add(10 * time.Second)
+	for fetching[0].sess.Missing() == total && fetching[1].sess.Missing() == total {
+		if time.Now().After(deadline) {
+			t.Fatal("no piece came in 10 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if fetching[0].sess.Missing() == 0 && fetching[1].sess.Missing() == 0 {
+		t.Fatal("both were done before the server could restart")
+	}
+	srv.restart(t, st, time.Second)
+	if srv.URL != url {
+		t.Fatalf("restarted at %s, not %s", srv.URL, url)
+	}
+	for _, n := range fetching {
+		if err := n.sess.Wait(ctx, 20*time.Second); err != nil {
+			t.Fatalf("%s: %v", n.Addr(), err)
+		}
+		n.same(t, want)
+	}
 }
 
 // node is a swarm node with its partitions in files; with have, it
@@ -140,7 +197,12 @@ type node struct {
 
 func newNode(t *testing.T, ip string, m *image.Manifest, srv string, have [][]byte, corrupt bool) *node {
 	t.Helper()
-	n, err := NewNode(Options{Listen: ip + ":0", corrupt: corrupt})
+	return newNodeOpts(t, Options{Listen: ip + ":0", corrupt: corrupt}, m, srv, have)
+}
+
+func newNodeOpts(t *testing.T, o Options, m *image.Manifest, srv string, have [][]byte) *node {
+	t.Helper()
+	n, err := NewNode(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,4 +316,40 @@ func contains(s []string, v string) bool {
 		}
 	}
 	return false
+}
+
+// A seed that vanishes while two nodes are fetching from it: they finish
+// from the other seed (the web seed is off), identical.
+func TestAPeerVanishingMidTransfer(t *testing.T) {
+	st, m, want := testImage(t)
+	srv := newServer(t, st)
+	srv.seedOff.Store(true)
+	ctx := t.Context()
+	gone := newNode(t, "127.0.0.2", m, srv.URL, want, false)
+	newNode(t, "127.0.0.5", m, srv.URL, want, false)
+	// Slow enough (1 MiB/s of a 3 MiB image) that the seed goes mid-way.
+	var fetching []*node
+	for _, ip := range []string{"127.0.0.3", "127.0.0.4"} {
+		fetching = append(fetching, newNodeOpts(t, Options{Listen: ip + ":0", DownloadRate: 1 << 20}, m, srv.URL, nil))
+	}
+	total := len(fetching[0].sess.Tor.Pieces)
+	deadline := time.Now().Add(10 * time.Second)
+	for fetching[0].sess.Missing() == total || fetching[1].sess.Missing() == total {
+		if time.Now().After(deadline) {
+			t.Fatal("no piece came in 10 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if fetching[0].sess.Missing() == 0 && fetching[1].sess.Missing() == 0 {
+		t.Fatal("both were done before the seed could vanish")
+	}
+	if err := gone.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range fetching {
+		if err := n.sess.Wait(ctx, 15*time.Second); err != nil {
+			t.Fatalf("%s: %v", n.Addr(), err)
+		}
+		n.same(t, want)
+	}
 }
