@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/imprint-dev/imprint/image"
+	"github.com/imprint-dev/imprint/internal/testenv"
 )
 
 // fakeHost is a host root with only systemd-boot and iPXE for UEFI
@@ -97,7 +98,7 @@ func TestCollectLoadersRefusesBadFiles(t *testing.T) {
 func TestHostGrubImagesAreGeneric(t *testing.T) {
 	biosTestGrub(t)
 	if _, err := os.Stat("/usr/lib/grub/x86_64-efi/kernel.img"); err != nil {
-		t.Skipf("GRUB x86_64-efi is not installed (grub-efi-amd64-bin): %v", err)
+		testenv.Skipf(t, "GRUB x86_64-efi is not installed (grub-efi-amd64-bin): %v", err)
 	}
 	ctx := context.Background()
 	a, _, err := CollectLoaders(ctx, CollectOptions{TmpDir: t.TempDir()})

@@ -11,6 +11,7 @@ import (
 	"github.com/imprint-dev/imprint/bootloader"
 	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/image"
+	"github.com/imprint-dev/imprint/internal/testenv"
 	"github.com/imprint-dev/imprint/layout"
 	"github.com/imprint-dev/imprint/netboot"
 	"github.com/imprint-dev/imprint/ondisk"
@@ -124,7 +125,7 @@ func TestBuildWithoutALoader(t *testing.T) {
 	} {
 		b, err := os.ReadFile(src)
 		if err != nil {
-			t.Skipf("%s: %v (install systemd-boot-efi and ipxe)", src, err)
+			testenv.Skipf(t, "%s: %v (install systemd-boot-efi and ipxe)", src, err)
 		}
 		os.MkdirAll(filepath.Join(host, filepath.Dir(p)), 0o755)
 		os.WriteFile(filepath.Join(host, p), b, 0o644)
