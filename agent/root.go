@@ -312,7 +312,7 @@ func (a *Agent) deployTo(ctx context.Context, srcs []store.Source, res *image.Re
 	a.say("installing onto %s", disk)
 	boot := installBoot(res.Manifest, a.say)
 	last := -1
-	out, err := deploy.Run(ctx, deploy.Options{
+	out, err := deploy.Deploy(ctx, deploy.Options{
 		Sources: srcs, Image: res, Disk: disk, Verify: true, TmpDir: "/run", Boot: boot, AllowDowngrade: a.Params.AllowDowngrade,
 		Events: func(e deploy.Event) {
 			switch e.Kind {

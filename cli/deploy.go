@@ -145,7 +145,7 @@ func newDeploy(e *env) *cobra.Command {
 					}
 				}()
 			}
-			res, err := deploy.Run(ctx, o)
+			res, err := deploy.Deploy(ctx, o)
 			pr.finish()
 			if err != nil {
 				return err

@@ -497,9 +497,6 @@ func Deploy(ctx context.Context, o Options) (*Result, error) {
 	return res, nil
 }
 
-// Run is Deploy, under the name callers used before the steps.
-func Run(ctx context.Context, o Options) (*Result, error) { return Deploy(ctx, o) }
-
 // openAndPlan opens (or, for a new image file, plans then creates) the
 // disk and makes the plan. A dry run opens read-only and creates nothing.
 func openAndPlan(o Options, po PlanOptions) (*Plan, *disk.Disk, error) {

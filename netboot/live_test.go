@@ -55,7 +55,7 @@ func TestLiveServesTooEarlyThenTheDeployedDisk(t *testing.T) {
 	handed := false
 	live := o.Live
 	o.Live = func(d *ondisk.DiskSource) { handed = true; live(d) }
-	if _, err := deploy.Run(ctx, o); err != nil {
+	if _, err := deploy.Deploy(ctx, o); err != nil {
 		t.Fatal(err)
 	}
 	if !handed {
