@@ -19,6 +19,13 @@ import (
 	"github.com/imprint-dev/imprint/image"
 )
 
+// The engine's request limit per connection (localClientReqq, the reqq it
+// announces) and the block size it requests pieces in (defaultChunkSize).
+const (
+	maxPeerRequests = 1024
+	blockSize       = 16 << 10
+)
+
 // ErrStalled says the swarm gave no chunk for the stall time.
 var ErrStalled = errors.New("swarm stalled")
 
@@ -99,6 +106,19 @@ func NewNode(o Options) (*Node, error) {
 		cfg.EstablishedConnsPerTorrent = o.MaxPeers
 		cfg.HalfOpenConnsPerTorrent = max(o.MaxPeers/2, 1)
 	}
+	// The engine (v1.59.1) reserves each peer request's bytes against
+	// this per-connection budget when the request arrives, then reads the
+	// requests one at a time in map order, waiting for each one's
+	// reservation; a reservation is given back only once its block is sent.
+	// When a peer has more blocks requested than the budget holds (it may
+	// have up to 1024 outstanding, the reqq the engine announces; a fast
+	// leecher soon has 250+), the reader can wait on a queued request while
+	// the granted ones sit unread: the connection deadlocks and uploads
+	// nothing more (this was the "31 pieces and no more" stall). A budget
+	// of every request the engine accepts (1024 blocks of 16 KiB) cannot be
+	// overrun by an engine like this one. It is memory held only while a
+	// peer's link is slower than this node's disk.
+	cfg.MaxAllocPeerRequestDataPerConn = maxPeerRequests * blockSize
 	cfg.Slogger = o.Log
 	if cfg.Slogger == nil {
 		cfg.Slogger = slog.New(slog.NewTextHandler(io.Discard, nil))

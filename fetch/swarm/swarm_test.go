@@ -206,7 +206,6 @@ func newNodeOpts(t *testing.T, o Options, m *image.Manifest, srv string, have []
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { n.Close() })
 	nd := &node{Node: n}
 	var places []Place
 	for i, p := range m.Partitions {
@@ -228,6 +227,9 @@ func newNodeOpts(t *testing.T, o Options, m *image.Manifest, srv string, have []
 		nd.files = append(nd.files, f)
 		places = append(places, pl)
 	}
+	// The node stops before its files close (cleanups run last first):
+	// the engine panics on a failed read for a peer of a closed torrent.
+	t.Cleanup(func() { n.Close() })
 	if nd.sess, err = n.Join(m, srv, places); err != nil {
 		t.Fatal(err)
 	}
