@@ -65,6 +65,10 @@ type Params struct {
 	// CacheBytes is imprint.cache=SIZE: the RAM an on-demand root keeps
 	// fetched chunks in, beside the kernel's page cache (0: DefaultCache).
 	CacheBytes int64
+	// Fill is imprint.fill=1: an on-demand root also fetches the chunks
+	// not read yet, in the background, and keeps them all in RAM, so it
+	// survives its sources going away (RAM: the root's non-zero bytes).
+	Fill bool
 }
 
 // Diskless root modes (imprint.root=).
@@ -79,7 +83,7 @@ const DefaultCache = 64 << 20
 // ParseCmdline reads imprint.* parameters.
 func ParseCmdline(c string) (Params, error) {
 	p := Params{OnFail: "reboot"}
-	var cacheErr error
+	var cacheErr, fillErr error
 	for _, w := range strings.Fields(c) {
 		k, v, _ := strings.Cut(w, "=")
 		switch k {
@@ -117,6 +121,15 @@ func ParseCmdline(c string) (Params, error) {
 			p.RW = true
 		case "imprint.root":
 			p.RootMode = v
+		case "imprint.fill":
+			switch v {
+			case "1", "yes", "":
+				p.Fill = true
+			case "0", "no":
+				p.Fill = false
+			default:
+				fillErr = fmt.Errorf("imprint.fill=%s: want 1 or 0", v)
+			}
 		case "imprint.cache":
 			n, err := layout.ParseSize(v)
 			if err != nil {
@@ -150,6 +163,9 @@ func ParseCmdline(c string) (Params, error) {
 	}
 	if cacheErr != nil {
 		return p, cacheErr
+	}
+	if fillErr != nil {
+		return p, fillErr
 	}
 	switch p.Verify {
 	case "", "none", "quick", "full":

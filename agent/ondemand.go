@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -39,6 +40,7 @@ type serverConfig struct {
 	Content    *image.Content `json:"content"`
 	ChunkSize  int64          `json:"chunk_size"`
 	CacheBytes int64          `json:"cache_bytes"`
+	Fill       bool           `json:"fill,omitempty"`
 }
 
 // The server's inherited files (exec.Cmd.ExtraFiles start at 3).
@@ -61,7 +63,23 @@ func (a *Agent) ondemandRoot(ctx context.Context, m *image.Manifest, rp *image.P
 	if cache == 0 {
 		cache = DefaultCache
 	}
-	cfg, err := json.Marshal(serverConfig{Device: dev, Sources: a.Params.Sources, Content: rp.Content, ChunkSize: m.ChunkSize, CacheBytes: cache})
+	fill := a.Params.Fill
+	if fill {
+		need := nonZeroBytes(rp.Content, m.ChunkSize)
+		total, err := memTotal("/proc/meminfo")
+		if err == nil {
+			err = fillFits(need, total)
+		}
+		if err != nil {
+			// The node still boots, on demand: a root that cannot be
+			// filled is better than none, and the console says why.
+			a.say("WARNING: imprint.fill=1 refused, the root stays on demand and needs its sources: %v", err)
+			fill = false
+		} else {
+			a.say("imprint.fill=1: the root's %d MiB of data will be fetched into RAM in the background (MemTotal %d MiB)", need>>20, total>>20)
+		}
+	}
+	cfg, err := json.Marshal(serverConfig{Device: dev, Sources: a.Params.Sources, Content: rp.Content, ChunkSize: m.ChunkSize, CacheBytes: cache, Fill: fill})
 	if err != nil {
 		return err
 	}
@@ -86,6 +104,58 @@ func (a *Agent) ondemandRoot(ctx context.Context, m *image.Manifest, rp *image.P
 		state = ""
 	}
 	return a.assemble(lower, state, "the network on demand ("+dev+")", begin)
+}
+
+// nonZeroBytes is what a filled root keeps in RAM: its chunks that are
+// not all zeros.
+func nonZeroBytes(c *image.Content, chunkSize int64) int64 {
+	var n int64
+	for i, sum := range c.Chunks {
+		if sum != image.ZeroChunk {
+			n += c.ChunkLen(i, chunkSize)
+		}
+	}
+	return n
+}
+
+// fillReserve is the RAM a filled root leaves to everything else: the
+// kernel, the page cache of the files in use, the overlay's tmpfs and
+// the system's own processes. Small on purpose: the point of fill is a
+// node that can run without its server, and the operator who asks for
+// it on a small node hears why it was refused.
+const fillReserve = 128 << 20
+
+// ErrFillTooBig says a filled root would not fit in the node's RAM.
+var ErrFillTooBig = errors.New("the root does not fit in RAM")
+
+// fillFits says whether need bytes of chunks fit in a node with total
+// bytes of RAM: the chunks, the garbage collector's slack over them
+// (GOGC 25 in the server), and fillReserve.
+func fillFits(need, total int64) error {
+	if want := need + need/4 + fillReserve; want > total {
+		return fmt.Errorf("%w: its %d MiB of data need %d MiB with the server's slack and %d MiB for the system; MemTotal is %d MiB",
+			ErrFillTooBig, need>>20, want>>20, fillReserve>>20, total>>20)
+	}
+	return nil
+}
+
+// memTotal reads MemTotal from a /proc/meminfo.
+func memTotal(path string) (int64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 3 && f[0] == "MemTotal:" && f[2] == "kB" {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("%s: MemTotal %q: %w", path, f[1], err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("%s: no MemTotal line in kB", path)
 }
 
 // startServer starts this binary as the root server, hands it cfg and
@@ -200,7 +270,7 @@ func ServerMain(console io.Writer) error {
 	}})
 	stats := newFetchReport(say, cfg.Content.Size)
 	r, err := ondemand.New(ondemand.Options{
-		Content: cfg.Content, ChunkSize: cfg.ChunkSize, Fetcher: f, Decoder: dec, CacheBytes: cfg.CacheBytes,
+		Content: cfg.Content, ChunkSize: cfg.ChunkSize, Fetcher: f, Decoder: dec, CacheBytes: cfg.CacheBytes, Fill: cfg.Fill,
 		Logf:    func(format string, args ...any) { say(format, args...) },
 		OnFetch: func(int, int64) { stats.poke() },
 	})
@@ -218,9 +288,27 @@ func ServerMain(console io.Writer) error {
 	fmt.Fprintln(status, "ready")
 	status.Close()
 	go stats.run(ctx)
+	if cfg.Fill {
+		go fill(ctx, r, say)
+	}
 	<-d.Done
 	say("%s let go of (%v); the server ends", d.Path, d.Err)
 	return d.Err
+}
+
+// fill makes the root whole in RAM and says when it is.
+func fill(ctx context.Context, r *ondemand.Reader, say func(string, ...any)) {
+	begin := time.Now()
+	before := r.Stats()
+	say("fill: fetching the rest of the root into RAM in the background (reads go first)")
+	if err := r.Fill(ctx); err != nil {
+		say("fill stopped: %v", err)
+		return
+	}
+	st := r.Stats()
+	took := time.Since(begin)
+	say("fill complete: the root's %d bytes are in RAM, %d of them fetched by the fill in %v (%.1f MiB/s, %d bytes read on demand meanwhile); the root no longer needs its sources",
+		st.CachedBytes, st.FillBytes, took.Round(time.Millisecond), float64(st.FillBytes)/(1<<20)/max(took.Seconds(), 1e-3), st.FetchedBytes-st.FillBytes-before.FetchedBytes)
 }
 
 // fetchReport says on the console how much of the root was fetched, once
