@@ -87,8 +87,12 @@ func (a *Agent) ondemandRoot(ctx context.Context, m *image.Manifest, rp *image.P
 	if err != nil {
 		return fmt.Errorf("the on-demand root server: %w", err)
 	}
-	a.say("root on demand: partition %s (%d bytes in %d chunks) is %s, served by pid %d (%s) with a %d MiB chunk cache",
-		rp.Name, rp.Content.Size, len(rp.Content.Chunks), dev, pid, ServerArgv0, cache>>20)
+	kept := fmt.Sprintf("a %d MiB chunk cache", cache>>20)
+	if fill {
+		kept = "every chunk kept (imprint.fill=1)"
+	}
+	a.say("root on demand: partition %s (%d bytes in %d chunks) is %s, served by pid %d (%s) with %s",
+		rp.Name, rp.Content.Size, len(rp.Content.Chunks), dev, pid, ServerArgv0, kept)
 	lower := "/run/imprint/lower"
 	if err := os.MkdirAll(lower, 0o755); err != nil {
 		return err

@@ -66,7 +66,7 @@ func (s *restartable) start() {
 
 func (s *restartable) kill() { s.srv.Close() }
 
-var waitLineRe = regexp.MustCompile(`IMPRINT-NBD: root source \S+ unreachable, waiting \(chunk \d+, \d+ chunks waiting, (\d+)s so far`)
+var waitLineRe = regexp.MustCompile(`IMPRINT-NBD: root source \S+ unreachable, waiting \(chunk \d+; chunks waiting: \d+; (\d+)s so far`)
 
 // An on-demand root whose only server is killed while the guest reads a
 // file it has not read: the read waits (no I/O error), the console says

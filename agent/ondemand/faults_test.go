@@ -166,8 +166,8 @@ func TestAKilledServerIsWaitedForSaidAtItsCadenceAndResumed(t *testing.T) {
 	}
 	resumed := time.Since(back)
 	said, at := l.matching("unreachable, waiting")
-	if len(said) == 0 || !strings.Contains(said[0], srv.url()) || !strings.Contains(said[0], "chunk ") {
-		t.Fatalf("the wait was not said naming the server and the chunk:\n%s", strings.Join(l.lines, "\n"))
+	if len(said) == 0 || !strings.Contains(said[0], srv.url()) || !strings.Contains(said[0], "chunk ") || !strings.HasSuffix(said[0], "connection refused") {
+		t.Fatalf("the wait was not said naming the server, the chunk and the cause:\n%s", strings.Join(l.lines, "\n"))
 	}
 	if first := at[0].Sub(killed); first > every {
 		t.Errorf("the wait was first said %v after the kill, want at once", first)

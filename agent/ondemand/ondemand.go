@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -41,7 +42,7 @@ type Options struct {
 	// Logf hears about waits for sources (and their end); nil: quiet.
 	Logf func(format string, args ...any)
 	// RetryMin and RetryMax bound the pause between rounds of asking
-	// every source again for a chunk none gave [500ms, 5s]: asking a
+	// every source again for a chunk none gave [500ms, 2s]: asking a
 	// server that is down costs a refused connection, and a root resumes
 	// no later than RetryMax after its server is back.
 	RetryMin, RetryMax time.Duration
@@ -114,7 +115,7 @@ func New(o Options) (*Reader, error) {
 		o.RetryMin = 500 * time.Millisecond
 	}
 	if o.RetryMax < o.RetryMin {
-		o.RetryMax = max(5*time.Second, o.RetryMin)
+		o.RetryMax = max(2*time.Second, o.RetryMin)
 	}
 	if o.SayEvery <= 0 {
 		o.SayEvery = 10 * time.Second
@@ -363,13 +364,33 @@ func (r *Reader) waitFor(i int, err error, first bool) {
 	if !say {
 		return
 	}
-	who := "every source"
+	who, why := "every source", err.Error()
 	var fe *fetch.Error
 	if errors.As(err, &fe) && len(fe.Sources) > 0 {
 		who = strings.Join(fe.Sources, ", ")
+		why = causes(fe.Errs)
 	}
-	r.logf("root source %s unreachable, waiting (chunk %d, %d chunks waiting, %v so far; asking again every %v at most, saying so every %v): %v",
-		who, i, waiting, since.Round(time.Second), r.o.RetryMax, r.o.SayEvery, err)
+	r.logf("root source %s unreachable, waiting (chunk %d; chunks waiting: %d; %v so far; asking again every %v at most, saying so every %v): %s",
+		who, i, waiting, since.Round(time.Second), r.o.RetryMax, r.o.SayEvery, why)
+}
+
+// causes says why each source failed in a line a console can take: the
+// network's own words ("dial tcp 10.0.2.2:8080: connect: connection
+// refused") when there are some, not the request's URL again.
+func causes(errs []error) string {
+	var out []string
+	for _, err := range errs {
+		if err == nil {
+			continue
+		}
+		var op *net.OpError
+		if errors.As(err, &op) {
+			out = append(out, op.Error())
+		} else {
+			out = append(out, err.Error())
+		}
+	}
+	return strings.Join(out, "; ")
 }
 
 // endWait notes that chunk i stopped waiting (got: fetched, rather than
