@@ -14,6 +14,12 @@
 // a time and only while no read waits for a fetch, and nothing fetched is
 // ever dropped: the partition ends up whole in RAM (its non-zero bytes)
 // and survives its sources going away.
+//
+// With Options.Local (a deployed disk's partition) a chunk is read from
+// the disk first and checked the same way; one that drifted is said and
+// fetched from the sources, or, with none, its reads fail: the local
+// entry's imprint.verify=chunks, a check of every byte as it is read
+// instead of a read of the whole partition before the boot.
 package ondemand
 
 import (
@@ -21,6 +27,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -54,6 +61,11 @@ type Options struct {
 	Fill bool
 	// OnFetch hears about every chunk fetched (index, bytes).
 	OnFetch func(i int, n int64)
+	// Local, when set, holds the partition as deployed: each chunk is
+	// read from it and used when it hashes to the manifest's sum; only
+	// a chunk that does not is asked of Fetcher, which may then be nil
+	// (such reads fail with image.ErrChecksum).
+	Local io.ReaderAt
 }
 
 // Stats count what the reader did.
@@ -66,6 +78,8 @@ type Stats struct {
 	ZeroReads     int64 // chunk lookups answered as zeros
 	FillBytes     int64 // bytes fetched by Fill (not asked for by a read)
 	Waiting       int   // chunks waiting for a source now
+	LocalBytes    int64 // bytes of chunks read from Local and checked
+	Drifted       int   // chunks of Local that did not check
 }
 
 // Reader is the partition, read on demand. Safe for concurrent use.
@@ -102,8 +116,8 @@ type call struct {
 
 // New makes a Reader over o.Content.
 func New(o Options) (*Reader, error) {
-	if o.Content == nil || o.Fetcher == nil || o.Decoder == nil {
-		return nil, fmt.Errorf("ondemand: content, fetcher and decoder are required")
+	if o.Content == nil || (o.Fetcher == nil && o.Local == nil) || o.Decoder == nil {
+		return nil, fmt.Errorf("ondemand: content, decoder and a fetcher or a local partition are required")
 	}
 	if o.ChunkSize <= 0 {
 		return nil, fmt.Errorf("ondemand: chunk size %d", o.ChunkSize)
@@ -217,11 +231,31 @@ func (r *Reader) chunkOnce(ctx context.Context, i int, fill bool) ([]byte, error
 	r.inflight[i] = c
 	r.mu.Unlock()
 
-	c.data, c.err = r.fetch(ctx, i)
+	local := false
+	if r.o.Local != nil {
+		c.data, c.err = r.readLocal(i)
+		local = c.err == nil
+		if c.err != nil {
+			r.mu.Lock()
+			r.st.Drifted++
+			r.mu.Unlock()
+			if r.o.Fetcher == nil {
+				r.logf("chunk %d: %v; no source to fetch it from, its reads fail", i, c.err)
+			} else {
+				r.logf("chunk %d: %v; fetching it from the sources", i, c.err)
+			}
+		}
+	}
+	if !local && r.o.Fetcher != nil {
+		c.data, c.err = r.fetch(ctx, i)
+	}
 
 	r.mu.Lock()
 	delete(r.inflight, i)
-	if c.err == nil {
+	if c.err == nil && local {
+		r.st.LocalBytes += int64(len(c.data))
+		r.insert(i, c.data)
+	} else if c.err == nil {
 		r.st.FetchedBytes += int64(len(c.data))
 		r.st.FetchedChunks++
 		if fill {
@@ -235,10 +269,23 @@ func (r *Reader) chunkOnce(ctx context.Context, i int, fill bool) ([]byte, error
 	}
 	r.mu.Unlock()
 	close(c.done)
-	if c.err == nil && r.o.OnFetch != nil {
+	if c.err == nil && !local && r.o.OnFetch != nil {
 		r.o.OnFetch(i, int64(len(c.data)))
 	}
 	return c.data, c.err
+}
+
+// readLocal reads chunk i from Local and checks it.
+func (r *Reader) readLocal(i int) ([]byte, error) {
+	sum := r.o.Content.Chunks[i]
+	b := make([]byte, r.o.Content.ChunkLen(i, r.o.ChunkSize))
+	if _, err := r.o.Local.ReadAt(b, int64(i)*r.o.ChunkSize); err != nil {
+		return nil, fmt.Errorf("reading it from the local partition: %w", err)
+	}
+	if got := image.HashBytes(b); got != sum {
+		return nil, fmt.Errorf("%w: on the local partition it hashes to %s, the image says %s", image.ErrChecksum, got, sum)
+	}
+	return b, nil
 }
 
 // Fill fetches every non-zero chunk that is not in RAM yet, one at a
