@@ -43,7 +43,7 @@ type Params struct {
 	// Node and Class name this node (imprint.node=, imprint.class=);
 	// empty: found from the machine and the image's class map.
 	Node, Class string
-	// Verify is imprint.verify=none|quick|full (local mode).
+	// Verify is imprint.verify=none|quick|chunks|full (local mode).
 	Verify string
 	// State is imprint.state=PARTUUID=...|/dev/X|none: where persistent
 	// paths live. Empty: the "state" partition of the root's disk on a
@@ -168,9 +168,9 @@ func ParseCmdline(c string) (Params, error) {
 		return p, fillErr
 	}
 	switch p.Verify {
-	case "", "none", "quick", "full":
+	case "", "none", "quick", VerifyChunks, "full":
 	default:
-		return p, fmt.Errorf("imprint.verify=%s: want none, quick or full", p.Verify)
+		return p, fmt.Errorf("imprint.verify=%s: want none, quick, chunks or full", p.Verify)
 	}
 	if p.Install != "" {
 		if err := disk.CheckSelector(p.Install); err != nil {
@@ -235,11 +235,14 @@ func Main(ctx context.Context, console io.Writer) error {
 		if err := loadModules(a); err != nil {
 			a.say("modules: %v", err)
 		}
-		if p.Node == NodeFromDHCP || p.Identity != "" {
+		// imprint.verify=chunks with sources fetches drifted chunks
+		// from them: it needs the network too.
+		repair := p.Verify == VerifyChunks && len(p.Sources) > 0
+		if p.Node == NodeFromDHCP || p.Identity != "" || repair {
 			waitEntropy(a)
 			if err := netUp(ctx, a); err != nil {
-				a.say("network for imprint.node=dhcp or imprint.identity=: %v; going on without it", err)
-			} else {
+				a.say("network for imprint.node=dhcp, imprint.identity= or imprint.verify=chunks: %v; going on without it", err)
+			} else if p.Node == NodeFromDHCP || p.Identity != "" {
 				a.site = a.siteIdentity(ctx)
 			}
 		}

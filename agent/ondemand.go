@@ -41,6 +41,10 @@ type serverConfig struct {
 	ChunkSize  int64          `json:"chunk_size"`
 	CacheBytes int64          `json:"cache_bytes"`
 	Fill       bool           `json:"fill,omitempty"`
+	// Local is the deployed root partition (imprint.verify=chunks): its
+	// chunks are read from it and checked, the sources only asked for
+	// the ones that drifted.
+	Local string `json:"local,omitempty"`
 }
 
 // The server's inherited files (exec.Cmd.ExtraFiles start at 3).
@@ -55,10 +59,6 @@ const (
 // image's init, and the root must stay served after that.
 func (a *Agent) ondemandRoot(ctx context.Context, m *image.Manifest, rp *image.Partition) error {
 	begin := time.Now()
-	dev, err := nbd.FreeDevice()
-	if err != nil {
-		return err
-	}
 	cache := a.Params.CacheBytes
 	if cache == 0 {
 		cache = DefaultCache
@@ -79,35 +79,54 @@ func (a *Agent) ondemandRoot(ctx context.Context, m *image.Manifest, rp *image.P
 			a.say("imprint.fill=1: the root's %d MiB of data will be fetched into RAM in the background (MemTotal %d MiB)", need>>20, total>>20)
 		}
 	}
-	cfg, err := json.Marshal(serverConfig{Device: dev, Sources: a.Params.Sources, Content: rp.Content, ChunkSize: m.ChunkSize, CacheBytes: cache, Fill: fill})
-	if err != nil {
-		return err
-	}
-	pid, err := startServer(ctx, a.Console, cfg)
-	if err != nil {
-		return fmt.Errorf("the on-demand root server: %w", err)
-	}
-	kept := fmt.Sprintf("a %d MiB chunk cache", cache>>20)
-	if fill {
-		kept = "every chunk kept (imprint.fill=1)"
-	}
-	a.say("root on demand: partition %s (%d bytes in %d chunks) is %s, served by pid %d (%s) with %s",
-		rp.Name, rp.Content.Size, len(rp.Content.Chunks), dev, pid, ServerArgv0, kept)
 	lower := "/run/imprint/lower"
-	if err := os.MkdirAll(lower, 0o755); err != nil {
+	dev, err := a.serveRoot(ctx, serverConfig{Sources: a.Params.Sources, Content: rp.Content, ChunkSize: m.ChunkSize, CacheBytes: cache, Fill: fill}, rp.Name, lower)
+	if err != nil {
 		return err
-	}
-	if err := unix.Mount(dev, lower, "ext4", unix.MS_RDONLY, "noload"); err != nil {
-		if err2 := unix.Mount(dev, lower, "ext4", unix.MS_RDONLY, ""); err2 != nil {
-			_ = unix.Kill(pid, unix.SIGKILL)
-			return fmt.Errorf("mount %s (ext4, read-only): %w", dev, err2)
-		}
 	}
 	state := a.Params.State
 	if state == "none" {
 		state = ""
 	}
 	return a.assemble(lower, state, "the network on demand ("+dev+")", begin)
+}
+
+// serveRoot starts the root server on a free NBD device for cfg (its
+// Device filled in here) and mounts the device read-only on lower.
+func (a *Agent) serveRoot(ctx context.Context, cfg serverConfig, name, lower string) (string, error) {
+	dev, err := nbd.FreeDevice()
+	if err != nil {
+		return "", err
+	}
+	cfg.Device = dev
+	raw, err := json.Marshal(cfg)
+	if err != nil {
+		return "", err
+	}
+	pid, err := startServer(ctx, a.Console, raw)
+	if err != nil {
+		return "", fmt.Errorf("the on-demand root server: %w", err)
+	}
+	kept := fmt.Sprintf("a %d MiB chunk cache", cfg.CacheBytes>>20)
+	if cfg.Fill {
+		kept = "every chunk kept (imprint.fill=1)"
+	}
+	from := "the network"
+	if cfg.Local != "" {
+		from = cfg.Local + ", every chunk checked as it is read"
+	}
+	a.say("root on demand: partition %s (%d bytes in %d chunks) is %s, served by pid %d (%s) with %s, read from %s",
+		name, cfg.Content.Size, len(cfg.Content.Chunks), dev, pid, ServerArgv0, kept, from)
+	if err := os.MkdirAll(lower, 0o755); err != nil {
+		return "", err
+	}
+	if err := unix.Mount(dev, lower, "ext4", unix.MS_RDONLY, "noload"); err != nil {
+		if err2 := unix.Mount(dev, lower, "ext4", unix.MS_RDONLY, ""); err2 != nil {
+			_ = unix.Kill(pid, unix.SIGKILL)
+			return "", fmt.Errorf("mount %s (ext4, read-only): %w", dev, err2)
+		}
+	}
+	return dev, nil
 }
 
 // nonZeroBytes is what a filled root keeps in RAM: its chunks that are
@@ -265,6 +284,12 @@ func ServerMain(console io.Writer) error {
 	if err != nil {
 		return fail(err)
 	}
+	var local *os.File
+	if cfg.Local != "" {
+		if local, err = os.Open(cfg.Local); err != nil {
+			return fail(err)
+		}
+	}
 	f := fetch.New(srcs, fetch.Options{OnError: func(i int, what string, err error) {
 		// Waits are said by the reader, once a round; a refused chunk is
 		// said here, every time.
@@ -273,11 +298,19 @@ func ServerMain(console io.Writer) error {
 		}
 	}})
 	stats := newFetchReport(say, cfg.Content.Size)
-	r, err := ondemand.New(ondemand.Options{
+	o := ondemand.Options{
 		Content: cfg.Content, ChunkSize: cfg.ChunkSize, Fetcher: f, Decoder: dec, CacheBytes: cfg.CacheBytes, Fill: cfg.Fill,
 		Logf:    func(format string, args ...any) { say(format, args...) },
 		OnFetch: func(int, int64) { stats.poke() },
-	})
+	}
+	if local != nil {
+		// A nil io.ReaderAt, not a nil *os.File in one.
+		o.Local = local
+		if len(srcs) == 0 {
+			o.Fetcher = nil
+		}
+	}
+	r, err := ondemand.New(o)
 	if err != nil {
 		return fail(err)
 	}
@@ -354,6 +387,12 @@ func (f *fetchReport) run(ctx context.Context) {
 			}
 		}
 		st := f.r.Stats()
+		if st.LocalBytes > 0 || st.Drifted > 0 {
+			f.say("read %d bytes of the local partition, every chunk checked (%d drifted)", st.LocalBytes, st.Drifted)
+		}
+		if st.FetchedChunks == 0 {
+			continue
+		}
 		f.say("fetched %d bytes in %d chunks, %d%% of the root's %d bytes (cache %d bytes, %d chunks fetched again)",
 			st.FetchedBytes, st.FetchedChunks, st.FetchedBytes*100/max(f.size, 1), f.size, st.CachedBytes, st.Refetched)
 	}

@@ -59,7 +59,8 @@ type Options struct {
 	// Fill keeps every chunk fetched (CacheBytes is not a bound then) so
 	// that Fill can make the partition whole in RAM.
 	Fill bool
-	// OnFetch hears about every chunk fetched (index, bytes).
+	// OnFetch hears about every chunk fetched, or read from Local and
+	// checked (index, bytes).
 	OnFetch func(i int, n int64)
 	// Local, when set, holds the partition as deployed: each chunk is
 	// read from it and used when it hashes to the manifest's sum; only
@@ -269,7 +270,7 @@ func (r *Reader) chunkOnce(ctx context.Context, i int, fill bool) ([]byte, error
 	}
 	r.mu.Unlock()
 	close(c.done)
-	if c.err == nil && !local && r.o.OnFetch != nil {
+	if c.err == nil && r.o.OnFetch != nil {
 		r.o.OnFetch(i, int64(len(c.data)))
 	}
 	return c.data, c.err
