@@ -209,7 +209,7 @@ func (a *Agent) verifyLocal(ctx context.Context, root *blockPart) (*image.Manife
 		if err != nil {
 			return nil, nil, err
 		}
-		placed, ok := od.State.Table.Find(rp.Name)
+		placed, ok := od.State.Table.Find(od.State.PartitionOf(rp.Name))
 		if !ok || !strings.EqualFold(placed.GUID, root.Part.GUID) || placed.Start != root.Part.Start || root.Part.Len < rp.Content.Size {
 			return nil, nil, fmt.Errorf("imprint.verify=%s: %s is not where the deploy record of %s put partition %s", v, root.Dev, root.Disk, rp.Name)
 		}
