@@ -43,7 +43,7 @@ type Params struct {
 	// Node and Class name this node (imprint.node=, imprint.class=);
 	// empty: found from the machine and the image's class map.
 	Node, Class string
-	// Verify is imprint.verify=none|quick|full (local mode).
+	// Verify is imprint.verify=none|quick|chunks|full (local mode).
 	Verify string
 	// State is imprint.state=PARTUUID=...|/dev/X|none: where persistent
 	// paths live. Empty: the "state" partition of the root's disk on a
@@ -65,6 +65,10 @@ type Params struct {
 	// CacheBytes is imprint.cache=SIZE: the RAM an on-demand root keeps
 	// fetched chunks in, beside the kernel's page cache (0: DefaultCache).
 	CacheBytes int64
+	// Fill is imprint.fill=1: an on-demand root also fetches the chunks
+	// not read yet, in the background, and keeps them all in RAM, so it
+	// survives its sources going away (RAM: the root's non-zero bytes).
+	Fill bool
 }
 
 // Diskless root modes (imprint.root=).
@@ -79,7 +83,7 @@ const DefaultCache = 64 << 20
 // ParseCmdline reads imprint.* parameters.
 func ParseCmdline(c string) (Params, error) {
 	p := Params{OnFail: "reboot"}
-	var cacheErr error
+	var cacheErr, fillErr error
 	for _, w := range strings.Fields(c) {
 		k, v, _ := strings.Cut(w, "=")
 		switch k {
@@ -117,6 +121,15 @@ func ParseCmdline(c string) (Params, error) {
 			p.RW = true
 		case "imprint.root":
 			p.RootMode = v
+		case "imprint.fill":
+			switch v {
+			case "1", "yes", "":
+				p.Fill = true
+			case "0", "no":
+				p.Fill = false
+			default:
+				fillErr = fmt.Errorf("imprint.fill=%s: want 1 or 0", v)
+			}
 		case "imprint.cache":
 			n, err := layout.ParseSize(v)
 			if err != nil {
@@ -151,10 +164,13 @@ func ParseCmdline(c string) (Params, error) {
 	if cacheErr != nil {
 		return p, cacheErr
 	}
+	if fillErr != nil {
+		return p, fillErr
+	}
 	switch p.Verify {
-	case "", "none", "quick", "full":
+	case "", "none", "quick", VerifyChunks, "full":
 	default:
-		return p, fmt.Errorf("imprint.verify=%s: want none, quick or full", p.Verify)
+		return p, fmt.Errorf("imprint.verify=%s: want none, quick, chunks or full", p.Verify)
 	}
 	if p.Install != "" {
 		if err := disk.CheckSelector(p.Install); err != nil {
@@ -219,11 +235,14 @@ func Main(ctx context.Context, console io.Writer) error {
 		if err := loadModules(a); err != nil {
 			a.say("modules: %v", err)
 		}
-		if p.Node == NodeFromDHCP || p.Identity != "" {
+		// imprint.verify=chunks with sources fetches drifted chunks
+		// from them: it needs the network too.
+		repair := p.Verify == VerifyChunks && len(p.Sources) > 0
+		if p.Node == NodeFromDHCP || p.Identity != "" || repair {
 			waitEntropy(a)
 			if err := netUp(ctx, a); err != nil {
-				a.say("network for imprint.node=dhcp or imprint.identity=: %v; going on without it", err)
-			} else {
+				a.say("network for imprint.node=dhcp, imprint.identity= or imprint.verify=chunks: %v; going on without it", err)
+			} else if p.Node == NodeFromDHCP || p.Identity != "" {
 				a.site = a.siteIdentity(ctx)
 			}
 		}

@@ -22,6 +22,9 @@ func TestParseCmdline(t *testing.T) {
 		{"imprint.source=http://a/ imprint.root=ram imprint.cache=256M", Params{Sources: []string{"http://a/"}, OnFail: "reboot", RootMode: RootRAM, CacheBytes: 256 << 20}, ""},
 		{"imprint.source=http://a/ imprint.root=nfs", Params{}, "imprint.root=nfs"},
 		{"imprint.source=http://a/ imprint.cache=lots", Params{}, "imprint.cache=lots"},
+		{"imprint.source=http://a/ imprint.fill=1", Params{Sources: []string{"http://a/"}, OnFail: "reboot", Fill: true}, ""},
+		{"imprint.source=http://a/ imprint.fill=0", Params{Sources: []string{"http://a/"}, OnFail: "reboot"}, ""},
+		{"imprint.source=http://a/ imprint.fill=always", Params{}, "imprint.fill=always"},
 	} {
 		p, err := ParseCmdline(tc.in)
 		if tc.wantErr != "" {
@@ -30,7 +33,7 @@ func TestParseCmdline(t *testing.T) {
 			}
 			continue
 		}
-		if err != nil || strings.Join(p.Sources, ",") != strings.Join(tc.want.Sources, ",") || p.Image != tc.want.Image || p.Install != tc.want.Install || p.OnFail != tc.want.OnFail ||
+		if err != nil || strings.Join(p.Sources, ",") != strings.Join(tc.want.Sources, ",") || p.Image != tc.want.Image || p.Install != tc.want.Install || p.OnFail != tc.want.OnFail || p.Fill != tc.want.Fill ||
 			(tc.want.RootMode != "" && (p.RootMode != tc.want.RootMode || p.CacheBytes != tc.want.CacheBytes)) {
 			t.Errorf("%q: %+v %v", tc.in, p, err)
 		}

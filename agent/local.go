@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/imprint-dev/imprint/disk"
+	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/layout"
 	"github.com/imprint-dev/imprint/ondisk"
 	"golang.org/x/sys/unix"
@@ -19,6 +20,14 @@ import (
 
 // ModeLocal is imprint.mode=local: the root is this disk's partition.
 const ModeLocal = "local"
+
+// VerifyChunks is imprint.verify=chunks: the root partition is served
+// through the on-demand root server with the partition as its first
+// source, so every chunk is checked against the manifest the first time
+// it is read (the on-demand root's checking, not a second one), and a
+// drifted chunk is fetched from imprint.source= when there is one. The
+// boot does not wait for a read of the whole partition, as with full.
+const VerifyChunks = "chunks"
 
 // blockPart is a partition found by reading the GPTs of the machine's
 // disks: the initramfs has no udev, so no /dev/disk/by-partuuid.
@@ -124,7 +133,8 @@ func (a *Agent) local(ctx context.Context) error {
 		return err
 	}
 	a.say("root PARTUUID=%s is %s (partition %q of %s)", strings.ToLower(guid), root.Dev, root.Part.Name, root.Disk)
-	if err := a.verifyLocal(ctx, root); err != nil {
+	m, rp, err := a.verifyLocal(ctx, root)
+	if err != nil {
 		return err
 	}
 	// The kernel itself then refuses every write to the root partition:
@@ -133,14 +143,27 @@ func (a *Agent) local(ctx context.Context) error {
 		a.say("could not mark %s read-only in the kernel (%v); mounting it read-only", root.Dev, err)
 	}
 	lower := "/run/imprint/lower"
-	if err := os.MkdirAll(lower, 0o755); err != nil {
-		return err
-	}
-	if err := unix.Mount(root.Dev, lower, "ext4", unix.MS_RDONLY, "noload"); err != nil {
-		// noload keeps ext4 from replaying a journal, which would write;
-		// a kernel that refuses it still mounts read-only.
-		if err := unix.Mount(root.Dev, lower, "ext4", unix.MS_RDONLY, ""); err != nil {
-			return fmt.Errorf("mount %s (ext4, read-only): %w", root.Dev, err)
+	from := "local disk " + root.Dev
+	if a.Params.Verify == VerifyChunks {
+		cfg := serverConfig{Sources: a.Params.Sources, Content: rp.Content, ChunkSize: m.ChunkSize, CacheBytes: DefaultCache, Local: root.Dev}
+		if a.Params.CacheBytes > 0 {
+			cfg.CacheBytes = a.Params.CacheBytes
+		}
+		dev, err := a.serveRoot(ctx, cfg, rp.Name, lower)
+		if err != nil {
+			return err
+		}
+		from = "local disk " + root.Dev + " checked chunk by chunk (" + dev + ")"
+	} else {
+		if err := os.MkdirAll(lower, 0o755); err != nil {
+			return err
+		}
+		if err := unix.Mount(root.Dev, lower, "ext4", unix.MS_RDONLY, "noload"); err != nil {
+			// noload keeps ext4 from replaying a journal, which would write;
+			// a kernel that refuses it still mounts read-only.
+			if err := unix.Mount(root.Dev, lower, "ext4", unix.MS_RDONLY, ""); err != nil {
+				return fmt.Errorf("mount %s (ext4, read-only): %w", root.Dev, err)
+			}
 		}
 	}
 	state := ""
@@ -155,51 +178,53 @@ func (a *Agent) local(ctx context.Context) error {
 			a.say("no partition named state on %s: persistent paths are volatile on this boot", root.Disk)
 		}
 	}
-	return a.assemble(lower, state, "local disk "+root.Dev, begin)
+	return a.assemble(lower, state, from, begin)
 }
 
 // verifyLocal checks the root partition as imprint.verify= asks: quick
 // compares it with the deploy record on the disk's ESP (the partition is
-// the one the image was written to, at its place and size), full also
-// reads every chunk back against the manifest. A root that fails is not
+// the one the image was written to, at its place and size), chunks does
+// the same and gives the recorded manifest and root partition for the
+// server that checks every chunk as it is read, full reads every chunk
+// back against the manifest before the boot. A root that fails is not
 // booted.
-func (a *Agent) verifyLocal(ctx context.Context, root *blockPart) error {
-	switch a.Params.Verify {
+func (a *Agent) verifyLocal(ctx context.Context, root *blockPart) (*image.Manifest, *image.Partition, error) {
+	switch v := a.Params.Verify; v {
 	case "", "none":
-		return nil
-	case "quick":
+		return nil, nil, nil
+	case "quick", VerifyChunks:
 		d, err := disk.OpenDisk(root.Disk, disk.OpenOptions{})
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
 		defer d.Close()
 		od, err := ondisk.ReadDisk(d)
 		if err != nil {
-			return fmt.Errorf("imprint.verify=quick: %s: %w", root.Disk, err)
+			return nil, nil, fmt.Errorf("imprint.verify=%s: %s: %w", v, root.Disk, err)
 		}
 		if od.Manifest == nil || od.State == nil {
-			return fmt.Errorf("imprint.verify=quick: %s carries no readable deploy record", root.Disk)
+			return nil, nil, fmt.Errorf("imprint.verify=%s: %s carries no readable deploy record", v, root.Disk)
 		}
 		rp, err := od.Manifest.RootPartition()
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
-		placed, ok := od.State.Table.Find(rp.Name)
+		placed, ok := od.State.Table.Find(od.State.PartitionOf(rp.Name))
 		if !ok || !strings.EqualFold(placed.GUID, root.Part.GUID) || placed.Start != root.Part.Start || root.Part.Len < rp.Content.Size {
-			return fmt.Errorf("imprint.verify=quick: %s is not where the deploy record of %s put partition %s", root.Dev, root.Disk, rp.Name)
+			return nil, nil, fmt.Errorf("imprint.verify=%s: %s is not where the deploy record of %s put partition %s", v, root.Dev, root.Disk, rp.Name)
 		}
-		a.say("verify quick: %s is partition %s of %s:%s as deployed (status %s)", root.Dev, rp.Name, od.Manifest.Name, od.Manifest.Version, od.State.Status)
-		return nil
+		a.say("verify %s: %s is partition %s of %s:%s as deployed (status %s)", v, root.Dev, rp.Name, od.Manifest.Name, od.Manifest.Version, od.State.Status)
+		return od.Manifest, rp, nil
 	case "full":
 		begin := time.Now()
 		rep, err := ondisk.VerifyDisk(ctx, root.Disk, nil)
 		if err != nil {
-			return fmt.Errorf("imprint.verify=full: %w", err)
+			return nil, nil, fmt.Errorf("imprint.verify=full: %w", err)
 		}
 		a.say("verify full: %s identical to %s (%v)", root.Disk, rep.Image, time.Since(begin).Round(time.Millisecond))
-		return nil
+		return nil, nil, nil
 	}
-	return fmt.Errorf("imprint.verify=%s: want none, quick or full", a.Params.Verify)
+	return nil, nil, fmt.Errorf("imprint.verify=%s: want none, quick, chunks or full", a.Params.Verify)
 }
 
 func setReadOnly(dev string) error {

@@ -22,6 +22,8 @@ func TestParseCmdlineLocalMode(t *testing.T) {
 		{"imprint.mode=local", Params{}, "needs root=PARTUUID="},
 		{"imprint.mode=remote imprint.source=http://a/", Params{}, "imprint.mode=remote"},
 		{"imprint.mode=local root=PARTUUID=a imprint.verify=some", Params{}, "imprint.verify=some"},
+		{"imprint.mode=local root=PARTUUID=a imprint.verify=chunks imprint.source=http://a/",
+			Params{Mode: ModeLocal, Root: "PARTUUID=a", Verify: VerifyChunks, Sources: []string{"http://a/"}, OnFail: "reboot"}, ""},
 	} {
 		p, err := ParseCmdline(tc.in)
 		if tc.wantErr != "" {

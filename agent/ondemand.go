@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -39,6 +40,11 @@ type serverConfig struct {
 	Content    *image.Content `json:"content"`
 	ChunkSize  int64          `json:"chunk_size"`
 	CacheBytes int64          `json:"cache_bytes"`
+	Fill       bool           `json:"fill,omitempty"`
+	// Local is the deployed root partition (imprint.verify=chunks): its
+	// chunks are read from it and checked, the sources only asked for
+	// the ones that drifted.
+	Local string `json:"local,omitempty"`
 }
 
 // The server's inherited files (exec.Cmd.ExtraFiles start at 3).
@@ -53,39 +59,126 @@ const (
 // image's init, and the root must stay served after that.
 func (a *Agent) ondemandRoot(ctx context.Context, m *image.Manifest, rp *image.Partition) error {
 	begin := time.Now()
-	dev, err := nbd.FreeDevice()
-	if err != nil {
-		return err
-	}
 	cache := a.Params.CacheBytes
 	if cache == 0 {
 		cache = DefaultCache
 	}
-	cfg, err := json.Marshal(serverConfig{Device: dev, Sources: a.Params.Sources, Content: rp.Content, ChunkSize: m.ChunkSize, CacheBytes: cache})
-	if err != nil {
-		return err
-	}
-	pid, err := startServer(ctx, a.Console, cfg)
-	if err != nil {
-		return fmt.Errorf("the on-demand root server: %w", err)
-	}
-	a.say("root on demand: partition %s (%d bytes in %d chunks) is %s, served by pid %d (%s) with a %d MiB chunk cache",
-		rp.Name, rp.Content.Size, len(rp.Content.Chunks), dev, pid, ServerArgv0, cache>>20)
-	lower := "/run/imprint/lower"
-	if err := os.MkdirAll(lower, 0o755); err != nil {
-		return err
-	}
-	if err := unix.Mount(dev, lower, "ext4", unix.MS_RDONLY, "noload"); err != nil {
-		if err2 := unix.Mount(dev, lower, "ext4", unix.MS_RDONLY, ""); err2 != nil {
-			_ = unix.Kill(pid, unix.SIGKILL)
-			return fmt.Errorf("mount %s (ext4, read-only): %w", dev, err2)
+	fill := a.Params.Fill
+	if fill {
+		need := nonZeroBytes(rp.Content, m.ChunkSize)
+		total, err := memTotal("/proc/meminfo")
+		if err == nil {
+			err = fillFits(need, total)
 		}
+		if err != nil {
+			// The node still boots, on demand: a root that cannot be
+			// filled is better than none, and the console says why.
+			a.say("WARNING: imprint.fill=1 refused, the root stays on demand and needs its sources: %v", err)
+			fill = false
+		} else {
+			a.say("imprint.fill=1: the root's %d MiB of data will be fetched into RAM in the background (MemTotal %d MiB)", need>>20, total>>20)
+		}
+	}
+	lower := "/run/imprint/lower"
+	dev, err := a.serveRoot(ctx, serverConfig{Sources: a.Params.Sources, Content: rp.Content, ChunkSize: m.ChunkSize, CacheBytes: cache, Fill: fill}, rp.Name, lower)
+	if err != nil {
+		return err
 	}
 	state := a.Params.State
 	if state == "none" {
 		state = ""
 	}
 	return a.assemble(lower, state, "the network on demand ("+dev+")", begin)
+}
+
+// serveRoot starts the root server on a free NBD device for cfg (its
+// Device filled in here) and mounts the device read-only on lower.
+func (a *Agent) serveRoot(ctx context.Context, cfg serverConfig, name, lower string) (string, error) {
+	dev, err := nbd.FreeDevice()
+	if err != nil {
+		return "", err
+	}
+	cfg.Device = dev
+	raw, err := json.Marshal(cfg)
+	if err != nil {
+		return "", err
+	}
+	pid, err := startServer(ctx, a.Console, raw)
+	if err != nil {
+		return "", fmt.Errorf("the on-demand root server: %w", err)
+	}
+	kept := fmt.Sprintf("a %d MiB chunk cache", cfg.CacheBytes>>20)
+	if cfg.Fill {
+		kept = "every chunk kept (imprint.fill=1)"
+	}
+	from := "the network"
+	if cfg.Local != "" {
+		from = cfg.Local + ", every chunk checked as it is read"
+	}
+	a.say("root on demand: partition %s (%d bytes in %d chunks) is %s, served by pid %d (%s) with %s, read from %s",
+		name, cfg.Content.Size, len(cfg.Content.Chunks), dev, pid, ServerArgv0, kept, from)
+	if err := os.MkdirAll(lower, 0o755); err != nil {
+		return "", err
+	}
+	if err := unix.Mount(dev, lower, "ext4", unix.MS_RDONLY, "noload"); err != nil {
+		if err2 := unix.Mount(dev, lower, "ext4", unix.MS_RDONLY, ""); err2 != nil {
+			_ = unix.Kill(pid, unix.SIGKILL)
+			return "", fmt.Errorf("mount %s (ext4, read-only): %w", dev, err2)
+		}
+	}
+	return dev, nil
+}
+
+// nonZeroBytes is what a filled root keeps in RAM: its chunks that are
+// not all zeros.
+func nonZeroBytes(c *image.Content, chunkSize int64) int64 {
+	var n int64
+	for i, sum := range c.Chunks {
+		if sum != image.ZeroChunk {
+			n += c.ChunkLen(i, chunkSize)
+		}
+	}
+	return n
+}
+
+// fillReserve is the RAM a filled root leaves to everything else: the
+// kernel, the page cache of the files in use, the overlay's tmpfs and
+// the system's own processes. Small on purpose: the point of fill is a
+// node that can run without its server, and the operator who asks for
+// it on a small node hears why it was refused.
+const fillReserve = 128 << 20
+
+// ErrFillTooBig says a filled root would not fit in the node's RAM.
+var ErrFillTooBig = errors.New("the root does not fit in RAM")
+
+// fillFits says whether need bytes of chunks fit in a node with total
+// bytes of RAM: the chunks, the garbage collector's slack over them
+// (GOGC 25 in the server), and fillReserve.
+func fillFits(need, total int64) error {
+	if want := need + need/4 + fillReserve; want > total {
+		return fmt.Errorf("%w: its %d MiB of data need %d MiB with the server's slack and %d MiB for the system; MemTotal is %d MiB",
+			ErrFillTooBig, need>>20, want>>20, fillReserve>>20, total>>20)
+	}
+	return nil
+}
+
+// memTotal reads MemTotal from a /proc/meminfo.
+func memTotal(path string) (int64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 3 && f[0] == "MemTotal:" && f[2] == "kB" {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("%s: MemTotal %q: %w", path, f[1], err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("%s: no MemTotal line in kB", path)
 }
 
 // startServer starts this binary as the root server, hands it cfg and
@@ -191,6 +284,12 @@ func ServerMain(console io.Writer) error {
 	if err != nil {
 		return fail(err)
 	}
+	var local *os.File
+	if cfg.Local != "" {
+		if local, err = os.Open(cfg.Local); err != nil {
+			return fail(err)
+		}
+	}
 	f := fetch.New(srcs, fetch.Options{OnError: func(i int, what string, err error) {
 		// Waits are said by the reader, once a round; a refused chunk is
 		// said here, every time.
@@ -199,11 +298,19 @@ func ServerMain(console io.Writer) error {
 		}
 	}})
 	stats := newFetchReport(say, cfg.Content.Size)
-	r, err := ondemand.New(ondemand.Options{
-		Content: cfg.Content, ChunkSize: cfg.ChunkSize, Fetcher: f, Decoder: dec, CacheBytes: cfg.CacheBytes,
+	o := ondemand.Options{
+		Content: cfg.Content, ChunkSize: cfg.ChunkSize, Fetcher: f, Decoder: dec, CacheBytes: cfg.CacheBytes, Fill: cfg.Fill,
 		Logf:    func(format string, args ...any) { say(format, args...) },
 		OnFetch: func(int, int64) { stats.poke() },
-	})
+	}
+	if local != nil {
+		// A nil io.ReaderAt, not a nil *os.File in one.
+		o.Local = local
+		if len(srcs) == 0 {
+			o.Fetcher = nil
+		}
+	}
+	r, err := ondemand.New(o)
 	if err != nil {
 		return fail(err)
 	}
@@ -218,9 +325,27 @@ func ServerMain(console io.Writer) error {
 	fmt.Fprintln(status, "ready")
 	status.Close()
 	go stats.run(ctx)
+	if cfg.Fill {
+		go fill(ctx, r, say)
+	}
 	<-d.Done
 	say("%s let go of (%v); the server ends", d.Path, d.Err)
 	return d.Err
+}
+
+// fill makes the root whole in RAM and says when it is.
+func fill(ctx context.Context, r *ondemand.Reader, say func(string, ...any)) {
+	begin := time.Now()
+	before := r.Stats()
+	say("fill: fetching the rest of the root into RAM in the background (reads go first)")
+	if err := r.Fill(ctx); err != nil {
+		say("fill stopped: %v", err)
+		return
+	}
+	st := r.Stats()
+	took := time.Since(begin)
+	say("fill complete: the root's %d bytes are in RAM, %d of them fetched by the fill in %v (%.1f MiB/s, %d bytes read on demand meanwhile); the root no longer needs its sources",
+		st.CachedBytes, st.FillBytes, took.Round(time.Millisecond), float64(st.FillBytes)/(1<<20)/max(took.Seconds(), 1e-3), st.FetchedBytes-st.FillBytes-before.FetchedBytes)
 }
 
 // fetchReport says on the console how much of the root was fetched, once
@@ -262,6 +387,12 @@ func (f *fetchReport) run(ctx context.Context) {
 			}
 		}
 		st := f.r.Stats()
+		if st.LocalBytes > 0 || st.Drifted > 0 {
+			f.say("read %d bytes of the local partition, every chunk checked (%d drifted)", st.LocalBytes, st.Drifted)
+		}
+		if st.FetchedChunks == 0 {
+			continue
+		}
 		f.say("fetched %d bytes in %d chunks, %d%% of the root's %d bytes (cache %d bytes, %d chunks fetched again)",
 			st.FetchedBytes, st.FetchedChunks, st.FetchedBytes*100/max(f.size, 1), f.size, st.CachedBytes, st.Refetched)
 	}

@@ -280,13 +280,15 @@ func (f *Fetcher) failed(i int, what string, err error) {
 	p := f.peers[i]
 	p.fails++
 	p.probing = false
-	wentDown := p.fails >= f.opt.FailLimit
+	fails := p.fails
+	wentDown := fails >= f.opt.FailLimit
 	if wentDown {
 		p.downUntil = time.Now().Add(f.opt.DownFor)
 	}
 	f.mu.Unlock()
 	if wentDown {
-		err = fmt.Errorf("%w; %d failures in a row: passed over for %s", err, p.fails, f.opt.DownFor)
+		// fails, not p.fails: another item's request may be counting.
+		err = fmt.Errorf("%w; %d failures in a row: passed over for %s", err, fails, f.opt.DownFor)
 	}
 	f.report(i, what, err)
 }

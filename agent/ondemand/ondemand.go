@@ -7,13 +7,29 @@
 // a chunk being fetched wait for that one fetch. When no source gives a
 // chunk, it waits and asks again, saying so, for as long as its context
 // lasts: a block device under a mounted root has no better answer than
-// "later".
+// "later". The wait is said at once and then every SayEvery, however many
+// reads wait and however often they ask, and its end is said too.
+//
+// With Options.Fill, Fill fetches every chunk the reads have not, one at
+// a time and only while no read waits for a fetch, and nothing fetched is
+// ever dropped: the partition ends up whole in RAM (its non-zero bytes)
+// and survives its sources going away.
+//
+// With Options.Local (a deployed disk's partition) a chunk is read from
+// the disk first and checked the same way; one that drifted is said and
+// fetched from the sources, or, with none, its reads fail: the local
+// entry's imprint.verify=chunks, a check of every byte as it is read
+// instead of a read of the whole partition before the boot.
 package ondemand
 
 import (
 	"container/list"
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,10 +49,24 @@ type Options struct {
 	// Logf hears about waits for sources (and their end); nil: quiet.
 	Logf func(format string, args ...any)
 	// RetryMin and RetryMax bound the pause between rounds of asking
-	// every source again for a chunk none gave [1s, 30s].
+	// every source again for a chunk none gave [500ms, 2s]: asking a
+	// server that is down costs a refused connection, and a root resumes
+	// no later than RetryMax after its server is back.
 	RetryMin, RetryMax time.Duration
-	// OnFetch hears about every chunk fetched (index, bytes).
+	// SayEvery is how often a wait for the sources is said while it
+	// lasts [10s]; its start and its end are said at once.
+	SayEvery time.Duration
+	// Fill keeps every chunk fetched (CacheBytes is not a bound then) so
+	// that Fill can make the partition whole in RAM.
+	Fill bool
+	// OnFetch hears about every chunk fetched, or read from Local and
+	// checked (index, bytes).
 	OnFetch func(i int, n int64)
+	// Local, when set, holds the partition as deployed: each chunk is
+	// read from it and used when it hashes to the manifest's sum; only
+	// a chunk that does not is asked of Fetcher, which may then be nil
+	// (such reads fail with image.ErrChecksum).
+	Local io.ReaderAt
 }
 
 // Stats count what the reader did.
@@ -47,6 +77,10 @@ type Stats struct {
 	CachedBytes   int64 // bytes in the cache now
 	Hits          int64 // chunk lookups answered by the cache
 	ZeroReads     int64 // chunk lookups answered as zeros
+	FillBytes     int64 // bytes fetched by Fill (not asked for by a read)
+	Waiting       int   // chunks waiting for a source now
+	LocalBytes    int64 // bytes of chunks read from Local and checked
+	Drifted       int   // chunks of Local that did not check
 }
 
 // Reader is the partition, read on demand. Safe for concurrent use.
@@ -59,6 +93,15 @@ type Reader struct {
 	inflight map[int]*call
 	seen     map[int]bool // chunks fetched at least once
 	st       Stats
+
+	// Reads waiting for a fetch, and a channel closed when they are
+	// none: Fill starts a chunk only then.
+	demand int
+	idle   chan struct{}
+
+	// The wait for sources, said once for all the chunks in it.
+	waitStart time.Time
+	lastSaid  time.Time
 }
 
 type entry struct {
@@ -74,8 +117,8 @@ type call struct {
 
 // New makes a Reader over o.Content.
 func New(o Options) (*Reader, error) {
-	if o.Content == nil || o.Fetcher == nil || o.Decoder == nil {
-		return nil, fmt.Errorf("ondemand: content, fetcher and decoder are required")
+	if o.Content == nil || (o.Fetcher == nil && o.Local == nil) || o.Decoder == nil {
+		return nil, fmt.Errorf("ondemand: content, decoder and a fetcher or a local partition are required")
 	}
 	if o.ChunkSize <= 0 {
 		return nil, fmt.Errorf("ondemand: chunk size %d", o.ChunkSize)
@@ -84,12 +127,17 @@ func New(o Options) (*Reader, error) {
 		return nil, fmt.Errorf("ondemand: %d chunks for %d bytes of %d, want %d", len(o.Content.Chunks), o.Content.Size, o.ChunkSize, want)
 	}
 	if o.RetryMin <= 0 {
-		o.RetryMin = time.Second
+		o.RetryMin = 500 * time.Millisecond
 	}
 	if o.RetryMax < o.RetryMin {
-		o.RetryMax = max(30*time.Second, o.RetryMin)
+		o.RetryMax = max(2*time.Second, o.RetryMin)
 	}
-	return &Reader{o: o, lru: list.New(), cached: map[int]*list.Element{}, inflight: map[int]*call{}, seen: map[int]bool{}}, nil
+	if o.SayEvery <= 0 {
+		o.SayEvery = 10 * time.Second
+	}
+	idle := make(chan struct{})
+	close(idle)
+	return &Reader{o: o, lru: list.New(), cached: map[int]*list.Element{}, inflight: map[int]*call{}, seen: map[int]bool{}, idle: idle}, nil
 }
 
 // Size is the partition's size in bytes.
@@ -118,7 +166,7 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) error {
 			r.st.ZeroReads++
 			r.mu.Unlock()
 		} else {
-			data, err := r.chunk(ctx, i)
+			data, err := r.chunk(ctx, i, false)
 			if err != nil {
 				return err
 			}
@@ -132,12 +180,41 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) error {
 // chunk gives chunk i's checked bytes: from the cache, from the fetch
 // already running for it, or fetched now. The bytes are never written
 // after they are checked, so callers may read them after the cache let
-// go of them.
-func (r *Reader) chunk(ctx context.Context, i int) ([]byte, error) {
+// go of them. fill says the caller is Fill, not a read.
+func (r *Reader) chunk(ctx context.Context, i int, fill bool) ([]byte, error) {
+	if !fill {
+		r.mu.Lock()
+		if r.demand == 0 {
+			r.idle = make(chan struct{})
+		}
+		r.demand++
+		r.mu.Unlock()
+		defer func() {
+			r.mu.Lock()
+			if r.demand--; r.demand == 0 {
+				close(r.idle)
+			}
+			r.mu.Unlock()
+		}()
+	}
+	for {
+		data, err := r.chunkOnce(ctx, i, fill)
+		// A fetch started under another caller's context that ended is
+		// no answer for this caller: it asks again.
+		if err != nil && ctx.Err() == nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+			continue
+		}
+		return data, err
+	}
+}
+
+func (r *Reader) chunkOnce(ctx context.Context, i int, fill bool) ([]byte, error) {
 	r.mu.Lock()
 	if el, ok := r.cached[i]; ok {
 		r.lru.MoveToFront(el)
-		r.st.Hits++
+		if !fill {
+			r.st.Hits++
+		}
 		data := el.Value.(*entry).data
 		r.mu.Unlock()
 		return data, nil
@@ -155,17 +232,36 @@ func (r *Reader) chunk(ctx context.Context, i int) ([]byte, error) {
 	r.inflight[i] = c
 	r.mu.Unlock()
 
-	// The fetch runs under the first caller's ctx. Under the NBD server
-	// every caller has the server's, so one ending ends them all anyway;
-	// elsewhere a waiter gets the cancelled caller's error and may ask
-	// again.
-	c.data, c.err = r.fetch(ctx, i)
+	local := false
+	if r.o.Local != nil {
+		c.data, c.err = r.readLocal(i)
+		local = c.err == nil
+		if c.err != nil {
+			r.mu.Lock()
+			r.st.Drifted++
+			r.mu.Unlock()
+			if r.o.Fetcher == nil {
+				r.logf("chunk %d: %v; no source to fetch it from, its reads fail", i, c.err)
+			} else {
+				r.logf("chunk %d: %v; fetching it from the sources", i, c.err)
+			}
+		}
+	}
+	if !local && r.o.Fetcher != nil {
+		c.data, c.err = r.fetch(ctx, i)
+	}
 
 	r.mu.Lock()
 	delete(r.inflight, i)
-	if c.err == nil {
+	if c.err == nil && local {
+		r.st.LocalBytes += int64(len(c.data))
+		r.insert(i, c.data)
+	} else if c.err == nil {
 		r.st.FetchedBytes += int64(len(c.data))
 		r.st.FetchedChunks++
+		if fill {
+			r.st.FillBytes += int64(len(c.data))
+		}
 		if r.seen[i] {
 			r.st.Refetched++
 		}
@@ -180,15 +276,72 @@ func (r *Reader) chunk(ctx context.Context, i int) ([]byte, error) {
 	return c.data, c.err
 }
 
+// readLocal reads chunk i from Local and checks it.
+func (r *Reader) readLocal(i int) ([]byte, error) {
+	sum := r.o.Content.Chunks[i]
+	b := make([]byte, r.o.Content.ChunkLen(i, r.o.ChunkSize))
+	if _, err := r.o.Local.ReadAt(b, int64(i)*r.o.ChunkSize); err != nil {
+		return nil, fmt.Errorf("reading it from the local partition: %w", err)
+	}
+	if got := image.HashBytes(b); got != sum {
+		return nil, fmt.Errorf("%w: on the local partition it hashes to %s, the image says %s", image.ErrChecksum, got, sum)
+	}
+	return b, nil
+}
+
+// Fill fetches every non-zero chunk that is not in RAM yet, one at a
+// time, starting one only while no read waits for a fetch: reads go
+// first, and the sources see at most one request of Fill's at once. It
+// needs Options.Fill (else the cache would drop what it fetched) and
+// returns when the whole partition is in RAM, or with ctx's error.
+func (r *Reader) Fill(ctx context.Context) error {
+	if !r.o.Fill {
+		return ErrNoFill
+	}
+	for i, sum := range r.o.Content.Chunks {
+		if sum == image.ZeroChunk {
+			continue
+		}
+		for {
+			r.mu.Lock()
+			_, have := r.cached[i]
+			idle := r.idle
+			r.mu.Unlock()
+			if have {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-idle:
+			}
+			// Reads that came in while it waited go first again.
+			r.mu.Lock()
+			busy := r.demand > 0
+			r.mu.Unlock()
+			if busy {
+				continue
+			}
+			if _, err := r.chunk(ctx, i, true); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// ErrNoFill says Fill was called on a Reader made without Options.Fill.
+var ErrNoFill = errors.New("ondemand: Fill needs a reader made with Options.Fill")
+
 // insert adds chunk i to the cache and drops the least recently used
 // chunks until the cache fits its bound. Called with r.mu held.
 func (r *Reader) insert(i int, data []byte) {
-	if int64(len(data)) > r.o.CacheBytes {
+	if !r.o.Fill && int64(len(data)) > r.o.CacheBytes {
 		return
 	}
 	r.cached[i] = r.lru.PushFront(&entry{i: i, data: data})
 	r.st.CachedBytes += int64(len(data))
-	for r.st.CachedBytes > r.o.CacheBytes {
+	for !r.o.Fill && r.st.CachedBytes > r.o.CacheBytes {
 		el := r.lru.Back()
 		e := el.Value.(*entry)
 		r.lru.Remove(el)
@@ -198,14 +351,19 @@ func (r *Reader) insert(i int, data []byte) {
 }
 
 // fetch gets chunk i from the sources, checked; when none gives it, it
-// says so and asks them all again after a pause that doubles up to
-// RetryMax, until ctx ends.
+// asks them all again after a pause that doubles up to RetryMax, until
+// ctx ends, and the wait is said (see waitFor).
 func (r *Reader) fetch(ctx context.Context, i int) ([]byte, error) {
 	sum := r.o.Content.Chunks[i]
 	n := r.o.Content.ChunkLen(i, r.o.ChunkSize)
 	pause := r.o.RetryMin
-	var waited time.Duration
-	for round := 1; ; round++ {
+	waiting := false
+	defer func() {
+		if waiting {
+			r.endWait(i, ctx.Err() == nil)
+		}
+	}()
+	for {
 		var data []byte
 		err := r.o.Fetcher.Chunk(ctx, sum, n, nil, func(stored []byte) error {
 			d, err := r.o.Decoder.Decode(stored, sum, n, nil)
@@ -216,22 +374,82 @@ func (r *Reader) fetch(ctx context.Context, i int) ([]byte, error) {
 			return nil
 		})
 		if err == nil {
-			if round > 1 {
-				r.logf("chunk %d fetched after waiting %v for the sources; reads go on", i, waited.Round(time.Second))
-			}
 			return data, nil
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		r.logf("chunk %d: %v; the reads that need it wait, asking every source again in %v", i, err, pause)
+		r.waitFor(i, err, !waiting)
+		waiting = true
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-time.After(pause):
 		}
-		waited += pause
 		pause = min(2*pause, r.o.RetryMax)
+	}
+}
+
+// waitFor notes that chunk i found no source (first: for the first
+// time) and says so when a wait starts and every SayEvery while it lasts,
+// one line for all the chunks waiting: a root server gone makes every
+// read wait, and the console needs the news, not a line per read.
+func (r *Reader) waitFor(i int, err error, first bool) {
+	now := time.Now()
+	r.mu.Lock()
+	if first {
+		if r.st.Waiting == 0 {
+			r.waitStart, r.lastSaid = now, time.Time{}
+		}
+		r.st.Waiting++
+	}
+	say := now.Sub(r.lastSaid) >= r.o.SayEvery
+	if say {
+		r.lastSaid = now
+	}
+	waiting, since := r.st.Waiting, now.Sub(r.waitStart)
+	r.mu.Unlock()
+	if !say {
+		return
+	}
+	who, why := "every source", err.Error()
+	var fe *fetch.Error
+	if errors.As(err, &fe) && len(fe.Sources) > 0 {
+		who = strings.Join(fe.Sources, ", ")
+		why = causes(fe.Errs)
+	}
+	r.logf("root source %s unreachable, waiting (chunk %d; chunks waiting: %d; %v so far; asking again every %v at most, saying so every %v): %s",
+		who, i, waiting, since.Round(time.Second), r.o.RetryMax, r.o.SayEvery, why)
+}
+
+// causes says why each source failed in a line a console can take: the
+// network's own words ("dial tcp 10.0.2.2:8080: connect: connection
+// refused") when there are some, not the request's URL again.
+func causes(errs []error) string {
+	var out []string
+	for _, err := range errs {
+		if err == nil {
+			continue
+		}
+		var op *net.OpError
+		if errors.As(err, &op) {
+			out = append(out, op.Error())
+		} else {
+			out = append(out, err.Error())
+		}
+	}
+	return strings.Join(out, "; ")
+}
+
+// endWait notes that chunk i stopped waiting (got: fetched, rather than
+// given up with its context) and says when the last one did.
+func (r *Reader) endWait(i int, got bool) {
+	r.mu.Lock()
+	r.st.Waiting--
+	last, since := r.st.Waiting == 0, time.Since(r.waitStart)
+	r.mu.Unlock()
+	if last && got {
+		r.logf("root source back: chunk %d fetched after waiting %v for the sources; reads go on", i, since.Round(time.Millisecond))
 	}
 }
 

@@ -71,6 +71,9 @@ type counting struct {
 	// down: every request fails as a lost server's would.
 	down  atomic.Bool
 	delay time.Duration
+	// hold, when set, is called with every sum asked for, before the
+	// answer: a test holds a request up in it.
+	hold func(sum string)
 }
 
 func newCounting(src store.Source, name string) *counting {
@@ -85,6 +88,9 @@ func (c *counting) Chunk(ctx context.Context, sum string) ([]byte, error) {
 	c.mu.Unlock()
 	if c.delay > 0 {
 		time.Sleep(c.delay)
+	}
+	if c.hold != nil {
+		c.hold(sum)
 	}
 	if c.down.Load() {
 		return nil, fmt.Errorf("%s: connection refused", c.name)
