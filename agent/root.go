@@ -384,7 +384,12 @@ func (a *Agent) deployTo(ctx context.Context, srcs []store.Source, res *image.Re
 		return nil, fmt.Errorf("deploy to %s: %w", disk, err)
 	}
 	if sw != nil {
-		a.say("deploy: %d bytes from the swarm, %d from the sources", out.FromSwarm, out.Written-out.FromSwarm)
+		// Zero chunks come from neither: they are written as holes.
+		var srcBytes int64
+		for _, n := range out.BytesFrom {
+			srcBytes += n
+		}
+		a.say("deploy: %d bytes from the swarm, %d from the sources (boot files included)", out.FromSwarm, srcBytes)
 	}
 	return out, nil
 }
