@@ -69,6 +69,11 @@ type Params struct {
 	// not read yet, in the background, and keeps them all in RAM, so it
 	// survives its sources going away (RAM: the root's non-zero bytes).
 	Fill bool
+	// Swarm is imprint.swarm=1: an install, or a diskless root in RAM,
+	// takes its chunks from the image's BitTorrent swarm first (the first
+	// http(s) source is tracker and web seed) and seeds what it checked.
+	// Off by default, as deploy's --swarm is.
+	Swarm bool
 }
 
 // Diskless root modes (imprint.root=).
@@ -83,7 +88,7 @@ const DefaultCache = 64 << 20
 // ParseCmdline reads imprint.* parameters.
 func ParseCmdline(c string) (Params, error) {
 	p := Params{OnFail: "reboot"}
-	var cacheErr, fillErr error
+	var cacheErr, fillErr, swarmErr error
 	for _, w := range strings.Fields(c) {
 		k, v, _ := strings.Cut(w, "=")
 		switch k {
@@ -136,6 +141,15 @@ func ParseCmdline(c string) (Params, error) {
 				cacheErr = fmt.Errorf("imprint.cache=%s: %w", v, err)
 			}
 			p.CacheBytes = n
+		case "imprint.swarm":
+			switch v {
+			case "", "1", "yes":
+				p.Swarm = true
+			case "0", "no":
+				p.Swarm = false
+			default:
+				swarmErr = fmt.Errorf("imprint.swarm=%s: want 1 or 0", v)
+			}
 		case "imprint.trust":
 			for _, k := range strings.Split(v, ",") {
 				if k != "" {
@@ -167,6 +181,9 @@ func ParseCmdline(c string) (Params, error) {
 	if fillErr != nil {
 		return p, fillErr
 	}
+	if swarmErr != nil {
+		return p, swarmErr
+	}
 	switch p.Verify {
 	case "", "none", "quick", VerifyChunks, "full":
 	default:
@@ -196,6 +213,9 @@ type Agent struct {
 	// Settle is how long a disk selector's answer must hold still before
 	// the agent installs onto it (disks appear as their drivers probe).
 	Settle time.Duration
+	// SwarmListen is where the swarm takes peers (tests); "" is
+	// SwarmListen.
+	SwarmListen string
 
 	// dhcpHost is the host name (option 12) of the DHCP lease, if any: a
 	// node's name when the command line gives none.

@@ -25,6 +25,10 @@ func TestParseCmdline(t *testing.T) {
 		{"imprint.source=http://a/ imprint.fill=1", Params{Sources: []string{"http://a/"}, OnFail: "reboot", Fill: true}, ""},
 		{"imprint.source=http://a/ imprint.fill=0", Params{Sources: []string{"http://a/"}, OnFail: "reboot"}, ""},
 		{"imprint.source=http://a/ imprint.fill=always", Params{}, "imprint.fill=always"},
+		{"imprint.source=http://a/ imprint.swarm=1", Params{Sources: []string{"http://a/"}, OnFail: "reboot", Swarm: true}, ""},
+		{"imprint.source=http://a/ imprint.swarm", Params{Sources: []string{"http://a/"}, OnFail: "reboot", Swarm: true}, ""},
+		{"imprint.source=http://a/ imprint.swarm=0", Params{Sources: []string{"http://a/"}, OnFail: "reboot"}, ""},
+		{"imprint.source=http://a/ imprint.swarm=maybe", Params{}, "imprint.swarm=maybe"},
 	} {
 		p, err := ParseCmdline(tc.in)
 		if tc.wantErr != "" {
@@ -33,7 +37,7 @@ func TestParseCmdline(t *testing.T) {
 			}
 			continue
 		}
-		if err != nil || strings.Join(p.Sources, ",") != strings.Join(tc.want.Sources, ",") || p.Image != tc.want.Image || p.Install != tc.want.Install || p.OnFail != tc.want.OnFail || p.Fill != tc.want.Fill ||
+		if err != nil || strings.Join(p.Sources, ",") != strings.Join(tc.want.Sources, ",") || p.Image != tc.want.Image || p.Install != tc.want.Install || p.OnFail != tc.want.OnFail || p.Fill != tc.want.Fill || p.Swarm != tc.want.Swarm ||
 			(tc.want.RootMode != "" && (p.RootMode != tc.want.RootMode || p.CacheBytes != tc.want.CacheBytes)) {
 			t.Errorf("%q: %+v %v", tc.in, p, err)
 		}

@@ -10,12 +10,14 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/imprint-dev/imprint/copier"
 	"github.com/imprint-dev/imprint/deploy"
 	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/fetch"
+	"github.com/imprint-dev/imprint/fetch/swarm"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/store"
 	"golang.org/x/sys/unix"
@@ -112,10 +114,38 @@ func (a *Agent) diskless(ctx context.Context) error {
 		return err
 	}
 	if a.Params.RootMode != RootRAM {
+		if a.Params.Swarm {
+			a.say("imprint.swarm=1 is for installs and imprint.root=ram; an on-demand root reads its chunks from the sources")
+		}
 		return a.ondemandRoot(ctx, res.Manifest, rp)
 	}
-	c := rp.Content
 	img := "/run/imprint/root.img"
+	sw := a.swarmOptions()
+	if err := a.fetchRAMRoot(ctx, srcs, res.Manifest, rp, img, sw); err != nil {
+		if sw != nil {
+			sw.Node.Close()
+		}
+		return err
+	}
+	if sw != nil {
+		// The seeder takes the port over: it seeds the proved root for as
+		// long as the node runs.
+		sw.Node.Close()
+		if pid, err := a.startSeeder(ctx, res.Manifest, rp.Name, img, sw.Server); err != nil {
+			a.say("swarm: the root's seeder: %v; the node runs without seeding", err)
+		} else {
+			a.say("swarm: the root is seeded from RAM by pid %d (%s)", pid, SeederArgv0)
+		}
+	}
+	return runRoot(a, img)
+}
+
+// fetchRAMRoot fetches partition rp of m whole into the file img and
+// proves it against the manifest's SHA-256: with sw, the chunks the swarm
+// gives first (each checked, and seeded while the rest comes), then the
+// rest from the sources.
+func (a *Agent) fetchRAMRoot(ctx context.Context, srcs []store.Source, m *image.Manifest, rp *image.Partition, img string, sw *deploy.SwarmOptions) error {
+	c := rp.Content
 	f, err := os.OpenFile(img, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
@@ -129,15 +159,30 @@ func (a *Agent) diskless(ctx context.Context) error {
 		return err
 	}
 	defer dec.Close()
-	cp := &copier.Copier{Dec: dec, ChunkSize: res.Manifest.ChunkSize,
+	cp := &copier.Copier{Dec: dec, ChunkSize: m.ChunkSize,
 		Fetch: fetch.New(srcs, fetch.Options{OnError: func(i int, _ string, err error) {
 			a.say("source %s: %v; trying the next source", a.Params.Sources[i], err)
 		}})}
 	a.say("fetching partition %s: %d bytes in %d chunks", rp.Name, c.Size, len(c.Chunks))
+	have := copier.NewBitmap(len(c.Chunks))
+	var fromSwarm atomic.Int64
+	if sw != nil {
+		err := sw.Take(ctx, m, []swarm.Place{{Content: c, Target: fileTarget{f}, Have: have.Has, Done: func(i int) {
+			have.Set(i)
+			fromSwarm.Add(c.ChunkLen(i, m.ChunkSize))
+		}}}, func(msg string) { a.say("%s", msg) })
+		if err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			a.say("swarm: %v; the rest comes from the sources", err)
+		}
+		a.say("swarm: %d bytes of the root", fromSwarm.Load())
+	}
 	var mu sync.Mutex
 	var done int64
 	next := int64(0)
-	err = cp.Write(ctx, c, fileTarget{f}, copier.Hooks{Progress: func(n int64) {
+	err = cp.Write(ctx, c, fileTarget{f}, copier.Hooks{Skip: have.Has, Progress: func(n int64) {
 		mu.Lock()
 		defer mu.Unlock()
 		done += n
@@ -159,12 +204,14 @@ func (a *Agent) diskless(ctx context.Context) error {
 	}
 	from := cp.BytesFrom()
 	var parts []string
+	if sw != nil {
+		parts = append(parts, fmt.Sprintf("%d bytes from the swarm", fromSwarm.Load()))
+	}
 	for i, n := range from {
 		parts = append(parts, fmt.Sprintf("%d bytes from %s", n, a.Params.Sources[i]))
 	}
 	a.say("root sha256=%s matches the image (%s)", sum, strings.Join(parts, ", "))
-	f.Close()
-	return runRoot(a, img)
+	return nil
 }
 
 // runRoot mounts the root image read-only and runs the same root pipeline
@@ -312,8 +359,13 @@ func (a *Agent) deployTo(ctx context.Context, srcs []store.Source, res *image.Re
 	a.say("installing onto %s", disk)
 	boot := installBoot(res.Manifest, a.say)
 	last := -1
+	sw := a.swarmOptions()
+	if sw != nil {
+		// Seeding ends with the install: the node reboots into the disk.
+		defer sw.Node.Close()
+	}
 	out, err := deploy.Deploy(ctx, deploy.Options{
-		Sources: srcs, Image: res, Disk: disk, Verify: true, TmpDir: "/run", Boot: boot, AllowDowngrade: a.Params.AllowDowngrade,
+		Sources: srcs, Image: res, Disk: disk, Verify: true, TmpDir: "/run", Boot: boot, AllowDowngrade: a.Params.AllowDowngrade, Swarm: sw,
 		Events: func(e deploy.Event) {
 			switch e.Kind {
 			case "phase":
@@ -330,6 +382,14 @@ func (a *Agent) deployTo(ctx context.Context, srcs []store.Source, res *image.Re
 	})
 	if err != nil {
 		return nil, fmt.Errorf("deploy to %s: %w", disk, err)
+	}
+	if sw != nil {
+		// Zero chunks come from neither: they are written as holes.
+		var srcBytes int64
+		for _, n := range out.BytesFrom {
+			srcBytes += n
+		}
+		a.say("deploy: %d bytes from the swarm, %d from the sources (boot files included)", out.FromSwarm, srcBytes)
 	}
 	return out, nil
 }

@@ -397,3 +397,30 @@ func TestRollbackRefusesASlotThatFailedItsBoots(t *testing.T) {
 		t.Fatalf("rollback to a slot a rollback marked bad: %q %v", slot, err)
 	}
 }
+
+// A slotted disk has no entry "local": `imprint boot default local` must
+// give the boot back to the slots (loader.conf's pattern), not fail; a
+// menu with neither refuses it, naming what it has.
+func TestDefaultLocalMeansTheSlotsOnASlottedDisk(t *testing.T) {
+	f, m := twoSlots(t, 2)
+	if err := m.SetDefault("diskless"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.SetDefault(TypeLocal); err != nil {
+		t.Fatalf("default local on a slotted menu: %v", err)
+	}
+	if m.Default != "slot-b" {
+		t.Fatalf("default is %q, want slot-b (the slot that boots next)", m.Default)
+	}
+	if err := WriteMenu(f, m); err != nil {
+		t.Fatal(err)
+	}
+	if conf := string(must(f.ReadFile(LoaderConf))); !strings.Contains(conf, "\ndefault "+SlotPattern+"\n") {
+		t.Fatalf("loader.conf does not default to the slots:\n%s", conf)
+	}
+	plain := &Menu{Loader: SystemdBoot, Entries: []Entry{{ID: "diskless", Type: TypeDiskless, Linux: "/k"}}}
+	err := plain.SetDefault(TypeLocal)
+	if !errors.Is(err, ErrNoEntry) || !strings.Contains(err.Error(), "diskless") {
+		t.Fatalf("default local without local or slot entries: %v", err)
+	}
+}

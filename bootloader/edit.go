@@ -56,8 +56,18 @@ func (m *Menu) Remove(id string) error {
 	return nil
 }
 
-// SetDefault makes id the entry booted when nobody chooses.
+// SetDefault makes id the entry booted when nobody chooses. On a disk
+// with root slots there is no entry "local": the slot entries took its
+// place, so "local" means them (the one that boots next as the id; the
+// loaders then boot whichever slot their rules pick, as after a sync).
 func (m *Menu) SetDefault(id string) error {
+	if id == TypeLocal {
+		if _, ok := m.Find(id); !ok {
+			if o := m.SlotOrder(); len(o) > 0 {
+				id = o[0].ID
+			}
+		}
+	}
 	if _, ok := m.Find(id); !ok {
 		return fmt.Errorf("entry %q: %w; the menu has %s", id, ErrNoEntry, m.ids())
 	}

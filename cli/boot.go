@@ -173,9 +173,21 @@ func newBootDefault(e *env) *cobra.Command {
 			if cmd.Flags().Changed("timeout") {
 				to = &timeout
 			}
-			err := t.edit(func(esp *bootloader.ESP) (*bootloader.Menu, error) { return esp.SetDefault(args[0], to) })
+			var now string
+			err := t.edit(func(esp *bootloader.ESP) (*bootloader.Menu, error) {
+				m, err := esp.SetDefault(args[0], to)
+				if m != nil {
+					now = m.Default
+				}
+				return m, err
+			})
 			if err == nil {
-				e.printf("default entry is now %s\n", args[0])
+				if now != args[0] {
+					// "local" on a disk with root slots.
+					e.printf("default entry is now %s (the root slots; %s boots next)\n", args[0], now)
+				} else {
+					e.printf("default entry is now %s\n", args[0])
+				}
 			}
 			return err
 		},

@@ -55,3 +55,34 @@ func TestBootErrorsNameTheFlag(t *testing.T) {
 		t.Errorf("boot list after add --default:\n%s", out)
 	}
 }
+
+// On a disk with root slots `boot default local` gives the boot back to
+// the slots (there is no entry "local" there), and says which boots next
+// (of equal versions, systemd-boot takes the later name).
+func TestBootDefaultLocalOnASlottedDisk(t *testing.T) {
+	esp := t.TempDir()
+	m := &bootloader.Menu{Loader: bootloader.SystemdBoot, Firmware: bootloader.UEFI, Entries: []bootloader.Entry{
+		{ID: "diskless", Type: bootloader.TypeDiskless, Title: "Diskless", Linux: "/k"},
+	}}
+	for _, slot := range []string{"a", "b"} {
+		if err := m.SetSlotEntry(slot, bootloader.Entry{Title: "node", Linux: "/k", Version: "v1"}, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.Default = "diskless"
+	if err := bootloader.WriteMenu(bootloader.DirFS(esp), m); err != nil {
+		t.Fatal(err)
+	}
+	out := mustRun(t, "boot", "default", "local", "--esp", esp)
+	if !strings.Contains(out, "the root slots; slot-b boots next") {
+		t.Errorf("boot default local: %s", out)
+	}
+	after, err := bootloader.ReadMenu(bootloader.DirFS(esp))
+	if err != nil || after.Default != "slot-b" {
+		t.Fatalf("menu after boot default local: default %q, %v", after.Default, err)
+	}
+	conf, err := os.ReadFile(filepath.Join(esp, bootloader.LoaderConf))
+	if err != nil || !strings.Contains(string(conf), "default "+bootloader.SlotPattern+"\n") {
+		t.Errorf("loader.conf: %v\n%s", err, conf)
+	}
+}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"strings"
 
 	imdisk "github.com/imprint-dev/imprint/disk"
+	"github.com/imprint-dev/imprint/identity"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/netboot"
 	"github.com/imprint-dev/imprint/netboot/dhcp"
@@ -123,6 +125,13 @@ func newServe(e *env) *cobra.Command {
 			logf := func(f string, a ...any) { fmt.Fprintf(e.io.Err, f+"\n", a...) }
 			h.Logf = logf
 			h.Fleet = &netboot.Fleet{}
+			if h.Identity != nil {
+				// LoadIdentity parsed it already; the status page names
+				// nodes by its name lines.
+				if h.Fleet.Identity, err = identity.Parse(bytes.NewReader(h.Identity), identityFile); err != nil {
+					return fmt.Errorf("--identity: %w", err)
+				}
+			}
 			srv := &netboot.Server{HTTP: &h, HTTPAddr: addr, IPXEDir: ipxeDir, Logf: logf, HTTPLimits: httpLim, TFTPLimits: tftpLim}
 			var ip net.IP
 			if serverIP != "" {

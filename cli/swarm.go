@@ -3,7 +3,6 @@ package cli
 import (
 	"fmt"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/imprint-dev/imprint/deploy"
@@ -64,10 +63,8 @@ func (s *swarmFlags) options(from []string) (*deploy.SwarmOptions, error) {
 		return nil, nil
 	}
 	srv := s.server
-	for _, f := range from {
-		if srv == "" && (strings.HasPrefix(f, "http://") || strings.HasPrefix(f, "https://")) {
-			srv = f
-		}
+	if srv == "" {
+		srv = deploy.SwarmServer(from)
 	}
 	if srv == "" {
 		return nil, fmt.Errorf("--swarm: no server: give --swarm-server or an http(s) --from")

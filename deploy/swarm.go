@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/imprint-dev/imprint/copier"
 	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/fetch/swarm"
+	"github.com/imprint-dev/imprint/image"
 )
 
 // SwarmOptions make a deploy take its partitions' chunks from the
@@ -25,6 +27,47 @@ type SwarmOptions struct {
 	// Keep, when set, gets the session instead of it being left at the
 	// end of the write: the caller seeds on with it and leaves it.
 	Keep func(*swarm.Session)
+}
+
+// SwarmServer is the imprint server whose tracker and web seed a node
+// uses when none is named: the first http(s) source, "" if none is.
+func SwarmServer(sources []string) string {
+	for _, f := range sources {
+		if strings.HasPrefix(f, "http://") || strings.HasPrefix(f, "https://") {
+			return f
+		}
+	}
+	return ""
+}
+
+// Take joins the swarm of m with places and waits until they are whole,
+// the swarm stalls (o.Stall) or ctx ends: each chunk is checked against
+// m's SHA-256 before Done marks it, and offered to peers at once. Then
+// the session goes to o.Keep or is left. An image with nothing to share
+// is not an error. warn gets the pieces that did not check, if any.
+// Deploy, sync and the agent (install and RAM roots) all fetch through it.
+func (o *SwarmOptions) Take(ctx context.Context, m *image.Manifest, places []swarm.Place, warn func(string)) error {
+	s, err := o.Node.Join(m, o.Server, places)
+	if errors.Is(err, swarm.ErrNoPieces) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	stall := o.Stall
+	if stall <= 0 {
+		stall = 30 * time.Second
+	}
+	err = s.Wait(ctx, stall)
+	if o.Keep != nil {
+		o.Keep(s)
+	} else {
+		s.Leave()
+	}
+	if n := s.Failed(); n > 0 && warn != nil {
+		warn(fmt.Sprintf("swarm: %d pieces did not check against the manifest and were fetched again; banned: %v", n, o.Node.Banned()))
+	}
+	return err
 }
 
 // fromSwarm takes every partition's missing chunks from the swarm. Each
@@ -58,29 +101,10 @@ func (t *Target) fromSwarm(ctx context.Context, o *SwarmOptions, j *journal) (in
 		})
 	}
 	t.emit(Event{Kind: "phase", Phase: "swarm", Total: total})
-	s, err := o.Node.Join(m, o.Server, places)
-	if errors.Is(err, swarm.ErrNoPieces) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
 	stop := j.start(ctx)
-	stall := o.Stall
-	if stall <= 0 {
-		stall = 30 * time.Second
-	}
-	err = s.Wait(ctx, stall)
-	if o.Keep != nil {
-		o.Keep(s)
-	} else {
-		s.Leave()
-	}
+	err := o.Take(ctx, m, places, func(msg string) { t.emit(Event{Kind: "warning", Message: msg}) })
 	if cerr := stop(); err == nil {
 		err = cerr
-	}
-	if n := s.Failed(); n > 0 {
-		t.emit(Event{Kind: "warning", Message: fmt.Sprintf("swarm: %d pieces did not check against the manifest and were fetched again; banned: %v", n, o.Node.Banned())})
 	}
 	mu.Lock()
 	defer mu.Unlock()

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/imprint-dev/imprint/identity"
 )
 
 // Fleet defaults: enough for a few racks, small enough that a scan of
@@ -32,6 +34,13 @@ type Fleet struct {
 	Forget time.Duration
 	// Now is the clock (tests); nil is time.Now.
 	Now func() time.Time
+	// Leases, when set, names the machine the DHCP server gave an address
+	// to (dhcp.Server.Lookup): its MAC, and its host name as the node's
+	// name. Set before the server serves.
+	Leases func(netip.Addr) (mac net.HardwareAddr, hostname string, ok bool)
+	// Identity, when set, is the site's identity map (serve --identity):
+	// its name lines name nodes by MAC when the lease has no host name.
+	Identity *identity.Config
 
 	mu      sync.Mutex
 	clients map[netip.Addr]*FleetClient
@@ -42,6 +51,7 @@ type Fleet struct {
 type FleetClient struct {
 	Addr      string     `json:"addr"`
 	MAC       string     `json:"mac,omitempty"`
+	Node      string     `json:"node,omitempty"`
 	Image     string     `json:"image,omitempty"`
 	Version   string     `json:"version,omitempty"`
 	State     string     `json:"state"`
@@ -216,6 +226,7 @@ func (f *Fleet) Status() Status {
 	}
 	f.mu.Unlock()
 	for _, c := range out.Clients {
+		f.identify(c)
 		switch {
 		case c.State == StateFailed:
 		case c.Swarm != nil && c.Swarm.Event != "stopped" && c.Swarm.Left == 0:
@@ -246,4 +257,32 @@ func addrLess(a, b string) bool {
 		return a < b
 	}
 	return x.Less(y)
+}
+
+// identify fills in c's MAC and node name from what the server knows of
+// its address: the DHCP lease or reservation (whose MAC wins over one a
+// /boot.ipxe request gave: the address may have passed to another
+// machine since), then the node's name as the agent works it out
+// (identity.NodeName): the lease's host name, else a name line of the
+// site's identity map. A node named by neither is left unnamed: its
+// fallback name depends on its image and command line, which the server
+// does not know.
+func (f *Fleet) identify(c *FleetClient) {
+	var host string
+	if f.Leases != nil {
+		if ip, err := netip.ParseAddr(c.Addr); err == nil {
+			if mac, h, ok := f.Leases(ip); ok {
+				c.MAC, host = strings.ToLower(mac.String()), h
+			}
+		}
+	}
+	if n, _, _ := strings.Cut(host, "."); n != "" && identity.ValidNode(n) == nil {
+		c.Node = n
+		return
+	}
+	if c.MAC != "" && f.Identity != nil {
+		if n, ok := f.Identity.NameFor(map[string][]string{"mac": {c.MAC}}); ok {
+			c.Node = n
+		}
+	}
 }

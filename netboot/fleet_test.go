@@ -8,10 +8,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imprint-dev/imprint/identity"
 )
 
 // clock is a settable time for Fleet.Now.
@@ -184,5 +187,56 @@ func TestStatusJSONAndPageShowTheClients(t *testing.T) {
 		if rec.Code != 404 {
 			t.Errorf("no fleet: %s answered %d", p, rec.Code)
 		}
+	}
+}
+
+// The fleet names machines from what the server knows of their address:
+// the DHCP lease's (or reservation's) MAC, which wins over a /boot.ipxe
+// one, and host name as the node name (its first label, as the agent
+// takes it); else a name line of the site's identity map for the MAC.
+func TestFleetNamesNodesFromLeasesAndIdentity(t *testing.T) {
+	idm, err := identity.Parse(strings.NewReader("name mac=52:54:00:00:00:02 node02\nname mac=52:54:00:00:00:03 node03\n"), "identity.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hw := func(s string) net.HardwareAddr { m, _ := net.ParseMAC(s); return m }
+	leases := map[string]struct {
+		mac  net.HardwareAddr
+		host string
+	}{
+		"10.0.0.1": {hw("52:54:00:00:00:01"), "rack1-n01.site.example"},
+		"10.0.0.3": {hw("52:54:00:00:00:03"), ""},
+		"10.0.0.4": {hw("52:54:00:00:00:04"), "-no-node-name"},
+		"10.0.0.5": {hw("52:54:00:00:00:05"), ""},
+	}
+	f := &Fleet{Identity: idm, Leases: func(ip netip.Addr) (net.HardwareAddr, string, bool) {
+		l, ok := leases[ip.String()]
+		return l.mac, l.host, ok
+	}}
+	for _, r := range []string{"10.0.0.1:1/index.json", "10.0.0.2:1/boot.ipxe?mac=52:54:00:00:00:02", "10.0.0.3:1/index.json",
+		"10.0.0.4:1/index.json", "10.0.0.5:1/boot.ipxe?mac=52:54:00:00:00:99", "10.0.0.6:1/index.json"} {
+		remote, path, _ := strings.Cut(r, "/")
+		f.Record(fakeReq(remote, "/"+path), 200, 1)
+	}
+	c := byAddr(f.Status())
+	for addr, want := range map[string][2]string{
+		"10.0.0.1": {"52:54:00:00:00:01", "rack1-n01"}, // lease host name
+		"10.0.0.2": {"52:54:00:00:00:02", "node02"},    // no lease: iPXE's MAC, identity's name
+		"10.0.0.3": {"52:54:00:00:00:03", "node03"},    // lease without host name: identity's name
+		"10.0.0.4": {"52:54:00:00:00:04", ""},          // a host name that is no node name, no name line
+		"10.0.0.5": {"52:54:00:00:00:05", ""},          // the lease's MAC over an older /boot.ipxe one
+		"10.0.0.6": {"", ""},                           // nothing known
+	} {
+		if got := c[addr]; got == nil || got.MAC != want[0] || got.Node != want[1] {
+			t.Errorf("%s: %+v, want MAC %q node %q", addr, got, want[0], want[1])
+		}
+	}
+	b, _ := json.Marshal(c["10.0.0.1"])
+	if !strings.Contains(string(b), `"node":"rack1-n01"`) {
+		t.Errorf("JSON lacks the node name: %s", b)
+	}
+	var out bytes.Buffer
+	if err := WriteStatus(&out, f.Status()); err != nil || !strings.Contains(out.String(), "NODE") || !strings.Contains(out.String(), "rack1-n01") {
+		t.Errorf("terminal table: %v\n%s", err, out.String())
 	}
 }

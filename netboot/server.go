@@ -136,6 +136,10 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("DHCP: %w", err)
 		}
+		if s.HTTP != nil && s.HTTP.Fleet != nil && s.HTTP.Fleet.Leases == nil {
+			// The status page names machines by their leases.
+			s.HTTP.Fleet.Leases = dsrv.Lookup
+		}
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ipxe/", func(w http.ResponseWriter, r *http.Request) {

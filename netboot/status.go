@@ -120,8 +120,8 @@ small{color:#666}
 <p><small>{{len .Status.Clients}} client(s) as of {{.Status.Time.Format "2006-01-02 15:04:05 MST"}}; this page refreshes every 2 s; the same as JSON at <a href="status.json">status.json</a>.</small></p>
 {{if not .Groups}}<p>No machine has fetched anything yet.</p>{{end}}
 {{range .Groups}}<h2>{{if .Image}}{{.Image}}{{else}}(image not known yet){{end}}</h2>
-<table><tr><th>address</th><th>MAC</th><th>state</th><th>bytes sent</th><th>chunks</th><th>swarm</th><th>last seen</th><th>last request / error</th></tr>
-{{range .Clients}}<tr><td class="addr">{{.Addr}}</td><td>{{.MAC}}</td><td class="{{.State}}">{{.State}}</td><td class="n">{{bytes .BytesSent}}</td><td class="n">{{.Chunks}}</td>
+<table><tr><th>address</th><th>MAC</th><th>node</th><th>state</th><th>bytes sent</th><th>chunks</th><th>swarm</th><th>last seen</th><th>last request / error</th></tr>
+{{range .Clients}}<tr><td class="addr">{{.Addr}}</td><td class="mac">{{.MAC}}</td><td class="node">{{.Node}}</td><td class="{{.State}}">{{.State}}</td><td class="n">{{bytes .BytesSent}}</td><td class="n">{{.Chunks}}</td>
 <td>{{with .Swarm}}{{pct .}} ↓{{bytes .Downloaded}} ↑{{bytes .Uploaded}}{{end}}</td><td>{{ago $.Status.Time .LastSeen}} ago</td>
 <td>{{if .LastError}}<span class="failed">{{.LastError}}</span>{{else}}{{short .LastPath}}{{end}}</td></tr>
 {{end}}</table>
@@ -206,7 +206,7 @@ func FetchStatus(ctx context.Context, client *http.Client, server string) (Statu
 // WriteStatus prints st as a table, one line per client, grouped by image.
 func WriteStatus(w io.Writer, st Status) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "IMAGE\tADDRESS\tMAC\tSTATE\tSENT\tCHUNKS\tSWARM\tLAST SEEN\tLAST")
+	fmt.Fprintln(tw, "IMAGE\tADDRESS\tMAC\tNODE\tSTATE\tSENT\tCHUNKS\tSWARM\tLAST SEEN\tLAST")
 	for _, c := range st.Clients {
 		img := c.Image
 		if c.Version != "" {
@@ -219,6 +219,10 @@ func WriteStatus(w io.Writer, st Status) error {
 		if mac == "" {
 			mac = "-"
 		}
+		node := c.Node
+		if node == "" {
+			node = "-"
+		}
 		sw := "-"
 		if c.Swarm != nil {
 			sw = fmt.Sprintf("left %s up %s", humanBytes(c.Swarm.Left), humanBytes(c.Swarm.Uploaded))
@@ -227,7 +231,7 @@ func WriteStatus(w io.Writer, st Status) error {
 		if c.LastError != "" {
 			last = c.LastError
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s ago\t%s\n", img, c.Addr, mac, c.State, humanBytes(c.BytesSent), c.Chunks, sw,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s ago\t%s\n", img, c.Addr, mac, node, c.State, humanBytes(c.BytesSent), c.Chunks, sw,
 			st.Time.Sub(c.LastSeen).Round(time.Second), last)
 	}
 	if len(st.Clients) == 0 {

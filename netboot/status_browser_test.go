@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/imprint-dev/imprint/fetch/swarm"
+	"github.com/imprint-dev/imprint/identity"
 	"github.com/imprint-dev/imprint/internal/testenv"
 )
 
@@ -33,8 +34,21 @@ func TestStatusPageInChromium(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
+	// 127.0.0.4 has a DHCP lease with a host name; 127.0.0.3 is named by
+	// the site's identity map after its MAC.
+	idm, err := identity.Parse(strings.NewReader("name mac=52:54:00:12:34:03 node03\n"), "identity.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leases := func(ip netip.Addr) (net.HardwareAddr, string, bool) {
+		if ip.String() != "127.0.0.4" {
+			return nil, "", false
+		}
+		mac, _ := net.ParseMAC("52:54:00:12:34:04")
+		return mac, "rack1-n04.site.example", true
+	}
 	h := &HTTP{Store: root, Public: "http://" + addr + "/", Decider: Static{Default: Decision{Image: "node", Mode: Diskless}},
-		Fleet:        &Fleet{},
+		Fleet:        &Fleet{Leases: leases, Identity: idm},
 		SwarmTracker: &swarm.Tracker{Allowed: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}}
 	s := &Server{HTTP: h, HTTPAddr: addr, IPXEDir: t.TempDir()}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -119,7 +133,8 @@ func TestStatusPageInChromium(t *testing.T) {
 	}
 
 	dom := string(run("--dump-dom"))
-	for _, want := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4", "52:54:00:12:34:02", "node:1", ">done<", ">failed<"} {
+	for _, want := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4", "52:54:00:12:34:02", "node:1", ">done<", ">failed<",
+		">52:54:00:12:34:04<", ">rack1-n04<", ">node03<"} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("the rendered page lacks %q:\n%s", want, dom)
 		}

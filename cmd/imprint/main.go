@@ -18,6 +18,13 @@ func main() {
 		_ = agent.ServerMain(os.Stdout)
 		os.Exit(1)
 	}
+	if len(os.Args) > 0 && os.Args[0] == agent.SeederArgv0 {
+		// The seeder of a RAM root, started by the agent.
+		if agent.SeedMain(os.Stdout) != nil {
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if os.Getpid() == 1 {
 		// imprint is the /init of its own initramfs: the agent.
 		_ = agent.Main(context.Background(), os.Stdout)

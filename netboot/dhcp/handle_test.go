@@ -641,3 +641,33 @@ func TestConcurrentHandle(t *testing.T) {
 		t.Errorf("%d leases, want %d", len(seen), workers*each)
 	}
 }
+
+// Lookup names the machine behind an address for the fleet page: a
+// reservation before the machine asks, a bound lease (not an offer) after,
+// nothing once the lease ran out or in proxy mode.
+func TestLookupNamesTheMachineOfAnAddress(t *testing.T) {
+	cfg := fullConfig()
+	resIP := netip.MustParseAddr("10.77.0.10")
+	cfg.Reservations = []Reservation{{MAC: mac(7), IP: net.IP(resIP.AsSlice()), Hostname: "node7"}}
+	s, clk := newServer(t, cfg)
+	if m, h, ok := s.Lookup(resIP); !ok || m.String() != mac(7).String() || h != "node7" {
+		t.Fatalf("reserved address: %v %q %v", m, h, ok)
+	}
+	offer := mustHandle(t, s, discover(t, mac(1)))
+	ip, _ := netip.AddrFromSlice(offer.YourIPAddr.To4())
+	if _, _, ok := s.Lookup(ip); ok {
+		t.Fatalf("an offer counts as the machine's address")
+	}
+	mustHandle(t, s, requestFrom(t, offer))
+	if m, h, ok := s.Lookup(netip.AddrFrom16(ip.As16())); !ok || m.String() != mac(1).String() || h != "" {
+		t.Fatalf("bound lease (IPv4-mapped): %v %q %v", m, h, ok)
+	}
+	clk.advance(2 * time.Hour)
+	if m, _, ok := s.Lookup(ip); ok {
+		t.Fatalf("expired lease still names %v", m)
+	}
+	p, _ := newServer(t, proxyConfig())
+	if _, _, ok := p.Lookup(resIP); ok {
+		t.Fatal("proxy mode names a machine")
+	}
+}

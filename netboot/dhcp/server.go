@@ -312,3 +312,20 @@ func (s *Server) allocate(mac net.HardwareAddr, now time.Time) (netip.Addr, bool
 	}
 	return netip.Addr{}, false
 }
+
+// Lookup says which machine has ip: the MAC and host name of its bound,
+// unexpired lease, else of the reservation of ip (a machine that keeps
+// its address past a server restart without a lease file). ok is false
+// when the server knows neither (proxy mode knows nothing).
+func (s *Server) Lookup(ip netip.Addr) (mac net.HardwareAddr, hostname string, ok bool) {
+	ip = ip.Unmap()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if l := s.byIP[ip]; l != nil && !l.offered && s.now().Before(l.expiry) {
+		return append(net.HardwareAddr(nil), l.mac...), l.hostname, true
+	}
+	if r, ok := s.resByIP[ip]; ok {
+		return append(net.HardwareAddr(nil), r.MAC...), r.Hostname, true
+	}
+	return nil, "", false
+}

@@ -1,0 +1,243 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/imprint-dev/imprint/deploy"
+	"github.com/imprint-dev/imprint/fetch/swarm"
+	"github.com/imprint-dev/imprint/image"
+)
+
+// SwarmListen is where a node with imprint.swarm=1 takes peer connections
+// (BitTorrent's usual port): while it fetches, and for a root in RAM as
+// long as the node runs.
+const SwarmListen = ":6881"
+
+// swarmOptions starts this node's BitTorrent client for imprint.swarm=1;
+// nil without it. The swarm only speeds a fetch up: a node that cannot
+// join one says why and fetches from its sources alone. The caller closes
+// the node.
+func (a *Agent) swarmOptions() *deploy.SwarmOptions {
+	if !a.Params.Swarm {
+		return nil
+	}
+	srv := deploy.SwarmServer(a.Params.Sources)
+	if srv == "" {
+		a.say("imprint.swarm=1: no http(s) imprint.source= to take the tracker and web seed from; fetching from the sources only")
+		return nil
+	}
+	n, err := swarm.NewNode(swarm.Options{Listen: a.swarmListen()})
+	if err != nil {
+		a.say("imprint.swarm=1: %v; fetching from the sources only", err)
+		return nil
+	}
+	a.say("swarm: tracker and web seed %s, taking peers on %s", srv, n.Addr())
+	return &deploy.SwarmOptions{Node: n, Server: srv}
+}
+
+func (a *Agent) swarmListen() string {
+	if a.SwarmListen != "" {
+		return a.SwarmListen
+	}
+	return SwarmListen
+}
+
+// SeederArgv0 is argv[0] of the process that seeds a RAM root to the
+// image's swarm while the node runs. Unlike the on-demand root's server
+// it holds nothing the system needs, so it carries no '@': systemd's
+// shutdown ends it like any other process, and it leaves the swarm then.
+const SeederArgv0 = "imprint-root-seeder"
+
+// seedConfig is what the agent hands its seeder through a pipe: the
+// manifest it checked (signature, format) and the root file whose SHA-256
+// it proved against it.
+type seedConfig struct {
+	Manifest  json.RawMessage `json:"manifest"`
+	Partition string          `json:"partition"`
+	File      string          `json:"file"`
+	Server    string          `json:"server"`
+	Listen    string          `json:"listen"`
+}
+
+// startSeeder starts this binary as the seeder of the RAM root file (a
+// partition of m, proved whole), and waits until it is in the swarm. Like
+// the on-demand root's server it is a process of its own: the agent execs
+// the image's init, which then reaps it.
+func (a *Agent) startSeeder(ctx context.Context, m *image.Manifest, partition, file, server string) (int, error) {
+	raw, err := json.Marshal(m)
+	if err != nil {
+		return 0, err
+	}
+	cfg, err := json.Marshal(seedConfig{Manifest: raw, Partition: partition, File: file, Server: server, Listen: a.swarmListen()})
+	if err != nil {
+		return 0, err
+	}
+	return startHelper(ctx, a.Console, SeederArgv0, cfg)
+}
+
+// The helper's inherited files (exec.Cmd.ExtraFiles start at 3).
+const (
+	helperConfigFD = 3
+	helperStatusFD = 4
+)
+
+// startHelper starts this binary as argv0, hands it cfg on fd 3 and waits
+// for "ready" (or why not) on fd 4. It is ondemand.go's startServer with
+// the name as a parameter; that one keeps its own copy while its owners
+// change it.
+func startHelper(ctx context.Context, console io.Writer, argv0 string, cfg []byte) (int, error) {
+	cfgR, cfgW, err := os.Pipe()
+	if err != nil {
+		return 0, err
+	}
+	defer cfgR.Close()
+	defer cfgW.Close()
+	stR, stW, err := os.Pipe()
+	if err != nil {
+		return 0, err
+	}
+	defer stR.Close()
+	defer stW.Close()
+	cmd := exec.Command("/proc/self/exe")
+	cmd.Args = []string{argv0}
+	cmd.Stdout, cmd.Stderr = console, console
+	cmd.ExtraFiles = []*os.File{cfgR, stW}
+	// A session of its own: no signal meant for the console's foreground
+	// reaches it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	cfgR.Close()
+	stW.Close()
+	if _, err := cfgW.Write(cfg); err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return 0, fmt.Errorf("handing it its config: %w", err)
+	}
+	cfgW.Close()
+	line := make(chan string, 1)
+	go func() {
+		s, _ := bufio.NewReader(stR).ReadString('\n')
+		line <- strings.TrimSpace(s)
+	}()
+	stop := func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}
+	select {
+	case s := <-line:
+		if s == "ready" {
+			// Not waited for: after switch root the image's init is its
+			// parent and reaps it.
+			return cmd.Process.Pid, nil
+		}
+		stop()
+		if s == "" {
+			s = "it exited without a word"
+		}
+		return 0, errors.New(s)
+	case <-ctx.Done():
+		stop()
+		return 0, ctx.Err()
+	case <-time.After(time.Minute):
+		stop()
+		return 0, errors.New("it was not ready within a minute")
+	}
+}
+
+// SeedMain is the seeder process (argv[0] SeederArgv0): it offers the RAM
+// root to the image's swarm until it is told to stop (SIGTERM, SIGINT),
+// then leaves it. It returns only then, or on failure.
+func SeedMain(console io.Writer) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
+	say := func(format string, args ...any) {
+		fmt.Fprintf(console, "IMPRINT-SEED: "+format+"\n", args...)
+	}
+	status := os.NewFile(helperStatusFD, "status")
+	raw, err := io.ReadAll(os.NewFile(helperConfigFD, "config"))
+	var cfg seedConfig
+	if err == nil {
+		err = json.Unmarshal(raw, &cfg)
+	}
+	if err != nil {
+		err = fmt.Errorf("a config that does not parse: %w", err)
+		fmt.Fprintf(status, "%v\n", err)
+		status.Close()
+		return err
+	}
+	leave, err := seedFile(cfg)
+	if err != nil {
+		fmt.Fprintf(status, "%v\n", err)
+		status.Close()
+		say("FAIL %v", err)
+		return err
+	}
+	fmt.Fprintln(status, "ready")
+	status.Close()
+	<-ctx.Done()
+	say("leaving the swarm")
+	leave()
+	return nil
+}
+
+// seedFile joins the swarm of cfg's image with its partition's chunks
+// from cfg.File, all of them held: the agent proved the file whole
+// against the signed manifest before it started the seeder.
+func seedFile(cfg seedConfig) (leave func(), err error) {
+	var m image.Manifest
+	if err := json.Unmarshal(cfg.Manifest, &m); err != nil {
+		return nil, fmt.Errorf("the manifest: %w", err)
+	}
+	var c *image.Content
+	for _, p := range m.Partitions {
+		if p.Name == cfg.Partition {
+			c = p.Content
+		}
+	}
+	if c == nil {
+		return nil, fmt.Errorf("image %s:%s has no partition %q", m.Name, m.Version, cfg.Partition)
+	}
+	f, err := os.Open(cfg.File)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := f.Stat(); err != nil || fi.Size() != c.Size {
+		f.Close()
+		return nil, fmt.Errorf("%s is not partition %s's %d bytes (%v)", cfg.File, cfg.Partition, c.Size, err)
+	}
+	n, err := swarm.NewNode(swarm.Options{Listen: cfg.Listen})
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	s, err := n.Join(&m, cfg.Server, []swarm.Place{{Content: c, Target: readOnly{f}, Have: func(int) bool { return true }}})
+	if err != nil {
+		n.Close()
+		f.Close()
+		return nil, err
+	}
+	return func() { s.Leave(); n.Close(); f.Close() }, nil
+}
+
+// readOnly is a seeded file: every piece is held, so the engine never
+// writes; if it tried, it would be told no.
+type readOnly struct{ f *os.File }
+
+func (r readOnly) ReadAt(p []byte, off int64) (int, error) { return r.f.ReadAt(p, off) }
+func (r readOnly) WriteAt([]byte, int64) (int, error) {
+	return 0, errors.New("the seeded root is read-only")
+}
