@@ -401,8 +401,11 @@ func TestLostPackets(t *testing.T) {
 				t.Fatal(err)
 			}
 			sameBytes(t, "f", res.Data, data)
-			if c.dups > 0 && res.Duplicates != c.dups {
-				t.Errorf("client saw %d duplicate blocks, want %d", res.Duplicates, c.dups)
+			// At least one duplicate per lost ACK proves the server
+			// retransmitted; more are a slow machine delaying the ACK
+			// past the server's 30 ms, not a fault.
+			if c.dups > 0 && res.Duplicates < c.dups {
+				t.Errorf("client saw %d duplicate blocks, want at least %d", res.Duplicates, c.dups)
 			}
 		})
 	}
