@@ -49,6 +49,7 @@ func TestBoundAndEvictionOrder(t *testing.T) {
 		{"over the entry bound: not kept", Options{MaxBytes: 12, MaxEntry: 3}, []string{"get a 2", "get b 4", "get c 3"}, "a c", 5},
 		{"over the bound itself: not kept, nothing dropped", Options{MaxBytes: 12}, []string{"get a 4", "get b 13"}, "a", 4},
 		{"pinned: never dropped, not counted", Options{MaxBytes: 8}, []string{"pin a 4", "get b 4", "get c 4", "get d 4", "get e 4"}, "a d e", 12},
+		{"a kept entry pinned later: not dropped", Options{MaxBytes: 8}, []string{"get a 4", "pin a 4", "get b 4", "get c 4", "get d 4"}, "a c d", 12},
 		{"released: counted again, most recent", Options{MaxBytes: 8}, []string{"pin a 4", "get b 4", "get c 4", "release a", "get d 4"}, "a d", 8},
 		{"two pins: held until both go", Options{MaxBytes: 4}, []string{"pin a 4", "pin a 4", "release a", "get b 4", "get c 4"}, "a c", 8},
 		{"pinned over the entry bound: shared, then dropped", Options{MaxBytes: 8, MaxEntry: 4}, []string{"get b 4", "pin a 6", "pin a 6", "release a", "release a"}, "b", 4},
