@@ -1,15 +1,14 @@
 package netboot
 
 import (
-	"container/list"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 	"time"
 
 	"github.com/imprint-dev/imprint/image"
+	"github.com/imprint-dev/imprint/internal/chunkcache"
 )
 
 // DefaultBootCache bounds the decoded chunks of boot files and loaders kept
@@ -21,106 +20,19 @@ const DefaultBootCache = 256 << 20
 // file may have: it is refused, not streamed.
 var ErrTooLarge = errors.New("boot file is larger than the limit")
 
-// chunkLoadTimeout bounds one chunk's fetch and decode. The load runs for
-// every reader waiting on the chunk, so it is not tied to the client that
-// happened to ask first.
+// chunkLoadTimeout bounds one chunk's fetch and decode.
 const chunkLoadTimeout = 2 * time.Minute
 
-// chunkCache holds decoded, checked chunks by name. Each chunk is loaded
-// once however many readers ask for it at the same time (they wait for the
-// first), and a chunk in use by a reader stays in the map, so no chunk is
-// ever held twice. Chunks nobody reads are kept, least recently used first
-// out, while their bytes stay under max.
-type chunkCache struct {
-	max int64
-
-	mu      sync.Mutex
-	entries map[string]*cacheEntry
-	idle    list.List // of *cacheEntry with refs == 0, most recent first
-	idleLen int64     // bytes of the idle entries
-}
-
-type cacheEntry struct {
-	sum   string
-	refs  int
-	ready chan struct{}
-	data  []byte
-	err   error
-	elem  *list.Element // in idle, when refs == 0
-}
-
-func newChunkCache(max int64) *chunkCache {
+// newChunkCache makes the cache of decoded, checked chunks by name. Each
+// chunk is loaded once however many readers ask for it at the same time
+// (they wait for the first), and a chunk in use by a reader is pinned, so
+// no chunk is ever held twice. Chunks nobody reads are kept, least
+// recently used first out, while their bytes stay under max.
+func newChunkCache(max int64) *chunkcache.Cache[string] {
 	if max <= 0 {
 		max = DefaultBootCache
 	}
-	return &chunkCache{max: max, entries: map[string]*cacheEntry{}}
-}
-
-// get returns chunk sum, loading it with load unless it is cached or being
-// loaded; the caller must release it.
-func (c *chunkCache) get(ctx context.Context, sum string, load func(context.Context) ([]byte, error)) (*cacheEntry, error) {
-	c.mu.Lock()
-	e, ok := c.entries[sum]
-	if ok {
-		if e.refs == 0 && e.elem != nil {
-			c.idle.Remove(e.elem)
-			e.elem = nil
-			c.idleLen -= int64(len(e.data))
-		}
-		e.refs++
-		c.mu.Unlock()
-		select {
-		case <-e.ready:
-		case <-ctx.Done():
-			c.release(e)
-			return nil, ctx.Err()
-		}
-		if e.err != nil {
-			c.release(e)
-			return nil, e.err
-		}
-		return e, nil
-	}
-	e = &cacheEntry{sum: sum, refs: 1, ready: make(chan struct{})}
-	c.entries[sum] = e
-	c.mu.Unlock()
-
-	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), chunkLoadTimeout)
-	e.data, e.err = load(lctx)
-	cancel()
-	if e.err != nil {
-		// A failed load is not remembered: the next reader tries again.
-		c.mu.Lock()
-		delete(c.entries, sum)
-		c.mu.Unlock()
-	}
-	close(e.ready)
-	if e.err != nil {
-		c.release(e)
-		return nil, e.err
-	}
-	return e, nil
-}
-
-func (c *chunkCache) release(e *cacheEntry) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e.refs--
-	if e.refs > 0 || e.err != nil {
-		return
-	}
-	if c.entries[e.sum] != e {
-		return
-	}
-	e.elem = c.idle.PushFront(e)
-	c.idleLen += int64(len(e.data))
-	for c.idleLen > c.max {
-		old := c.idle.Back().Value.(*cacheEntry)
-		c.idle.Remove(old.elem)
-		old.elem = nil
-		c.idleLen -= int64(len(old.data))
-		delete(c.entries, old.sum)
-	}
+	return chunkcache.New[string](chunkcache.Options{MaxBytes: max})
 }
 
 // contentReader reads one content straight from its chunks, each checked
@@ -130,14 +42,15 @@ func (c *chunkCache) release(e *cacheEntry) {
 // the one chunk it is in.
 type contentReader struct {
 	ctx       context.Context
-	cache     *chunkCache
+	cache     *chunkcache.Cache[string]
 	load      func(ctx context.Context, sum string, n int64) ([]byte, error)
 	content   *image.Content
 	chunkSize int64
 
-	off int64
-	cur *cacheEntry
-	idx int
+	off     int64
+	cur     []byte // chunk idx, pinned in cache until release
+	release func()
+	idx     int
 }
 
 var zeros [64 << 10]byte
@@ -161,13 +74,19 @@ func (r *contentReader) Read(p []byte) (int, error) {
 	}
 	if r.cur == nil || r.idx != i {
 		r.drop()
-		e, err := r.cache.get(r.ctx, sum, func(ctx context.Context) ([]byte, error) { return r.load(ctx, sum, n) })
+		data, release, err := r.cache.Acquire(r.ctx, sum, func(ctx context.Context) ([]byte, error) {
+			// The load runs for every reader waiting on the chunk, so it
+			// is not tied to the client that happened to ask first.
+			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), chunkLoadTimeout)
+			defer cancel()
+			return r.load(lctx, sum, n)
+		})
 		if err != nil {
 			return 0, err
 		}
-		r.cur, r.idx = e, i
+		r.cur, r.release, r.idx = data, release, i
 	}
-	w := copy(p, r.cur.data[in:])
+	w := copy(p, r.cur[in:])
 	r.off += int64(w)
 	return w, nil
 }
@@ -190,9 +109,9 @@ func (r *contentReader) Seek(offset int64, whence int) (int64, error) {
 }
 
 func (r *contentReader) drop() {
-	if r.cur != nil {
-		r.cache.release(r.cur)
-		r.cur = nil
+	if r.release != nil {
+		r.release()
+		r.cur, r.release = nil, nil
 	}
 }
 

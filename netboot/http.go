@@ -23,6 +23,7 @@ import (
 
 	"github.com/imprint-dev/imprint/fetch/swarm"
 	"github.com/imprint-dev/imprint/image"
+	"github.com/imprint-dev/imprint/internal/chunkcache"
 	"github.com/imprint-dev/imprint/store"
 )
 
@@ -116,7 +117,7 @@ type HTTP struct {
 	once      sync.Once
 	dec       *image.Decoder
 	decErr    error
-	chunks    *chunkCache
+	chunks    *chunkcache.Cache[string]
 	mu        sync.Mutex
 	resolved  map[string]*resolvedEntry // by NAME:VERSION, "NAME:" for the newest
 }
@@ -291,7 +292,7 @@ func (h *HTTP) file(w http.ResponseWriter, r *http.Request, rel, cache, etag str
 // bootFile serves an image's kernel, initrd, agent initramfs or a loader
 // (by its name in the manifest) straight from its chunks, each checked as
 // it is read, so a machine can boot without the store holding loose files,
-// and a rack booting at once shares one decoded copy (chunkCache).
+// and a rack booting at once shares one decoded copy (newChunkCache).
 func (h *HTTP) bootFile(w http.ResponseWriter, r *http.Request, name, version, file string) {
 	if image.ValidName(name) != nil || image.ValidName(version) != nil {
 		http.NotFound(w, r)

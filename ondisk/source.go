@@ -10,6 +10,7 @@ import (
 	"github.com/imprint-dev/imprint/copier"
 	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/image"
+	"github.com/imprint-dev/imprint/internal/chunkcache"
 	"github.com/imprint-dev/imprint/layout"
 	"github.com/imprint-dev/imprint/store"
 	"github.com/klauspost/compress/zstd"
@@ -41,11 +42,9 @@ type DiskSource struct {
 	mu    sync.Mutex        // guards the ESP (go-diskfs is not safe for concurrent use) and files
 	files map[string][]byte // boot files read from the ESP, by path
 
-	cmu      sync.Mutex // guards the fields below: served chunks
-	inflight map[string]*flight
-	recent   map[string][]byte
-	order    []string
-	kept     int
+	// served keeps compressed chunks served, by name, and runs one
+	// read-check-compress per chunk for all the requests that want it.
+	served *chunkcache.Cache[string]
 
 	// avail, for a disk still being deployed, says which chunks are
 	// written; nil for a completed disk. later are the chunks of boot
@@ -112,7 +111,7 @@ func newDiskSource(p string, dev *disk.Disk, slot string) (*DiskSource, error) {
 		return nil, fmt.Errorf("%s: %w: its deploy of %s:%s did not complete (status %q)", p, ErrNotDeployed, od.State.Name, od.State.Version, od.State.Status)
 	}
 	m := od.Manifest
-	s := &DiskSource{path: p, dev: dev, od: od, chunks: map[string][]chunkLoc{}, files: map[string][]byte{}}
+	s := &DiskSource{path: p, dev: dev, od: od, chunks: map[string][]chunkLoc{}, files: map[string][]byte{}, served: newServed()}
 	if sf := od.Slot.SignatureFile(); od.ESP.Exists(sf) {
 		if s.sig, err = od.ESP.ReadFile(sf); err != nil {
 			return nil, fmt.Errorf("%s: %s: %w", p, sf, err)
@@ -250,72 +249,28 @@ func (s *DiskSource) Signature(ctx context.Context, name, version string) ([]byt
 //
 // Children of one node ask for the same chunks at about the same time, so
 // one read-check-compress serves all of them: concurrent requests for a
-// chunk share one computation, and recent results are kept (recentBytes).
+// chunk share one computation, and recent results are kept (recentBytes,
+// least recently used out first).
 // What is kept was checked when it was read, and a chunk's bytes are its
 // name, so handing them out again is always right.
 func (s *DiskSource) Chunk(ctx context.Context, sum string) ([]byte, error) {
-	s.cmu.Lock()
-	if b, ok := s.recent[sum]; ok {
-		s.cmu.Unlock()
-		return b, nil
-	}
-	if c, ok := s.inflight[sum]; ok {
-		s.cmu.Unlock()
-		select {
-		case <-c.done:
-			return c.b, c.err
-		case <-ctx.Done():
-			return nil, ctx.Err()
+	b, _, err := s.served.Get(ctx, sum, func(ctx context.Context) ([]byte, error) {
+		// Not the caller's context: other requests wait for this result.
+		raw, err := s.RawChunk(context.WithoutCancel(ctx), sum)
+		if err != nil {
+			return nil, err
 		}
-	}
-	c := &flight{done: make(chan struct{})}
-	if s.inflight == nil {
-		s.inflight, s.recent = map[string]*flight{}, map[string][]byte{}
-	}
-	s.inflight[sum] = c
-	s.cmu.Unlock()
-
-	// Not the caller's context: other requests wait for this result.
-	raw, err := s.RawChunk(context.WithoutCancel(ctx), sum)
-	if err == nil {
-		c.b = image.Compress(s.enc, raw)
-	}
-	c.err = err
-
-	s.cmu.Lock()
-	delete(s.inflight, sum)
-	if err == nil {
-		s.keep(sum, c.b)
-	}
-	s.cmu.Unlock()
-	close(c.done)
-	return c.b, c.err
+		return image.Compress(s.enc, raw), nil
+	})
+	return b, err
 }
 
-// recentBytes bounds the compressed chunks a DiskSource keeps.
+// recentBytes bounds the compressed chunks a DiskSource keeps; a chunk
+// larger than a quarter of it is served but not kept.
 const recentBytes = 64 << 20
 
-type flight struct {
-	done chan struct{}
-	b    []byte
-	err  error
-}
-
-// keep remembers a served chunk, forgetting the oldest past recentBytes.
-// Called with cmu held.
-func (s *DiskSource) keep(sum string, b []byte) {
-	if len(b) > recentBytes/4 {
-		return
-	}
-	s.recent[sum] = b
-	s.order = append(s.order, sum)
-	s.kept += len(b)
-	for s.kept > recentBytes && len(s.order) > 0 {
-		old := s.order[0]
-		s.order = s.order[1:]
-		s.kept -= len(s.recent[old])
-		delete(s.recent, old)
-	}
+func newServed() *chunkcache.Cache[string] {
+	return chunkcache.New[string](chunkcache.Options{MaxBytes: recentBytes, MaxEntry: recentBytes / 4})
 }
 
 // RawChunk is Chunk without compression.
@@ -402,7 +357,7 @@ func OpenLive(p string, img *image.Resolved, lay *layout.Layout, st *State, done
 	}
 	m := img.Manifest
 	s := &DiskSource{
-		path: p, dev: dev, sig: img.Signature, chunks: map[string][]chunkLoc{}, files: map[string][]byte{},
+		path: p, dev: dev, sig: img.Signature, chunks: map[string][]chunkLoc{}, files: map[string][]byte{}, served: newServed(),
 		od: newOnDisk(&Slot{Manifest: m, ManifestRaw: img.Raw, Layout: lay, State: &State{ImageID: img.ID, Name: m.Name, Version: m.Version, Status: StatusWriting, Table: t, Slot: st.Slot}}),
 		avail: func(l chunkLoc) bool {
 			bm := done[l.part]

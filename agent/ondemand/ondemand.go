@@ -23,7 +23,6 @@
 package ondemand
 
 import (
-	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -35,6 +34,7 @@ import (
 
 	"github.com/imprint-dev/imprint/fetch"
 	"github.com/imprint-dev/imprint/image"
+	"github.com/imprint-dev/imprint/internal/chunkcache"
 )
 
 // Options say what to read and how.
@@ -87,12 +87,13 @@ type Stats struct {
 type Reader struct {
 	o Options
 
-	mu       sync.Mutex
-	lru      *list.List // of *entry, most recently used first
-	cached   map[int]*list.Element
-	inflight map[int]*call
-	seen     map[int]bool // chunks fetched at least once
-	st       Stats
+	// cache keeps checked chunks by index and runs one fetch per chunk
+	// for all the reads that want it.
+	cache *chunkcache.Cache[int]
+
+	mu   sync.Mutex
+	seen map[int]bool // chunks fetched at least once
+	st   Stats
 
 	// Reads waiting for a fetch, and a channel closed when they are
 	// none: Fill starts a chunk only then.
@@ -102,17 +103,6 @@ type Reader struct {
 	// The wait for sources, said once for all the chunks in it.
 	waitStart time.Time
 	lastSaid  time.Time
-}
-
-type entry struct {
-	i    int
-	data []byte
-}
-
-type call struct {
-	done chan struct{}
-	data []byte
-	err  error
 }
 
 // New makes a Reader over o.Content.
@@ -137,7 +127,8 @@ func New(o Options) (*Reader, error) {
 	}
 	idle := make(chan struct{})
 	close(idle)
-	return &Reader{o: o, lru: list.New(), cached: map[int]*list.Element{}, inflight: map[int]*call{}, seen: map[int]bool{}, idle: idle}, nil
+	cache := chunkcache.New[int](chunkcache.Options{MaxBytes: o.CacheBytes, KeepAll: o.Fill})
+	return &Reader{o: o, cache: cache, seen: map[int]bool{}, idle: idle}, nil
 }
 
 // Size is the partition's size in bytes.
@@ -145,9 +136,12 @@ func (r *Reader) Size() int64 { return r.o.Content.Size }
 
 // Stats says what the reader did so far.
 func (r *Reader) Stats() Stats {
+	cached := r.cache.Bytes()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.st
+	st := r.st
+	st.CachedBytes = cached
+	return st
 }
 
 // ReadAt fills p with the partition's bytes at off.
@@ -209,71 +203,64 @@ func (r *Reader) chunk(ctx context.Context, i int, fill bool) ([]byte, error) {
 }
 
 func (r *Reader) chunkOnce(ctx context.Context, i int, fill bool) ([]byte, error) {
-	r.mu.Lock()
-	if el, ok := r.cached[i]; ok {
-		r.lru.MoveToFront(el)
-		if !fill {
-			r.st.Hits++
-		}
-		data := el.Value.(*entry).data
+	loaded := false
+	data, hit, err := r.cache.Get(ctx, i, func(ctx context.Context) ([]byte, error) {
+		data, err := r.load(ctx, i, fill)
+		loaded = err == nil
+		return data, err
+	})
+	if hit && !fill {
+		r.mu.Lock()
+		r.st.Hits++
 		r.mu.Unlock()
-		return data, nil
 	}
-	if c, ok := r.inflight[i]; ok {
-		r.mu.Unlock()
-		select {
-		case <-c.done:
-			return c.data, c.err
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+	// Said once the chunk is in the cache and its other readers have it.
+	if loaded && r.o.OnFetch != nil {
+		r.o.OnFetch(i, int64(len(data)))
 	}
-	c := &call{done: make(chan struct{})}
-	r.inflight[i] = c
-	r.mu.Unlock()
+	return data, err
+}
 
+// load gets chunk i, checked: from Local when it holds it intact, else
+// from the sources; and counts it.
+func (r *Reader) load(ctx context.Context, i int, fill bool) (data []byte, err error) {
 	local := false
 	if r.o.Local != nil {
-		c.data, c.err = r.readLocal(i)
-		local = c.err == nil
-		if c.err != nil {
+		data, err = r.readLocal(i)
+		local = err == nil
+		if err != nil {
 			r.mu.Lock()
 			r.st.Drifted++
 			r.mu.Unlock()
 			if r.o.Fetcher == nil {
-				r.logf("chunk %d: %v; no source to fetch it from, its reads fail", i, c.err)
+				r.logf("chunk %d: %v; no source to fetch it from, its reads fail", i, err)
 			} else {
-				r.logf("chunk %d: %v; fetching it from the sources", i, c.err)
+				r.logf("chunk %d: %v; fetching it from the sources", i, err)
 			}
 		}
 	}
 	if !local && r.o.Fetcher != nil {
-		c.data, c.err = r.fetch(ctx, i)
+		data, err = r.fetch(ctx, i)
 	}
-
+	if err != nil {
+		return nil, err
+	}
 	r.mu.Lock()
-	delete(r.inflight, i)
-	if c.err == nil && local {
-		r.st.LocalBytes += int64(len(c.data))
-		r.insert(i, c.data)
-	} else if c.err == nil {
-		r.st.FetchedBytes += int64(len(c.data))
-		r.st.FetchedChunks++
-		if fill {
-			r.st.FillBytes += int64(len(c.data))
-		}
-		if r.seen[i] {
-			r.st.Refetched++
-		}
-		r.seen[i] = true
-		r.insert(i, c.data)
+	defer r.mu.Unlock()
+	if local {
+		r.st.LocalBytes += int64(len(data))
+		return data, nil
 	}
-	r.mu.Unlock()
-	close(c.done)
-	if c.err == nil && r.o.OnFetch != nil {
-		r.o.OnFetch(i, int64(len(c.data)))
+	r.st.FetchedBytes += int64(len(data))
+	r.st.FetchedChunks++
+	if fill {
+		r.st.FillBytes += int64(len(data))
 	}
-	return c.data, c.err
+	if r.seen[i] {
+		r.st.Refetched++
+	}
+	r.seen[i] = true
+	return data, nil
 }
 
 // readLocal reads chunk i from Local and checks it.
@@ -303,8 +290,8 @@ func (r *Reader) Fill(ctx context.Context) error {
 			continue
 		}
 		for {
+			have := r.cache.Has(i)
 			r.mu.Lock()
-			_, have := r.cached[i]
 			idle := r.idle
 			r.mu.Unlock()
 			if have {
@@ -332,23 +319,6 @@ func (r *Reader) Fill(ctx context.Context) error {
 
 // ErrNoFill says Fill was called on a Reader made without Options.Fill.
 var ErrNoFill = errors.New("ondemand: Fill needs a reader made with Options.Fill")
-
-// insert adds chunk i to the cache and drops the least recently used
-// chunks until the cache fits its bound. Called with r.mu held.
-func (r *Reader) insert(i int, data []byte) {
-	if !r.o.Fill && int64(len(data)) > r.o.CacheBytes {
-		return
-	}
-	r.cached[i] = r.lru.PushFront(&entry{i: i, data: data})
-	r.st.CachedBytes += int64(len(data))
-	for !r.o.Fill && r.st.CachedBytes > r.o.CacheBytes {
-		el := r.lru.Back()
-		e := el.Value.(*entry)
-		r.lru.Remove(el)
-		delete(r.cached, e.i)
-		r.st.CachedBytes -= int64(len(e.data))
-	}
-}
 
 // fetch gets chunk i from the sources, checked; when none gives it, it
 // asks them all again after a pause that doubles up to RetryMax, until
