@@ -3,6 +3,7 @@ package swarm
 import (
 	"bytes"
 	"crypto/rand"
+	"fmt"
 	"testing"
 	"time"
 
@@ -56,6 +57,32 @@ func TestOneSeedOneNodeWholeImage(t *testing.T) {
 			}
 			t.Logf("%d pieces in %v", total, time.Since(start))
 			b.same(t, want)
+		})
+	}
+}
+
+// BenchmarkOneSeedOneNode64MiB times a 64 MiB image from one seeding peer
+// to one node on loopback, no web seed.
+//
+//	go test -run '^$' -bench OneSeedOneNode -benchtime 3x ./fetch/swarm/
+func BenchmarkOneSeedOneNode64MiB(b *testing.B) {
+	for _, chunk := range []int64{64 << 10, 1 << 20} {
+		b.Run(fmt.Sprintf("chunk=%dKiB", chunk>>10), func(b *testing.B) {
+			st, m, want := bigImage(b, 64<<20, chunk)
+			srv := newServer(b, st)
+			srv.seedOff.Store(true)
+			newNode(b, "127.0.0.2", m, srv.URL, want, false)
+			b.SetBytes(64 << 20)
+			b.ResetTimer()
+			for i := range b.N {
+				n := newNode(b, fmt.Sprintf("127.0.1.%d", i+1), m, srv.URL, nil, false)
+				if err := n.sess.Wait(b.Context(), 10*time.Second); err != nil {
+					b.Fatalf("%v (%d of %d pieces came)", err, len(n.sess.Tor.Pieces)-n.sess.Missing(), len(n.sess.Tor.Pieces))
+				}
+				b.StopTimer()
+				n.Close()
+				b.StartTimer()
+			}
 		})
 	}
 }
