@@ -16,6 +16,7 @@ import (
 	"github.com/imprint-dev/imprint/deploy"
 	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/fetch/swarm"
+	"github.com/imprint-dev/imprint/layout"
 	"github.com/imprint-dev/imprint/netboot"
 )
 
@@ -196,4 +197,36 @@ func contiguousSyncImages(t *testing.T, dir string) (store string, v2 built) {
 	build("1")
 	rand.Read(data[:6<<20])
 	return store, build("2")
+}
+
+// A deployed disk is seeded from the slot the deploy wrote: slot b's
+// root, not slot a's (which may hold another image).
+func TestSeedTheSlotDeployed(t *testing.T) {
+	slotted := &layout.Table{Partitions: []layout.Placed{
+		{Spec: layout.Spec{Name: "esp"}, Start: 1 << 20},
+		{Spec: layout.Spec{Name: "root-a"}, Start: 2 << 20},
+		{Spec: layout.Spec{Name: "root-b"}, Start: 3 << 20},
+	}}
+	one := &layout.Table{Partitions: []layout.Placed{{Spec: layout.Spec{Name: "root"}, Start: 4 << 20}}}
+	for _, tc := range []struct {
+		table *layout.Table
+		slot  string
+		start int64 // 0: refused
+	}{
+		{slotted, "b", 3 << 20},
+		{slotted, "a", 2 << 20},
+		{one, "", 4 << 20},
+		{one, "b", 0},
+		{slotted, "", 0},
+	} {
+		pl, err := seedPartition(tc.table, "root", tc.slot)
+		switch {
+		case tc.start == 0 && err == nil:
+			t.Errorf("slot %q: seeded %s, want an error", tc.slot, pl.Name)
+		case tc.start != 0 && err != nil:
+			t.Errorf("slot %q: %v", tc.slot, err)
+		case pl.Start != tc.start:
+			t.Errorf("slot %q: seeded %s at %d, want the partition at %d", tc.slot, pl.Name, pl.Start, tc.start)
+		}
+	}
 }
