@@ -20,6 +20,9 @@ import (
 // wanted data ends, never cancelled, and let the engine run its 25
 // requests per host at once.
 //
+// A linkname to a variable the engine no longer has still links (this
+// package would define it): TestWebSeedScatteredPieces is what notices.
+//
 //go:linkname webseedSlice github.com/anacrolix/torrent.webseedRequestChunkSize
 var webseedSlice uint64
 
