@@ -153,7 +153,7 @@ func newDeploy(e *env) *cobra.Command {
 			if served != nil && o.Swarm != nil {
 				// Seed the deployed disk in the swarm for as long as it is
 				// served over HTTP.
-				leave, err := seedDeployed(o.Swarm, o.Image, o.Disk, res.Plan.Table)
+				leave, err := seedDeployed(o.Swarm, o.Image, o.Disk, res.Plan.Table, res.Plan.Slot)
 				if err != nil {
 					fmt.Fprintf(e.io.Err, "warning: swarm: %v\n", err)
 				} else {

@@ -80,25 +80,19 @@ func (s *swarmFlags) options(from []string) (*deploy.SwarmOptions, error) {
 }
 
 // seedDeployed offers a deployed disk's partitions to the image's swarm
-// until leave is called.
-func seedDeployed(o *deploy.SwarmOptions, img *image.Resolved, path string, t *layout.Table) (leave func(), err error) {
+// until leave is called. slot is the root slot the deploy wrote ("" on a
+// disk with one slot): the other slot may hold another image.
+func seedDeployed(o *deploy.SwarmOptions, img *image.Resolved, path string, t *layout.Table, slot string) (leave func(), err error) {
 	d, err := disk.OpenDisk(path, disk.OpenOptions{})
 	if err != nil {
 		return nil, err
 	}
 	var places []swarm.Place
 	for _, p := range img.Manifest.Partitions {
-		pl, ok := t.Find(p.Name)
-		for _, slot := range []string{"a", "b"} {
-			if !ok {
-				// A slotted disk names the partition after its slot; a fresh
-				// deploy writes one of them.
-				pl, ok = t.Find(ondisk.SlotPartition(p.Name, slot))
-			}
-		}
-		if !ok {
+		pl, err := seedPartition(t, p.Name, slot)
+		if err != nil {
 			d.Close()
-			return nil, fmt.Errorf("partition %s is not in the disk's table", p.Name)
+			return nil, err
 		}
 		places = append(places, swarm.Place{Content: p.Content, Target: disk.Section{D: d, Off: pl.Start, Len: pl.Len},
 			Have: func(int) bool { return true }})
@@ -109,4 +103,15 @@ func seedDeployed(o *deploy.SwarmOptions, img *image.Resolved, path string, t *l
 		return nil, err
 	}
 	return func() { s.Leave(); d.Close() }, nil
+}
+
+// seedPartition is where content partition name of the image written to
+// slot is: the partition the deploy wrote it to (ondisk's PartitionOf).
+func seedPartition(t *layout.Table, name, slot string) (layout.Placed, error) {
+	want := ondisk.SlotPartition(name, slot)
+	pl, ok := t.Find(want)
+	if !ok {
+		return layout.Placed{}, fmt.Errorf("partition %s (of slot %q) is not in the disk's table", want, slot)
+	}
+	return pl, nil
 }

@@ -1,11 +1,9 @@
 package cli
 
 import (
-	"crypto/rand"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -16,6 +14,7 @@ import (
 	"github.com/imprint-dev/imprint/deploy"
 	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/fetch/swarm"
+	"github.com/imprint-dev/imprint/layout"
 	"github.com/imprint-dev/imprint/netboot"
 )
 
@@ -105,7 +104,7 @@ func syncResult(t *testing.T, args ...string) deploy.SyncResult {
 // HTTP, and both slots hold v2's root.
 func TestTwoSyncsThroughTheSwarm(t *testing.T) {
 	dir := t.TempDir()
-	storeDir, v2 := contiguousSyncImages(t, dir)
+	storeDir, _, v2 := syncImages(t, dir)
 	tr := &swarm.Tracker{Allowed: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, Interval: time.Second}
 	sw := &seedOffSwitch{h: &netboot.HTTP{Store: storeDir, Decider: netboot.Static{}, SwarmTracker: tr}}
 	srv := httptestServer(t, sw)
@@ -150,10 +149,8 @@ func TestTwoSyncsThroughTheSwarm(t *testing.T) {
 		t.Fatal(err)
 	}
 	sw.off.Store(true)
-	// FIXME(swarm): from the one seeding peer the sync takes 31 pieces
-	// (2 MiB) and then none for the stall time, every run; the rest comes
-	// over HTTP. Until that is found, only "some from the peer" holds.
-	syncTo(disks[1], "127.0.0.4", false)
+	// Every chunk from the one seeding peer (it once stopped after 31).
+	syncTo(disks[1], "127.0.0.4", true)
 
 	for _, d := range disks {
 		od := onDisk(t, d)
@@ -169,31 +166,34 @@ func TestTwoSyncsThroughTheSwarm(t *testing.T) {
 	}
 }
 
-// contiguousSyncImages builds v1 (a 16 MiB random root) and v2 (its first
-// 6 MiB changed) in one store. The changed chunks are one run: with every
-// other chunk changed (syncImages) the engine takes seconds per piece
-// from the web seed (see the report), which no test can wait for.
-func contiguousSyncImages(t *testing.T, dir string) (store string, v2 built) {
-	t.Helper()
-	store = filepath.Join(dir, "store")
-	randomFile(t, filepath.Join(dir, "vmlinuz"), 64<<10)
-	for _, f := range []string{"sd-boot.efi", "ipxe.efi"} {
-		if err := os.WriteFile(filepath.Join(dir, f), []byte("MZ stand-in "+f), 0o644); err != nil {
-			t.Fatal(err)
+// A deployed disk is seeded from the slot the deploy wrote: slot b's
+// root, not slot a's (which may hold another image).
+func TestSeedTheSlotDeployed(t *testing.T) {
+	slotted := &layout.Table{Partitions: []layout.Placed{
+		{Spec: layout.Spec{Name: "esp"}, Start: 1 << 20},
+		{Spec: layout.Spec{Name: "root-a"}, Start: 2 << 20},
+		{Spec: layout.Spec{Name: "root-b"}, Start: 3 << 20},
+	}}
+	one := &layout.Table{Partitions: []layout.Placed{{Spec: layout.Spec{Name: "root"}, Start: 4 << 20}}}
+	for _, tc := range []struct {
+		table *layout.Table
+		slot  string
+		start int64 // 0: refused
+	}{
+		{slotted, "b", 3 << 20},
+		{slotted, "a", 2 << 20},
+		{one, "", 4 << 20},
+		{one, "b", 0},
+		{slotted, "", 0},
+	} {
+		pl, err := seedPartition(tc.table, "root", tc.slot)
+		switch {
+		case tc.start == 0 && err == nil:
+			t.Errorf("slot %q: seeded %s, want an error", tc.slot, pl.Name)
+		case tc.start != 0 && err != nil:
+			t.Errorf("slot %q: %v", tc.slot, err)
+		case pl.Start != tc.start:
+			t.Errorf("slot %q: seeded %s at %d, want the partition at %d", tc.slot, pl.Name, pl.Start, tc.start)
 		}
 	}
-	data := make([]byte, 16<<20)
-	rand.Read(data)
-	build := func(version string) built {
-		p := filepath.Join(dir, "root-"+version)
-		if err := os.WriteFile(p, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return buildImage(t, "--store", store, "--name", "node", "--version", version, "--partition", "root="+p, "--chunk-size", "64K",
-			"--kernel", filepath.Join(dir, "vmlinuz"), "--loader", "systemd-bootx64.efi="+filepath.Join(dir, "sd-boot.efi"),
-			"--loader", "ipxe.efi="+filepath.Join(dir, "ipxe.efi"))
-	}
-	build("1")
-	rand.Read(data[:6<<20])
-	return store, build("2")
 }

@@ -204,6 +204,9 @@ func (n *Node) Join(m *image.Manifest, server string, places []Place) (*Session,
 			t.Piece(p).SetPriority(torrent.PiecePriorityNormal)
 		}
 	}
+	if server != "" {
+		kickWebSeeds(n.cl)
+	}
 	return &Session{t: t, store: st, Tor: tor}, nil
 }
 

@@ -2,7 +2,11 @@ package swarm
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
+	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -58,4 +62,80 @@ func TestOneSeedOneNodeWholeImage(t *testing.T) {
 			b.same(t, want)
 		})
 	}
+}
+
+// BenchmarkOneSeedOneNode64MiB times a 64 MiB image from one seeding peer
+// to one node on loopback, no web seed.
+//
+//	go test -run '^$' -bench OneSeedOneNode -benchtime 3x ./fetch/swarm/
+func BenchmarkOneSeedOneNode64MiB(b *testing.B) {
+	for _, chunk := range []int64{64 << 10, 1 << 20} {
+		b.Run(fmt.Sprintf("chunk=%dKiB", chunk>>10), func(b *testing.B) {
+			st, m, want := bigImage(b, 64<<20, chunk)
+			srv := newServer(b, st)
+			srv.seedOff.Store(true)
+			newNode(b, "127.0.0.2", m, srv.URL, want, false)
+			b.SetBytes(64 << 20)
+			b.ResetTimer()
+			for i := range b.N {
+				n := newNode(b, fmt.Sprintf("127.0.1.%d", i+1), m, srv.URL, nil, false)
+				if err := n.sess.Wait(b.Context(), 10*time.Second); err != nil {
+					b.Fatalf("%v (%d of %d pieces came)", err, len(n.sess.Tor.Pieces)-n.sess.Missing(), len(n.sess.Tor.Pieces))
+				}
+				b.StopTimer()
+				n.Close()
+				b.StartTimer()
+			}
+		})
+	}
+}
+
+// The web seed alone gives a node the chunks it lacks when they are
+// scattered (every other chunk, as a sync to a version that changed every
+// other chunk): 8 MiB of 64 KiB chunks.
+func TestWebSeedScatteredPieces(t *testing.T) {
+	st, m, want := bigImage(t, 16<<20, 64<<10)
+	srv := newServer(t, st)
+	n, err := NewNode(Options{Listen: "127.0.0.3:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(filepath.Join(t.TempDir(), "root"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	have := func(i int) bool { return i%2 == 0 }
+	cs := int(m.ChunkSize)
+	for i := 0; i*cs < len(want[0]); i += 2 {
+		if _, err := f.WriteAt(want[0][i*cs:(i+1)*cs], int64(i*cs)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { n.Close() })
+	start := time.Now()
+	s, err := n.Join(m, srv.URL, []Place{{Content: m.Partitions[0].Content, Target: f, Have: have}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Missing(); got != 128 {
+		t.Fatalf("%d pieces missing, want 128", got)
+	}
+	for s.Missing() == 128 && time.Since(start) < 10*time.Second {
+		time.Sleep(time.Millisecond)
+	}
+	// The first web seed request once waited for the engine's 5 s timer.
+	if first := time.Since(start); first > 2*time.Second {
+		t.Errorf("the first piece took %v", first)
+	}
+	// Once one piece per request, one request at a time, seconds apart:
+	// 4.6 min. Loopback does it in well under a second.
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	if err := s.Wait(ctx, 10*time.Second); err != nil {
+		t.Fatalf("%v after %v, %d pieces missing", err, time.Since(start), s.Missing())
+	}
+	t.Logf("128 scattered pieces from the web seed in %v", time.Since(start))
+	nd := &node{Node: n, files: []*os.File{f}, sess: s}
+	nd.same(t, want)
 }

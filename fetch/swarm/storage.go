@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"sync"
 	"sync/atomic"
 
 	"github.com/anacrolix/torrent/metainfo"
@@ -50,6 +51,12 @@ type pieceStore struct {
 	places []Place
 	ps     []pieceState
 	failed atomic.Int64 // pieces that did not check
+	// closing guards the target against the engine's peer reads and
+	// writes, which it does not wait for when it drops the torrent: once
+	// closed (Close returns before Drop does), none touches the target,
+	// so the caller may close it.
+	closing sync.RWMutex
+	closed  bool
 	// corrupt, in tests, makes this node serve flipped bytes.
 	corrupt bool
 }
@@ -100,7 +107,12 @@ func (s *pieceStore) OpenTorrent(_ context.Context, info *metainfo.Info, ih meta
 	}
 	return storage.TorrentImpl{
 		Piece: func(p metainfo.Piece) storage.PieceImpl { return &piece{s: s, i: p.Index()} },
-		Close: func() error { return nil },
+		Close: func() error {
+			s.closing.Lock()
+			s.closed = true
+			s.closing.Unlock()
+			return nil
+		},
 	}, nil
 }
 
@@ -140,6 +152,11 @@ func (p *piece) WriteAt(b []byte, off int64) (int, error) {
 		}
 		b = b[:l-off]
 	}
+	p.s.closing.RLock()
+	defer p.s.closing.RUnlock()
+	if p.s.closed {
+		return n, nil
+	}
 	t, base, ok := p.first()
 	if !ok {
 		// A piece this node does not need (another partition set): keep
@@ -156,6 +173,15 @@ func (p *piece) WriteAt(b []byte, off int64) (int, error) {
 func (p *piece) ReadAt(b []byte, off int64) (int, error) {
 	l := p.length()
 	n := len(b)
+	p.s.closing.RLock()
+	defer p.s.closing.RUnlock()
+	if p.s.closed {
+		// The torrent is dropped and its connections with it: nothing
+		// read now is sent. An error here would crash the process: the
+		// engine (v1.59.1) panics on a failed read for a closed torrent.
+		clear(b)
+		return n, nil
+	}
 	k := 0
 	if off < l {
 		t, base, ok := p.first()

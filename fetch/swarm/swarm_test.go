@@ -113,7 +113,7 @@ type server struct {
 	tracker *Tracker
 }
 
-func newServer(t *testing.T, st store.Source) *server {
+func newServer(t testing.TB, st store.Source) *server {
 	s := &server{}
 	s.Server = httptest.NewServer(s.handler(t, st))
 	t.Cleanup(s.Close)
@@ -121,7 +121,7 @@ func newServer(t *testing.T, st store.Source) *server {
 }
 
 // handler is a fresh tracker and web seed over st.
-func (s *server) handler(t *testing.T, st store.Source) http.Handler {
+func (s *server) handler(t testing.TB, st store.Source) http.Handler {
 	s.tracker = &Tracker{Allowed: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, Interval: time.Second}
 	ws := &WebSeed{Src: st}
 	t.Cleanup(ws.Close)
@@ -195,12 +195,12 @@ type node struct {
 	sess  *Session
 }
 
-func newNode(t *testing.T, ip string, m *image.Manifest, srv string, have [][]byte, corrupt bool) *node {
+func newNode(t testing.TB, ip string, m *image.Manifest, srv string, have [][]byte, corrupt bool) *node {
 	t.Helper()
 	return newNodeOpts(t, Options{Listen: ip + ":0", corrupt: corrupt}, m, srv, have)
 }
 
-func newNodeOpts(t *testing.T, o Options, m *image.Manifest, srv string, have [][]byte) *node {
+func newNodeOpts(t testing.TB, o Options, m *image.Manifest, srv string, have [][]byte) *node {
 	t.Helper()
 	n, err := NewNode(o)
 	if err != nil {

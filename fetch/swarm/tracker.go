@@ -23,7 +23,8 @@ type Tracker struct {
 	// Allowed are the subnets peers may be in (typically the server's
 	// own interfaces' subnets, see LocalSubnets).
 	Allowed []netip.Prefix
-	// Interval is how often peers are asked to announce again [15s].
+	// Interval is how often peers are asked to announce again [15s]; the
+	// engine announces at most once a minute whatever it is told.
 	Interval time.Duration
 	// Forget is how long a peer not heard from stays in the lists [10m]:
 	// the engine announces at its own pace (about every few minutes
