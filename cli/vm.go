@@ -220,6 +220,9 @@ func (o *vmNetboot) start(ctx context.Context, dir string) (*netbootRun, error) 
 	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 	h.Public = "http://" + net.JoinHostPort(guestHost, port) + "/"
 	plan, err := h.Plan(ctx, d)
+	if err == nil {
+		err = plan.CheckAgent()
+	}
 	if err != nil {
 		ln.Close()
 		switch {

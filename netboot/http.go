@@ -479,6 +479,18 @@ type BootPlan struct {
 	// Args is the kernel command line: the agent's arguments, the console,
 	// the image's own (root= left out) and the decision's extra ones.
 	Args []string
+
+	noAgent bool
+}
+
+// CheckAgent says, wrapping ErrNoAgent, when the server has no agent to
+// serve at p.Agent: the image carries none and HTTP.Agent is empty. (An
+// iPXE script is still handed out then; iPXE reports the missing file.)
+func (p *BootPlan) CheckAgent() error {
+	if p.noAgent {
+		return fmt.Errorf("image %s: %w", p.Image(), ErrNoAgent)
+	}
+	return nil
 }
 
 // Image is the planned image as NAME:VERSION.
@@ -487,7 +499,7 @@ func (p *BootPlan) Image() string { return p.Name + ":" + p.Version }
 // Plan resolves decision d's image (under h.Trust and h.Pins, as netboots
 // see it) and says how it boots from h.Public. An image that is not there
 // is an error wrapping store.ErrNotFound; one without a kernel wraps
-// ErrNoKernel; one without an agent, when h.Agent is empty, ErrNoAgent.
+// ErrNoKernel (see also BootPlan.CheckAgent).
 func (h *HTTP) Plan(ctx context.Context, d Decision) (*BootPlan, error) {
 	src, err := h.source()
 	if err != nil {
@@ -501,9 +513,6 @@ func (h *HTTP) Plan(ctx context.Context, d Decision) (*BootPlan, error) {
 	m := res.Manifest
 	if m.Boot == nil || m.Boot.Kernel == nil {
 		return nil, fmt.Errorf("image %s:%s: %w", m.Name, m.Version, ErrNoKernel)
-	}
-	if m.Boot.Agent == nil && h.Agent == "" {
-		return nil, fmt.Errorf("image %s:%s: %w", m.Name, m.Version, ErrNoAgent)
 	}
 	base := strings.TrimRight(h.Public, "/")
 	boot := "boot/" + m.Name + "/" + m.Version
@@ -519,7 +528,8 @@ func (h *HTTP) Plan(ctx context.Context, d Decision) (*BootPlan, error) {
 	}
 	args = append(args, strings.Fields(agentCmdline(m.Boot.Cmdline))...)
 	args = append(args, strings.Fields(d.Cmdline)...)
-	return &BootPlan{Name: m.Name, Version: m.Version, Kernel: boot + "/vmlinuz", Agent: boot + "/agent.img", Args: args}, nil
+	return &BootPlan{Name: m.Name, Version: m.Version, Kernel: boot + "/vmlinuz", Agent: boot + "/agent.img", Args: args,
+		noAgent: m.Boot.Agent == nil && h.Agent == ""}, nil
 }
 
 // agentCmdline keeps the image's command line except root=, which the
