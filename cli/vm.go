@@ -33,7 +33,10 @@ func newVM(e *env) *cobra.Command {
 		nb            vmNetboot
 	)
 	c := &cobra.Command{
-		Use:   "vm DISK [--bios] [--entry ID] | vm --netboot SOURCE --image NAME[:VERSION] [--root ondemand|ram]",
+		Use: "vm (DISK [--bios] [--entry ID] | --netboot SOURCE --image NAME[:VERSION] [--root ondemand|ram])",
+		Example: `  imprint vm node.img --entry diskless
+  imprint vm --netboot /srv/store --image compute
+  imprint vm --netboot http://master:8080/ --image compute:7 --root ram --until 'login:'`,
 		Short: "Boot a disk image, or an image from a store diskless, in QEMU (software emulation) with its serial console on this terminal",
 		Long: `Boot a disk image in QEMU with OVMF (UEFI) or SeaBIOS (--bios), the serial
 console on this terminal. Writes to the disk are discarded unless --persist.
