@@ -453,22 +453,71 @@ func (h *HTTP) Script(ctx context.Context, mac net.HardwareAddr) (string, error)
 	if d.Mode == Local {
 		return "#!ipxe\necho imprint: booting from the local disk\nexit 0\n", nil
 	}
-	src, err := h.source()
+	p, err := h.Plan(ctx, d)
 	if err != nil {
 		return "", err
+	}
+	base := strings.TrimRight(h.Public, "/")
+	args := append([]string{"initrd=agent.img"}, p.Args...)
+	return fmt.Sprintf("#!ipxe\necho imprint: %s %s (%s)\nkernel %s/%s %s\ninitrd --name agent.img %s/%s\nboot\n",
+		d.Mode, p.Image(), mac, base, p.Kernel, strings.Join(args, " "), base, p.Agent), nil
+}
+
+// Sentinel errors of Plan.
+var (
+	ErrNoKernel = errors.New("the image carries no kernel")
+	ErrNoAgent  = errors.New("the image carries no agent initramfs and the server has none for it")
+)
+
+// BootPlan is what a machine given a Decision boots from this server: the
+// image's kernel and the agent initramfs, and the kernel command line that
+// points the agent back here. Netbooted machines get it as an iPXE script;
+// `imprint vm --netboot` boots it directly.
+type BootPlan struct {
+	Name, Version string
+	// Kernel and Agent are paths under the server's base URL.
+	Kernel, Agent string
+	// Args is the kernel command line: the agent's arguments, the console,
+	// the image's own (root= left out) and the decision's extra ones.
+	Args []string
+
+	noAgent bool
+}
+
+// CheckAgent says, wrapping ErrNoAgent, when the server has no agent to
+// serve at p.Agent: the image carries none and HTTP.Agent is empty. (An
+// iPXE script is still handed out then; iPXE reports the missing file.)
+func (p *BootPlan) CheckAgent() error {
+	if p.noAgent {
+		return fmt.Errorf("image %s: %w", p.Image(), ErrNoAgent)
+	}
+	return nil
+}
+
+// Image is the planned image as NAME:VERSION.
+func (p *BootPlan) Image() string { return p.Name + ":" + p.Version }
+
+// Plan resolves decision d's image (under h.Trust and h.Pins, as netboots
+// see it) and says how it boots from h.Public. An image that is not there
+// is an error wrapping store.ErrNotFound; one without a kernel wraps
+// ErrNoKernel (see also BootPlan.CheckAgent).
+func (h *HTTP) Plan(ctx context.Context, d Decision) (*BootPlan, error) {
+	src, err := h.source()
+	if err != nil {
+		return nil, err
 	}
 	name, version, _ := strings.Cut(d.Image, ":")
 	res, err := h.resolve(ctx, src, name, version)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	m := res.Manifest
 	if m.Boot == nil || m.Boot.Kernel == nil {
-		return "", fmt.Errorf("image %s:%s has no kernel", m.Name, m.Version)
+		return nil, fmt.Errorf("image %s:%s: %w", m.Name, m.Version, ErrNoKernel)
 	}
 	base := strings.TrimRight(h.Public, "/")
-	boot := fmt.Sprintf("%s/boot/%s/%s", base, m.Name, m.Version)
-	args := []string{"initrd=agent.img", "imprint.source=" + base + "/", "imprint.image=" + m.Name + ":" + m.Version}
+	boot := "boot/" + m.Name + "/" + m.Version
+	args := []string{"imprint.source=" + base + "/", "imprint.image=" + m.Name + ":" + m.Version}
 	if d.Mode == Install {
 		args = append(args, "imprint.install="+d.InstallDisk)
 	}
@@ -479,11 +528,9 @@ func (h *HTTP) Script(ctx context.Context, mac net.HardwareAddr) (string, error)
 		args = append(args, h.Console)
 	}
 	args = append(args, strings.Fields(agentCmdline(m.Boot.Cmdline))...)
-	if d.Cmdline != "" {
-		args = append(args, d.Cmdline)
-	}
-	return fmt.Sprintf("#!ipxe\necho imprint: %s %s (%s)\nkernel %s/vmlinuz %s\ninitrd --name agent.img %s/agent.img\nboot\n",
-		d.Mode, m.Name+":"+m.Version, mac, boot, strings.Join(args, " "), boot), nil
+	args = append(args, strings.Fields(d.Cmdline)...)
+	return &BootPlan{Name: m.Name, Version: m.Version, Kernel: boot + "/vmlinuz", Agent: boot + "/agent.img", Args: args,
+		noAgent: m.Boot.Agent == nil && h.Agent == ""}, nil
 }
 
 // agentCmdline keeps the image's command line except root=, which the

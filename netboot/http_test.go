@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -150,5 +151,56 @@ func TestIPXEScript(t *testing.T) {
 	h.Decider = Static{Default: Decision{Image: "missing", Mode: Diskless}}
 	if _, err := h.Script(context.Background(), other); err == nil {
 		t.Error("a missing image gave a script")
+	}
+}
+
+// Plan is the boot a Script describes, for callers that boot it directly
+// (imprint vm --netboot): paths under the server, the agent's arguments
+// without iPXE's initrd=, and the errors a caller acts on.
+func TestPlan(t *testing.T) {
+	root, m, _ := testStore(t)
+	h := &HTTP{Store: root, Public: "http://10.0.2.2:4000", Console: "console=ttyS0", Decider: Static{}}
+	ctx := context.Background()
+	p, err := h.Plan(ctx, Decision{Image: "node", Mode: Diskless, Cmdline: "imprint.root=ram  imprint.node=n1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"imprint.source=http://10.0.2.2:4000/", "imprint.image=node:1", "console=ttyS0", "ro", "console=ttyS0", "imprint.root=ram", "imprint.node=n1"}
+	if p.Image() != "node:1" || p.Kernel != "boot/node/1/vmlinuz" || p.Agent != "boot/node/1/agent.img" || strings.Join(p.Args, " ") != strings.Join(want, " ") {
+		t.Errorf("plan %+v; want args %q", p, want)
+	}
+	if err := p.CheckAgent(); err != nil {
+		t.Errorf("an image with an agent: %v", err)
+	}
+	if _, err := h.Plan(ctx, Decision{Image: "missing", Mode: Diskless}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("missing image: %v; want store.ErrNotFound", err)
+	}
+	st, _ := store.OpenDir(root)
+	bare := *m
+	bare.Version, bare.Boot = "2", &image.Boot{Kernel: m.Boot.Kernel}
+	if _, err := st.PutManifest(&bare); err != nil {
+		t.Fatal(err)
+	}
+	checkAgent := func(img string) error {
+		t.Helper()
+		p, err := h.Plan(ctx, Decision{Image: img})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.CheckAgent()
+	}
+	if err := checkAgent("node:2"); !errors.Is(err, ErrNoAgent) {
+		t.Errorf("image without an agent: %v; want ErrNoAgent", err)
+	}
+	h.Agent = "/some/agent.img"
+	if err := checkAgent("node:2"); err != nil {
+		t.Errorf("image without an agent, server with one: %v", err)
+	}
+	bare.Version, bare.Boot = "3", nil
+	if _, err := st.PutManifest(&bare); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Plan(ctx, Decision{Image: "node:3"}); !errors.Is(err, ErrNoKernel) {
+		t.Errorf("image without a kernel: %v; want ErrNoKernel", err)
 	}
 }

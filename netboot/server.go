@@ -27,8 +27,12 @@ const DefaultIPXEDir = "/usr/lib/ipxe"
 type Server struct {
 	HTTP     *HTTP
 	HTTPAddr string
-	DHCP     *dhcp.Config // nil: no DHCP
-	TFTPAddr string       // "": no TFTP
+	// HTTPListener, when set, is served instead of listening on HTTPAddr:
+	// a caller that must know the port before serving (an ephemeral one,
+	// for `imprint vm --netboot`) opens it. Run closes it.
+	HTTPListener net.Listener
+	DHCP         *dhcp.Config // nil: no DHCP
+	TFTPAddr     string       // "": no TFTP
 	// LoaderImage (NAME or NAME:VERSION) is the image whose iPXE binaries
 	// PXE clients get: a TFTP request names no machine. "" is the
 	// Decider's default image when it is a Static.
@@ -111,9 +115,12 @@ func (s *Server) ipxe(ctx context.Context, name string) (io.ReadSeeker, error) {
 
 // Run serves until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
-	ln, err := net.Listen("tcp", s.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("HTTP: %w", err)
+	var err error
+	ln := s.HTTPListener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", s.HTTPAddr); err != nil {
+			return fmt.Errorf("HTTP: %w", err)
+		}
 	}
 	var tconn net.PacketConn
 	if s.TFTPAddr != "" {
