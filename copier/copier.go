@@ -215,21 +215,36 @@ func (c *Copier) writeChunk(ctx context.Context, content *image.Content, i int, 
 }
 
 // Verify reads content back from src and returns the indexes of chunks
-// that differ from the manifest. When every chunk matches, it also checks
-// the content's SHA-256 over the whole partition: a manifest whose chunk
-// list does not add up to its own content hash is refused (ErrChecksum),
-// whoever made it.
+// that differ from the manifest: a data chunk whose SHA-256 is not the
+// manifest's, a zero chunk that does not read as zeros. The chunk list
+// covers the content exactly, so when every chunk matches, src holds the
+// content the signed manifest describes, byte for byte; the manifest's
+// whole-content sha256 adds nothing to that and is not computed here (it
+// cost a third of a deploy's CPU, most of it hashing zero chunks;
+// docs/format.md, "content.sha256"). VerifyFull computes it too.
 func (c *Copier) Verify(ctx context.Context, content *image.Content, src io.ReaderAt, progress func(int64)) ([]int, error) {
+	return c.verify(ctx, content, src, progress, false)
+}
+
+// VerifyFull is Verify that, when every chunk matches, also hashes the
+// whole content read back and compares it with the manifest's content
+// sha256: a manifest whose chunk list does not add up to its own content
+// hash is refused (image.ErrInconsistent), whoever made it.
+func (c *Copier) VerifyFull(ctx context.Context, content *image.Content, src io.ReaderAt, progress func(int64)) ([]int, error) {
+	return c.verify(ctx, content, src, progress, true)
+}
+
+func (c *Copier) verify(ctx context.Context, content *image.Content, src io.ReaderAt, progress func(int64), full bool) ([]int, error) {
 	n := len(content.Chunks)
 	pool := image.NewBufPool(int(c.ChunkSize))
 	dio := openDirect(src, false)
 	defer dio.close()
 	bad := make([]bool, n)
 	workers := c.workers()
-	// The whole-content hash takes chunks in order while workers finish
-	// out of order. Tokens are taken in index order by the dispatcher, so
-	// the chunk the hash waits for always holds one, and at most
-	// 2*workers buffers wait for their turn.
+	// With full, the whole-content hash takes chunks in order while
+	// workers finish out of order. Tokens are taken in index order by the
+	// dispatcher, so the chunk the hash waits for always holds one, and at
+	// most 2*workers buffers wait for their turn.
 	tokens := make(chan struct{}, 2*workers)
 	type piece struct {
 		i   int
@@ -237,16 +252,25 @@ func (c *Copier) Verify(ctx context.Context, content *image.Content, src io.Read
 		l   int64
 	}
 	pieces := make(chan piece, 2*workers)
-	whole := sha256.New()
+	// emit hands a checked chunk to the whole-content hash, or frees it.
+	emit := func(p piece) {
+		if full {
+			pieces <- p
+		} else if p.buf != nil {
+			pool.Put(p.buf)
+		}
+	}
 	idx := make(chan int)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		defer close(idx)
 		for i := range n {
-			select {
-			case tokens <- struct{}{}:
-			case <-gctx.Done():
-				return gctx.Err()
+			if full {
+				select {
+				case tokens <- struct{}{}:
+				case <-gctx.Done():
+					return gctx.Err()
+				}
 			}
 			select {
 			case idx <- i:
@@ -256,35 +280,38 @@ func (c *Copier) Verify(ctx context.Context, content *image.Content, src io.Read
 		}
 		return nil
 	})
+	whole := sha256.New()
 	seqDone := make(chan error, 1)
-	go func() {
-		pending := map[int]piece{}
-		next := 0
-		for p := range pieces {
-			pending[p.i] = p
-			for q, ok := pending[next]; ok; q, ok = pending[next] {
-				if q.buf != nil {
-					whole.Write((*q.buf)[:q.l])
-					pool.Put(q.buf)
-				} else {
-					writeZeros(whole, q.l)
+	if full {
+		go func() {
+			pending := map[int]piece{}
+			next := 0
+			for p := range pieces {
+				pending[p.i] = p
+				for q, ok := pending[next]; ok; q, ok = pending[next] {
+					if q.buf != nil {
+						whole.Write((*q.buf)[:q.l])
+						pool.Put(q.buf)
+					} else {
+						writeZeros(whole, q.l)
+					}
+					delete(pending, next)
+					next++
+					<-tokens
 				}
-				delete(pending, next)
-				next++
-				<-tokens
 			}
-		}
-		for _, q := range pending {
-			if q.buf != nil {
-				pool.Put(q.buf)
+			for _, q := range pending {
+				if q.buf != nil {
+					pool.Put(q.buf)
+				}
 			}
-		}
-		if next != n {
-			seqDone <- fmt.Errorf("verify: %d of %d chunks hashed", next, n)
-			return
-		}
-		seqDone <- nil
-	}()
+			if next != n {
+				seqDone <- fmt.Errorf("verify: %d of %d chunks hashed", next, n)
+				return
+			}
+			seqDone <- nil
+		}()
+	}
 	var mu sync.Mutex
 	for range workers {
 		g.Go(func() error {
@@ -293,7 +320,7 @@ func (c *Copier) Verify(ctx context.Context, content *image.Content, src io.Read
 				if content.Chunks[i] == image.ZeroChunk && isHole(src, int64(i)*c.ChunkSize, l) {
 					// A hole reads as zeros by the filesystem's guarantee:
 					// nothing to read.
-					pieces <- piece{i: i, l: l}
+					emit(piece{i: i, l: l})
 					if progress != nil {
 						progress(l)
 					}
@@ -311,11 +338,13 @@ func (c *Copier) Verify(ctx context.Context, content *image.Content, src io.Read
 				}
 				var ok bool
 				if content.Chunks[i] == image.ZeroChunk {
+					// A compare, not a hash: a zero chunk is proven by
+					// reading as zeros.
 					ok = image.IsZero(b)
 				} else {
 					ok = image.HashBytes(b) == content.Chunks[i]
 				}
-				pieces <- piece{i: i, buf: buf, l: l}
+				emit(piece{i: i, buf: buf, l: l})
 				if !ok {
 					mu.Lock()
 					bad[i] = true
@@ -330,7 +359,10 @@ func (c *Copier) Verify(ctx context.Context, content *image.Content, src io.Read
 	}
 	err := g.Wait()
 	close(pieces)
-	seqErr := <-seqDone
+	var seqErr error
+	if full {
+		seqErr = <-seqDone
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -340,14 +372,14 @@ func (c *Copier) Verify(ctx context.Context, content *image.Content, src io.Read
 			out = append(out, i)
 		}
 	}
-	if len(out) > 0 {
+	if len(out) > 0 || !full {
 		return out, nil
 	}
 	if seqErr != nil {
 		return nil, seqErr
 	}
 	if sum := hex.EncodeToString(whole.Sum(nil)); sum != content.SHA256 {
-		return nil, fmt.Errorf("%w: every chunk matches the manifest, but together they hash to %s and the manifest's content sha256 is %s: the manifest is inconsistent", image.ErrChecksum, sum, content.SHA256)
+		return nil, fmt.Errorf("%w: every chunk matches the manifest, but together they hash to %s and the manifest's content sha256 is %s", image.ErrInconsistent, sum, content.SHA256)
 	}
 	return nil, nil
 }
@@ -391,7 +423,7 @@ func (c *Copier) ReadContent(ctx context.Context, content *image.Content) ([]byt
 		return nil, err
 	}
 	if sum := image.HashBytes(buf); sum != content.SHA256 {
-		return nil, fmt.Errorf("%w: the assembled content hashes to %s, the manifest says %s", image.ErrChecksum, sum, content.SHA256)
+		return nil, fmt.Errorf("%w: the assembled content hashes to %s, the manifest says %s", image.ErrInconsistent, sum, content.SHA256)
 	}
 	return buf, nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"io"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -258,30 +259,59 @@ type fileSection struct {
 func (s fileSection) ZeroRange(off, n int64) error { return s.dev.ZeroRange(s.Off+off, n) }
 
 // A manifest whose chunks each match but whose content sha256 does not is
-// inconsistent: Verify refuses it, on a plain target and on one with holes.
-func TestVerifyChecksTheWholeContentHash(t *testing.T) {
+// inconsistent: VerifyFull refuses it, on a plain target and on one with
+// holes. Verify checks chunks only: every byte is still proven by them.
+func TestVerifyFullChecksTheWholeContentHash(t *testing.T) {
 	cp, _, c, data := setup(t)
 	dst := &recTarget{b: append([]byte{}, data...), written: map[int64]bool{}}
-	if bad, err := cp.Verify(context.Background(), c, dst, nil); err != nil || len(bad) != 0 {
+	if bad, err := cp.VerifyFull(context.Background(), c, dst, nil); err != nil || len(bad) != 0 {
 		t.Fatalf("a consistent manifest: %v %v", bad, err)
 	}
 	lying := *c
 	lying.SHA256 = image.HashBytes([]byte("not this content"))
-	bad, err := cp.Verify(context.Background(), &lying, dst, nil)
-	if !errors.Is(err, image.ErrChecksum) || len(bad) != 0 || !strings.Contains(err.Error(), "inconsistent") {
-		t.Fatalf("a manifest with a wrong content sha256: bad %v, err %v; want ErrChecksum naming the inconsistency", bad, err)
+	bad, err := cp.VerifyFull(context.Background(), &lying, dst, nil)
+	if !errors.Is(err, image.ErrInconsistent) || !errors.Is(err, image.ErrChecksum) || len(bad) != 0 || !strings.Contains(err.Error(), "inconsistent") {
+		t.Fatalf("a manifest with a wrong content sha256: bad %v, err %v; want ErrInconsistent naming the inconsistency", bad, err)
+	}
+	if bad, err := cp.Verify(context.Background(), &lying, dst, nil); err != nil || len(bad) != 0 {
+		t.Fatalf("Verify (chunks only) of the same disk: bad %v, err %v; want every chunk matching", bad, err)
 	}
 	// Chunks that differ are reported as such, not as an inconsistent manifest.
 	dst.b[0] ^= 1
-	bad, err = cp.Verify(context.Background(), c, dst, nil)
-	if err != nil || len(bad) != 1 || bad[0] != 0 {
-		t.Fatalf("a drifted chunk: bad %v, err %v", bad, err)
+	for _, v := range []func(context.Context, *image.Content, io.ReaderAt, func(int64)) ([]int, error){cp.Verify, cp.VerifyFull} {
+		bad, err = v(context.Background(), c, dst, nil)
+		if err != nil || len(bad) != 1 || bad[0] != 0 {
+			t.Fatalf("a drifted chunk: bad %v, err %v", bad, err)
+		}
 	}
 	// Many workers, few tokens: the ordered hash neither deadlocks nor
 	// loses a chunk.
 	dst.b[0] ^= 1
 	cp.Workers = 1
-	if bad, err := cp.Verify(context.Background(), c, dst, nil); err != nil || len(bad) != 0 {
+	if bad, err := cp.VerifyFull(context.Background(), c, dst, nil); err != nil || len(bad) != 0 {
 		t.Fatalf("one worker: %v %v", bad, err)
+	}
+}
+
+// A zero chunk is proven by reading as zeros, without hashing: one that
+// holds a single stray byte is reported, by Verify and VerifyFull alike.
+func TestVerifyFindsAByteInAZeroChunk(t *testing.T) {
+	cp, _, c, data := setup(t)
+	z := -1
+	for i, s := range c.Chunks {
+		if s == image.ZeroChunk {
+			z = i
+			break
+		}
+	}
+	if z < 0 {
+		t.Fatal("the test content has no zero chunk")
+	}
+	dst := &recTarget{b: append([]byte{}, data...), written: map[int64]bool{}}
+	dst.b[int64(z)*cp.ChunkSize+cp.ChunkSize-1] = 1
+	for _, v := range []func(context.Context, *image.Content, io.ReaderAt, func(int64)) ([]int, error){cp.Verify, cp.VerifyFull} {
+		if bad, err := v(context.Background(), c, dst, nil); err != nil || len(bad) != 1 || bad[0] != z {
+			t.Fatalf("a stray byte in zero chunk %d: bad %v, err %v", z, bad, err)
+		}
 	}
 }
