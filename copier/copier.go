@@ -104,6 +104,8 @@ type Hooks struct {
 	Done func(i int)
 	// Progress gets byte counts as chunks complete or are skipped.
 	Progress func(n int64)
+	// Written, if set, records what was written for VerifyWritten.
+	Written *Written
 }
 
 // Write puts content onto dst. Every chunk is checked against its SHA-256
@@ -164,7 +166,7 @@ func (c *Copier) Write(ctx context.Context, content *image.Content, dst Target, 
 	for range c.workers() {
 		g.Go(func() error {
 			for i := range idx {
-				if err := c.writeChunk(gctx, content, i, dst, dio, pool, storedPool); err != nil {
+				if err := c.writeChunk(gctx, content, i, dst, dio, pool, storedPool, h.Written); err != nil {
 					return err
 				}
 				if h.Done != nil {
@@ -180,7 +182,7 @@ func (c *Copier) Write(ctx context.Context, content *image.Content, dst Target, 
 	return g.Wait()
 }
 
-func (c *Copier) writeChunk(ctx context.Context, content *image.Content, i int, dst Target, dio *direct, pool, storedPool *image.BufPool) error {
+func (c *Copier) writeChunk(ctx context.Context, content *image.Content, i int, dst Target, dio *direct, pool, storedPool *image.BufPool, w *Written) error {
 	off := int64(i) * c.ChunkSize
 	l := content.ChunkLen(i, c.ChunkSize)
 	sum := content.Chunks[i]
@@ -211,6 +213,7 @@ func (c *Copier) writeChunk(ctx context.Context, content *image.Content, i int, 
 	if err != nil {
 		return fmt.Errorf("write chunk %d at %d: %w", i, off, err)
 	}
+	w.add(i, data)
 	return nil
 }
 
@@ -223,7 +226,16 @@ func (c *Copier) writeChunk(ctx context.Context, content *image.Content, i int, 
 // cost a third of a deploy's CPU, most of it hashing zero chunks;
 // docs/format.md, "content.sha256"). VerifyFull computes it too.
 func (c *Copier) Verify(ctx context.Context, content *image.Content, src io.ReaderAt, progress func(int64)) ([]int, error) {
-	return c.verify(ctx, content, src, progress, false)
+	return c.verify(ctx, content, src, nil, progress, false)
+}
+
+// VerifyWritten is Verify right after Write with Hooks.Written set to w:
+// a chunk w recorded is compared with what was written (its bytes were
+// proven against the manifest before they were written); any other chunk
+// (written by an earlier, interrupted run, or by another path) is checked
+// against its SHA-256 as Verify does.
+func (c *Copier) VerifyWritten(ctx context.Context, content *image.Content, src io.ReaderAt, w *Written, progress func(int64)) ([]int, error) {
+	return c.verify(ctx, content, src, w, progress, false)
 }
 
 // VerifyFull is Verify that, when every chunk matches, also hashes the
@@ -231,10 +243,10 @@ func (c *Copier) Verify(ctx context.Context, content *image.Content, src io.Read
 // sha256: a manifest whose chunk list does not add up to its own content
 // hash is refused (image.ErrInconsistent), whoever made it.
 func (c *Copier) VerifyFull(ctx context.Context, content *image.Content, src io.ReaderAt, progress func(int64)) ([]int, error) {
-	return c.verify(ctx, content, src, progress, true)
+	return c.verify(ctx, content, src, nil, progress, true)
 }
 
-func (c *Copier) verify(ctx context.Context, content *image.Content, src io.ReaderAt, progress func(int64), full bool) ([]int, error) {
+func (c *Copier) verify(ctx context.Context, content *image.Content, src io.ReaderAt, w *Written, progress func(int64), full bool) ([]int, error) {
 	n := len(content.Chunks)
 	pool := image.NewBufPool(int(c.ChunkSize))
 	dio := openDirect(src, false)
@@ -341,6 +353,8 @@ func (c *Copier) verify(ctx context.Context, content *image.Content, src io.Read
 					// A compare, not a hash: a zero chunk is proven by
 					// reading as zeros.
 					ok = image.IsZero(b)
+				} else if recorded, same := w.matches(i, b); recorded {
+					ok = same
 				} else {
 					ok = image.HashBytes(b) == content.Chunks[i]
 				}

@@ -315,3 +315,33 @@ func TestVerifyFindsAByteInAZeroChunk(t *testing.T) {
 		}
 	}
 }
+
+// The read-back after a Write compares each chunk it wrote with what it
+// wrote (Written), and checks the others (skipped: written by an earlier
+// run) against their SHA-256: a changed byte is found either way.
+func TestVerifyWrittenFindsChangedChunks(t *testing.T) {
+	cp, _, c, data := setup(t)
+	dst := &recTarget{b: make([]byte, len(data)), written: map[int64]bool{}}
+	copy(dst.b[:cs], data[:cs]) // chunk 0: "an earlier run" wrote it
+	w := NewWritten()
+	if err := cp.Write(context.Background(), c, dst, Hooks{Skip: func(i int) bool { return i == 0 }, Written: w}); err != nil {
+		t.Fatal(err)
+	}
+	if recorded, _ := w.matches(0, data[:cs]); recorded {
+		t.Fatal("a skipped chunk was recorded as written")
+	}
+	if recorded, ok := w.matches(2, data[2*cs:3*cs]); !recorded || !ok {
+		t.Fatalf("chunk 2: recorded %v, matches %v; want both", recorded, ok)
+	}
+	if bad, err := cp.VerifyWritten(context.Background(), c, dst, w, nil); err != nil || len(bad) != 0 {
+		t.Fatalf("an intact target: %v %v", bad, err)
+	}
+	for _, at := range []int64{5, 2*cs + 9, 10*cs + 100} { // skipped, written, written (the short last chunk)
+		dst.b[at] ^= 0x40
+		bad, err := cp.VerifyWritten(context.Background(), c, dst, w, nil)
+		if want := int(at / cs); err != nil || len(bad) != 1 || bad[0] != want {
+			t.Fatalf("byte %d changed: bad %v, err %v; want [%d]", at, bad, err, want)
+		}
+		dst.b[at] ^= 0x40
+	}
+}
