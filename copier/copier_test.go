@@ -109,13 +109,20 @@ func TestBadChunkIsNeverWritten(t *testing.T) {
 	forged, _ := st.Chunk(context.Background(), otherSum)
 	cp.Sources = []store.Source{swapSource{Source: st, sum: c.Chunks[1], stored: forged}}
 	cp.Workers = 1
-	dst := &recTarget{b: make([]byte, len(data)), written: map[int64]bool{}}
-	err := cp.Write(context.Background(), c, dst, Hooks{})
-	if !errors.Is(err, image.ErrChecksum) {
-		t.Fatalf("got %v, want ErrChecksum", err)
-	}
-	if dst.written[cs] {
-		t.Fatal("the forged chunk reached the target")
+	// Also when the read-back will compare with what was written
+	// (Written): the SHA-256 check before writing is what proves it.
+	for _, h := range []Hooks{{}, {Written: NewWritten()}} {
+		dst := &recTarget{b: make([]byte, len(data)), written: map[int64]bool{}}
+		err := cp.Write(context.Background(), c, dst, h)
+		if !errors.Is(err, image.ErrChecksum) {
+			t.Fatalf("got %v, want ErrChecksum", err)
+		}
+		if dst.written[cs] {
+			t.Fatal("the forged chunk reached the target")
+		}
+		if recorded, _ := h.Written.matches(1, other); recorded {
+			t.Fatal("the forged chunk was recorded as written")
+		}
 	}
 }
 
