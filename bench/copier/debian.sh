@@ -15,6 +15,9 @@
 #   BENCH_PROFILE=1      one more verified deploy with IMPRINT_CPUPROFILE
 #                        (pprof top 10 printed; the profile stays in the work dir)
 #
+# Every imprint target is checked with `imprint verify` after its run (not
+# timed); bmaptool checks its own copies (the bmap's SHA-256).
+#
 # Data: the cached Debian 12 root of scripts/debian-root.sh, mkfs.ext4 -d into
 # the root partition of a 4 GiB GPT disk image (a 512 MiB ESP left empty,
 # the root the rest but 16 MiB). Needs root, bin/imprint, bmap-tools, zstd,
@@ -59,10 +62,6 @@ MAPPED=$(($(sed -n 's:.*<MappedBlocksCount>[[:space:]]*\([0-9]*\).*:\1:p' "$W/di
 log "disk.img 4 GiB, $((MAPPED / MiB)) MiB mapped; .zst $(($(stat -c %s "$W/disk.img.zst") / MiB)) MiB; imprint $(cd "$ROOT" && git describe --always --dirty)"
 
 T=$W/target.img
-# Warm the cache: every input read once.
-cat "$W/disk.img.zst" "$W/disk.bmap" >/dev/null
-find "$W/store" -type f -exec cat {} + >/dev/null
-cp --sparse=always "$W/disk.img" /dev/null 2>/dev/null || cat "$W/disk.img" >/dev/null
 
 names=(imprint bmap-raw bmap-zst)
 cmd_imprint() { "$IMP" deploy --from "$W/store" --image deb:1 --disk "$T" --size "$DISK" --yes; }
@@ -73,15 +72,25 @@ if [[ -n $BASE ]]; then
 	names+=(baseline)
 	cmd_baseline() { "$W/imprint-base" deploy --from "$W/store" --image deb:1 --disk "$T" --size "$DISK" --yes; }
 fi
+# run NAME [TIMES]: one run of a command onto a new target, timed into
+# TIMES when given; an imprint target is then checked with imprint verify.
+run() {
+	rm -f "$T"
+	truncate -s "$DISK" "$T"
+	local out=/dev/null
+	[[ -n ${2:-} ]] && out=$2
+	/usr/bin/time -f "$1 %e %U %S" -a -o "$out" bash -c "$(declare -f "cmd_$1"); IMP=$IMP W=$W T=$T DISK=$DISK; cmd_$1" >"$W/$1.log" 2>&1 ||
+		{ cat "$W/$1.log" >&2; exit 1; }
+	if [[ $1 == imprint || $1 == baseline ]]; then
+		"$IMP" verify --disk "$T" >/dev/null || { echo "$1: imprint verify says the target differs" >&2; exit 1; }
+	fi
+}
+# Warm the page cache: one untimed run of each command reads what it reads.
+for n in "${names[@]}"; do run "$n"; done
 : >"$W/times"
 log "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq "$REPS"); do
-	for n in "${names[@]}"; do
-		rm -f "$T"
-		truncate -s "$DISK" "$T"
-		/usr/bin/time -f "$n %e %U %S" -a -o "$W/times" bash -c "$(declare -f "cmd_$n"); IMP=$IMP W=$W T=$T DISK=$DISK; cmd_$n" >"$W/$n.log" 2>&1 ||
-			{ cat "$W/$n.log" >&2; exit 1; }
-	done
+	for n in "${names[@]}"; do run "$n" "$W/times"; done
 done
 log "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$W/times" "${names[@]}" <<'PY'
@@ -112,4 +121,3 @@ if [[ ${BENCH_PROFILE:-0} == 1 ]]; then
 		go tool pprof -top -nodecount=10 "$bin" "$W/$n.pprof" 2>/dev/null | sed -n '1,20p'
 	done
 fi
-"$IMP" verify --disk "$T" >/dev/null || { echo "imprint verify: the last target differs" >&2; exit 1; }
