@@ -57,6 +57,7 @@ bench: deps build
 	bash bench/tree/run.sh
 	bash bench/sync/run.sh
 	bash bench/sync/debian.sh
+	bash bench/copier/debian.sh
 
 demo: deps build
 	bash scripts/demo.sh

@@ -338,7 +338,13 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if m.Version == "" {
 		m.Version = created.Format("20060102.150405") + "-" + image.HashBytes([]byte(strings.Join(digests, "\n")))[:8]
 	}
-	id, err := o.Store.PutManifest(m)
+	// Every content above came from image.StoreContent: consistent by
+	// construction, so the store need not read it back to check it.
+	var made []*image.Content
+	for _, nc := range m.Contents() {
+		made = append(made, nc.Content)
+	}
+	id, err := o.Store.PutManifest(m, made...)
 	if err != nil {
 		return nil, err
 	}

@@ -96,6 +96,9 @@ func TestDeployToImageFileIsBitForBitAndVerifiable(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "identical") {
 		t.Fatalf("verify of a fresh deploy: exit %d\n%s", code, out)
 	}
+	if code, out, _ := run(t, "verify", "--full", "--disk", disk); code != 0 || !strings.Contains(out, "identical") {
+		t.Fatalf("verify --full of a fresh deploy: exit %d\n%s", code, out)
+	}
 	table := onDisk(t, disk).State.Table
 	root, _ := table.Find("root")
 	dataP, _ := table.Find("data")
@@ -117,6 +120,9 @@ func TestDeployToImageFileIsBitForBitAndVerifiable(t *testing.T) {
 		code, out, _ := run(t, "verify", "--disk", disk)
 		if code != 1 || !strings.Contains(out, "DRIFTED") {
 			t.Fatalf("%s: one flipped bit: verify exit %d, want 1\n%s", tc.name, code, out)
+		}
+		if code, out, _ := run(t, "verify", "--full", "--disk", disk); code != 1 || !strings.Contains(out, "DRIFTED") {
+			t.Fatalf("%s: one flipped bit: verify --full exit %d, want 1\n%s", tc.name, code, out)
 		}
 		flipBit(t, disk, tc.off)
 		if code, out, _ := run(t, "verify", "--disk", disk); code != 0 {

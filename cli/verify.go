@@ -11,10 +11,10 @@ import (
 func newVerify(e *env) *cobra.Command {
 	var (
 		disk, slot string
-		all        bool
+		all, full  bool
 	)
 	c := &cobra.Command{
-		Use:   "verify --disk PATH [--slot a|b | --all]",
+		Use:   "verify --disk PATH [--slot a|b | --all] [--full]",
 		Short: "Read a deployed disk back and compare it with its image (exit 0 identical, 1 drifted, 2 error, 3 incomplete)",
 		Long: `Read a deployed disk back and compare every image partition with the manifest
 recorded on it.
@@ -22,6 +22,12 @@ recorded on it.
 On a disk with two root slots it reads the active slot (the ESP's loaders and
 menu with it); --slot reads another, --all both (the worst verdict sets the
 exit code; a slot never written is skipped).
+
+Every chunk is checked: data chunks by their SHA-256, zero chunks by reading
+as zeros; together they cover each partition exactly. --full also hashes
+each whole partition and compares it with the manifest's content sha256,
+which proves the manifest consistent too (it reads and hashes the zero
+chunks as well, so it takes longer).
 
 Exit codes:
   0  identical: the deploy finished and every chunk matches
@@ -52,7 +58,7 @@ Exit codes:
 			}
 			var worst error
 			for _, sl := range slots {
-				err := verifyOne(cmd, e, disk, sl)
+				err := verifyOne(cmd, e, disk, sl, full)
 				if rank(err) > rank(worst) {
 					worst = err
 				}
@@ -73,16 +79,17 @@ Exit codes:
 	c.Flags().StringVar(&disk, "disk", "", "deployed block device or image file")
 	c.Flags().StringVar(&slot, "slot", "", "root slot to read, a or b (default: the active one)")
 	c.Flags().BoolVar(&all, "all", false, "read every written root slot, the inactive one too")
+	c.Flags().BoolVar(&full, "full", false, "also hash each whole partition against the manifest's content sha256")
 	c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &exitError{code: 2, err: err} })
 	return c
 }
 
 // verifyOne verifies one slot of disk and prints its report.
-func verifyOne(cmd *cobra.Command, e *env, disk, slot string) error {
+func verifyOne(cmd *cobra.Command, e *env, disk, slot string, full bool) error {
 	pr := newProgress(e)
-	rep, err := ondisk.VerifySlot(cmd.Context(), disk, slot, func(part string, done, total int64) {
+	rep, err := ondisk.VerifySlotWith(cmd.Context(), disk, slot, ondisk.VerifyOptions{Full: full, Progress: func(part string, done, total int64) {
 		pr.update("verify "+part, done, total)
-	})
+	}})
 	pr.finish()
 	if rep != nil {
 		if e.json {

@@ -104,6 +104,8 @@ type Hooks struct {
 	Done func(i int)
 	// Progress gets byte counts as chunks complete or are skipped.
 	Progress func(n int64)
+	// Written, if set, records what was written for VerifyWritten.
+	Written *Written
 }
 
 // Write puts content onto dst. Every chunk is checked against its SHA-256
@@ -164,7 +166,7 @@ func (c *Copier) Write(ctx context.Context, content *image.Content, dst Target, 
 	for range c.workers() {
 		g.Go(func() error {
 			for i := range idx {
-				if err := c.writeChunk(gctx, content, i, dst, dio, pool, storedPool); err != nil {
+				if err := c.writeChunk(gctx, content, i, dst, dio, pool, storedPool, h.Written); err != nil {
 					return err
 				}
 				if h.Done != nil {
@@ -180,7 +182,7 @@ func (c *Copier) Write(ctx context.Context, content *image.Content, dst Target, 
 	return g.Wait()
 }
 
-func (c *Copier) writeChunk(ctx context.Context, content *image.Content, i int, dst Target, dio *direct, pool, storedPool *image.BufPool) error {
+func (c *Copier) writeChunk(ctx context.Context, content *image.Content, i int, dst Target, dio *direct, pool, storedPool *image.BufPool, w *Written) error {
 	off := int64(i) * c.ChunkSize
 	l := content.ChunkLen(i, c.ChunkSize)
 	sum := content.Chunks[i]
@@ -211,25 +213,50 @@ func (c *Copier) writeChunk(ctx context.Context, content *image.Content, i int, 
 	if err != nil {
 		return fmt.Errorf("write chunk %d at %d: %w", i, off, err)
 	}
+	w.add(i, data)
 	return nil
 }
 
 // Verify reads content back from src and returns the indexes of chunks
-// that differ from the manifest. When every chunk matches, it also checks
-// the content's SHA-256 over the whole partition: a manifest whose chunk
-// list does not add up to its own content hash is refused (ErrChecksum),
-// whoever made it.
+// that differ from the manifest: a data chunk whose SHA-256 is not the
+// manifest's, a zero chunk that does not read as zeros. The chunk list
+// covers the content exactly, so when every chunk matches, src holds the
+// content the signed manifest describes, byte for byte; the manifest's
+// whole-content sha256 adds nothing to that and is not computed here (it
+// cost a third of a deploy's CPU, most of it hashing zero chunks;
+// docs/format.md, "content.sha256"). VerifyFull computes it too.
 func (c *Copier) Verify(ctx context.Context, content *image.Content, src io.ReaderAt, progress func(int64)) ([]int, error) {
+	return c.verify(ctx, content, src, nil, progress, false)
+}
+
+// VerifyWritten is Verify right after Write with Hooks.Written set to w:
+// a chunk w recorded is compared with what was written (its bytes were
+// proven against the manifest before they were written); any other chunk
+// (written by an earlier, interrupted run, or by another path) is checked
+// against its SHA-256 as Verify does.
+func (c *Copier) VerifyWritten(ctx context.Context, content *image.Content, src io.ReaderAt, w *Written, progress func(int64)) ([]int, error) {
+	return c.verify(ctx, content, src, w, progress, false)
+}
+
+// VerifyFull is Verify that, when every chunk matches, also hashes the
+// whole content read back and compares it with the manifest's content
+// sha256: a manifest whose chunk list does not add up to its own content
+// hash is refused (image.ErrInconsistent), whoever made it.
+func (c *Copier) VerifyFull(ctx context.Context, content *image.Content, src io.ReaderAt, progress func(int64)) ([]int, error) {
+	return c.verify(ctx, content, src, nil, progress, true)
+}
+
+func (c *Copier) verify(ctx context.Context, content *image.Content, src io.ReaderAt, w *Written, progress func(int64), full bool) ([]int, error) {
 	n := len(content.Chunks)
 	pool := image.NewBufPool(int(c.ChunkSize))
 	dio := openDirect(src, false)
 	defer dio.close()
 	bad := make([]bool, n)
 	workers := c.workers()
-	// The whole-content hash takes chunks in order while workers finish
-	// out of order. Tokens are taken in index order by the dispatcher, so
-	// the chunk the hash waits for always holds one, and at most
-	// 2*workers buffers wait for their turn.
+	// With full, the whole-content hash takes chunks in order while
+	// workers finish out of order. Tokens are taken in index order by the
+	// dispatcher, so the chunk the hash waits for always holds one, and at
+	// most 2*workers buffers wait for their turn.
 	tokens := make(chan struct{}, 2*workers)
 	type piece struct {
 		i   int
@@ -237,16 +264,25 @@ func (c *Copier) Verify(ctx context.Context, content *image.Content, src io.Read
 		l   int64
 	}
 	pieces := make(chan piece, 2*workers)
-	whole := sha256.New()
+	// emit hands a checked chunk to the whole-content hash, or frees it.
+	emit := func(p piece) {
+		if full {
+			pieces <- p
+		} else if p.buf != nil {
+			pool.Put(p.buf)
+		}
+	}
 	idx := make(chan int)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		defer close(idx)
 		for i := range n {
-			select {
-			case tokens <- struct{}{}:
-			case <-gctx.Done():
-				return gctx.Err()
+			if full {
+				select {
+				case tokens <- struct{}{}:
+				case <-gctx.Done():
+					return gctx.Err()
+				}
 			}
 			select {
 			case idx <- i:
@@ -256,35 +292,38 @@ func (c *Copier) Verify(ctx context.Context, content *image.Content, src io.Read
 		}
 		return nil
 	})
+	whole := sha256.New()
 	seqDone := make(chan error, 1)
-	go func() {
-		pending := map[int]piece{}
-		next := 0
-		for p := range pieces {
-			pending[p.i] = p
-			for q, ok := pending[next]; ok; q, ok = pending[next] {
-				if q.buf != nil {
-					whole.Write((*q.buf)[:q.l])
-					pool.Put(q.buf)
-				} else {
-					writeZeros(whole, q.l)
+	if full {
+		go func() {
+			pending := map[int]piece{}
+			next := 0
+			for p := range pieces {
+				pending[p.i] = p
+				for q, ok := pending[next]; ok; q, ok = pending[next] {
+					if q.buf != nil {
+						whole.Write((*q.buf)[:q.l])
+						pool.Put(q.buf)
+					} else {
+						writeZeros(whole, q.l)
+					}
+					delete(pending, next)
+					next++
+					<-tokens
 				}
-				delete(pending, next)
-				next++
-				<-tokens
 			}
-		}
-		for _, q := range pending {
-			if q.buf != nil {
-				pool.Put(q.buf)
+			for _, q := range pending {
+				if q.buf != nil {
+					pool.Put(q.buf)
+				}
 			}
-		}
-		if next != n {
-			seqDone <- fmt.Errorf("verify: %d of %d chunks hashed", next, n)
-			return
-		}
-		seqDone <- nil
-	}()
+			if next != n {
+				seqDone <- fmt.Errorf("verify: %d of %d chunks hashed", next, n)
+				return
+			}
+			seqDone <- nil
+		}()
+	}
 	var mu sync.Mutex
 	for range workers {
 		g.Go(func() error {
@@ -293,7 +332,7 @@ func (c *Copier) Verify(ctx context.Context, content *image.Content, src io.Read
 				if content.Chunks[i] == image.ZeroChunk && isHole(src, int64(i)*c.ChunkSize, l) {
 					// A hole reads as zeros by the filesystem's guarantee:
 					// nothing to read.
-					pieces <- piece{i: i, l: l}
+					emit(piece{i: i, l: l})
 					if progress != nil {
 						progress(l)
 					}
@@ -311,11 +350,15 @@ func (c *Copier) Verify(ctx context.Context, content *image.Content, src io.Read
 				}
 				var ok bool
 				if content.Chunks[i] == image.ZeroChunk {
+					// A compare, not a hash: a zero chunk is proven by
+					// reading as zeros.
 					ok = image.IsZero(b)
+				} else if recorded, same := w.matches(i, b); recorded {
+					ok = same
 				} else {
 					ok = image.HashBytes(b) == content.Chunks[i]
 				}
-				pieces <- piece{i: i, buf: buf, l: l}
+				emit(piece{i: i, buf: buf, l: l})
 				if !ok {
 					mu.Lock()
 					bad[i] = true
@@ -330,7 +373,10 @@ func (c *Copier) Verify(ctx context.Context, content *image.Content, src io.Read
 	}
 	err := g.Wait()
 	close(pieces)
-	seqErr := <-seqDone
+	var seqErr error
+	if full {
+		seqErr = <-seqDone
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -340,14 +386,14 @@ func (c *Copier) Verify(ctx context.Context, content *image.Content, src io.Read
 			out = append(out, i)
 		}
 	}
-	if len(out) > 0 {
+	if len(out) > 0 || !full {
 		return out, nil
 	}
 	if seqErr != nil {
 		return nil, seqErr
 	}
 	if sum := hex.EncodeToString(whole.Sum(nil)); sum != content.SHA256 {
-		return nil, fmt.Errorf("%w: every chunk matches the manifest, but together they hash to %s and the manifest's content sha256 is %s: the manifest is inconsistent", image.ErrChecksum, sum, content.SHA256)
+		return nil, fmt.Errorf("%w: every chunk matches the manifest, but together they hash to %s and the manifest's content sha256 is %s", image.ErrInconsistent, sum, content.SHA256)
 	}
 	return nil, nil
 }
@@ -391,7 +437,7 @@ func (c *Copier) ReadContent(ctx context.Context, content *image.Content) ([]byt
 		return nil, err
 	}
 	if sum := image.HashBytes(buf); sum != content.SHA256 {
-		return nil, fmt.Errorf("%w: the assembled content hashes to %s, the manifest says %s", image.ErrChecksum, sum, content.SHA256)
+		return nil, fmt.Errorf("%w: the assembled content hashes to %s, the manifest says %s", image.ErrInconsistent, sum, content.SHA256)
 	}
 	return buf, nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"io"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -108,13 +109,20 @@ func TestBadChunkIsNeverWritten(t *testing.T) {
 	forged, _ := st.Chunk(context.Background(), otherSum)
 	cp.Sources = []store.Source{swapSource{Source: st, sum: c.Chunks[1], stored: forged}}
 	cp.Workers = 1
-	dst := &recTarget{b: make([]byte, len(data)), written: map[int64]bool{}}
-	err := cp.Write(context.Background(), c, dst, Hooks{})
-	if !errors.Is(err, image.ErrChecksum) {
-		t.Fatalf("got %v, want ErrChecksum", err)
-	}
-	if dst.written[cs] {
-		t.Fatal("the forged chunk reached the target")
+	// Also when the read-back will compare with what was written
+	// (Written): the SHA-256 check before writing is what proves it.
+	for _, h := range []Hooks{{}, {Written: NewWritten()}} {
+		dst := &recTarget{b: make([]byte, len(data)), written: map[int64]bool{}}
+		err := cp.Write(context.Background(), c, dst, h)
+		if !errors.Is(err, image.ErrChecksum) {
+			t.Fatalf("got %v, want ErrChecksum", err)
+		}
+		if dst.written[cs] {
+			t.Fatal("the forged chunk reached the target")
+		}
+		if recorded, _ := h.Written.matches(1, other); recorded {
+			t.Fatal("the forged chunk was recorded as written")
+		}
 	}
 }
 
@@ -258,30 +266,89 @@ type fileSection struct {
 func (s fileSection) ZeroRange(off, n int64) error { return s.dev.ZeroRange(s.Off+off, n) }
 
 // A manifest whose chunks each match but whose content sha256 does not is
-// inconsistent: Verify refuses it, on a plain target and on one with holes.
-func TestVerifyChecksTheWholeContentHash(t *testing.T) {
+// inconsistent: VerifyFull refuses it, on a plain target and on one with
+// holes. Verify checks chunks only: every byte is still proven by them.
+func TestVerifyFullChecksTheWholeContentHash(t *testing.T) {
 	cp, _, c, data := setup(t)
 	dst := &recTarget{b: append([]byte{}, data...), written: map[int64]bool{}}
-	if bad, err := cp.Verify(context.Background(), c, dst, nil); err != nil || len(bad) != 0 {
+	if bad, err := cp.VerifyFull(context.Background(), c, dst, nil); err != nil || len(bad) != 0 {
 		t.Fatalf("a consistent manifest: %v %v", bad, err)
 	}
 	lying := *c
 	lying.SHA256 = image.HashBytes([]byte("not this content"))
-	bad, err := cp.Verify(context.Background(), &lying, dst, nil)
-	if !errors.Is(err, image.ErrChecksum) || len(bad) != 0 || !strings.Contains(err.Error(), "inconsistent") {
-		t.Fatalf("a manifest with a wrong content sha256: bad %v, err %v; want ErrChecksum naming the inconsistency", bad, err)
+	bad, err := cp.VerifyFull(context.Background(), &lying, dst, nil)
+	if !errors.Is(err, image.ErrInconsistent) || !errors.Is(err, image.ErrChecksum) || len(bad) != 0 || !strings.Contains(err.Error(), "inconsistent") {
+		t.Fatalf("a manifest with a wrong content sha256: bad %v, err %v; want ErrInconsistent naming the inconsistency", bad, err)
+	}
+	if bad, err := cp.Verify(context.Background(), &lying, dst, nil); err != nil || len(bad) != 0 {
+		t.Fatalf("Verify (chunks only) of the same disk: bad %v, err %v; want every chunk matching", bad, err)
 	}
 	// Chunks that differ are reported as such, not as an inconsistent manifest.
 	dst.b[0] ^= 1
-	bad, err = cp.Verify(context.Background(), c, dst, nil)
-	if err != nil || len(bad) != 1 || bad[0] != 0 {
-		t.Fatalf("a drifted chunk: bad %v, err %v", bad, err)
+	for _, v := range []func(context.Context, *image.Content, io.ReaderAt, func(int64)) ([]int, error){cp.Verify, cp.VerifyFull} {
+		bad, err = v(context.Background(), c, dst, nil)
+		if err != nil || len(bad) != 1 || bad[0] != 0 {
+			t.Fatalf("a drifted chunk: bad %v, err %v", bad, err)
+		}
 	}
 	// Many workers, few tokens: the ordered hash neither deadlocks nor
 	// loses a chunk.
 	dst.b[0] ^= 1
 	cp.Workers = 1
-	if bad, err := cp.Verify(context.Background(), c, dst, nil); err != nil || len(bad) != 0 {
+	if bad, err := cp.VerifyFull(context.Background(), c, dst, nil); err != nil || len(bad) != 0 {
 		t.Fatalf("one worker: %v %v", bad, err)
+	}
+}
+
+// A zero chunk is proven by reading as zeros, without hashing: one that
+// holds a single stray byte is reported, by Verify and VerifyFull alike.
+func TestVerifyFindsAByteInAZeroChunk(t *testing.T) {
+	cp, _, c, data := setup(t)
+	z := -1
+	for i, s := range c.Chunks {
+		if s == image.ZeroChunk {
+			z = i
+			break
+		}
+	}
+	if z < 0 {
+		t.Fatal("the test content has no zero chunk")
+	}
+	dst := &recTarget{b: append([]byte{}, data...), written: map[int64]bool{}}
+	dst.b[int64(z)*cp.ChunkSize+cp.ChunkSize-1] = 1
+	for _, v := range []func(context.Context, *image.Content, io.ReaderAt, func(int64)) ([]int, error){cp.Verify, cp.VerifyFull} {
+		if bad, err := v(context.Background(), c, dst, nil); err != nil || len(bad) != 1 || bad[0] != z {
+			t.Fatalf("a stray byte in zero chunk %d: bad %v, err %v", z, bad, err)
+		}
+	}
+}
+
+// The read-back after a Write compares each chunk it wrote with what it
+// wrote (Written), and checks the others (skipped: written by an earlier
+// run) against their SHA-256: a changed byte is found either way.
+func TestVerifyWrittenFindsChangedChunks(t *testing.T) {
+	cp, _, c, data := setup(t)
+	dst := &recTarget{b: make([]byte, len(data)), written: map[int64]bool{}}
+	copy(dst.b[:cs], data[:cs]) // chunk 0: "an earlier run" wrote it
+	w := NewWritten()
+	if err := cp.Write(context.Background(), c, dst, Hooks{Skip: func(i int) bool { return i == 0 }, Written: w}); err != nil {
+		t.Fatal(err)
+	}
+	if recorded, _ := w.matches(0, data[:cs]); recorded {
+		t.Fatal("a skipped chunk was recorded as written")
+	}
+	if recorded, ok := w.matches(2, data[2*cs:3*cs]); !recorded || !ok {
+		t.Fatalf("chunk 2: recorded %v, matches %v; want both", recorded, ok)
+	}
+	if bad, err := cp.VerifyWritten(context.Background(), c, dst, w, nil); err != nil || len(bad) != 0 {
+		t.Fatalf("an intact target: %v %v", bad, err)
+	}
+	for _, at := range []int64{5, 2*cs + 9, 10*cs + 100} { // skipped, written, written (the short last chunk)
+		dst.b[at] ^= 0x40
+		bad, err := cp.VerifyWritten(context.Background(), c, dst, w, nil)
+		if want := int(at / cs); err != nil || len(bad) != 1 || bad[0] != want {
+			t.Fatalf("byte %d changed: bad %v, err %v; want [%d]", at, bad, err, want)
+		}
+		dst.b[at] ^= 0x40
 	}
 }

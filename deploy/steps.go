@@ -309,6 +309,9 @@ func (t *Target) WriteContents(ctx context.Context, cp *copier.Copier, o WriteOp
 		res.FromSwarm = n
 		res.Written, res.Skipped = res.Written+n, res.Skipped-n
 	}
+	// What this run wrote, for a read-back that need not hash it again
+	// (copier.Written).
+	written := map[string]*copier.Written{}
 	for _, p := range m.Partitions {
 		placed, ok := st.Table.Find(st.PartitionOf(p.Name))
 		if !ok {
@@ -320,7 +323,9 @@ func (t *Target) WriteContents(ctx context.Context, cp *copier.Copier, o WriteOp
 		var mu sync.Mutex
 		t.emit(Event{Kind: "phase", Phase: "write", Partition: p.Name, Total: total})
 		stop := j.start(ctx)
+		written[p.Name] = copier.NewWritten()
 		err := cp.Write(ctx, p.Content, target{disk.Section{D: dev, Off: placed.Start, Len: placed.Len}, dev, placed.Start}, copier.Hooks{
+			Written: written[p.Name],
 			Skip: func(i int) bool {
 				if bm.Has(i) {
 					mu.Lock()
@@ -359,7 +364,7 @@ func (t *Target) WriteContents(ctx context.Context, cp *copier.Copier, o WriteOp
 		t.emit(Event{Kind: "phase", Phase: "verify", Partition: p.Name, Total: p.Content.Size})
 		var done int64
 		var mu sync.Mutex
-		bad, err := cp.Verify(ctx, p.Content, disk.Section{D: dev, Off: placed.Start, Len: placed.Len}, func(n int64) {
+		bad, err := cp.VerifyWritten(ctx, p.Content, disk.Section{D: dev, Off: placed.Start, Len: placed.Len}, written[p.Name], func(n int64) {
 			mu.Lock()
 			done += n
 			d := done

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -354,5 +355,77 @@ func TestAResumeBootsAsTheInterruptedRunPlanned(t *testing.T) {
 				t.Fatalf("firmware %s planned without a BIOS boot partition", tc.want)
 			}
 		})
+	}
+}
+
+// A byte that changes on the device between the writes and the read-back
+// fails the deploy (the read-back compares each chunk with what was
+// written), and a rerun rewrites that chunk and finishes.
+func TestTheReadBackFindsAChunkChangedAfterItsWrite(t *testing.T) {
+	st, img := testImage(t)
+	dir := t.TempDir()
+	opts := func(p string) Options {
+		return Options{Sources: []store.Source{st}, Image: img, Disk: p, Size: 1 << 30, Verify: true, Boot: BootOptions{Skip: true}, Slots: 1}
+	}
+	// Where the root lands: the same plan on another file.
+	if _, err := Deploy(context.Background(), opts(filepath.Join(dir, "first.img"))); err != nil {
+		t.Fatal(err)
+	}
+	root, _ := readDisk(t, filepath.Join(dir, "first.img")).State.Table.Find("root")
+	at := root.Start + 3*(64<<10) + 5
+
+	p := filepath.Join(dir, "disk.img")
+	o := opts(p)
+	flipped := false
+	o.Events = func(e Event) {
+		if e.Kind != "phase" || e.Phase != "verify" || flipped {
+			return
+		}
+		flipped = true
+		f, err := os.OpenFile(p, os.O_RDWR, 0)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer f.Close()
+		b := make([]byte, 1)
+		if _, err := f.ReadAt(b, at); err != nil {
+			t.Error(err)
+		}
+		b[0] ^= 0x10
+		if _, err := f.WriteAt(b, at); err != nil {
+			t.Error(err)
+		}
+		if err := f.Sync(); err != nil {
+			t.Error(err)
+		}
+	}
+	_, err := Deploy(context.Background(), o)
+	if !flipped {
+		t.Fatal("the verify phase never began")
+	}
+	if !errors.Is(err, ErrVerify) || !strings.Contains(err.Error(), "partition root") {
+		t.Fatalf("a chunk changed after its write: %v, want ErrVerify naming partition root", err)
+	}
+	if _, err := Deploy(context.Background(), opts(p)); err != nil {
+		t.Fatalf("the rerun: %v", err)
+	}
+	if od := readDisk(t, p); od.State.Status != ondisk.StatusComplete {
+		t.Fatalf("after the rerun the disk is %q", od.State.Status)
+	}
+	byteAt := func(p string) byte {
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		b := make([]byte, 1)
+		if _, err := f.ReadAt(b, at); err != nil {
+			t.Fatal(err)
+		}
+		return b[0]
+	}
+	if byteAt(p) != byteAt(filepath.Join(dir, "first.img")) {
+		t.Fatal("the rerun left the changed byte")
 	}
 }

@@ -77,6 +77,10 @@ func KnownRequires() []string { return nil }
 var (
 	ErrFormat   = errors.New("malformed manifest")
 	ErrChecksum = errors.New("checksum mismatch")
+	// ErrInconsistent says a manifest's content sha256 is not the hash of
+	// what its chunk list adds up to: every chunk may be right, the
+	// manifest contradicts itself. It is an ErrChecksum too.
+	ErrInconsistent = fmt.Errorf("%w: the manifest is inconsistent", ErrChecksum)
 	// ErrRequires says the manifest needs features this imprint lacks: the
 	// answer is a newer imprint, not a fixed manifest.
 	ErrRequires = errors.New("image needs a newer imprint")

@@ -175,11 +175,15 @@ func exportDrifted(ctx context.Context, src *DiskSource, dst *store.Dir, o Expor
 	}
 	nm.Version = nm.Version + "-drifted-" + now.UTC().Format("20060102T150405Z")
 	nm.Created = now.UTC().Truncate(time.Second)
+	// The recut contents are consistent by construction; the store checks
+	// the others (the master's) before it takes the manifest.
+	var made []*image.Content
 	recut := func(c *image.Content, r io.ReaderAt, size int64) (*image.Content, error) {
 		nc, st, err := image.StoreContent(ctx, dst, r, size, nm.ChunkSize, nil)
 		if err != nil {
 			return nil, err
 		}
+		made = append(made, nc)
 		res.New += st.New
 		res.NewBytes += st.NewBytes
 		return nc, nil
@@ -224,7 +228,7 @@ func exportDrifted(ctx context.Context, src *DiskSource, dst *store.Dir, o Expor
 			return nil, fmt.Errorf("loader %s: %w", name, err)
 		}
 	}
-	id, err := dst.PutManifest(nm)
+	id, err := dst.PutManifest(nm, made...)
 	if err != nil {
 		return nil, err
 	}

@@ -83,6 +83,21 @@ func VerifyDisk(ctx context.Context, path string, progress func(part string, don
 // checked with the active slot only; an inactive slot's own boot files
 // (kernel, initrd, agent) are checked with it.
 func VerifySlot(ctx context.Context, path, slot string, progress func(part string, done, total int64)) (*Report, error) {
+	return VerifySlotWith(ctx, path, slot, VerifyOptions{Progress: progress})
+}
+
+// VerifyOptions configure VerifySlotWith.
+type VerifyOptions struct {
+	// Full also hashes each whole partition read back and compares it with
+	// the manifest's content sha256 (copier.VerifyFull): it proves the
+	// manifest consistent as well, at the cost of hashing every zero chunk.
+	Full     bool
+	Progress func(part string, done, total int64)
+}
+
+// VerifySlotWith is VerifySlot with options.
+func VerifySlotWith(ctx context.Context, path, slot string, o VerifyOptions) (*Report, error) {
+	progress := o.Progress
 	dev, err := disk.OpenDisk(path, disk.OpenOptions{})
 	if err != nil {
 		return nil, err
@@ -127,7 +142,11 @@ func VerifySlot(ctx context.Context, path, slot string, progress func(part strin
 		_ = dev.DropCache(placed.Start, p.Content.Size)
 		var mu sync.Mutex
 		var done int64
-		bad, err := cp.Verify(ctx, p.Content, disk.Section{D: dev, Off: placed.Start, Len: placed.Len}, func(n int64) {
+		verify := cp.Verify
+		if o.Full {
+			verify = cp.VerifyFull
+		}
+		bad, err := verify(ctx, p.Content, disk.Section{D: dev, Off: placed.Start, Len: placed.Len}, func(n int64) {
 			if progress == nil {
 				return
 			}

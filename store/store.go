@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"syscall"
@@ -324,7 +325,11 @@ func (d *Dir) encoder() (*zstd.Encoder, error) {
 
 // PutManifest writes a manifest atomically and refreshes index.json. An
 // existing version with different bytes is refused: versions are immutable.
-func (d *Dir) PutManifest(m *image.Manifest) (id string, err error) {
+// Every content must add up to its content sha256 from this store's chunks
+// (CheckContents; image.ErrInconsistent if not), except those listed in
+// made: contents image.StoreContent just made into this store, consistent
+// by construction (the builder's), which are not read again.
+func (d *Dir) PutManifest(m *image.Manifest, made ...*image.Content) (id string, err error) {
 	if err := m.Validate(); err != nil {
 		return "", err
 	}
@@ -332,12 +337,18 @@ func (d *Dir) PutManifest(m *image.Manifest) (id string, err error) {
 	if err != nil {
 		return "", err
 	}
-	return d.PutManifestRaw(raw)
+	return d.putManifest(raw, made)
 }
 
 // PutManifestRaw stores manifest bytes as they are, so a copied image keeps
-// its id (and its signature stays valid).
+// its id (and its signature stays valid). The manifest's chunks must be in
+// the store already: every content is checked to add up to its content
+// sha256 before the manifest is written (CheckContents).
 func (d *Dir) PutManifestRaw(raw []byte) (id string, err error) {
+	return d.putManifest(raw, nil)
+}
+
+func (d *Dir) putManifest(raw []byte, made []*image.Content) (id string, err error) {
 	m, err := image.Parse(raw)
 	if err != nil {
 		return "", err
@@ -348,6 +359,18 @@ func (d *Dir) PutManifestRaw(raw []byte) (id string, err error) {
 			return "", fmt.Errorf("image %s:%s: %w (image id %s); pick another --version", m.Name, m.Version, ErrExists, image.ID(old))
 		}
 		return image.ID(raw), nil
+	}
+	// Parse made a copy: the contents of made are found by value.
+	skip := func(c *image.Content) bool {
+		for _, k := range made {
+			if k.Size == c.Size && k.SHA256 == c.SHA256 && slices.Equal(k.Chunks, c.Chunks) {
+				return true
+			}
+		}
+		return false
+	}
+	if err := d.CheckContents(context.Background(), m, skip); err != nil {
+		return "", err
 	}
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return "", err
