@@ -3,7 +3,7 @@ package copier
 import (
 	"sync"
 
-	"github.com/cespare/xxhash"
+	"github.com/cespare/xxhash/v2"
 )
 
 // Written remembers, for each chunk Write checked against its SHA-256 and
