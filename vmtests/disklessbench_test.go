@@ -291,6 +291,9 @@ func TestDisklessBootTimes(t *testing.T) {
 		}
 		reps = n
 	}
+	// IMPRINT_BENCH_PARTS=small or =big runs one half (default both).
+	parts := os.Getenv("IMPRINT_BENCH_PARTS")
+	doSmall, doBig := parts != "big", parts != "small"
 	ctx := t.Context()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "imprint")
@@ -370,7 +373,7 @@ func TestDisklessBootTimes(t *testing.T) {
 	}
 	loads := []string{uptime()}
 	runs := map[string][]benchBoot{}
-	for i := 0; i < reps; i++ {
+	for i := 0; doSmall && i < reps; i++ {
 		for _, c := range []string{"local", "dl-ram", "dl-ondemand"} {
 			disk := laptop
 			if c == "local" {
@@ -385,19 +388,23 @@ func TestDisklessBootTimes(t *testing.T) {
 	// The big root in RAM needs twice its size: /run's tmpfs gets half
 	// the memory.
 	bigMem := int((2*big.Size)>>20) + 1536
-	for i := 0; i < reps; i++ {
+	for i := 0; doBig && i < reps; i++ {
 		for _, c := range []string{"big-ram", "big-ondemand"} {
 			imprint(t, "boot", "default", c, "--disk", laptop)
 			runs[c] = append(runs[c], bootTimed(t, fmt.Sprintf("%s boot %d (%d MiB)", c, i+1, bigMem), machine(laptop, bigMem), srv))
 		}
 		loads = append(loads, uptime())
 	}
-	imprint(t, "boot", "default", "big-ondemand", "--disk", laptop)
-	small1G := bootTimed(t, "big-ondemand in 1 GiB", machine(laptop, 1024), srv)
-	loads = append(loads, uptime())
-	imprint(t, "boot", "default", "big-ram", "--disk", laptop)
-	ramFail := bootRAMTooSmall(t, machine(laptop, 1024), srv)
-	loads = append(loads, uptime())
+	var small1G benchBoot
+	var ramFail string
+	if doBig {
+		imprint(t, "boot", "default", "big-ondemand", "--disk", laptop)
+		small1G = bootTimed(t, "big-ondemand in 1 GiB", machine(laptop, 1024), srv)
+		loads = append(loads, uptime())
+		imprint(t, "boot", "default", "big-ram", "--disk", laptop)
+		ramFail = bootRAMTooSmall(t, machine(laptop, 1024), srv)
+		loads = append(loads, uptime())
+	}
 
 	med := func(c string, f func(benchBoot) time.Duration) time.Duration {
 		var xs []time.Duration
@@ -417,41 +424,51 @@ func TestDisklessBootTimes(t *testing.T) {
 	r := func(d time.Duration) time.Duration { return d.Round(100 * time.Millisecond) }
 	var lines []string
 	add := func(format string, args ...any) { lines = append(lines, fmt.Sprintf(format, args...)) }
-	lm := med("local", mu)
-	add("Debian 12 root: %d MiB partition, %d MiB data; VM: OVMF + systemd-boot, TCG, 1 CPU, %d MiB; %d boots each, interleaved", small.Size>>20, dataBytes(small, chunk)>>20, mem, reps)
-	for _, c := range []string{"local", "dl-ram", "dl-ondemand"} {
-		add("%-12s multi-user median %v (%s) = %.2fx local; agent start to root %v; served %d MiB (%.0f%% of the root) in %d requests",
-			c, r(med(c, mu)), list(runs[c], mu), float64(med(c, mu))/float64(lm), med(c, func(b benchBoot) time.Duration { return b.agent }).Round(time.Millisecond),
-			medI(c, func(b benchBoot) int64 { return b.served })>>20, float64(medI(c, func(b benchBoot) int64 { return b.served }))*100/float64(small.Size),
-			medI(c, func(b benchBoot) int64 { return b.requests }))
+	smallSummary := func() {
+		lm := med("local", mu)
+		add("Debian 12 root: %d MiB partition, %d MiB data; VM: OVMF + systemd-boot, TCG, 1 CPU, %d MiB; %d boots each, interleaved", small.Size>>20, dataBytes(small, chunk)>>20, mem, reps)
+		for _, c := range []string{"local", "dl-ram", "dl-ondemand"} {
+			add("%-12s multi-user median %v (%s) = %.2fx local; agent start to root %v; served %d MiB (%.0f%% of the root) in %d requests",
+				c, r(med(c, mu)), list(runs[c], mu), float64(med(c, mu))/float64(lm), med(c, func(b benchBoot) time.Duration { return b.agent }).Round(time.Millisecond),
+				medI(c, func(b benchBoot) int64 { return b.served })>>20, float64(medI(c, func(b benchBoot) int64 { return b.served }))*100/float64(small.Size),
+				medI(c, func(b benchBoot) int64 { return b.requests }))
+		}
+		for _, c := range []string{"local", "dl-ram", "dl-ondemand"} {
+			add("%-12s phases (median, from QEMU start): agent up %v, root there %v, root to multi-user %v",
+				c, r(med(c, func(b benchBoot) time.Duration { return b.agentIn })), r(med(c, func(b benchBoot) time.Duration { return b.rootIn })),
+				r(med(c, func(b benchBoot) time.Duration { return b.multiUser - max(b.rootIn, b.agentIn) })))
+		}
+		for _, c := range []string{"local", "dl-ram", "dl-ondemand"} {
+			add("%-12s after boot (median): MemAvailable %d MiB, Shmem %d MiB, Cached %d MiB, root server RSS %d MiB",
+				c, medI(c, func(b benchBoot) int64 { return b.meminfo("MemAvailable") })>>10, medI(c, func(b benchBoot) int64 { return b.meminfo("Shmem") })>>10,
+				medI(c, func(b benchBoot) int64 { return b.meminfo("Cached") })>>10, medI(c, benchBoot.serverRSS)>>10)
+		}
+		add("on demand: NBD server fetched %d MiB (%.0f%% of the root's %d MiB, %.0f%% of its data) by the report",
+			medI("dl-ondemand", func(b benchBoot) int64 { return b.fetched })>>20,
+			float64(medI("dl-ondemand", func(b benchBoot) int64 { return b.fetched }))*100/float64(small.Size), small.Size>>20,
+			float64(medI("dl-ondemand", func(b benchBoot) int64 { return b.fetched }))*100/float64(dataBytes(small, chunk)))
+		add("root RAM after boot: ram = Shmem(ram) - Shmem(ondemand) = %d MiB; ondemand = server RSS %d MiB (cache bound %d MiB)",
+			(medI("dl-ram", func(b benchBoot) int64 { return b.meminfo("Shmem") })-medI("dl-ondemand", func(b benchBoot) int64 { return b.meminfo("Shmem") }))>>10,
+			medI("dl-ondemand", benchBoot.serverRSS)>>10, 64)
 	}
-	for _, c := range []string{"local", "dl-ram", "dl-ondemand"} {
-		add("%-12s phases (median, from QEMU start): agent up %v, root there %v, root to multi-user %v",
-			c, r(med(c, func(b benchBoot) time.Duration { return b.agentIn })), r(med(c, func(b benchBoot) time.Duration { return b.rootIn })),
-			r(med(c, func(b benchBoot) time.Duration { return b.multiUser - max(b.rootIn, b.agentIn) })))
+	bigSummary := func() {
+		add("big root: %d MiB partition, %d MiB data; VM %d MiB", big.Size>>20, dataBytes(big, chunk)>>20, bigMem)
+		for _, c := range []string{"big-ram", "big-ondemand"} {
+			add("%-12s multi-user median %v (%s); root there %v; agent start to root %v; served %d MiB; MemAvailable %d MiB",
+				c, r(med(c, mu)), list(runs[c], mu), r(med(c, func(b benchBoot) time.Duration { return b.rootIn })), med(c, func(b benchBoot) time.Duration { return b.agent }).Round(time.Millisecond),
+				medI(c, func(b benchBoot) int64 { return b.served })>>20, medI(c, func(b benchBoot) int64 { return b.meminfo("MemAvailable") })>>10)
+		}
+		add("big ram / big ondemand: %.2fx", float64(med("big-ram", mu))/float64(med("big-ondemand", mu)))
+		add("big-ondemand in 1024 MiB: multi-user after %v, served %d MiB, MemAvailable %d MiB, server RSS %d MiB",
+			r(small1G.multiUser), small1G.served>>20, small1G.meminfo("MemAvailable")>>10, small1G.serverRSS()>>10)
+		add("big-ram in 1024 MiB: %s", ramFail)
 	}
-	for _, c := range []string{"local", "dl-ram", "dl-ondemand"} {
-		add("%-12s after boot (median): MemAvailable %d MiB, Shmem %d MiB, Cached %d MiB, root server RSS %d MiB",
-			c, medI(c, func(b benchBoot) int64 { return b.meminfo("MemAvailable") })>>10, medI(c, func(b benchBoot) int64 { return b.meminfo("Shmem") })>>10,
-			medI(c, func(b benchBoot) int64 { return b.meminfo("Cached") })>>10, medI(c, benchBoot.serverRSS)>>10)
+	if doSmall {
+		smallSummary()
 	}
-	add("on demand: NBD server fetched %d MiB (%.0f%% of the root's %d MiB, %.0f%% of its data) by the report",
-		medI("dl-ondemand", func(b benchBoot) int64 { return b.fetched })>>20,
-		float64(medI("dl-ondemand", func(b benchBoot) int64 { return b.fetched }))*100/float64(small.Size), small.Size>>20,
-		float64(medI("dl-ondemand", func(b benchBoot) int64 { return b.fetched }))*100/float64(dataBytes(small, chunk)))
-	add("root RAM after boot: ram = Shmem(ram) - Shmem(ondemand) = %d MiB; ondemand = server RSS %d MiB (cache bound %d MiB)",
-		(medI("dl-ram", func(b benchBoot) int64 { return b.meminfo("Shmem") })-medI("dl-ondemand", func(b benchBoot) int64 { return b.meminfo("Shmem") }))>>10,
-		medI("dl-ondemand", benchBoot.serverRSS)>>10, 64)
-	add("big root: %d MiB partition, %d MiB data; VM %d MiB", big.Size>>20, dataBytes(big, chunk)>>20, bigMem)
-	for _, c := range []string{"big-ram", "big-ondemand"} {
-		add("%-12s multi-user median %v (%s); root there %v; agent start to root %v; served %d MiB; MemAvailable %d MiB",
-			c, r(med(c, mu)), list(runs[c], mu), r(med(c, func(b benchBoot) time.Duration { return b.rootIn })), med(c, func(b benchBoot) time.Duration { return b.agent }).Round(time.Millisecond),
-			medI(c, func(b benchBoot) int64 { return b.served })>>20, medI(c, func(b benchBoot) int64 { return b.meminfo("MemAvailable") })>>10)
+	if doBig {
+		bigSummary()
 	}
-	add("big ram / big ondemand: %.2fx", float64(med("big-ram", mu))/float64(med("big-ondemand", mu)))
-	add("big-ondemand in 1024 MiB: multi-user after %v, served %d MiB, MemAvailable %d MiB, server RSS %d MiB",
-		r(small1G.multiUser), small1G.served>>20, small1G.meminfo("MemAvailable")>>10, small1G.serverRSS()>>10)
-	add("big-ram in 1024 MiB: %s", ramFail)
 	add("load (uptime) before, after each round: %s", strings.Join(loads, " | "))
 	t.Logf("DISKLESS BOOT TIMES:\n%s", strings.Join(lines, "\n"))
 }
