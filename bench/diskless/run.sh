@@ -9,7 +9,7 @@
 # guest's meminfo and the root server's RSS after boot. Then the root plus
 # 2 GiB of random filler: ram vs ondemand, and both in a 1 GiB VM.
 #
-#   bench/diskless/run.sh            # 2 boots per case (~35 min under TCG)
+#   bench/diskless/run.sh            # 2 boots per case (20-40 min under TCG, by load)
 #   IMPRINT_BENCH_REPS=3 bench/diskless/run.sh
 #
 # Needs QEMU and OVMF (make deps) and the cached Debian root (built on first
