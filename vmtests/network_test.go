@@ -32,6 +32,13 @@ type netImage struct {
 
 func buildNetImage(t *testing.T, buildArgs ...string) netImage {
 	t.Helper()
+	return buildNetImageWith(t, nil, buildArgs...)
+}
+
+// buildNetImageWith is buildNetImage with prepare run on the fixture's
+// root tree before the build (nil: the tree as it is).
+func buildNetImageWith(t *testing.T, prepare func(rootfs string) error, buildArgs ...string) netImage {
+	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "imprint")
 	build := exec.Command("go", "build", "-trimpath", "-o", bin, "../cmd/imprint")
@@ -40,6 +47,11 @@ func buildNetImage(t *testing.T, buildArgs ...string) netImage {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	fx := buildFixture(t)
+	if prepare != nil {
+		if err := prepare(fx.RootfsDir); err != nil {
+			t.Fatal(err)
+		}
+	}
 	agentImg := filepath.Join(dir, "agent.img")
 	imprint(t, "initrd", "--modules", fx.Modules, "--imprint", bin, "--out", agentImg)
 	store := filepath.Join(dir, "store")
