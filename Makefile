@@ -58,6 +58,7 @@ bench: deps build
 	bash bench/sync/run.sh
 	bash bench/sync/debian.sh
 	bash bench/copier/debian.sh
+	bash bench/diskless/run.sh
 
 demo: deps build
 	bash scripts/demo.sh
