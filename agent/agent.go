@@ -223,6 +223,40 @@ type Agent struct {
 	// site is a site's identity map whose signature verified; nil: the
 	// image's.
 	site *identity.Config
+	// offline says a local boot's network did not come up: its root
+	// server gets no sources, so a drifted chunk's reads fail (EIO)
+	// instead of waiting for sources it cannot reach.
+	offline bool
+}
+
+// localNetwork brings the network up for a local boot that needs it
+// (imprint.node=dhcp, imprint.identity=, or imprint.verify=chunks with
+// sources to fetch drifted chunks from) and goes on without it, noting
+// that it is offline, when up fails.
+func (a *Agent) localNetwork(ctx context.Context, up func(context.Context, *Agent) error) {
+	p := a.Params
+	repair := p.Verify == VerifyChunks && len(p.Sources) > 0
+	if p.Node != NodeFromDHCP && p.Identity == "" && !repair {
+		return
+	}
+	waitEntropy(a)
+	if err := up(ctx, a); err != nil {
+		a.offline = true
+		a.say("network for imprint.node=dhcp, imprint.identity= or imprint.verify=chunks: %v; going on without it", err)
+		return
+	}
+	if p.Node == NodeFromDHCP || p.Identity != "" {
+		a.site = a.siteIdentity(ctx)
+	}
+}
+
+// chunkSources are the sources the root server of imprint.verify=chunks
+// fetches drifted chunks from: none when the network is down.
+func (a *Agent) chunkSources() []string {
+	if a.offline {
+		return nil
+	}
+	return a.Params.Sources
 }
 
 // NodeFromDHCP is imprint.node=dhcp: a local boot brings the network up
@@ -255,17 +289,7 @@ func Main(ctx context.Context, console io.Writer) error {
 		if err := loadModules(a); err != nil {
 			a.say("modules: %v", err)
 		}
-		// imprint.verify=chunks with sources fetches drifted chunks
-		// from them: it needs the network too.
-		repair := p.Verify == VerifyChunks && len(p.Sources) > 0
-		if p.Node == NodeFromDHCP || p.Identity != "" || repair {
-			waitEntropy(a)
-			if err := netUp(ctx, a); err != nil {
-				a.say("network for imprint.node=dhcp, imprint.identity= or imprint.verify=chunks: %v; going on without it", err)
-			} else if p.Node == NodeFromDHCP || p.Identity != "" {
-				a.site = a.siteIdentity(ctx)
-			}
-		}
+		a.localNetwork(ctx, netUp)
 		err := a.local(ctx)
 		a.say("FAIL %v", err)
 		return a.fail(err)
