@@ -127,13 +127,10 @@ func ParseCmdline(c string) (Params, error) {
 		case "imprint.root":
 			p.RootMode = v
 		case "imprint.fill":
-			switch v {
-			case "1", "yes", "":
-				p.Fill = true
-			case "0", "no":
-				p.Fill = false
-			default:
-				fillErr = fmt.Errorf("imprint.fill=%s: want 1 or 0", v)
+			if on, err := parseFlag(k, v); err != nil {
+				fillErr = err
+			} else {
+				p.Fill = on
 			}
 		case "imprint.cache":
 			n, err := layout.ParseSize(v)
@@ -142,13 +139,10 @@ func ParseCmdline(c string) (Params, error) {
 			}
 			p.CacheBytes = n
 		case "imprint.swarm":
-			switch v {
-			case "", "1", "yes":
-				p.Swarm = true
-			case "0", "no":
-				p.Swarm = false
-			default:
-				swarmErr = fmt.Errorf("imprint.swarm=%s: want 1 or 0", v)
+			if on, err := parseFlag(k, v); err != nil {
+				swarmErr = err
+			} else {
+				p.Swarm = on
 			}
 		case "imprint.trust":
 			for _, k := range strings.Split(v, ",") {
@@ -257,6 +251,17 @@ func (a *Agent) chunkSources() []string {
 		return nil
 	}
 	return a.Params.Sources
+}
+
+// parseFlag reads a flag parameter: bare, 1 or yes is on; 0 or no off.
+func parseFlag(key, v string) (bool, error) {
+	switch v {
+	case "", "1", "yes":
+		return true, nil
+	case "0", "no":
+		return false, nil
+	}
+	return false, fmt.Errorf("%s=%s: want 1 or 0", key, v)
 }
 
 // NodeFromDHCP is imprint.node=dhcp: a local boot brings the network up

@@ -83,7 +83,7 @@ func (a *Agent) startSeeder(ctx context.Context, m *image.Manifest, partition, f
 	if err != nil {
 		return 0, err
 	}
-	return startHelper(ctx, a.Console, SeederArgv0, cfg)
+	return startHelper(ctx, a.Console, SeederArgv0, cfg, time.Minute)
 }
 
 // The helper's inherited files (exec.Cmd.ExtraFiles start at 3).
@@ -92,11 +92,10 @@ const (
 	helperStatusFD = 4
 )
 
-// startHelper starts this binary as argv0, hands it cfg on fd 3 and waits
-// for "ready" (or why not) on fd 4. It is ondemand.go's startServer with
-// the name as a parameter; that one keeps its own copy while its owners
-// change it.
-func startHelper(ctx context.Context, console io.Writer, argv0 string, cfg []byte) (int, error) {
+// startHelper starts this binary as argv0 (the root server, the seeder),
+// hands it cfg on fd 3 and waits, up to timeout, for "ready" (or why not)
+// on fd 4. A helper that is not ready is killed and reaped.
+func startHelper(ctx context.Context, console io.Writer, argv0 string, cfg []byte, timeout time.Duration) (int, error) {
 	cfgR, cfgW, err := os.Pipe()
 	if err != nil {
 		return 0, err
@@ -151,9 +150,9 @@ func startHelper(ctx context.Context, console io.Writer, argv0 string, cfg []byt
 	case <-ctx.Done():
 		stop()
 		return 0, ctx.Err()
-	case <-time.After(time.Minute):
+	case <-time.After(timeout):
 		stop()
-		return 0, errors.New("it was not ready within a minute")
+		return 0, fmt.Errorf("it was not ready within %v", timeout)
 	}
 }
 
@@ -215,9 +214,14 @@ func seedFile(cfg seedConfig) (leave func(), err error) {
 	if err != nil {
 		return nil, err
 	}
-	if fi, err := f.Stat(); err != nil || fi.Size() != c.Size {
+	fi, err := f.Stat()
+	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("%s is not partition %s's %d bytes (%v)", cfg.File, cfg.Partition, c.Size, err)
+		return nil, fmt.Errorf("the root file: %w", err)
+	}
+	if fi.Size() != c.Size {
+		f.Close()
+		return nil, fmt.Errorf("%s is %d bytes, not partition %s's %d", cfg.File, fi.Size(), cfg.Partition, c.Size)
 	}
 	n, err := swarm.NewNode(swarm.Options{Listen: cfg.Listen})
 	if err != nil {

@@ -85,18 +85,6 @@ func swarmImage(t *testing.T) (*image.Manifest, *swarmServer, string) {
 	return res.Manifest, s, srv.URL
 }
 
-// nonZero is the bytes of c's chunks that are not all zeros: what a swarm
-// transfers.
-func nonZero(m *image.Manifest, c *image.Content) int64 {
-	var n int64
-	for i, sum := range c.Chunks {
-		if sum != image.ZeroChunk {
-			n += c.ChunkLen(i, m.ChunkSize)
-		}
-	}
-	return n
-}
-
 var fromSwarmRE = regexp.MustCompile(`(\d+) bytes from the swarm`)
 
 // saidFromSwarm is the byte count of the console's last "N bytes from the
@@ -150,7 +138,7 @@ func TestInstallWithSwarmTakesTheRootFromTheSwarm(t *testing.T) {
 			}
 			want := int64(0)
 			if on {
-				want = nonZero(m, rp.Content)
+				want = nonZeroBytes(rp.Content, m.ChunkSize)
 				if got := saidFromSwarm(t, console.String()); got != want {
 					t.Errorf("the console says %d bytes from the swarm, want %d", got, want)
 				}
@@ -171,7 +159,7 @@ func TestRAMRootIsSeededFromRAMAfterItBoots(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := nonZero(m, rp.Content)
+	want := nonZeroBytes(rp.Content, m.ChunkSize)
 	dir := t.TempDir()
 	var c1 bytes.Buffer
 	first := &Agent{Console: &c1, SwarmListen: "127.0.0.3:0", Params: Params{Sources: []string{url}, Swarm: true, RootMode: RootRAM}}
@@ -238,7 +226,7 @@ func TestSeederRefusesAFileOfTheWrongSize(t *testing.T) {
 	var console bytes.Buffer
 	a := &Agent{Console: &console, SwarmListen: "127.0.0.6:0"}
 	_, err := a.startSeeder(context.Background(), m, rp.Name, f, url)
-	if err == nil || !strings.Contains(err.Error(), "is not partition root's") {
+	if err == nil || !strings.Contains(err.Error(), "is 5 bytes, not partition root's") {
 		t.Fatalf("seeding a 5-byte file: %v", err)
 	}
 }
