@@ -55,6 +55,7 @@ type Node struct {
 // NewNode starts the client: no DHT, no PEX (private torrents), no uTP,
 // no port mapping; peers come from the imprint server's tracker only.
 func NewNode(o Options) (*Node, error) {
+	useSmallWebseedSlices()
 	cfg := torrent.NewDefaultClientConfig()
 	cfg.NoDHT = true
 	cfg.DisablePEX = true

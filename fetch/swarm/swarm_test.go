@@ -3,12 +3,14 @@ package swarm
 import (
 	"bytes"
 	"crypto/rand"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -111,6 +113,27 @@ type server struct {
 	*httptest.Server
 	seedOff atomic.Bool
 	tracker *Tracker
+
+	mu     sync.Mutex
+	ranges []string // every web seed request's Range header, in order
+}
+
+// rangeLens gives the length of every web seed request's range; a
+// request without one (the whole file) is -1.
+func (s *server) rangeLens(t testing.TB) []int64 {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []int64
+	for _, h := range s.ranges {
+		var a, b int64
+		if _, err := fmt.Sscanf(h, "bytes=%d-%d", &a, &b); err != nil {
+			out = append(out, -1)
+			continue
+		}
+		out = append(out, b-a+1)
+	}
+	return out
 }
 
 func newServer(t testing.TB, st store.Source) *server {
@@ -128,6 +151,9 @@ func (s *server) handler(t testing.TB, st store.Source) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/swarm/announce", s.tracker)
 	mux.Handle("/swarm/data/", http.StripPrefix("/swarm/data/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		s.ranges = append(s.ranges, r.Header.Get("Range"))
+		s.mu.Unlock()
 		if s.seedOff.Load() {
 			http.Error(w, "off", http.StatusServiceUnavailable)
 			return
