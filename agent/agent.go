@@ -207,8 +207,8 @@ type Agent struct {
 	// Settle is how long a disk selector's answer must hold still before
 	// the agent installs onto it (disks appear as their drivers probe).
 	Settle time.Duration
-	// SwarmListen is where the swarm takes peers (tests); "" is
-	// SwarmListen.
+	// SwarmListen is where the swarm takes peers (tests); "" is the
+	// address that routes to the imprint server, port SwarmPort.
 	SwarmListen string
 
 	// dhcpHost is the host name (option 12) of the DHCP lease, if any: a

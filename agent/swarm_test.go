@@ -5,12 +5,14 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -228,5 +230,25 @@ func TestSeederRefusesAFileOfTheWrongSize(t *testing.T) {
 	_, err := a.startSeeder(context.Background(), m, rp.Name, f, url)
 	if err == nil || !strings.Contains(err.Error(), "is 5 bytes, not partition root's") {
 		t.Fatalf("seeding a 5-byte file: %v", err)
+	}
+}
+
+// The swarm listens on the address the route to the imprint server
+// leaves from, port SwarmPort, and takes peers from that interface's
+// network only: on loopback, 127.0.0.1 and 127.0.0.0/8.
+func TestTheSwarmListensWhereTheServerIsRouted(t *testing.T) {
+	a := &Agent{Console: io.Discard}
+	listen, nets, err := a.swarmPlace("http://127.0.0.1:8080/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "127.0.0.1:6881"; listen != want {
+		t.Errorf("listens on %s, want %s (not every interface)", listen, want)
+	}
+	if want := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}; !slices.Equal(nets, want) {
+		t.Errorf("takes peers from %v, want %v", nets, want)
+	}
+	if _, _, err := a.swarmPlace("http://[::ffff:zz]/"); err == nil {
+		t.Error("a server host that does not resolve gave a place")
 	}
 }

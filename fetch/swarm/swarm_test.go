@@ -3,6 +3,7 @@ package swarm
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -380,4 +381,27 @@ func TestAPeerVanishingMidTransfer(t *testing.T) {
 		}
 		n.same(t, want)
 	}
+}
+
+// A node with AllowedNets gives nothing to a peer outside them (web seed
+// off, it is the only source): that peer stalls, while one inside gets
+// the whole image from it.
+func TestAPeerOutsideTheAllowedNetsIsRefused(t *testing.T) {
+	st, m, want := testImage(t)
+	srv := newServer(t, st)
+	srv.seedOff.Store(true)
+	inside := netip.MustParsePrefix("127.0.0.3/32")
+	newNodeOpts(t, Options{Listen: "127.0.0.2:0", AllowedNets: []netip.Prefix{inside}}, m, srv.URL, want)
+	out := newNode(t, "127.0.0.4", m, srv.URL, nil, false)
+	if err := out.sess.Wait(t.Context(), 2*time.Second); !errors.Is(err, ErrStalled) {
+		t.Fatalf("a peer outside %v: %v, want ErrStalled", inside, err)
+	}
+	if peers, _ := out.sess.Stats(); peers != 0 {
+		t.Fatalf("a peer outside %v got %d bytes from the node", inside, peers)
+	}
+	in := newNode(t, "127.0.0.3", m, srv.URL, nil, false)
+	if err := in.sess.Wait(t.Context(), 20*time.Second); err != nil {
+		t.Fatalf("a peer inside %v: %v", inside, err)
+	}
+	in.same(t, want)
 }
