@@ -127,13 +127,10 @@ func ParseCmdline(c string) (Params, error) {
 		case "imprint.root":
 			p.RootMode = v
 		case "imprint.fill":
-			switch v {
-			case "1", "yes", "":
-				p.Fill = true
-			case "0", "no":
-				p.Fill = false
-			default:
-				fillErr = fmt.Errorf("imprint.fill=%s: want 1 or 0", v)
+			if on, err := parseFlag(k, v); err != nil {
+				fillErr = err
+			} else {
+				p.Fill = on
 			}
 		case "imprint.cache":
 			n, err := layout.ParseSize(v)
@@ -142,13 +139,10 @@ func ParseCmdline(c string) (Params, error) {
 			}
 			p.CacheBytes = n
 		case "imprint.swarm":
-			switch v {
-			case "", "1", "yes":
-				p.Swarm = true
-			case "0", "no":
-				p.Swarm = false
-			default:
-				swarmErr = fmt.Errorf("imprint.swarm=%s: want 1 or 0", v)
+			if on, err := parseFlag(k, v); err != nil {
+				swarmErr = err
+			} else {
+				p.Swarm = on
 			}
 		case "imprint.trust":
 			for _, k := range strings.Split(v, ",") {
@@ -213,8 +207,8 @@ type Agent struct {
 	// Settle is how long a disk selector's answer must hold still before
 	// the agent installs onto it (disks appear as their drivers probe).
 	Settle time.Duration
-	// SwarmListen is where the swarm takes peers (tests); "" is
-	// SwarmListen.
+	// SwarmListen is where the swarm takes peers (tests); "" is the
+	// address that routes to the imprint server, port SwarmPort.
 	SwarmListen string
 
 	// dhcpHost is the host name (option 12) of the DHCP lease, if any: a
@@ -223,6 +217,51 @@ type Agent struct {
 	// site is a site's identity map whose signature verified; nil: the
 	// image's.
 	site *identity.Config
+	// offline says a local boot's network did not come up: its root
+	// server gets no sources, so a drifted chunk's reads fail (EIO)
+	// instead of waiting for sources it cannot reach.
+	offline bool
+}
+
+// localNetwork brings the network up for a local boot that needs it
+// (imprint.node=dhcp, imprint.identity=, or imprint.verify=chunks with
+// sources to fetch drifted chunks from) and goes on without it, noting
+// that it is offline, when up fails.
+func (a *Agent) localNetwork(ctx context.Context, up func(context.Context, *Agent) error) {
+	p := a.Params
+	repair := p.Verify == VerifyChunks && len(p.Sources) > 0
+	if p.Node != NodeFromDHCP && p.Identity == "" && !repair {
+		return
+	}
+	waitEntropy(a)
+	if err := up(ctx, a); err != nil {
+		a.offline = true
+		a.say("network for imprint.node=dhcp, imprint.identity= or imprint.verify=chunks: %v; going on without it", err)
+		return
+	}
+	if p.Node == NodeFromDHCP || p.Identity != "" {
+		a.site = a.siteIdentity(ctx)
+	}
+}
+
+// chunkSources are the sources the root server of imprint.verify=chunks
+// fetches drifted chunks from: none when the network is down.
+func (a *Agent) chunkSources() []string {
+	if a.offline {
+		return nil
+	}
+	return a.Params.Sources
+}
+
+// parseFlag reads a flag parameter: bare, 1 or yes is on; 0 or no off.
+func parseFlag(key, v string) (bool, error) {
+	switch v {
+	case "", "1", "yes":
+		return true, nil
+	case "0", "no":
+		return false, nil
+	}
+	return false, fmt.Errorf("%s=%s: want 1 or 0", key, v)
 }
 
 // NodeFromDHCP is imprint.node=dhcp: a local boot brings the network up
@@ -255,17 +294,7 @@ func Main(ctx context.Context, console io.Writer) error {
 		if err := loadModules(a); err != nil {
 			a.say("modules: %v", err)
 		}
-		// imprint.verify=chunks with sources fetches drifted chunks
-		// from them: it needs the network too.
-		repair := p.Verify == VerifyChunks && len(p.Sources) > 0
-		if p.Node == NodeFromDHCP || p.Identity != "" || repair {
-			waitEntropy(a)
-			if err := netUp(ctx, a); err != nil {
-				a.say("network for imprint.node=dhcp, imprint.identity= or imprint.verify=chunks: %v; going on without it", err)
-			} else if p.Node == NodeFromDHCP || p.Identity != "" {
-				a.site = a.siteIdentity(ctx)
-			}
-		}
+		a.localNetwork(ctx, netUp)
 		err := a.local(ctx)
 		a.say("FAIL %v", err)
 		return a.fail(err)

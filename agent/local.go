@@ -145,7 +145,7 @@ func (a *Agent) local(ctx context.Context) error {
 	lower := "/run/imprint/lower"
 	from := "local disk " + root.Dev
 	if a.Params.Verify == VerifyChunks {
-		cfg := serverConfig{Sources: a.Params.Sources, Content: rp.Content, ChunkSize: m.ChunkSize, CacheBytes: DefaultCache, Local: root.Dev}
+		cfg := serverConfig{Sources: a.chunkSources(), Content: rp.Content, ChunkSize: m.ChunkSize, CacheBytes: DefaultCache, Local: root.Dev}
 		if a.Params.CacheBytes > 0 {
 			cfg.CacheBytes = a.Params.CacheBytes
 		}
@@ -213,6 +213,13 @@ func (a *Agent) verifyLocal(ctx context.Context, root *blockPart) (*image.Manife
 		if !ok || !strings.EqualFold(placed.GUID, root.Part.GUID) || placed.Start != root.Part.Start || root.Part.Len < rp.Content.Size {
 			return nil, nil, fmt.Errorf("imprint.verify=%s: %s is not where the deploy record of %s put partition %s", v, root.Dev, root.Disk, rp.Name)
 		}
+		if v == VerifyChunks {
+			// The root server checks every chunk against this manifest:
+			// with trusted keys, it must be one they signed.
+			if err := a.checkRecordSignature(od.ManifestRaw, od.ESP, od.Slot.SignatureFile()); err != nil {
+				return nil, nil, fmt.Errorf("imprint.verify=%s: the deploy record of %s: %w", v, root.Disk, err)
+			}
+		}
 		a.say("verify %s: %s is partition %s of %s:%s as deployed (status %s)", v, root.Dev, rp.Name, od.Manifest.Name, od.Manifest.Version, od.State.Status)
 		return od.Manifest, rp, nil
 	case "full":
@@ -225,6 +232,33 @@ func (a *Agent) verifyLocal(ctx context.Context, root *blockPart) (*image.Manife
 		return nil, nil, nil
 	}
 	return nil, nil, fmt.Errorf("imprint.verify=%s: want none, quick, chunks or full", a.Params.Verify)
+}
+
+// espFiles is what checkRecordSignature reads of an ESP.
+type espFiles interface {
+	Exists(name string) bool
+	ReadFile(name string) ([]byte, error)
+}
+
+// checkRecordSignature verifies a deploy record's manifest (raw) with the
+// signature file sigFile on the ESP under the agent's trusted keys; with
+// none, anything passes. A missing signature fails as a wrong one does,
+// with image.ErrUntrusted.
+func (a *Agent) checkRecordSignature(raw []byte, esp espFiles, sigFile string) error {
+	t, err := a.trust()
+	if err != nil || t == nil {
+		return err
+	}
+	var sig []byte
+	if esp.Exists(sigFile) {
+		if sig, err = esp.ReadFile(sigFile); err != nil {
+			return fmt.Errorf("%s: %w", sigFile, err)
+		}
+	}
+	if err := t.Verify(raw, sig); err != nil {
+		return fmt.Errorf("%s: %w", sigFile, err)
+	}
+	return nil
 }
 
 func setReadOnly(dev string) error {

@@ -22,6 +22,9 @@ func TestParseCmdlineLocalMode(t *testing.T) {
 		{"imprint.mode=local", Params{}, "needs root=PARTUUID="},
 		{"imprint.mode=remote imprint.source=http://a/", Params{}, "imprint.mode=remote"},
 		{"imprint.mode=local root=PARTUUID=a imprint.verify=some", Params{}, "imprint.verify=some"},
+		{"imprint.source=http://a/ imprint.fill=maybe", Params{}, "imprint.fill=maybe: want 1 or 0"},
+		{"imprint.source=http://a/ imprint.swarm=2", Params{}, "imprint.swarm=2: want 1 or 0"},
+		{"imprint.source=http://a/ imprint.fill imprint.swarm=no", Params{Sources: []string{"http://a/"}, Fill: true, OnFail: "reboot"}, ""},
 		{"imprint.mode=local root=PARTUUID=a imprint.verify=chunks imprint.source=http://a/",
 			Params{Mode: ModeLocal, Root: "PARTUUID=a", Verify: VerifyChunks, Sources: []string{"http://a/"}, OnFail: "reboot"}, ""},
 	} {

@@ -1,14 +1,12 @@
 package agent
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"runtime/debug"
 	"strconv"
@@ -46,12 +44,6 @@ type serverConfig struct {
 	// the ones that drifted.
 	Local string `json:"local,omitempty"`
 }
-
-// The server's inherited files (exec.Cmd.ExtraFiles start at 3).
-const (
-	serverConfigFD = 3
-	serverStatusFD = 4
-)
 
 // ondemandRoot starts the root server, mounts the partition it serves
 // read-only and runs the shared root pipeline over it. The server is a
@@ -103,7 +95,7 @@ func (a *Agent) serveRoot(ctx context.Context, cfg serverConfig, name, lower str
 	if err != nil {
 		return "", err
 	}
-	pid, err := startServer(ctx, a.Console, raw)
+	pid, err := startHelper(ctx, a.Console, ServerArgv0, raw, 2*time.Minute)
 	if err != nil {
 		return "", fmt.Errorf("the on-demand root server: %w", err)
 	}
@@ -181,67 +173,6 @@ func memTotal(path string) (int64, error) {
 	return 0, fmt.Errorf("%s: no MemTotal line in kB", path)
 }
 
-// startServer starts this binary as the root server, hands it cfg and
-// waits until it says the device is up (or why not).
-func startServer(ctx context.Context, console io.Writer, cfg []byte) (int, error) {
-	cfgR, cfgW, err := os.Pipe()
-	if err != nil {
-		return 0, err
-	}
-	defer cfgR.Close()
-	defer cfgW.Close()
-	stR, stW, err := os.Pipe()
-	if err != nil {
-		return 0, err
-	}
-	defer stR.Close()
-	defer stW.Close()
-	cmd := exec.Command("/proc/self/exe")
-	cmd.Args = []string{ServerArgv0}
-	cmd.Stdout, cmd.Stderr = console, console
-	cmd.ExtraFiles = []*os.File{cfgR, stW}
-	// A session of its own: no signal meant for the console's foreground
-	// reaches it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return 0, err
-	}
-	cfgR.Close()
-	stW.Close()
-	if _, err := cfgW.Write(cfg); err != nil {
-		_ = cmd.Process.Kill()
-		return 0, fmt.Errorf("handing it its config: %w", err)
-	}
-	cfgW.Close()
-	line := make(chan string, 1)
-	go func() {
-		s, _ := bufio.NewReader(stR).ReadString('\n')
-		line <- strings.TrimSpace(s)
-	}()
-	select {
-	case s := <-line:
-		if s == "ready" {
-			// Not waited for: after switch root the image's init is its
-			// parent and reaps it.
-			return cmd.Process.Pid, nil
-		}
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if s == "" {
-			s = "it exited without a word"
-		}
-		return 0, errors.New(s)
-	case <-ctx.Done():
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		return 0, ctx.Err()
-	case <-time.After(2 * time.Minute):
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		return 0, errors.New("it did not bring the device up within 2 minutes")
-	}
-}
-
 // ServerMain is the root server process (argv[0] ServerArgv0): it serves
 // the partition its parent names on an NBD device, for as long as the
 // kernel holds the device, which is until the machine is down. It returns
@@ -254,14 +185,14 @@ func ServerMain(console io.Writer) error {
 	// pass over; the '@' keeps us off its list, and these keep a stray
 	// signal from taking the root away.
 	signal.Ignore(syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGPIPE)
-	status := os.NewFile(serverStatusFD, "status")
+	status := os.NewFile(helperStatusFD, "status")
 	fail := func(err error) error {
 		fmt.Fprintf(status, "%v\n", err)
 		status.Close()
 		say("FAIL %v", err)
 		return err
 	}
-	raw, err := io.ReadAll(os.NewFile(serverConfigFD, "config"))
+	raw, err := io.ReadAll(os.NewFile(helperConfigFD, "config"))
 	if err != nil {
 		return fail(fmt.Errorf("reading the config: %w", err))
 	}

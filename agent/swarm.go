@@ -7,6 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -19,10 +22,19 @@ import (
 	"github.com/imprint-dev/imprint/image"
 )
 
-// SwarmListen is where a node with imprint.swarm=1 takes peer connections
+// SwarmPort is where a node with imprint.swarm=1 takes peer connections
 // (BitTorrent's usual port): while it fetches, and for a root in RAM as
-// long as the node runs.
-const SwarmListen = ":6881"
+// long as the node runs. It listens only on the address of the interface
+// that routes to the imprint server, and takes peers only from that
+// interface's network (and the server itself).
+const SwarmPort = 6881
+
+// SwarmMaxPeers caps the peers of the agent's swarm node and of the RAM
+// root's seeder. Each peer may hold up to 16 MiB of requested blocks in
+// RAM while its link is slower than this node, so this bounds that to
+// 128 MiB per process (the engine's default of 50 peers: 800 MiB), in a
+// machine whose root may be in RAM too.
+const SwarmMaxPeers = 8
 
 // swarmOptions starts this node's BitTorrent client for imprint.swarm=1;
 // nil without it. The swarm only speeds a fetch up: a node that cannot
@@ -37,20 +49,74 @@ func (a *Agent) swarmOptions() *deploy.SwarmOptions {
 		a.say("imprint.swarm=1: no http(s) imprint.source= to take the tracker and web seed from; fetching from the sources only")
 		return nil
 	}
-	n, err := swarm.NewNode(swarm.Options{Listen: a.swarmListen()})
+	listen, nets, err := a.swarmPlace(srv)
 	if err != nil {
 		a.say("imprint.swarm=1: %v; fetching from the sources only", err)
 		return nil
 	}
-	a.say("swarm: tracker and web seed %s, taking peers on %s", srv, n.Addr())
+	n, err := swarm.NewNode(swarm.Options{Listen: listen, AllowedNets: nets, MaxPeers: SwarmMaxPeers})
+	if err != nil {
+		a.say("imprint.swarm=1: %v; fetching from the sources only", err)
+		return nil
+	}
+	a.say("swarm: tracker and web seed %s, taking peers on %s from %s", srv, n.Addr(), nets[0])
 	return &deploy.SwarmOptions{Node: n, Server: srv}
 }
 
-func (a *Agent) swarmListen() string {
-	if a.SwarmListen != "" {
-		return a.SwarmListen
+// swarmPlace is where this node takes peers for the imprint server at
+// srv, and from where: the address of the interface the route to srv
+// leaves by (port SwarmPort; a.SwarmListen instead when set, in tests),
+// and that interface's network.
+func (a *Agent) swarmPlace(srv string) (listen string, nets []netip.Prefix, err error) {
+	u, err := url.Parse(srv)
+	if err != nil {
+		return "", nil, fmt.Errorf("swarm server %q: %w", srv, err)
 	}
-	return SwarmListen
+	local, lan, err := routeTo(u.Hostname())
+	if err != nil {
+		return "", nil, fmt.Errorf("swarm server %s: %w", u.Host, err)
+	}
+	listen = netip.AddrPortFrom(local, SwarmPort).String()
+	if a.SwarmListen != "" {
+		listen = a.SwarmListen
+	}
+	return listen, []netip.Prefix{lan}, nil
+}
+
+// routeTo gives the local address the kernel's route to host leaves
+// from, and the network of the interface that holds it.
+func routeTo(host string) (netip.Addr, netip.Prefix, error) {
+	// A connected UDP socket sends nothing: it only has the kernel pick
+	// the route and the source address.
+	c, err := net.Dial("udp", net.JoinHostPort(host, "9"))
+	if err != nil {
+		return netip.Addr{}, netip.Prefix{}, fmt.Errorf("no route: %w", err)
+	}
+	local := c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
+	c.Close()
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return netip.Addr{}, netip.Prefix{}, err
+	}
+	for _, ifc := range ifaces {
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, ad := range addrs {
+			ipn, ok := ad.(*net.IPNet)
+			if !ok {
+				continue
+			}
+			ip, ok := netip.AddrFromSlice(ipn.IP)
+			if !ok || ip.Unmap() != local {
+				continue
+			}
+			ones, _ := ipn.Mask.Size()
+			return local, netip.PrefixFrom(local, ones).Masked(), nil
+		}
+	}
+	return netip.Addr{}, netip.Prefix{}, fmt.Errorf("no interface holds %s, the address the route to %s leaves from", local, host)
 }
 
 // SeederArgv0 is argv[0] of the process that seeds a RAM root to the
@@ -68,6 +134,8 @@ type seedConfig struct {
 	File      string          `json:"file"`
 	Server    string          `json:"server"`
 	Listen    string          `json:"listen"`
+	// Allowed are the networks it takes peers from.
+	Allowed []netip.Prefix `json:"allowed"`
 }
 
 // startSeeder starts this binary as the seeder of the RAM root file (a
@@ -79,11 +147,15 @@ func (a *Agent) startSeeder(ctx context.Context, m *image.Manifest, partition, f
 	if err != nil {
 		return 0, err
 	}
-	cfg, err := json.Marshal(seedConfig{Manifest: raw, Partition: partition, File: file, Server: server, Listen: a.swarmListen()})
+	listen, nets, err := a.swarmPlace(server)
 	if err != nil {
 		return 0, err
 	}
-	return startHelper(ctx, a.Console, SeederArgv0, cfg)
+	cfg, err := json.Marshal(seedConfig{Manifest: raw, Partition: partition, File: file, Server: server, Listen: listen, Allowed: nets})
+	if err != nil {
+		return 0, err
+	}
+	return startHelper(ctx, a.Console, SeederArgv0, cfg, time.Minute)
 }
 
 // The helper's inherited files (exec.Cmd.ExtraFiles start at 3).
@@ -92,11 +164,10 @@ const (
 	helperStatusFD = 4
 )
 
-// startHelper starts this binary as argv0, hands it cfg on fd 3 and waits
-// for "ready" (or why not) on fd 4. It is ondemand.go's startServer with
-// the name as a parameter; that one keeps its own copy while its owners
-// change it.
-func startHelper(ctx context.Context, console io.Writer, argv0 string, cfg []byte) (int, error) {
+// startHelper starts this binary as argv0 (the root server, the seeder),
+// hands it cfg on fd 3 and waits, up to timeout, for "ready" (or why not)
+// on fd 4. A helper that is not ready is killed and reaped.
+func startHelper(ctx context.Context, console io.Writer, argv0 string, cfg []byte, timeout time.Duration) (int, error) {
 	cfgR, cfgW, err := os.Pipe()
 	if err != nil {
 		return 0, err
@@ -151,9 +222,9 @@ func startHelper(ctx context.Context, console io.Writer, argv0 string, cfg []byt
 	case <-ctx.Done():
 		stop()
 		return 0, ctx.Err()
-	case <-time.After(time.Minute):
+	case <-time.After(timeout):
 		stop()
-		return 0, errors.New("it was not ready within a minute")
+		return 0, fmt.Errorf("it was not ready within %v", timeout)
 	}
 }
 
@@ -215,11 +286,20 @@ func seedFile(cfg seedConfig) (leave func(), err error) {
 	if err != nil {
 		return nil, err
 	}
-	if fi, err := f.Stat(); err != nil || fi.Size() != c.Size {
+	fi, err := f.Stat()
+	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("%s is not partition %s's %d bytes (%v)", cfg.File, cfg.Partition, c.Size, err)
+		return nil, fmt.Errorf("the root file: %w", err)
 	}
-	n, err := swarm.NewNode(swarm.Options{Listen: cfg.Listen})
+	if fi.Size() != c.Size {
+		f.Close()
+		return nil, fmt.Errorf("%s is %d bytes, not partition %s's %d", cfg.File, fi.Size(), cfg.Partition, c.Size)
+	}
+	if len(cfg.Allowed) == 0 {
+		f.Close()
+		return nil, errors.New("the config names no network to take peers from")
+	}
+	n, err := swarm.NewNode(swarm.Options{Listen: cfg.Listen, AllowedNets: cfg.Allowed, MaxPeers: SwarmMaxPeers})
 	if err != nil {
 		f.Close()
 		return nil, err

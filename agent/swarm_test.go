@@ -5,12 +5,14 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -85,18 +87,6 @@ func swarmImage(t *testing.T) (*image.Manifest, *swarmServer, string) {
 	return res.Manifest, s, srv.URL
 }
 
-// nonZero is the bytes of c's chunks that are not all zeros: what a swarm
-// transfers.
-func nonZero(m *image.Manifest, c *image.Content) int64 {
-	var n int64
-	for i, sum := range c.Chunks {
-		if sum != image.ZeroChunk {
-			n += c.ChunkLen(i, m.ChunkSize)
-		}
-	}
-	return n
-}
-
 var fromSwarmRE = regexp.MustCompile(`(\d+) bytes from the swarm`)
 
 // saidFromSwarm is the byte count of the console's last "N bytes from the
@@ -150,7 +140,7 @@ func TestInstallWithSwarmTakesTheRootFromTheSwarm(t *testing.T) {
 			}
 			want := int64(0)
 			if on {
-				want = nonZero(m, rp.Content)
+				want = nonZeroBytes(rp.Content, m.ChunkSize)
 				if got := saidFromSwarm(t, console.String()); got != want {
 					t.Errorf("the console says %d bytes from the swarm, want %d", got, want)
 				}
@@ -171,7 +161,7 @@ func TestRAMRootIsSeededFromRAMAfterItBoots(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := nonZero(m, rp.Content)
+	want := nonZeroBytes(rp.Content, m.ChunkSize)
 	dir := t.TempDir()
 	var c1 bytes.Buffer
 	first := &Agent{Console: &c1, SwarmListen: "127.0.0.3:0", Params: Params{Sources: []string{url}, Swarm: true, RootMode: RootRAM}}
@@ -238,7 +228,27 @@ func TestSeederRefusesAFileOfTheWrongSize(t *testing.T) {
 	var console bytes.Buffer
 	a := &Agent{Console: &console, SwarmListen: "127.0.0.6:0"}
 	_, err := a.startSeeder(context.Background(), m, rp.Name, f, url)
-	if err == nil || !strings.Contains(err.Error(), "is not partition root's") {
+	if err == nil || !strings.Contains(err.Error(), "is 5 bytes, not partition root's") {
 		t.Fatalf("seeding a 5-byte file: %v", err)
+	}
+}
+
+// The swarm listens on the address the route to the imprint server
+// leaves from, port SwarmPort, and takes peers from that interface's
+// network only: on loopback, 127.0.0.1 and 127.0.0.0/8.
+func TestTheSwarmListensWhereTheServerIsRouted(t *testing.T) {
+	a := &Agent{Console: io.Discard}
+	listen, nets, err := a.swarmPlace("http://127.0.0.1:8080/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "127.0.0.1:6881"; listen != want {
+		t.Errorf("listens on %s, want %s (not every interface)", listen, want)
+	}
+	if want := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}; !slices.Equal(nets, want) {
+		t.Errorf("takes peers from %v, want %v", nets, want)
+	}
+	if _, _, err := a.swarmPlace("http://[::ffff:zz]/"); err == nil {
+		t.Error("a server host that does not resolve gave a place")
 	}
 }

@@ -612,6 +612,13 @@ func (v *manifestV1) convert() (*Manifest, error) {
 	return m, nil
 }
 
+// MinChunkSize and MaxChunkSize bound an image's chunk size (a power of
+// two): every chunk boundary of any image is a multiple of MinChunkSize.
+const (
+	MinChunkSize = 64 << 10
+	MaxChunkSize = 64 << 20
+)
+
 // Validate checks everything about a manifest that does not need the chunks.
 func (m *Manifest) Validate() error {
 	if m.Format != FormatVersion && (m.Format != FormatV1 || m.v1Layout == nil) {
@@ -626,7 +633,7 @@ func (m *Manifest) Validate() error {
 	if err := ValidName(m.Version); err != nil {
 		return fmt.Errorf("%w: image version: %v", ErrFormat, err)
 	}
-	if m.ChunkSize < 64<<10 || m.ChunkSize > 64<<20 || m.ChunkSize&(m.ChunkSize-1) != 0 {
+	if m.ChunkSize < MinChunkSize || m.ChunkSize > MaxChunkSize || m.ChunkSize&(m.ChunkSize-1) != 0 {
 		return fmt.Errorf("%w: chunk size %d is not a power of two between 64 KiB and 64 MiB", ErrFormat, m.ChunkSize)
 	}
 	if len(m.Partitions) > MaxPartitions {

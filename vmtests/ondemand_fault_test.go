@@ -137,7 +137,7 @@ func TestOnDemandRootWaitsForItsServerAndFillOutlivesIt(t *testing.T) {
 			if err := vm.Expect(ctx,
 				qemu.Marker{Text: "IMPRINT-AGENT: root on demand: partition root", Timeout: 3 * nextMarkerTimeout},
 				qemu.Marker{Text: "IMPRINT-TEST fault: server argv0=", Timeout: nextMarkerTimeout},
-				qemu.Marker{Text: "@imprint-root-server", Timeout: time.Second},
+				qemu.Marker{Text: "@imprint-root-server", Timeout: nextMarkerTimeout},
 				qemu.Marker{Text: "IMPRINT-TEST fault: ready", Timeout: nextMarkerTimeout},
 			); err != nil {
 				t.Fatal(err)

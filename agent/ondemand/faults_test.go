@@ -165,17 +165,24 @@ func TestAKilledServerIsWaitedForSaidAtItsCadenceAndResumed(t *testing.T) {
 			t.Fatal("reads did not resume within 10 s of the server's return")
 		}
 	}
-	resumed := time.Since(back)
+	ended := time.Now()
+	resumed := ended.Sub(back)
 	said, at := l.matching("unreachable, waiting")
 	if len(said) == 0 || !strings.Contains(said[0], srv.url()) || !strings.Contains(said[0], "chunk ") || !strings.HasSuffix(said[0], "connection refused") {
 		t.Fatalf("the wait was not said naming the server, the chunk and the cause:\n%s", strings.Join(l.lines, "\n"))
 	}
-	if first := at[0].Sub(killed); first > every {
+	// At once: the first failed fetch says it; a second of slack for a
+	// loaded machine, still far less than the SayEvery default (10 s).
+	if first := at[0].Sub(killed); first > time.Second {
 		t.Errorf("the wait was first said %v after the kill, want at once", first)
 	}
 	// Asked again every few ms, said every 100 ms: ~6 lines in 550 ms.
-	if n, most := len(said), int(down/every)+2; n < 3 || n > most {
-		t.Errorf("the wait was said %d times in %v at one line per %v (want 3..%d):\n%s", n, down, every, most, strings.Join(said, "\n"))
+	// Every line was said between the kill and the reads' end, at least
+	// every apart, so the wait measured bounds them however slow the
+	// machine was.
+	waited := ended.Sub(killed)
+	if n, most := len(said), 1+int(waited/every); n < 3 || n > most {
+		t.Errorf("the wait was said %d times in %v at one line per %v (want 3..%d):\n%s", n, waited, every, most, strings.Join(said, "\n"))
 	}
 	if ends, _ := l.matching("root source back"); len(ends) != 1 {
 		t.Errorf("the end of the wait was said %d times, want once:\n%s", len(ends), strings.Join(l.lines, "\n"))

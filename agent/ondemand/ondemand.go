@@ -80,7 +80,8 @@ type Stats struct {
 	FillBytes     int64 // bytes fetched by Fill (not asked for by a read)
 	Waiting       int   // chunks waiting for a source now
 	LocalBytes    int64 // bytes of chunks read from Local and checked
-	Drifted       int   // chunks of Local that did not check
+	Drifted       int   // chunks of Local that did not check (each counted once)
+	LocalErrors   int   // reads of Local that failed (I/O, not drift)
 }
 
 // Reader is the partition, read on demand. Safe for concurrent use.
@@ -93,7 +94,10 @@ type Reader struct {
 
 	mu   sync.Mutex
 	seen map[int]bool // chunks fetched at least once
-	st   Stats
+	// drifted holds, by index, why a chunk of Local did not check: it is
+	// not read from Local again.
+	drifted map[int]error
+	st      Stats
 
 	// Reads waiting for a fetch, and a channel closed when they are
 	// none: Fill starts a chunk only then.
@@ -128,7 +132,7 @@ func New(o Options) (*Reader, error) {
 	idle := make(chan struct{})
 	close(idle)
 	cache := chunkcache.New[int](chunkcache.Options{MaxBytes: o.CacheBytes, KeepAll: o.Fill})
-	return &Reader{o: o, cache: cache, seen: map[int]bool{}, idle: idle}, nil
+	return &Reader{o: o, cache: cache, seen: map[int]bool{}, drifted: map[int]error{}, idle: idle}, nil
 }
 
 // Size is the partition's size in bytes.
@@ -222,20 +226,23 @@ func (r *Reader) chunkOnce(ctx context.Context, i int, fill bool) ([]byte, error
 }
 
 // load gets chunk i, checked: from Local when it holds it intact, else
-// from the sources; and counts it.
+// from the sources; and counts it. A chunk found drifted on Local is
+// remembered: it is said and counted once, and never read from Local
+// again (a bounded cache would otherwise re-read and re-hash it, and say
+// it again, every time it drops it).
 func (r *Reader) load(ctx context.Context, i int, fill bool) (data []byte, err error) {
 	local := false
 	if r.o.Local != nil {
-		data, err = r.readLocal(i)
-		local = err == nil
-		if err != nil {
-			r.mu.Lock()
-			r.st.Drifted++
-			r.mu.Unlock()
-			if r.o.Fetcher == nil {
-				r.logf("chunk %d: %v; no source to fetch it from, its reads fail", i, err)
-			} else {
-				r.logf("chunk %d: %v; fetching it from the sources", i, err)
+		r.mu.Lock()
+		drift := r.drifted[i]
+		r.mu.Unlock()
+		if drift != nil {
+			err = drift
+		} else {
+			data, err = r.readLocal(i)
+			local = err == nil
+			if err != nil {
+				r.noteLocal(i, err)
 			}
 		}
 	}
@@ -261,6 +268,25 @@ func (r *Reader) load(ctx context.Context, i int, fill bool) (data []byte, err e
 	}
 	r.seen[i] = true
 	return data, nil
+}
+
+// noteLocal counts and says why chunk i was not taken from Local: a
+// drift (image.ErrChecksum) is remembered for good; an I/O error is not
+// a drift and is not remembered, as the next read may succeed.
+func (r *Reader) noteLocal(i int, err error) {
+	then := "fetching it from the sources"
+	if r.o.Fetcher == nil {
+		then = "no source to fetch it from, its reads fail"
+	}
+	r.mu.Lock()
+	if errors.Is(err, image.ErrChecksum) {
+		r.st.Drifted++
+		r.drifted[i] = fmt.Errorf("chunk %d: %w", i, err)
+	} else {
+		r.st.LocalErrors++
+	}
+	r.mu.Unlock()
+	r.logf("chunk %d: %v; %s", i, err, then)
 }
 
 // readLocal reads chunk i from Local and checks it.

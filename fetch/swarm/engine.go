@@ -2,9 +2,12 @@ package swarm
 
 import (
 	"os"
+	"sync"
+	_ "unsafe" // go:linkname
 
 	"github.com/anacrolix/torrent"
-	_ "unsafe" // go:linkname
+
+	"github.com/imprint-dev/imprint/image"
 )
 
 // webseedSlice is the engine's web seed request alignment
@@ -26,15 +29,22 @@ import (
 //go:linkname webseedSlice github.com/anacrolix/torrent.webseedRequestChunkSize
 var webseedSlice uint64
 
-// minChunkSize is the smallest chunk size an image may have.
-const minChunkSize = 64 << 10
-
-func init() {
-	// An operator's explicit setting wins.
-	if os.Getenv("TORRENT_WEBSEED_REQUEST_CHUNK_SIZE") == "" {
-		webseedSlice = minChunkSize
-	}
+// useSmallWebseedSlices sets webseedSlice, once per process, before the
+// first node's client starts. It is the engine's package variable, so a
+// process-wide setting whatever the number of nodes; set here rather than
+// in an init so that only a binary that runs a node changes it. An
+// operator's explicit setting wins.
+func useSmallWebseedSlices() {
+	webseedOnce.Do(func() {
+		if os.Getenv("TORRENT_WEBSEED_REQUEST_CHUNK_SIZE") == "" {
+			webseedSlice = image.MinChunkSize
+		}
+	})
 }
+
+// webseedOnce guards webseedSlice's one write: global because the
+// variable it guards is.
+var webseedOnce sync.Once
 
 // The engine starts web seed requests only every 5 s
 // (webseedRequestUpdateTimerInterval) or when one of them ends; nothing

@@ -7,11 +7,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/iplist"
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/anacrolix/torrent/storage"
 	"golang.org/x/time/rate"
@@ -39,7 +42,16 @@ type Options struct {
 	UploadRate   int64
 	DownloadRate int64
 	// MaxPeers caps the peers this node is connected to per image [50].
+	// Each connection may hold up to 16 MiB of requested blocks in RAM
+	// (see MaxAllocPeerRequestDataPerConn below), so this bounds that
+	// memory: 50 peers, 800 MiB at worst.
 	MaxPeers int
+	// AllowedNets, when set, are the only networks peers may be in: a
+	// connection from, or a peer address (from the tracker) in, any other
+	// is refused. A node on a cluster's network has no business with
+	// peers elsewhere. The imprint server a swarm is joined with (its
+	// tracker) is let through wherever it is.
+	AllowedNets []netip.Prefix
 	// Log, when set, gets the engine's messages.
 	Log *slog.Logger
 
@@ -48,13 +60,15 @@ type Options struct {
 
 // Node is this machine's BitTorrent client.
 type Node struct {
-	cl  *torrent.Client
-	opt Options
+	cl    *torrent.Client
+	opt   Options
+	allow *allowList // nil: any peer
 }
 
 // NewNode starts the client: no DHT, no PEX (private torrents), no uTP,
 // no port mapping; peers come from the imprint server's tracker only.
 func NewNode(o Options) (*Node, error) {
+	useSmallWebseedSlices()
 	cfg := torrent.NewDefaultClientConfig()
 	cfg.NoDHT = true
 	cfg.DisablePEX = true
@@ -119,6 +133,13 @@ func NewNode(o Options) (*Node, error) {
 	// overrun by an engine like this one. It is memory held only while a
 	// peer's link is slower than this node's disk.
 	cfg.MaxAllocPeerRequestDataPerConn = maxPeerRequests * blockSize
+	var allow *allowList
+	if len(o.AllowedNets) > 0 {
+		// The engine refuses accepted connections and peer addresses its
+		// blocklist holds; this one holds everything outside the nets.
+		allow = &allowList{nets: o.AllowedNets, servers: map[netip.Addr]bool{}}
+		cfg.IPBlocklist = allow
+	}
 	cfg.Slogger = o.Log
 	if cfg.Slogger == nil {
 		cfg.Slogger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -130,7 +151,64 @@ func NewNode(o Options) (*Node, error) {
 	if peerDialer != nil {
 		cl.AddDialer(peerDialer)
 	}
-	return &Node{cl: cl, opt: o}, nil
+	return &Node{cl: cl, opt: o, allow: allow}, nil
+}
+
+// allowList is an engine blocklist that blocks every address outside its
+// networks, except the imprint servers' own: the engine checks a
+// tracker's address against the same list before it announces.
+type allowList struct {
+	nets []netip.Prefix
+
+	mu      sync.Mutex
+	servers map[netip.Addr]bool
+}
+
+func (a *allowList) Lookup(ip net.IP) (iplist.Range, bool) {
+	if addr, ok := netip.AddrFromSlice(ip); ok {
+		addr = addr.Unmap()
+		for _, p := range a.nets {
+			if p.Contains(addr) {
+				return iplist.Range{}, false
+			}
+		}
+		a.mu.Lock()
+		server := a.servers[addr]
+		a.mu.Unlock()
+		if server {
+			return iplist.Range{}, false
+		}
+	}
+	return iplist.Range{First: ip, Last: ip, Description: "outside the swarm's networks"}, true
+}
+
+// NumRanges is the engine's count of ranges; only its statistics read it.
+func (a *allowList) NumRanges() int { return len(a.nets) }
+
+// allowServer lets the engine reach the imprint server at base (its
+// tracker) wherever it is.
+func (a *allowList) allowServer(base string) error {
+	u, err := url.Parse(base)
+	if err != nil {
+		return fmt.Errorf("swarm server %q: %w", base, err)
+	}
+	host := u.Hostname()
+	addrs := []netip.Addr{}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		addrs = append(addrs, ip)
+	} else {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if addrs, err = net.DefaultResolver.LookupNetIP(ctx, "ip", host); err != nil {
+			return fmt.Errorf("swarm server %q: %w", base, err)
+		}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, ip := range addrs {
+		a.servers[ip.Unmap()] = true
+	}
+	return nil
 }
 
 // Addr is where peers reach this node.
@@ -182,6 +260,11 @@ func (n *Node) Join(m *image.Manifest, server string, places []Place) (*Session,
 	st, err := newPieceStore(tor, places)
 	if err != nil {
 		return nil, err
+	}
+	if n.allow != nil && server != "" {
+		if err := n.allow.allowServer(server); err != nil {
+			return nil, err
+		}
 	}
 	st.corrupt = n.opt.corrupt
 	t, isNew := n.cl.AddTorrentOpt(torrent.AddTorrentOpts{

@@ -3,12 +3,15 @@ package swarm
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -111,6 +114,27 @@ type server struct {
 	*httptest.Server
 	seedOff atomic.Bool
 	tracker *Tracker
+
+	mu     sync.Mutex
+	ranges []string // every web seed request's Range header, in order
+}
+
+// rangeLens gives the length of every web seed request's range; a
+// request without one (the whole file) is -1.
+func (s *server) rangeLens(t testing.TB) []int64 {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []int64
+	for _, h := range s.ranges {
+		var a, b int64
+		if _, err := fmt.Sscanf(h, "bytes=%d-%d", &a, &b); err != nil {
+			out = append(out, -1)
+			continue
+		}
+		out = append(out, b-a+1)
+	}
+	return out
 }
 
 func newServer(t testing.TB, st store.Source) *server {
@@ -128,6 +152,9 @@ func (s *server) handler(t testing.TB, st store.Source) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/swarm/announce", s.tracker)
 	mux.Handle("/swarm/data/", http.StripPrefix("/swarm/data/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		s.ranges = append(s.ranges, r.Header.Get("Range"))
+		s.mu.Unlock()
 		if s.seedOff.Load() {
 			http.Error(w, "off", http.StatusServiceUnavailable)
 			return
@@ -354,4 +381,27 @@ func TestAPeerVanishingMidTransfer(t *testing.T) {
 		}
 		n.same(t, want)
 	}
+}
+
+// A node with AllowedNets gives nothing to a peer outside them (web seed
+// off, it is the only source): that peer stalls, while one inside gets
+// the whole image from it.
+func TestAPeerOutsideTheAllowedNetsIsRefused(t *testing.T) {
+	st, m, want := testImage(t)
+	srv := newServer(t, st)
+	srv.seedOff.Store(true)
+	inside := netip.MustParsePrefix("127.0.0.3/32")
+	newNodeOpts(t, Options{Listen: "127.0.0.2:0", AllowedNets: []netip.Prefix{inside}}, m, srv.URL, want)
+	out := newNode(t, "127.0.0.4", m, srv.URL, nil, false)
+	if err := out.sess.Wait(t.Context(), 2*time.Second); !errors.Is(err, ErrStalled) {
+		t.Fatalf("a peer outside %v: %v, want ErrStalled", inside, err)
+	}
+	if peers, _ := out.sess.Stats(); peers != 0 {
+		t.Fatalf("a peer outside %v got %d bytes from the node", inside, peers)
+	}
+	in := newNode(t, "127.0.0.3", m, srv.URL, nil, false)
+	if err := in.sess.Wait(t.Context(), 20*time.Second); err != nil {
+		t.Fatalf("a peer inside %v: %v", inside, err)
+	}
+	in.same(t, want)
 }

@@ -23,6 +23,7 @@ package chunkcache
 import (
 	"container/list"
 	"context"
+	"errors"
 	"sync"
 )
 
@@ -58,7 +59,14 @@ type entry[K comparable] struct {
 	err   error
 	pins  int
 	elem  *list.Element // in idle, when loaded and pins == 0
+	// waiting counts the gets waiting for the load; guarded by mu. Only
+	// tests read it, to know every waiter is in the wait.
+	waiting int
 }
+
+// ErrLoadPanicked is what the gets waiting for a load get when the load
+// panicked (the loader's goroutine goes on panicking).
+var ErrLoadPanicked = errors.New("chunkcache: the load panicked")
 
 // New makes a Cache.
 func New[K comparable](o Options) *Cache[K] {
@@ -105,7 +113,13 @@ func (c *Cache[K]) get(ctx context.Context, key K, load func(context.Context) ([
 			c.mu.Unlock()
 			return e, true, nil
 		}
+		e.waiting++
 		c.mu.Unlock()
+		defer func() {
+			c.mu.Lock()
+			e.waiting--
+			c.mu.Unlock()
+		}()
 		select {
 		case <-e.ready:
 		case <-ctx.Done():
@@ -129,7 +143,21 @@ func (c *Cache[K]) get(ctx context.Context, key K, load func(context.Context) ([
 	c.entries[key] = e
 	c.mu.Unlock()
 
+	finished := false
+	defer func() {
+		if finished {
+			return
+		}
+		// load panicked: its waiters get an error instead of waiting
+		// for ever, the next get loads again, and the panic goes on.
+		c.mu.Lock()
+		e.err, e.done = ErrLoadPanicked, true
+		delete(c.entries, key)
+		c.mu.Unlock()
+		close(e.ready)
+	}()
 	data, err := load(ctx)
+	finished = true
 
 	c.mu.Lock()
 	e.data, e.err, e.done = data, err, true

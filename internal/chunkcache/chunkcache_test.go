@@ -162,9 +162,9 @@ func TestSingleFlight(t *testing.T) {
 					got[i], _, errs[i] = c.Get(context.Background(), "k", load)
 				}()
 			}
-			// Let the waiters reach the wait: a get that came after the
-			// load ended would count nothing.
-			time.Sleep(50 * time.Millisecond)
+			// Every other get is in the wait: one that came after the
+			// load ended would prove nothing.
+			awaitWaiters(t, c, "k", n-1)
 			close(unblock)
 			wg.Wait()
 			for i := range n {
@@ -261,5 +261,50 @@ func TestReleaseTwiceIsOnce(t *testing.T) {
 	c.Get(context.Background(), "d", bytesOf("d", 4))
 	if c.Has("a") {
 		t.Fatal("a, released by both, was not dropped past the bound")
+	}
+}
+
+// TestAPanickingLoadReleasesItsWaiters proves a load that panics does not
+// leave its key loading for ever: the panic goes on in the loader, the
+// gets waiting for it fail with ErrLoadPanicked, and the next get loads
+// again.
+func TestAPanickingLoadReleasesItsWaiters(t *testing.T) {
+	c := New[string](Options{MaxBytes: 1 << 20})
+	started, unblock := make(chan struct{}), make(chan struct{})
+	panicked := make(chan any)
+	go func() {
+		defer func() { panicked <- recover() }()
+		c.Get(context.Background(), "k", func(context.Context) ([]byte, error) {
+			close(started)
+			<-unblock
+			panic("load broke")
+		})
+	}()
+	<-started
+	const n = 4
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			_, _, err := c.Get(context.Background(), "k", func(context.Context) ([]byte, error) { return []byte("again"), nil })
+			errs <- err
+		}()
+	}
+	awaitWaiters(t, c, "k", n)
+	close(unblock)
+	if p := <-panicked; p != "load broke" {
+		t.Fatalf("the loader's panic: %v, want it to go on", p)
+	}
+	for range n {
+		select {
+		case err := <-errs:
+			if !errors.Is(err, ErrLoadPanicked) {
+				t.Errorf("a waiter got %v, want ErrLoadPanicked", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a get still waits for the load that panicked")
+		}
+	}
+	if b, hit, err := c.Get(context.Background(), "k", func(context.Context) ([]byte, error) { return []byte("again"), nil }); err != nil || hit || string(b) != "again" {
+		t.Errorf("the next get: %q (hit %v), %v; want a new load", b, hit, err)
 	}
 }
