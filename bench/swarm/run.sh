@@ -16,12 +16,14 @@
 #   BENCH_RATE=20         Mbit/s each way, every link (server's too)
 #   BENCH_NODES="1 4 8 16"
 #   BENCH_MODES="server tree swarm"
+#   BENCH_PLAN="server:1 swarm:4 ..."  runs in this order instead of every
+#                         mode for every N (the reference, server:1, must be in it)
 #   BENCH_FANOUT=2        children per node in the tree
 #   BENCH_DIR=/some/dir   work files (default: a new dir under /var/tmp)
 #
 # Needs root, ip (iproute2) with netns, veth, bridge and tc tbf. Everything
 # runs in namespaces it creates (named imb-*) and removes on exit; no packet
-# leaves them. Not part of CI: at 20 Mbit/s the default series takes ~25 min.
+# leaves them. Not part of CI: at 20 Mbit/s the default series takes ~30 min (most of it server only at N = 16).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 IMPRINT=${IMPRINT:-$ROOT/bin/imprint}
@@ -40,7 +42,10 @@ log() { printf '[bench-swarm %s] %s\n' "$(date +%T)" "$*" >&2; }
 [ -x "$IMPRINT" ] || (cd "$ROOT" && make build)
 
 maxn=0
-for n in $NODES; do [ "$n" -gt "$maxn" ] && maxn=$n; done
+for n in $NODES ${BENCH_PLAN:-}; do
+	n=${n#*:}
+	[ "$n" -gt "$maxn" ] && maxn=$n
+done
 [ "$maxn" -le 200 ] || { log "BENCH_NODES: at most 200 nodes"; exit 1; }
 
 pids=()
@@ -121,6 +126,19 @@ cpusample() {
 }
 
 now() { date +%s.%N; }
+# failed MODE N WHY: keeps the nodes' logs in OUT, prints a result line that
+# says so, and the series goes on.
+failed() {
+	log "$1 N=$2: $3; logs in $OUT/fail-$1-$2"
+	killall_pids
+	[ -n "${SAMPLER:-}" ] && kill "$SAMPLER" 2>/dev/null
+	SAMPLER=
+	rm -rf "$OUT/fail-$1-$2"
+	mkdir -p "$OUT/fail-$1-$2"
+	cp "$WORK"/d-*.err "$WORK"/d-*.out "$OUT/fail-$1-$2/" 2>/dev/null || true
+	grep -h -i -E 'error|fail|timeout' "$WORK"/d-*.err | sort | uniq -c | sort -rn | head -3 >&2 || true
+	echo "0 0 0 0 0 FAILED"
+}
 # CPU ticks of this bench's own processes: the reaped children (deploys) of
 # this shell and the server, so other users of the machine do not count.
 HZ=$(getconf CLK_TCK)
@@ -164,7 +182,7 @@ run() {
 			if [ "$mode" = server ]; then
 				kill -0 "$pid" 2>/dev/null && left=$((left + 1))
 			elif ! grep -q "still serving" "$WORK/d-$i.err"; then
-				kill -0 "$pid" 2>/dev/null || { log "$mode N=$n: node $i failed"; tail -5 "$WORK/d-$i.err" >&2; exit 1; }
+				kill -0 "$pid" 2>/dev/null || { failed "$mode" "$n" "node $i exited"; return 0; }
 				left=$((left + 1))
 			fi
 		done
@@ -177,15 +195,17 @@ run() {
 	wait "$SAMPLER" 2>/dev/null || true
 	SAMPLER=
 	if [ "$mode" = server ]; then
-		for p in "${pids[@]}"; do wait "$p" || { log "server N=$n: a deploy failed"; tail -5 "$WORK"/d-*.err >&2; exit 1; }; done
+		local bad=0
+		for p in "${pids[@]}"; do wait "$p" || bad=1; done
 		pids=()
+		[ $bad = 0 ] || { failed "$mode" "$n" "a deploy failed"; return 0; }
 	else
 		killall_pids
 	fi
 	local own
 	own=$(awk -v c=$(($(ticks) - c0)) -v hz="$HZ" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", 100 * c / hz / (b - a) / 2 }')
 	for i in $(seq 1 "$n"); do
-		"$IMPRINT" verify --disk "$WORK/d-$i.img" >/dev/null || { log "$mode N=$n: node $i's disk is not identical"; exit 1; }
+		"$IMPRINT" verify --disk "$WORK/d-$i.img" >/dev/null || { failed "$mode" "$n" "node $i's disk is not identical"; return 0; }
 	done
 	# Where the bytes came from (swarm: peers vs web seed vs --from), for the record.
 	if [ "$mode" = swarm ]; then
@@ -200,16 +220,21 @@ run() {
 
 RES=$WORK/results.tsv
 : >"$RES"
-for mode in $MODES; do
-	for n in $NODES; do
-		log "$mode: $n node(s)"
-		run "$mode" "$n" >"$WORK/r"
-		r=$(cat "$WORK/r")
-		log "$mode N=$n: $r (seconds, machine CPU% mean, max, load, this bench's CPU%)"
-		echo "$mode $n $r" >>"$RES"
-	done
+PLAN=${BENCH_PLAN:-}
+if [ -z "$PLAN" ]; then
+	for mode in $MODES; do for n in $NODES; do PLAN="$PLAN $mode:$n"; done; done
+fi
+for step in $PLAN; do
+	mode=${step%%:*} n=${step#*:}
+	case $mode in server | tree | swarm) ;; *) log "BENCH_PLAN: $step: mode must be server, tree or swarm"; exit 1 ;; esac
+	[ "$n" -ge 1 ] && [ "$n" -le "$maxn" ] || { log "BENCH_PLAN: $step: N must be 1..$maxn"; exit 1; }
+	log "$mode: $n node(s)"
+	run "$mode" "$n" >"$WORK/r"
+	r=$(cat "$WORK/r")
+	log "$mode N=$n: $r (seconds, machine CPU% mean, max, load, this bench's CPU%)"
+	echo "$mode $n $r" >>"$RES"
+	cp "$RES" "$OUT/results.tsv"
 done
-cp "$RES" "$OUT/results.tsv"
 
 T1=$(awk '$1 == "server" && $2 == 1 { print $3 }' "$RES")
 {
@@ -222,7 +247,8 @@ T1=$(awk '$1 == "server" && $2 == 1 { print $3 }' "$RES")
 	echo
 	echo "| mode | N | wall time | x one node | bench CPU | machine CPU mean / peak | load |"
 	echo "|---|---|---|---|---|---|---|"
-	awk -v t1="$T1" '{ printf "| %s | %d | %.1f s | %s | %d%% | %d%% / %d%% | %s |\n", $1, $2, $3, t1 ? sprintf("%.2fx", $3 / t1) : "?", $7, $4, $5, $6 }' "$RES"
+	awk -v t1="$T1" '$8 == "FAILED" { printf "| %s | %d | failed (logs in bench/swarm/out/fail-%s-%d) | | | | |\n", $1, $2, $1, $2; next }
+		{ printf "| %s | %d | %.1f s | %s | %d%% | %d%% / %d%% | %s |\n", $1, $2, $3, t1 ? sprintf("%.2fx", $3 / t1) : "?", $7, $4, $5, $6 }' "$RES"
 	echo
 	echo "Tree fan-out: $FANOUT (node i's parent: node (i-1)/$FANOUT, 0 = the server). All disks verified identical (imprint verify)."
 } | tee "$OUT/results.md"
