@@ -10,7 +10,10 @@
 // hash, write, read-back verify). A waiting node is given to the server with
 // the fewest clients. Rates are fluid (processor sharing), events are
 // completions. Cut-through: every node serves chunks as they land
-// (imprint deploy --serve); see cutThrough.
+// (imprint deploy --serve); see cutThrough. Swarm: every node takes pieces
+// from every other and from the server (imprint deploy --swarm); see swarm.
+// With -fit it instead fits the cut-through and swarm models' free
+// parameters to a bench/swarm/run.sh results file.
 package main
 
 import (
@@ -144,7 +147,28 @@ func cutThrough(n int, size, c, master, s float64, fanout int, startup, chunk fl
 	return size/rate + float64(depth)*(startup+chunk/rate), depth
 }
 
+// swarm estimates a BitTorrent swarm of n nodes that all start together: a
+// fluid model (Kumar and Ross's bound for peer-to-peer distribution, with an
+// efficiency factor). A node takes data no faster than down (its ingest or
+// link); the server sends at most us in all; the peers upload up each, of
+// which a share eff is put to use (the engine's choking, piece
+// availability, protocol overhead). Every node must get the whole image, so
+// the swarm needs n*size bytes from a total upload of us + eff*n*up; plus a
+// fixed start-up (tracker, handshakes, the end game).
+func swarm(n int, size, down, us, up, eff, startup float64) float64 {
+	t := math.Max(size/down, size/us)
+	t = math.Max(t, float64(n)*size/(us+eff*float64(n)*up))
+	return startup + t
+}
+
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "-fit" {
+		if err := fit(os.Args[2:], os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "sim -fit:", err)
+			os.Exit(2)
+		}
+		return
+	}
 	var (
 		nodes   = flag.Int("nodes", 1000, "nodes to image")
 		sizeMiB = flag.Float64("size-mib", 1024, "image data per node, MiB (what is sent: the non-zero chunks)")
@@ -156,6 +180,10 @@ func main() {
 		link    = flag.Float64("link-mbs", 0, "also cap every rate at this network link rate, MB/s (0: no cap)")
 		fanouts = flag.String("fanouts", "4,8,16", "fan-outs to try")
 		startup = flag.Float64("startup-s", 1, "seconds from a node's start (cut-through) or completed deploy (store-and-forward) until it serves")
+		chunkM  = flag.Float64("chunk-mib", 4, "chunk size, MiB (cut-through: a child runs one chunk behind its parent)")
+		swEff   = flag.Float64("swarm-eff", 0, "swarm: share of the peers' upload put to use, fitted by -fit (0: no swarm rows)")
+		swStart = flag.Float64("swarm-startup-s", 0, "swarm: fixed start-up seconds, fitted by -fit")
+		peerUp  = flag.Float64("peer-up-mbs", 0, "swarm: a peer's upload, MB/s (default: -link-mbs if set, else -server-mbs)")
 	)
 	flag.Parse()
 	if *clientR <= 0 || *serverR <= 0 || *masterR <= 0 {
@@ -217,9 +245,20 @@ func main() {
 		if !ok {
 			ml = m
 		}
-		tot, d := cutThrough(*nodes, size, c, ml, ls, fo, *startup, 4<<20)
+		tot, d := cutThrough(*nodes, size, c, ml, ls, fo, *startup, *chunkM*(1<<20))
 		fmt.Printf("| tree, fan-out %d, cut-through (deploy --serve; children get %.0f MB/s each) | %s | %.1fx | %d |\n",
 			fo, math.Min(c, math.Min(ml, ls)/float64(fo))/1e6, human(tot), tot/one, d)
+	}
+	if *swEff > 0 {
+		up := s
+		if *peerUp > 0 {
+			up = capped(*peerUp)
+		} else if *link > 0 {
+			up = *link * 1e6
+		}
+		tot := swarm(*nodes, size, c, m, up, *swEff, *swStart)
+		fmt.Printf("| swarm (deploy --swarm; peers use %.0f%% of their %.0f MB/s upload, %.0f s start-up) | %s | %.1fx | |\n",
+			100**swEff, up/1e6, *swStart, human(tot), tot/one)
 	}
 }
 
