@@ -6,6 +6,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -347,6 +348,10 @@ func Main(ctx context.Context, console io.Writer) error {
 		}
 		a.say("FAIL %v", err)
 		last = err
+		if errors.Is(err, ErrRAMRootTooBig) {
+			// The node's RAM, not a source: another try ends the same.
+			break
+		}
 	}
 	return a.fail(last)
 }
