@@ -10,8 +10,9 @@ import (
 // Read-ahead: a boot reads its chunks one page fault after another, and
 // each fault waits a whole round trip for its chunk, so the round trip,
 // not the bytes, sets the price of an on-demand root. When a read misses
-// chunk i (or reads for the first time a chunk fetched ahead, which
-// slides the window on), the next K non-zero chunks that are neither
+// chunk i right after a read of the chunk before it (a run: a file laid
+// out over several chunks), or reads for the first time a chunk fetched
+// ahead (the run goes on), the next K non-zero chunks that are neither
 // cached nor on their way are fetched at once, in the background.
 //
 // Its rules:
@@ -34,6 +35,7 @@ type readahead struct {
 
 	mu      sync.Mutex
 	pending map[int]bool // fetched ahead (or on the way), not read yet
+	read    map[int]bool // chunks a read asked for
 	fetched int
 	used    int
 }
@@ -42,7 +44,7 @@ func newReadahead(k int) *readahead {
 	if k <= 0 {
 		return nil
 	}
-	return &readahead{k: k, slots: make(chan struct{}, k), pending: map[int]bool{}}
+	return &readahead{k: k, slots: make(chan struct{}, k), pending: map[int]bool{}, read: map[int]bool{}}
 }
 
 func (ra *readahead) stats(st *Stats) {
@@ -62,17 +64,27 @@ func (r *Reader) ahead(ctx context.Context, i int) {
 	if ra == nil {
 		return
 	}
+	chunks := r.o.Content.Chunks
+	prev := i - 1
+	for prev >= 0 && chunks[prev] == image.ZeroChunk {
+		prev--
+	}
 	ra.mu.Lock()
 	first := ra.pending[i]
 	if first {
 		delete(ra.pending, i)
 		ra.used++
 	}
+	// A miss starts a window only when it continues a run: the chunk
+	// before it was read. A boot's reads are scattered over the root,
+	// and a window after each of them fetched nearly every chunk of the
+	// Debian root (docs/performance.md, "Read-ahead").
+	run := prev >= 0 && ra.read[prev]
+	ra.read[i] = true
 	ra.mu.Unlock()
-	if !first && r.cache.Has(i) {
+	if !first && (!run || r.cache.Has(i)) {
 		return
 	}
-	chunks := r.o.Content.Chunks
 	var want []int
 	for j, n := i+1, 0; j < len(chunks) && n < ra.k; j++ {
 		if chunks[j] == image.ZeroChunk {
