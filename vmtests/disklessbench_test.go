@@ -22,7 +22,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imprint-dev/imprint/agent"
 	"github.com/imprint-dev/imprint/bootloader"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/internal/qemu"
@@ -381,9 +380,9 @@ func TestDisklessBootTimes(t *testing.T) {
 	}
 	t.Logf("diskless entry: %s", dl.Options)
 	// dl-ondemand is read-ahead off; dl-ondemand-ra is imprint.readahead=
-	// IMPRINT_BENCH_READAHEAD (default agent.DefaultReadahead). The big
-	// root's cases take the default.
-	ra := strconv.Itoa(agent.DefaultReadahead)
+	// IMPRINT_BENCH_READAHEAD (default 8). The big root's cases take the
+	// agent's default (agent.DefaultReadahead).
+	ra := "8"
 	if s := os.Getenv("IMPRINT_BENCH_READAHEAD"); s != "" {
 		ra = s
 	}

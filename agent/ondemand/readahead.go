@@ -15,6 +15,12 @@ import (
 // ahead (the run goes on), the next K non-zero chunks that are neither
 // cached nor on their way are fetched at once, in the background.
 //
+// Off by default (agent.DefaultReadahead): on the Debian root under QEMU
+// TCG it made boots slower, because there a chunk costs the guest CPU
+// (zstd, SHA-256 without SHA-NI) more than it waits, and read-ahead
+// fetched 2.3-2.9x the chunks a boot reads. It is for a node whose round
+// trip, not its CPU, is the cost (a far server, a loaded link).
+//
 // Its rules:
 //   - at most K fetches of its own at once; a window that finds no free
 //     slot is cut short, never waited for;
