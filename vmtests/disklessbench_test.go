@@ -533,7 +533,7 @@ func bootRAMTooSmall(t *testing.T, cfg qemu.Config, srv *countingServer) string 
 	served, _, _ := srv.reset()
 	console := vm.Console()
 	said := grepLines(console, "IMPRINT-AGENT")
-	for _, w := range []string{"Out of memory", "oom-kill", "Kernel panic", "No space left"} {
+	for _, w := range []string{"Out of memory", "oom-kill", "Kernel panic", "No space left", "does not fit in RAM"} {
 		if l := grepLines(console, w); l != "" {
 			said += "\n" + l
 		}
