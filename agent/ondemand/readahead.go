@@ -46,6 +46,11 @@ type readahead struct {
 	used    int
 }
 
+// maxGap bounds the zero chunks read-ahead looks across, before and
+// after a read: a sparse partition's long holes are no run, and a read
+// must not pay a walk over them.
+const maxGap = 64
+
 func newReadahead(k int) *readahead {
 	if k <= 0 {
 		return nil
@@ -63,8 +68,8 @@ func (ra *readahead) stats(st *Stats) {
 }
 
 // ahead is told that a read wants chunk i (non-zero), before it gets it,
-// and starts the window after i when i is a miss or a first read of a
-// chunk fetched ahead.
+// and starts the window after i when i is a miss that continues a run or
+// a first read of a chunk fetched ahead.
 func (r *Reader) ahead(ctx context.Context, i int) {
 	ra := r.ra
 	if ra == nil {
@@ -72,7 +77,7 @@ func (r *Reader) ahead(ctx context.Context, i int) {
 	}
 	chunks := r.o.Content.Chunks
 	prev := i - 1
-	for prev >= 0 && chunks[prev] == image.ZeroChunk {
+	for prev >= 0 && prev > i-maxGap && chunks[prev] == image.ZeroChunk {
 		prev--
 	}
 	ra.mu.Lock()
@@ -92,7 +97,7 @@ func (r *Reader) ahead(ctx context.Context, i int) {
 		return
 	}
 	var want []int
-	for j, n := i+1, 0; j < len(chunks) && n < ra.k; j++ {
+	for j, n := i+1, 0; j < len(chunks) && j <= i+maxGap && n < ra.k; j++ {
 		if chunks[j] == image.ZeroChunk {
 			continue
 		}
