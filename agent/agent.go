@@ -92,10 +92,11 @@ const (
 const DefaultCache = 64 << 20
 
 // DefaultReadahead is imprint.readahead= when the command line does not
-// say: off. Measured on the Debian root under TCG it made boots slower
-// (1.38-1.46x local against 1.04-1.29x without): the guest's cost per
-// chunk (zstd, SHA-256) is CPU, and read-ahead fetched 2.3-2.9x the
-// chunks (docs/performance.md, "Read-ahead").
+// say: off. Measured on the Debian root under TCG, 8 made boots slower
+// (1.38-1.46x local against 1.04-1.29x without; the guest's cost per
+// chunk, zstd and SHA-256, is CPU) and fetched 2.3-2.9x the chunks; 2
+// gained ~0.1x at most, within the noise, for 1.35x the chunks
+// (docs/performance.md, "Read-ahead").
 const DefaultReadahead = 0
 
 // MaxReadahead bounds imprint.readahead=: each chunk ahead is a fetch in
