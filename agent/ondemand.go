@@ -39,6 +39,7 @@ type serverConfig struct {
 	ChunkSize  int64          `json:"chunk_size"`
 	CacheBytes int64          `json:"cache_bytes"`
 	Fill       bool           `json:"fill,omitempty"`
+	Readahead  int            `json:"readahead,omitempty"`
 	// Local is the deployed root partition (imprint.verify=chunks): its
 	// chunks are read from it and checked, the sources only asked for
 	// the ones that drifted.
@@ -71,8 +72,12 @@ func (a *Agent) ondemandRoot(ctx context.Context, m *image.Manifest, rp *image.P
 			a.say("imprint.fill=1: the root's %d MiB of data will be fetched into RAM in the background (MemTotal %d MiB)", need>>20, total>>20)
 		}
 	}
+	ra := DefaultReadahead
+	if a.Params.Readahead != nil {
+		ra = *a.Params.Readahead
+	}
 	lower := "/run/imprint/lower"
-	dev, err := a.serveRoot(ctx, serverConfig{Sources: a.Params.Sources, Content: rp.Content, ChunkSize: m.ChunkSize, CacheBytes: cache, Fill: fill}, rp.Name, lower)
+	dev, err := a.serveRoot(ctx, serverConfig{Sources: a.Params.Sources, Content: rp.Content, ChunkSize: m.ChunkSize, CacheBytes: cache, Fill: fill, Readahead: ra}, rp.Name, lower)
 	if err != nil {
 		return err
 	}
@@ -99,7 +104,7 @@ func (a *Agent) serveRoot(ctx context.Context, cfg serverConfig, name, lower str
 	if err != nil {
 		return "", fmt.Errorf("the on-demand root server: %w", err)
 	}
-	kept := fmt.Sprintf("a %d MiB chunk cache", cfg.CacheBytes>>20)
+	kept := fmt.Sprintf("a %d MiB chunk cache, read-ahead %d chunks", cfg.CacheBytes>>20, cfg.Readahead)
 	if cfg.Fill {
 		kept = "every chunk kept (imprint.fill=1)"
 	}
@@ -230,7 +235,7 @@ func ServerMain(console io.Writer) error {
 	}})
 	stats := newFetchReport(say, cfg.Content.Size)
 	o := ondemand.Options{
-		Content: cfg.Content, ChunkSize: cfg.ChunkSize, Fetcher: f, Decoder: dec, CacheBytes: cfg.CacheBytes, Fill: cfg.Fill,
+		Content: cfg.Content, ChunkSize: cfg.ChunkSize, Fetcher: f, Decoder: dec, CacheBytes: cfg.CacheBytes, Fill: cfg.Fill, Readahead: cfg.Readahead,
 		Logf:    func(format string, args ...any) { say(format, args...) },
 		OnFetch: func(int, int64) { stats.poke() },
 	}
@@ -324,7 +329,7 @@ func (f *fetchReport) run(ctx context.Context) {
 		if st.FetchedChunks == 0 {
 			continue
 		}
-		f.say("fetched %d bytes in %d chunks, %d%% of the root's %d bytes (cache %d bytes, %d chunks fetched again)",
-			st.FetchedBytes, st.FetchedChunks, st.FetchedBytes*100/max(f.size, 1), f.size, st.CachedBytes, st.Refetched)
+		f.say("fetched %d bytes in %d chunks, %d%% of the root's %d bytes (cache %d bytes, %d chunks fetched again); read ahead: %d chunks, %d of them read since",
+			st.FetchedBytes, st.FetchedChunks, st.FetchedBytes*100/max(f.size, 1), f.size, st.CachedBytes, st.Refetched, st.AheadChunks, st.AheadUsed)
 	}
 }

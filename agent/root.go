@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -146,6 +147,9 @@ func (a *Agent) diskless(ctx context.Context) error {
 // rest from the sources.
 func (a *Agent) fetchRAMRoot(ctx context.Context, srcs []store.Source, m *image.Manifest, rp *image.Partition, img string, sw *deploy.SwarmOptions) error {
 	c := rp.Content
+	if err := ramRootFits(nonZeroBytes(c, m.ChunkSize), filepath.Dir(img), "/proc/meminfo"); err != nil {
+		return err
+	}
 	f, err := os.OpenFile(img, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
@@ -191,6 +195,11 @@ func (a *Agent) fetchRAMRoot(ctx context.Context, srcs []store.Source, m *image.
 			next += max(c.Size/5, 1)
 		}
 	}})
+	if errors.Is(err, unix.ENOSPC) {
+		// The RAM, not a source, failed: asking the sources again fills
+		// the same tmpfs again.
+		return fmt.Errorf("%w: %s filled up while the root was fetched (%v); boot it with imprint.root=ondemand", ErrRAMRootTooBig, filepath.Dir(img), err)
+	}
 	if err != nil {
 		return err
 	}
@@ -211,6 +220,39 @@ func (a *Agent) fetchRAMRoot(ctx context.Context, srcs []store.Source, m *image.
 		parts = append(parts, fmt.Sprintf("%d bytes from %s", n, a.Params.Sources[i]))
 	}
 	a.say("root sha256=%s matches the image (%s)", sum, strings.Join(parts, ", "))
+	return nil
+}
+
+// ErrRAMRootTooBig says an imprint.root=ram root does not fit in the
+// node's RAM: no source can help, so the agent does not try again.
+var ErrRAMRootTooBig = errors.New("the root does not fit in RAM")
+
+// ramRootFits says whether need bytes of a root's data fit in the tmpfs
+// holding dir and in the node's RAM (MemTotal of meminfo, less
+// fillReserve for the system), before a byte is fetched: found out at
+// chunk N, it costs the whole fetch, again for every try.
+func ramRootFits(need int64, dir, meminfo string) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return fmt.Errorf("the free space of %s: %w", dir, err)
+	}
+	free, size := int64(st.Bavail)*st.Bsize, int64(st.Blocks)*st.Bsize
+	total, err := memTotal(meminfo)
+	if err != nil {
+		return err
+	}
+	return ramFits(need, dir, free, size, total)
+}
+
+func ramFits(need int64, dir string, free, size, total int64) error {
+	switch {
+	case need > free:
+		return fmt.Errorf("%w: imprint.root=ram needs the root's %d MiB of data in %s, which has %d MiB free (of %d MiB; MemTotal %d MiB); boot it with imprint.root=ondemand, which fetches only what is read",
+			ErrRAMRootTooBig, need>>20, dir, free>>20, size>>20, total>>20)
+	case need+fillReserve > total:
+		return fmt.Errorf("%w: imprint.root=ram needs the root's %d MiB of data in RAM and %d MiB for the system; MemTotal is %d MiB (%s: %d MiB free); boot it with imprint.root=ondemand, which fetches only what is read",
+			ErrRAMRootTooBig, need>>20, fillReserve>>20, total>>20, dir, free>>20)
+	}
 	return nil
 }
 

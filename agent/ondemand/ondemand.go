@@ -67,6 +67,9 @@ type Options struct {
 	// a chunk that does not is asked of Fetcher, which may then be nil
 	// (such reads fail with image.ErrChecksum).
 	Local io.ReaderAt
+	// Readahead is how many of the non-zero chunks after one a read
+	// misses are fetched before they are asked for (readahead.go); 0: none.
+	Readahead int
 }
 
 // Stats count what the reader did.
@@ -82,6 +85,8 @@ type Stats struct {
 	LocalBytes    int64 // bytes of chunks read from Local and checked
 	Drifted       int   // chunks of Local that did not check (each counted once)
 	LocalErrors   int   // reads of Local that failed (I/O, not drift)
+	AheadChunks   int   // chunks fetched by read-ahead
+	AheadUsed     int   // of them, chunks a read asked for afterwards
 }
 
 // Reader is the partition, read on demand. Safe for concurrent use.
@@ -107,6 +112,8 @@ type Reader struct {
 	// The wait for sources, said once for all the chunks in it.
 	waitStart time.Time
 	lastSaid  time.Time
+
+	ra *readahead // nil: none
 }
 
 // New makes a Reader over o.Content.
@@ -132,7 +139,7 @@ func New(o Options) (*Reader, error) {
 	idle := make(chan struct{})
 	close(idle)
 	cache := chunkcache.New[int](chunkcache.Options{MaxBytes: o.CacheBytes, KeepAll: o.Fill})
-	return &Reader{o: o, cache: cache, seen: map[int]bool{}, drifted: map[int]error{}, idle: idle}, nil
+	return &Reader{o: o, cache: cache, seen: map[int]bool{}, drifted: map[int]error{}, idle: idle, ra: newReadahead(o.Readahead)}, nil
 }
 
 // Size is the partition's size in bytes.
@@ -145,6 +152,7 @@ func (r *Reader) Stats() Stats {
 	defer r.mu.Unlock()
 	st := r.st
 	st.CachedBytes = cached
+	r.ra.stats(&st)
 	return st
 }
 
@@ -164,6 +172,7 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) error {
 			r.st.ZeroReads++
 			r.mu.Unlock()
 		} else {
+			r.ahead(ctx, i)
 			data, err := r.chunk(ctx, i, false)
 			if err != nil {
 				return err

@@ -11,6 +11,8 @@
 #
 #   bench/diskless/run.sh            # 2 boots per case (20-40 min under TCG, by load)
 #   IMPRINT_BENCH_REPS=3 bench/diskless/run.sh
+#   IMPRINT_BENCH_PARTS=small IMPRINT_BENCH_NORAM=1 IMPRINT_BENCH_READAHEAD=2 bench/diskless/run.sh
+#       # ondemand with read-ahead off vs imprint.readahead=2 (default 8), no ram case
 #
 # Needs QEMU and OVMF (make deps) and the cached Debian root (built on first
 # use, ~9 min). The whole log goes to $LOG (default /tmp/imprint-bench-diskless.log).
