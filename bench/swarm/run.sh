@@ -20,6 +20,7 @@
 #                         mode for every N (the reference, server:1, must be in it)
 #   BENCH_FANOUT=2        children per node in the tree
 #   BENCH_DIR=/some/dir   work files (default: a new dir under /var/tmp)
+#   BENCH_SERVE_ARGS="--swarm-peers 4"  more imprint serve flags
 #   BENCH_NS=imb          namespace name prefix; BENCH_NET=10.199.0 their /24
 #                         (another prefix and net let two runs coexist)
 #
@@ -110,7 +111,7 @@ printf 'esp esp 48M esp\ndata linux-generic auto image\n' >"$WORK/layout"
 rm -f "$WORK/part.img"
 SIZE=$((MIB + 60))M
 
-ip netns exec $NS-0 "$IMPRINT" serve --store "$WORK/store" --image bench --http "$SRV:$PORT" --public-url "http://$SRV:$PORT/" >"$WORK/serve.log" 2>&1 &
+ip netns exec $NS-0 "$IMPRINT" serve --store "$WORK/store" --image bench --http "$SRV:$PORT" --public-url "http://$SRV:$PORT/" ${BENCH_SERVE_ARGS:-} >"$WORK/serve.log" 2>&1 &
 SERVER=$!
 for _ in $(seq 100); do ip netns exec $NS-1 curl -sf "http://$SRV:$PORT/index.json" >/dev/null && break; sleep 0.1; done
 ip netns exec $NS-1 curl -sf "http://$SRV:$PORT/index.json" >/dev/null || { log "imprint serve did not start"; cat "$WORK/serve.log" >&2; exit 1; }
