@@ -305,7 +305,7 @@ func (n *Node) join(m *image.Manifest, server string, places []Place, webSeed bo
 	for p := range st.ps {
 		if len(st.ps[p].locs) > 0 && !st.ps[p].complete.Load() {
 			prio := torrent.PiecePriorityNormal
-			if rand.IntN(4) == 0 {
+			if rand.IntN(2) == 0 {
 				prio = torrent.PiecePriorityHigh
 			}
 			t.Piece(p).SetPriority(prio)
