@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	imdisk "github.com/imprint-dev/imprint/disk"
+	"github.com/imprint-dev/imprint/fetch/swarm"
 	"github.com/imprint-dev/imprint/identity"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/netboot"
@@ -34,8 +35,10 @@ func newServe(e *env) *cobra.Command {
 		httpLim                    netboot.HTTPLimits
 		tftpLim                    tftpd.Limits
 		bootCacheMiB               int64
-		noSwarm                    bool
+		noSwarm, noSwarmPeer       bool
 		swarmSubnets               []string
+		swarmListen                string
+		swarmPeers                 int
 	)
 	c := &cobra.Command{
 		Use:   "serve (--store DIR --image NAME | --disk PATH) [--dhcp full|proxy --interface IFACE]",
@@ -158,6 +161,25 @@ func newServe(e *env) *cobra.Command {
 				public = "http://" + net.JoinHostPort(host, port) + "/"
 			}
 			h.Public = public
+			if h.SwarmTracker != nil && !noSwarmPeer {
+				if swarmPeers < 1 {
+					return fmt.Errorf("--swarm-peers %d: want at least 1", swarmPeers)
+				}
+				listen := swarmListen
+				if listen == "" {
+					host, _, _ := net.SplitHostPort(addr)
+					listen = net.JoinHostPort(host, "6881")
+				}
+				n, err := swarm.NewNode(swarm.Options{Listen: listen, MaxPeers: swarmPeers, AllowedNets: h.SwarmTracker.Allowed})
+				if err != nil {
+					// The web seed still serves every node.
+					fmt.Fprintf(e.io.Err, "warning: swarm seeding peer on %s: %v; nodes take the image from the web seed\n", listen, err)
+				} else {
+					h.SwarmPeer = n
+					defer h.CloseSwarm()
+					fmt.Fprintf(e.io.Err, "swarm: seeding peer on %s\n", n.Addr())
+				}
+			}
 			if tftp != "" {
 				srv.TFTPAddr = tftp
 			}
@@ -228,6 +250,9 @@ func newServe(e *env) *cobra.Command {
 	f.StringVar(&tftp, "tftp", "", "TFTP listen address for PXE ROMs (default with --dhcp: port 69 on the server address)")
 	f.StringVar(&ipxeDir, "ipxe-dir", netboot.DefaultIPXEDir, "directory with ipxe.efi and undionly.kpxe, sent to PXE clients only when the served image carries none")
 	f.BoolVar(&noSwarm, "no-swarm", false, "do not be the swarm's tracker and web seed (/swarm/...)")
+	f.BoolVar(&noSwarmPeer, "no-swarm-peer", false, "be the swarm's tracker and web seed only, not also a seeding BitTorrent peer")
+	f.StringVar(&swarmListen, "swarm-listen", "", "address the seeding peer takes peers on (default: the --http host, port 6881)")
+	f.IntVar(&swarmPeers, "swarm-peers", 50, "most peers the seeding peer is connected to per image")
 	f.StringArrayVar(&swarmSubnets, "swarm-subnet", nil, "subnet (CIDR) whose addresses the tracker hands out (repeatable; default: this machine's interfaces' subnets)")
 	// Limits (docs/limits.md): what clients on the provisioning network
 	// can make the server hold.

@@ -54,7 +54,7 @@ func (s *swarmFlags) register(f *pflag.FlagSet) {
 	f.Float64Var(&s.upMiB, "swarm-up", 0, "upload cap to peers in MiB/s (0: none)")
 	f.Float64Var(&s.downMiB, "swarm-down", 0, "download cap from peers in MiB/s (0: none)")
 	f.IntVar(&s.peers, "swarm-peers", 50, "most peers to be connected to")
-	f.DurationVar(&s.stall, "swarm-stall", 30*time.Second, "leave the swarm for --from when no chunk came for this long")
+	f.DurationVar(&s.stall, "swarm-stall", 30*time.Second, "leave the swarm for --from when no data came from it for this long")
 }
 
 // options starts the node, or gives nil without --swarm.

@@ -14,6 +14,7 @@ import (
 	"github.com/imprint-dev/imprint/deploy"
 	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/fetch/swarm"
+	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/layout"
 	"github.com/imprint-dev/imprint/netboot"
 )
@@ -195,5 +196,45 @@ func TestSeedTheSlotDeployed(t *testing.T) {
 		case pl.Start != tc.start:
 			t.Errorf("slot %q: seeded %s at %d, want the partition at %d", tc.slot, pl.Name, pl.Start, tc.start)
 		}
+	}
+}
+
+// imprint serve's own seeding peer gives a deploy the whole image with
+// the web seed off and no other node in the swarm: every byte of the
+// root from the swarm, the disk verifies.
+func TestADeployFromTheServersSeedingPeer(t *testing.T) {
+	b := treeImage(t)
+	tr := &swarm.Tracker{Allowed: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, Interval: time.Second}
+	peer, err := swarm.NewNode(swarm.Options{Listen: "127.0.0.5:0", AllowedNets: tr.Allowed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &netboot.HTTP{Store: b.store, Decider: netboot.Static{}, SwarmTracker: tr, SwarmPeer: peer}
+	t.Cleanup(func() { h.CloseSwarm() })
+	sw := &seedOffSwitch{h: h}
+	sw.off.Store(true)
+	srv := httptestServer(t, sw)
+	h.Public = srv.URL + "/"
+	d := filepath.Join(t.TempDir(), "n.img")
+	code, out, e := run(t, "deploy", "--image", b.name, "--disk", d, "--size", "100M", "--yes",
+		"--from", srv.URL, "--swarm", "--swarm-listen", "127.0.0.6:0", "--swarm-stall", "20s")
+	if code != 0 {
+		t.Fatalf("deploy: exit %d\n%s%s", code, out, e)
+	}
+	root := b.m.Partitions[0].Content
+	nonZero := int64(0)
+	for i, sum := range root.Chunks {
+		if sum != image.ZeroChunk {
+			nonZero += min(b.m.ChunkSize, root.Size-int64(i)*b.m.ChunkSize)
+		}
+	}
+	if want := layout.HumanSize(nonZero) + " from the swarm"; !strings.Contains(out, want) {
+		t.Fatalf("want %q (the root's non-zero chunks, all from the seeding peer):\n%s%s", want, out, e)
+	}
+	if code, out, e := run(t, "verify", "--disk", d); code != 0 {
+		t.Fatalf("verify %s: exit %d\n%s%s", d, code, out, e)
+	}
+	if got := rootSum(t, b, d); got != root.SHA256 {
+		t.Errorf("root hashes to %s, the master's to %s", got, root.SHA256)
 	}
 }

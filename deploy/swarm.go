@@ -22,7 +22,9 @@ type SwarmOptions struct {
 	Node *swarm.Node
 	// Server is the imprint server's base URL: tracker and web seed.
 	Server string
-	// Stall ends the swarm phase when no chunk came for this long [30s].
+	// Stall ends the swarm phase when no byte of piece data came for this
+	// long [30s] (bytes, not whole chunks: on a scarce link many chunks
+	// may be under way and none complete for a while).
 	Stall time.Duration
 	// Keep, when set, gets the session instead of it being left at the
 	// end of the write: the caller seeds on with it and leaves it.

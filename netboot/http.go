@@ -103,6 +103,10 @@ type HTTP struct {
 	BootCache int64
 	// SwarmTracker, when set, turns on the swarm routes (netboot/swarm.go).
 	SwarmTracker *swarm.Tracker
+	// SwarmPeer, with SwarmTracker, is the server's seeding peer: each
+	// image version a node asks for is seeded on it (see swarm.Seeder).
+	// CloseSwarm stops it.
+	SwarmPeer *swarm.Node
 	// Fleet, when set, records the machines' requests and turns on the
 	// status page at / and /status.json (docs/status.md).
 	Fleet *Fleet
@@ -112,14 +116,15 @@ type HTTP struct {
 	// under their trusted keys.
 	Identity, IdentitySig []byte
 
-	swarmOnce sync.Once
-	swarmSeed *swarm.WebSeed
-	once      sync.Once
-	dec       *image.Decoder
-	decErr    error
-	chunks    *chunkcache.Cache[string]
-	mu        sync.Mutex
-	resolved  map[string]*resolvedEntry // by NAME:VERSION, "NAME:" for the newest
+	swarmOnce   sync.Once
+	swarmSeed   *swarm.WebSeed
+	swarmSeeder *swarm.Seeder
+	once        sync.Once
+	dec         *image.Decoder
+	decErr      error
+	chunks      *chunkcache.Cache[string]
+	mu          sync.Mutex
+	resolved    map[string]*resolvedEntry // by NAME:VERSION, "NAME:" for the newest
 }
 
 func (h *HTTP) logf(format string, a ...any) {
@@ -166,6 +171,9 @@ func (h *HTTP) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		if !h.trusted(w, r, parts[1], parts[2]) {
 			return
+		}
+		if parts[3] == "manifest.json" {
+			h.offerSwarm(r.Context(), parts[1], parts[2])
 		}
 		if h.Disk != nil {
 			h.fromSource(w, r, parts[1], parts[2], parts[3])

@@ -20,6 +20,9 @@
 #                         mode for every N (the reference, server:1, must be in it)
 #   BENCH_FANOUT=2        children per node in the tree
 #   BENCH_DIR=/some/dir   work files (default: a new dir under /var/tmp)
+#   BENCH_SERVE_ARGS="--swarm-peers 4"  more imprint serve flags
+#   BENCH_NS=imb          namespace name prefix; BENCH_NET=10.199.0 their /24
+#                         (another prefix and net let two runs coexist)
 #
 # Needs root, ip (iproute2) with netns, veth, bridge and tc tbf. Everything
 # runs in namespaces it creates (named imb-*) and removes on exit; no packet
@@ -34,7 +37,8 @@ MODES=${BENCH_MODES:-"server tree swarm"}
 FANOUT=${BENCH_FANOUT:-2}
 WORK=${BENCH_DIR:-$(mktemp -d /var/tmp/imprint-bench-swarm.XXXXXX)}
 OUT=$ROOT/bench/swarm/out
-NET=10.199.0
+NS=${BENCH_NS:-imb}
+NET=${BENCH_NET:-10.199.0}
 SRV=$NET.1
 PORT=8080
 mkdir -p "$WORK" "$OUT"
@@ -57,11 +61,17 @@ killall_pids() {
 }
 netdown() {
 	local i
-	for i in $(seq 0 "$maxn"); do ip netns del "imb-$i" 2>/dev/null || true; done
-	ip netns del imb-br 2>/dev/null || true
+	for i in $(seq 0 "$maxn"); do ip netns del "$NS-$i" 2>/dev/null || true; done
+	ip netns del $NS-br 2>/dev/null || true
 }
 cleanup() {
 	killall_pids
+	# The server too: left running it would hold the caller's flock on
+	# the bench lock (an inherited fd) and keep every later run waiting.
+	if [ -n "${SERVER:-}" ]; then
+		kill "$SERVER" 2>/dev/null || true
+		wait "$SERVER" 2>/dev/null || true
+	fi
 	[ -n "${SAMPLER:-}" ] && kill "$SAMPLER" 2>/dev/null
 	netdown
 	[ -n "${BENCH_KEEP:-}" ] || rm -rf "$WORK"
@@ -73,21 +83,21 @@ shape() { # shape NS DEV: egress of DEV in NS limited to RATE
 	ip netns exec "$1" tc qdisc add dev "$2" root tbf rate "${RATE}mbit" burst 64k latency 100ms
 }
 netdown
-ip netns add imb-br
-ip -n imb-br link set lo up
-ip -n imb-br link add br0 type bridge
-ip -n imb-br link set br0 up
+ip netns add $NS-br
+ip -n $NS-br link set lo up
+ip -n $NS-br link add br0 type bridge
+ip -n $NS-br link set br0 up
 for i in $(seq 0 "$maxn"); do
-	ns=imb-$i
+	ns=$NS-$i
 	ip netns add "$ns"
 	ip -n "$ns" link set lo up
 	# Both ends shaped: the node's end limits its upload, the bridge's end
 	# its download (no ifb needed).
-	ip -n imb-br link add "p$i" type veth peer name eth0 netns "$ns"
-	ip -n imb-br link set "p$i" master br0 up
+	ip -n $NS-br link add "p$i" type veth peer name eth0 netns "$ns"
+	ip -n $NS-br link set "p$i" master br0 up
 	ip -n "$ns" addr add "$NET.$((i == 0 ? 1 : 10 + i))/24" dev eth0
 	ip -n "$ns" link set eth0 up
-	shape imb-br "p$i"
+	shape $NS-br "p$i"
 	shape "$ns" eth0
 done
 addr() { if [ "$1" -eq 0 ]; then echo $SRV; else echo "$NET.$((10 + $1))"; fi; }
@@ -101,14 +111,14 @@ printf 'esp esp 48M esp\ndata linux-generic auto image\n' >"$WORK/layout"
 rm -f "$WORK/part.img"
 SIZE=$((MIB + 60))M
 
-ip netns exec imb-0 "$IMPRINT" serve --store "$WORK/store" --image bench --http "$SRV:$PORT" --public-url "http://$SRV:$PORT/" >"$WORK/serve.log" 2>&1 &
+ip netns exec $NS-0 "$IMPRINT" serve --store "$WORK/store" --image bench --http "$SRV:$PORT" --public-url "http://$SRV:$PORT/" ${BENCH_SERVE_ARGS:-} >"$WORK/serve.log" 2>&1 &
 SERVER=$!
-for _ in $(seq 100); do ip netns exec imb-1 curl -sf "http://$SRV:$PORT/index.json" >/dev/null && break; sleep 0.1; done
-ip netns exec imb-1 curl -sf "http://$SRV:$PORT/index.json" >/dev/null || { log "imprint serve did not start"; cat "$WORK/serve.log" >&2; exit 1; }
+for _ in $(seq 100); do ip netns exec $NS-1 curl -sf "http://$SRV:$PORT/index.json" >/dev/null && break; sleep 0.1; done
+ip netns exec $NS-1 curl -sf "http://$SRV:$PORT/index.json" >/dev/null || { log "imprint serve did not start"; cat "$WORK/serve.log" >&2; exit 1; }
 
 # The link's real rate, for the record: 16 MiB through one shaped link.
 t0=$(date +%s.%N)
-ip netns exec imb-1 curl -sf -o /dev/null "http://$SRV:$PORT/swarm/data/bench/v1" -r 0-16777215 || true
+ip netns exec $NS-1 curl -sf -o /dev/null "http://$SRV:$PORT/swarm/data/bench/v1" -r 0-16777215 || true
 LINK=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", 16 * 1.048576 / (b - a) }')
 log "one link carries $LINK MB/s (${RATE} Mbit/s is $(awk -v r="$RATE" 'BEGIN { printf "%.2f", r / 8 }') MB/s)"
 
@@ -163,12 +173,12 @@ run() {
 			from=$(addr "$p")
 			extra=(--serve "$(addr "$i"):$PORT")
 			if [ "$p" -ne 0 ]; then # the parent must listen before its child asks
-				for _ in $(seq 100); do ip netns exec "imb-$i" curl -s -o /dev/null "http://$from:$PORT/index.json" && break; sleep 0.05; done
+				for _ in $(seq 100); do ip netns exec "$NS-$i" curl -s -o /dev/null "http://$from:$PORT/index.json" && break; sleep 0.05; done
 			fi
 			;;
 		swarm) extra=(--swarm --serve "$(addr "$i"):$PORT" --swarm-listen "$(addr "$i"):6881") ;;
 		esac
-		ip netns exec "imb-$i" "$IMPRINT" deploy --from "http://$from:$PORT/" "${extra[@]}" --image bench:v1 \
+		ip netns exec "$NS-$i" "$IMPRINT" deploy --from "http://$from:$PORT/" "${extra[@]}" --image bench:v1 \
 			--disk "$WORK/d-$i.img" --size "$SIZE" --yes --no-bootloader >"$WORK/d-$i.out" 2>"$WORK/d-$i.err" &
 		pids+=($!)
 		serving+=($!)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"net/url"
@@ -54,6 +55,14 @@ type Options struct {
 	AllowedNets []netip.Prefix
 	// Log, when set, gets the engine's messages.
 	Log *slog.Logger
+	// WebSeedAfter is how long a fetching node goes without a byte from
+	// its peers before it adds the server's web seed [3s]. The server is
+	// a seeding peer itself (Seeder): web seed requests, many 64 KiB
+	// slices at once from every node, would split the server's link
+	// between all nodes and the same pieces, so that none completes for
+	// long and peers have nothing to trade; the web seed is for a node
+	// that cannot reach the server's peer port (or an older server).
+	WebSeedAfter time.Duration
 
 	corrupt bool // tests: serve flipped bytes
 }
@@ -253,6 +262,12 @@ type Session struct {
 // the chunks of places this node lacks; what it holds and has checked is
 // offered to peers at once. server is the imprint server's base URL.
 func (n *Node) Join(m *image.Manifest, server string, places []Place) (*Session, error) {
+	return n.join(m, server, places, true)
+}
+
+// join is Join; without webSeed the server is only the tracker (the
+// server's own seeding peer).
+func (n *Node) join(m *image.Manifest, server string, places []Place, webSeed bool) (*Session, error) {
 	tor, err := FromManifest(m)
 	if err != nil {
 		return nil, err
@@ -277,20 +292,62 @@ func (n *Node) Join(m *image.Manifest, server string, places []Place) (*Session,
 	if !isNew {
 		return nil, fmt.Errorf("image %s:%s: already in this node's swarms", m.Name, m.Version)
 	}
+	s := &Session{t: t, store: st, Tor: tor}
 	if server != "" {
 		t.AddTrackers([][]string{{AnnounceURL(server)}})
-		t.AddWebSeeds([]string{WebSeedURL(server, m.Name, m.Version)})
 	}
 	<-t.GotInfo()
+	// Random first pieces (BitTorrent's "random first piece"): the
+	// engine takes pieces by priority, then rarity, then index, so every
+	// node that starts with only the server to take from would ask it for
+	// the same pieces in the same order, and the nodes would have nothing
+	// to trade. A random quarter of each node's pieces goes first.
 	for p := range st.ps {
 		if len(st.ps[p].locs) > 0 && !st.ps[p].complete.Load() {
-			t.Piece(p).SetPriority(torrent.PiecePriorityNormal)
+			prio := torrent.PiecePriorityNormal
+			if rand.IntN(2) == 0 {
+				prio = torrent.PiecePriorityHigh
+			}
+			t.Piece(p).SetPriority(prio)
 		}
 	}
-	if server != "" {
-		kickWebSeeds(n.cl)
+	if server != "" && webSeed && st.missing() > 0 {
+		after := n.opt.WebSeedAfter
+		if after <= 0 {
+			after = 3 * time.Second
+		}
+		go s.webSeedWhenIdle(n.cl, WebSeedURL(server, m.Name, m.Version), after)
 	}
-	return &Session{t: t, store: st, Tor: tor}, nil
+	return s, nil
+}
+
+// webSeedWhenIdle adds the web seed at url once the peers have given no
+// byte for after (from the start, or since their last), unless the
+// session is done or left first.
+func (s *Session) webSeedWhenIdle(cl *torrent.Client, url string, after time.Duration) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	var last int64
+	since := time.Now()
+	for {
+		select {
+		case <-s.t.Closed():
+			return
+		case <-tick.C:
+		}
+		if s.Missing() == 0 {
+			return
+		}
+		if p, _ := s.Stats(); p > last {
+			last, since = p, time.Now()
+			continue
+		}
+		if time.Since(since) >= after {
+			s.t.AddWebSeeds([]string{url})
+			kickWebSeeds(cl)
+			return
+		}
+	}
 }
 
 // Missing counts the pieces this node still lacks.
@@ -313,20 +370,27 @@ func (s *Session) Stats() (fromPeers, fromSeeds int64) {
 }
 
 // Wait returns once every piece of the places is checked and written, or
-// with ErrStalled when none completed for stall, or the context's error.
+// with ErrStalled when no byte of piece data came for stall (bytes, not
+// pieces: on a scarce link many pieces may be under way at once and none
+// complete for a while, yet the swarm is working), or the context's error.
 func (s *Session) Wait(ctx context.Context, stall time.Duration) error {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	last, since := s.Missing(), time.Now()
+	start := time.Now()
+	var last int64
+	since := start
 	for {
 		m := s.Missing()
 		if m == 0 {
 			return nil
 		}
-		if m < last {
-			last, since = m, time.Now()
-		} else if stall > 0 && time.Since(since) > stall {
-			return fmt.Errorf("%w: %d of %d pieces missing, none for %v", ErrStalled, m, len(s.Tor.Pieces), stall)
+		now := time.Now()
+		st := s.t.Stats()
+		if b := st.BytesReadData.Int64(); b > last {
+			last, since = b, now
+		}
+		if stall > 0 && now.Sub(since) > stall {
+			return fmt.Errorf("%w: %d of %d pieces missing, no data for %v", ErrStalled, m, len(s.Tor.Pieces), stall)
 		}
 		select {
 		case <-ctx.Done():
