@@ -195,8 +195,9 @@ func ask[T any](ctx context.Context, f *Fetcher, what string, size int64,
 				s.st, s.notYet, s.at = wait, true, time.Now().Add(s.pause)
 				s.pause = min(2*s.pause, o.PollMax)
 			case failed:
-				if s.again < o.Transient && f.forgive(r.i, what, s.since, err) {
+				if s.again < o.Transient && f.forgive(r.i, s.since, err) {
 					s.again++
+					f.report(r.i, what, fmt.Errorf("%w; it still answers: asked again", err))
 					s.st, s.notYet, s.at = wait, false, time.Now().Add(o.Backoff<<min(s.again-1, 5))
 					continue
 				}
@@ -229,7 +230,9 @@ func (f *Fetcher) settle(i int, what string, probe bool, since time.Time, err er
 		}
 		f.mu.Unlock()
 	case classify(err) == failed:
-		if !f.forgive(i, what, since, err) {
+		if f.forgive(i, since, err) {
+			f.report(i, what, err)
+		} else {
 			f.failed(i, what, err)
 		}
 	default:
@@ -239,19 +242,15 @@ func (f *Fetcher) settle(i int, what string, probe bool, since time.Time, err er
 
 // forgive says a failed request to source i, made at since, was the
 // connection's failure while the source still answers (it gave an item
-// since): a saturated server, not a dead one. It is reported, and not
-// counted against the source.
-func (f *Fetcher) forgive(i int, what string, since time.Time, err error) bool {
+// since): a saturated server, not a dead one, so it is not counted
+// against the source.
+func (f *Fetcher) forgive(i int, since time.Time, err error) bool {
 	if !transient(err) {
 		return false
 	}
 	f.mu.Lock()
-	still := f.peers[i].gave.After(since)
-	f.mu.Unlock()
-	if still {
-		f.report(i, what, fmt.Errorf("%w; it still answers: asked again", err))
-	}
-	return still
+	defer f.mu.Unlock()
+	return f.peers[i].gave.After(since)
 }
 
 // up says whether p may be asked when other sources are left: it is not
