@@ -16,6 +16,7 @@ type slot struct {
 	notYet bool          // waiting on "not yet" (a poll), not after a failure
 	pause  time.Duration // next poll pause
 	tries  int           // failed requests
+	again  int           // transient failures forgiven (see Options.Transient)
 	probe  bool          // the request in flight probes a down source
 	since  time.Time     // when the request in flight was made
 	buf    bool          // the request in flight reads into the caller's buffer
@@ -63,7 +64,7 @@ func ask[T any](ctx context.Context, f *Fetcher, what string, size int64,
 		cancel()
 		for ; inflight > 0; inflight-- {
 			r := <-results
-			f.settle(r.i, what, slots[r.i].probe, r.err)
+			f.settle(r.i, what, slots[r.i].probe, slots[r.i].since, r.err)
 		}
 	}()
 	// launch is called with f.mu held.
@@ -194,6 +195,12 @@ func ask[T any](ctx context.Context, f *Fetcher, what string, size int64,
 				s.st, s.notYet, s.at = wait, true, time.Now().Add(s.pause)
 				s.pause = min(2*s.pause, o.PollMax)
 			case failed:
+				if s.again < o.Transient && f.forgive(r.i, s.since, err) {
+					s.again++
+					f.report(r.i, what, fmt.Errorf("%w; it still answers: asked again", err))
+					s.st, s.notYet, s.at = wait, false, time.Now().Add(o.Backoff<<min(s.again-1, 5))
+					continue
+				}
 				f.failed(r.i, what, err)
 				s.tries++
 				if s.tries >= o.Tries {
@@ -213,7 +220,7 @@ func ask[T any](ctx context.Context, f *Fetcher, what string, size int64,
 // settle notes the answer to a request made needless by another
 // source's: it still says how the source is. A probe cut short says
 // nothing, so the source stays passed over.
-func (f *Fetcher) settle(i int, what string, probe bool, err error) {
+func (f *Fetcher) settle(i int, what string, probe bool, since time.Time, err error) {
 	switch {
 	case errors.Is(err, context.Canceled):
 		f.mu.Lock()
@@ -223,10 +230,27 @@ func (f *Fetcher) settle(i int, what string, probe bool, err error) {
 		}
 		f.mu.Unlock()
 	case classify(err) == failed:
-		f.failed(i, what, err)
+		if f.forgive(i, since, err) {
+			f.report(i, what, err)
+		} else {
+			f.failed(i, what, err)
+		}
 	default:
 		f.reached(i, classify(err) == notYet)
 	}
+}
+
+// forgive says a failed request to source i, made at since, was the
+// connection's failure while the source still answers (it gave an item
+// since): a saturated server, not a dead one, so it is not counted
+// against the source.
+func (f *Fetcher) forgive(i int, since time.Time, err error) bool {
+	if !transient(err) {
+		return false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.peers[i].gave.After(since)
 }
 
 // up says whether p may be asked when other sources are left: it is not

@@ -11,9 +11,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/imprint-dev/imprint/image"
@@ -33,6 +36,12 @@ type Options struct {
 	// happens when no other source is left to ask [3, 250ms].
 	Tries   int
 	Backoff time.Duration
+	// Transient is how often one item is asked again of a source after a
+	// connection failure (a reset, a timeout, a body that stopped) when
+	// that source gave another item since the request was made: it is
+	// up but saturated, and the failure counts neither against Tries nor
+	// its health. The wait doubles from Backoff up to 32 times it [8].
+	Transient int
 	// Poll is the first pause before a source that answered "not yet"
 	// (a peer still deploying) is asked again; it doubles up to PollMax
 	// [50ms, 250ms].
@@ -63,6 +72,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Tries <= 0 {
 		o.Tries = 3
+	}
+	if o.Transient <= 0 {
+		o.Transient = 8
 	}
 	def(&o.DownFor, 15*time.Second)
 	def(&o.Backoff, 250*time.Millisecond)
@@ -276,6 +288,16 @@ func classify(err error) answer {
 		return bad
 	}
 	return failed
+}
+
+// transient says err is the connection's failure, not the server's answer:
+// one more request may well go through.
+func transient(err error) bool {
+	var ne net.Error
+	return errors.Is(err, store.ErrNoProgress) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, syscall.ETIMEDOUT) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, io.EOF) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 // ErrStalled says a source answered "not yet" for longer than StallAfter

@@ -102,7 +102,7 @@ type limitConn struct {
 // writeStep is how much one deadline covers: a handler may hand over a
 // whole file in one Write, and the client must be held to moving, not to
 // taking all of it within one timeout.
-const writeStep = 256 << 10
+const writeStep = 64 << 10
 
 func (c *limitConn) Write(p []byte) (int, error) {
 	total := 0

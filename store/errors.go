@@ -15,4 +15,7 @@ var (
 	// ErrBadChunk says a stored chunk file is not one: not a regular
 	// file, or larger than any chunk the format allows.
 	ErrBadChunk = errors.New("bad chunk file")
+	// ErrNoProgress says a server stopped sending a response: no byte for
+	// the source's stall time. A slow body is not one.
+	ErrNoProgress = errors.New("no progress")
 )

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -25,16 +26,43 @@ const (
 // HTTP is a store served over HTTP(S): any static file server holding a
 // store directory, `imprint serve`, or a deployed disk served with
 // `imprint serve --disk`. It makes requests and says how they went
-// (ErrNotFound, ErrNotYet, image.ErrChecksum, or another error for a
-// failure); whether to wait, retry or ask elsewhere is package fetch's
-// decision.
+// (ErrNotFound, ErrNotYet, image.ErrChecksum, ErrNoProgress, or another
+// error for a failure); whether to wait, retry or ask elsewhere is package
+// fetch's decision.
 type HTTP struct {
 	Base   *url.URL
 	Client *http.Client
+	// Stall fails a response whose body gives no byte for this long
+	// (ErrNoProgress); 0: none, the Client's own timeouts only.
+	Stall time.Duration
 }
 
-// OpenHTTP makes an HTTP source for the store at base.
-func OpenHTTP(base string) (*HTTP, error) {
+// HTTPOptions tune an HTTP source; zero values take the defaults in
+// brackets. There is no timeout for a whole request: a server whose link
+// is shared by many clients sends a chunk slowly, and slow is not dead.
+// Dead is no answer to a connection, no response headers, or a body that
+// stops moving.
+type HTTPOptions struct {
+	Connect time.Duration // to connect (TCP and TLS) [15s]
+	Header  time.Duration // from the request sent to the response headers [60s]
+	// Stall is how long a response body may give no byte [60s]: the
+	// server's own per-write deadline (netboot.DefaultWriteTimeout) is
+	// as long.
+	Stall time.Duration
+	// MaxConns caps concurrent requests to this source [8]: a deploy's
+	// workers (16 at 1 MiB chunks) times many nodes would otherwise split
+	// a slow server's link into hundreds of TCP flows, each so thin that
+	// packet loss stops it for a minute at a time. More requests wait for
+	// a free connection, which a saturated link costs nothing.
+	MaxConns int
+}
+
+// OpenHTTP makes an HTTP source for the store at base, with the default
+// HTTPOptions.
+func OpenHTTP(base string) (*HTTP, error) { return OpenHTTPWith(base, HTTPOptions{}) }
+
+// OpenHTTPWith makes an HTTP source for the store at base.
+func OpenHTTPWith(base string, o HTTPOptions) (*HTTP, error) {
 	u, err := url.Parse(base)
 	if err != nil {
 		return nil, fmt.Errorf("store URL %q: %w", base, err)
@@ -45,12 +73,25 @@ func OpenHTTP(base string) (*HTTP, error) {
 	if !strings.HasSuffix(u.Path, "/") {
 		u.Path += "/"
 	}
-	// The default transport keeps 2 idle connections per host: a deploy's
-	// workers (16 at 1 MiB chunks) would close and dial again on almost
-	// every request.
+	def := func(d, v time.Duration) time.Duration {
+		if d > 0 {
+			return d
+		}
+		return v
+	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = 64
-	return &HTTP{Base: u, Client: &http.Client{Timeout: 2 * time.Minute, Transport: tr}}, nil
+	dialer := &net.Dialer{Timeout: def(o.Connect, 15*time.Second), KeepAlive: 30 * time.Second}
+	tr.DialContext = dialer.DialContext
+	tr.TLSHandshakeTimeout = def(o.Connect, 15*time.Second)
+	tr.ResponseHeaderTimeout = def(o.Header, 60*time.Second)
+	tr.MaxConnsPerHost = 8
+	if o.MaxConns > 0 {
+		tr.MaxConnsPerHost = o.MaxConns
+	}
+	// The default transport keeps 2 idle connections per host: a deploy's
+	// workers would close and dial again on almost every request.
+	tr.MaxIdleConnsPerHost = tr.MaxConnsPerHost
+	return &HTTP{Base: u, Client: &http.Client{Transport: tr}, Stall: def(o.Stall, 60*time.Second)}, nil
 }
 
 // String names the source in messages.
@@ -62,13 +103,23 @@ func (h *HTTP) get(ctx context.Context, rel string, limit int64) ([]byte, error)
 	// A kept-alive connection the server closed or reset as the request
 	// went out is the transport's hiccup, not the server's answer: one
 	// more request on a fresh connection says how the server is.
-	if err != nil && ctx.Err() == nil && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)) {
+	if err != nil && ctx.Err() == nil && !errors.Is(err, ErrNoProgress) && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)) {
 		b, err = h.once(ctx, u, limit)
 	}
 	return b, err
 }
 
 func (h *HTTP) once(ctx context.Context, u string, limit int64) ([]byte, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	b, err := h.do(ctx, cancel, u, limit)
+	if err != nil && errors.Is(context.Cause(ctx), ErrNoProgress) {
+		return nil, fmt.Errorf("GET %s: %w: no byte for %s", u, ErrNoProgress, h.Stall)
+	}
+	return b, err
+}
+
+func (h *HTTP) do(ctx context.Context, cancel context.CancelCauseFunc, u string, limit int64) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, err
@@ -92,16 +143,24 @@ func (h *HTTP) once(ctx context.Context, u string, limit int64) ([]byte, error) 
 	if resp.ContentLength > limit {
 		return nil, fmt.Errorf("GET %s: %d bytes, more than %d", u, resp.ContentLength, limit)
 	}
+	var body io.Reader = resp.Body
+	if h.Stall > 0 {
+		// A progress timeout, not a deadline: every byte moves it on, so
+		// a body that trickles in never fails and one that stops does.
+		t := time.AfterFunc(h.Stall, func() { cancel(ErrNoProgress) })
+		defer t.Stop()
+		body = &stallReader{r: resp.Body, t: t, d: h.Stall}
+	}
 	if resp.ContentLength >= 0 {
 		// One allocation of the announced size: io.ReadAll's growing
 		// buffer copies a 4 MiB chunk about a dozen times.
 		b := make([]byte, resp.ContentLength)
-		if _, err := io.ReadFull(resp.Body, b); err != nil {
+		if _, err := io.ReadFull(body, b); err != nil {
 			return nil, fmt.Errorf("GET %s: %w", u, err)
 		}
 		return b, nil
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	b, err := io.ReadAll(io.LimitReader(body, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("GET %s: %w", u, err)
 	}
@@ -109,6 +168,21 @@ func (h *HTTP) once(ctx context.Context, u string, limit int64) ([]byte, error) 
 		return nil, fmt.Errorf("GET %s: more than %d bytes", u, limit)
 	}
 	return b, nil
+}
+
+// stallReader moves its timer on with every read that gives bytes.
+type stallReader struct {
+	r io.Reader
+	t *time.Timer
+	d time.Duration
+}
+
+func (s *stallReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if n > 0 {
+		s.t.Reset(s.d)
+	}
+	return n, err
 }
 
 // Index implements Source.

@@ -73,6 +73,12 @@ cleanup() {
 		wait "$SERVER" 2>/dev/null || true
 	fi
 	[ -n "${SAMPLER:-}" ] && kill "$SAMPLER" 2>/dev/null
+	# The server holds the flock(1) descriptor callers wrap this script in:
+	# left running, it would keep the next run waiting for ever.
+	if [ -n "${SERVER:-}" ]; then
+		kill "$SERVER" 2>/dev/null || true
+		wait "$SERVER" 2>/dev/null || true
+	fi
 	netdown
 	[ -n "${BENCH_KEEP:-}" ] || rm -rf "$WORK"
 }
@@ -145,7 +151,7 @@ failed() {
 	SAMPLER=
 	rm -rf "$OUT/fail-$1-$2"
 	mkdir -p "$OUT/fail-$1-$2"
-	cp "$WORK"/d-*.err "$WORK"/d-*.out "$OUT/fail-$1-$2/" 2>/dev/null || true
+	cp "$WORK"/d-*.err "$WORK"/d-*.out "$WORK"/serve.log "$OUT/fail-$1-$2/" 2>/dev/null || true
 	grep -h -i -E 'error|fail|timeout' "$WORK"/d-*.err | sort | uniq -c | sort -rn | head -3 >&2 || true
 	echo "0 0 0 0 0 FAILED"
 }
