@@ -73,12 +73,6 @@ cleanup() {
 		wait "$SERVER" 2>/dev/null || true
 	fi
 	[ -n "${SAMPLER:-}" ] && kill "$SAMPLER" 2>/dev/null
-	# The server holds the flock(1) descriptor callers wrap this script in:
-	# left running, it would keep the next run waiting for ever.
-	if [ -n "${SERVER:-}" ]; then
-		kill "$SERVER" 2>/dev/null || true
-		wait "$SERVER" 2>/dev/null || true
-	fi
 	netdown
 	[ -n "${BENCH_KEEP:-}" ] || rm -rf "$WORK"
 }
