@@ -14,6 +14,8 @@
 #
 #   BENCH_MIB=64          image size (random data: nothing compresses away)
 #   BENCH_RATE=20         Mbit/s each way, every link (server's too)
+#   BENCH_CHUNK=256K      chunk size (imprint build --chunk-size; pieces =
+#                         chunks in the swarm); default: imprint build's own
 #   BENCH_NODES="1 4 8 16"
 #   BENCH_MODES="server tree swarm"
 #   BENCH_PLAN="server:1 swarm:4 ..."  runs in this order instead of every
@@ -31,6 +33,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 IMPRINT=${IMPRINT:-$ROOT/bin/imprint}
 MIB=${BENCH_MIB:-64}
+CHUNK=${BENCH_CHUNK:-}
 RATE=${BENCH_RATE:-20}
 NODES=${BENCH_NODES:-"1 4 8 16"}
 MODES=${BENCH_MODES:-"server tree swarm"}
@@ -104,10 +107,10 @@ addr() { if [ "$1" -eq 0 ]; then echo $SRV; else echo "$NET.$((10 + $1))"; fi; }
 log "network: server + $maxn nodes on a bridge, every link ${RATE} Mbit/s each way (tc tbf)"
 
 # --- the image ---
-log "image: a ${MIB} MiB partition of random data"
+log "image: a ${MIB} MiB partition of random data${CHUNK:+, ${CHUNK} chunks}"
 head -c $((MIB * 1024 * 1024)) /dev/urandom >"$WORK/part.img"
 printf 'esp esp 48M esp\ndata linux-generic auto image\n' >"$WORK/layout"
-"$IMPRINT" build --store "$WORK/store" --name bench --version v1 --partition data="$WORK/part.img" --layout "$WORK/layout" >/dev/null
+"$IMPRINT" build --store "$WORK/store" --name bench --version v1 --partition data="$WORK/part.img" --layout "$WORK/layout" ${CHUNK:+--chunk-size "$CHUNK"} >/dev/null
 rm -f "$WORK/part.img"
 SIZE=$((MIB + 60))M
 
@@ -248,7 +251,7 @@ done
 
 T1=$(awk '$1 == "server" && $2 == 1 { print $3 }' "$RES")
 {
-	echo "## Shaped links: ${MIB} MiB image, ${RATE} Mbit/s each way per link, $(date -u +%Y-%m-%d)"
+	echo "## Shaped links: ${MIB} MiB image${CHUNK:+ (${CHUNK} chunks)}, ${RATE} Mbit/s each way per link, $(date -u +%Y-%m-%d)"
 	echo
 	echo "One link measured at $LINK MB/s. One node alone (server, N=1): ${T1:-?} s. CPU, as a share of"
 	echo "the machine's 2 cores: *bench* is this bench's own processes (server and deploys) over the run;"
