@@ -305,7 +305,7 @@ func (c *Copier) verify(ctx context.Context, content *image.Content, src io.Read
 						whole.Write((*q.buf)[:q.l])
 						pool.Put(q.buf)
 					} else {
-						writeZeros(whole, q.l)
+						image.WriteZeros(whole, q.l)
 					}
 					delete(pending, next)
 					next++
@@ -396,16 +396,6 @@ func (c *Copier) verify(ctx context.Context, content *image.Content, src io.Read
 		return nil, fmt.Errorf("%w: every chunk matches the manifest, but together they hash to %s and the manifest's content sha256 is %s", image.ErrInconsistent, sum, content.SHA256)
 	}
 	return nil, nil
-}
-
-// writeZeros feeds n zero bytes to w.
-func writeZeros(w io.Writer, n int64) {
-	var zero [64 << 10]byte
-	for n > 0 {
-		k := min(n, int64(len(zero)))
-		w.Write(zero[:k])
-		n -= k
-	}
 }
 
 // holer is a reader that knows its holes (an image file).

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"sync"
 	"unsafe"
 
@@ -69,6 +70,16 @@ func IsZero(b []byte) bool {
 		b = b[n:]
 	}
 	return true
+}
+
+// WriteZeros feeds n zero bytes to w (a hash, most often), a page at a
+// time, so a partition's zero chunks never need a buffer of their size.
+func WriteZeros(w io.Writer, n int64) {
+	for n > 0 {
+		k := min(n, int64(len(zeroPage)))
+		w.Write(zeroPage[:k])
+		n -= k
+	}
 }
 
 // BufAlign is the alignment of BufPool buffers: enough for O_DIRECT I/O on

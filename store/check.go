@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"hash"
 
 	"github.com/imprint-dev/imprint/image"
 )
@@ -52,7 +51,7 @@ func (d *Dir) checkContent(ctx context.Context, dec *image.Decoder, m *image.Man
 		}
 		l := c.ChunkLen(i, m.ChunkSize)
 		if sum == image.ZeroChunk {
-			hashZeros(whole, l)
+			image.WriteZeros(whole, l)
 			continue
 		}
 		var err error
@@ -69,14 +68,4 @@ func (d *Dir) checkContent(ctx context.Context, dec *image.Decoder, m *image.Man
 		return fmt.Errorf("%w: its chunks add up to sha256 %s, its content sha256 is %s", image.ErrInconsistent, got, c.SHA256)
 	}
 	return nil
-}
-
-// hashZeros feeds n zero bytes to h.
-func hashZeros(h hash.Hash, n int64) {
-	var zero [64 << 10]byte
-	for n > 0 {
-		k := min(n, int64(len(zero)))
-		h.Write(zero[:k])
-		n -= k
-	}
 }
