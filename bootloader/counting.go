@@ -1,6 +1,7 @@
 package bootloader
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"regexp"
@@ -244,15 +245,5 @@ func bootEntryCompare(a, b Entry) int {
 		}
 		return 1
 	}
-	return cmpInt(a.Tries.Done, b.Tries.Done)
-}
-
-func cmpInt(a, b int) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
+	return cmp.Compare(a.Tries.Done, b.Tries.Done)
 }

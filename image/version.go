@@ -1,6 +1,7 @@
 package image
 
 import (
+	"cmp"
 	"strings"
 	"time"
 )
@@ -84,7 +85,7 @@ func CompareVersions(a, b string) int {
 			for j < bj && b[j] == '0' {
 				j++
 			}
-			if r := cmpInt(ai-i, bj-j); r != 0 {
+			if r := cmp.Compare(ai-i, bj-j); r != 0 {
 				return r
 			}
 			if r := strings.Compare(a[i:ai], b[j:bj]); r != 0 {
@@ -104,7 +105,7 @@ func CompareVersions(a, b string) int {
 		if r := strings.Compare(a[i:i+n], b[j:j+n]); r != 0 {
 			return r
 		}
-		if r := cmpInt(ai-i, bj-j); r != 0 {
+		if r := cmp.Compare(ai-i, bj-j); r != 0 {
 			return r
 		}
 		// Empty segments on both sides only happen at a separator, which
@@ -122,14 +123,4 @@ func cmpBool(a, b bool) int {
 		return -1
 	}
 	return 1
-}
-
-func cmpInt(a, b int) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

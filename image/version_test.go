@@ -1,6 +1,7 @@
 package image
 
 import (
+	"cmp"
 	"testing"
 	"time"
 )
@@ -31,7 +32,7 @@ func TestVersionCompareFollowsSystemd(t *testing.T) {
 	}
 }
 
-func sign(n int) int { return cmpInt(n, 0) }
+func sign(n int) int { return cmp.Compare(n, 0) }
 
 // TestLaterIsTheVersionOrder: the version string decides, the creation
 // time only between versions that compare equal, so a store's newest
