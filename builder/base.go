@@ -91,16 +91,11 @@ func buildOnBase(ctx context.Context, o Options, b *base, rootName, tmp string) 
 	if os.Geteuid() != 0 {
 		return source{}, "", time.Time{}, fmt.Errorf("%w: --base loop-mounts the base filesystem and needs root", ErrInput)
 	}
-	digest, newest, dataSize, files, err := treeDigest(ctx, o.Rootfs)
+	tr, err := scanTree(ctx, o.Rootfs)
 	if err != nil {
-		return source{}, "", time.Time{}, fmt.Errorf("read --rootfs %s: %w", o.Rootfs, err)
+		return source{}, "", time.Time{}, err
 	}
-	if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
-		var sec int64
-		if _, err := fmt.Sscan(s, &sec); err == nil {
-			newest = time.Unix(sec, 0)
-		}
-	}
+	digest, newest := tr.digest, tr.newest
 	out := filepath.Join(tmp, "root.ext4")
 	if err := extractContent(ctx, o, b.manifest, bp.Content, out); err != nil {
 		return source{}, "", time.Time{}, fmt.Errorf("--base %s:%s: %w", b.info.Name, b.info.Version, err)
@@ -115,8 +110,8 @@ func buildOnBase(ctx context.Context, o Options, b *base, rootName, tmp string) 
 	// fits (its data and a block per entry, plus an eighth) gets the size a
 	// fresh build would give it.
 	want := o.RootSize
-	if need := dataSize + dataSize/8 + int64(files)*4096; need > size {
-		want = max(want, dataSize+dataSize/4+int64(files)*(4096+256)+24<<20)
+	if need := tr.size + tr.size/8 + int64(tr.files)*4096; need > size {
+		want = max(want, tr.freshSize())
 	}
 	if want > size {
 		if size, err = grow(ctx, out, want, fake); err != nil {

@@ -546,20 +546,14 @@ func bootArtifacts(o Options, tmp string) (bootFiles, BootReport, error) {
 
 // buildRootfs makes the reproducible ext4 image of o.Rootfs.
 func buildRootfs(ctx context.Context, o Options, tmp string) (source, string, time.Time, error) {
-	digest, newest, dataSize, files, err := treeDigest(ctx, o.Rootfs)
+	tr, err := scanTree(ctx, o.Rootfs)
 	if err != nil {
-		return source{}, "", time.Time{}, fmt.Errorf("read --rootfs %s: %w", o.Rootfs, err)
+		return source{}, "", time.Time{}, err
 	}
-	if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
-		var sec int64
-		if _, err := fmt.Sscan(s, &sec); err == nil {
-			newest = time.Unix(sec, 0)
-		}
-	}
+	digest, newest := tr.digest, tr.newest
 	size := o.RootSize
 	if size == 0 {
-		// Data plus a quarter, an inode and a block per file, the journal.
-		size = dataSize + dataSize/4 + int64(files)*(4096+256) + 24<<20
+		size = tr.freshSize()
 	}
 	size = (size + layout.Align - 1) / layout.Align * layout.Align
 	out := filepath.Join(tmp, "root.ext4")

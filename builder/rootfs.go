@@ -16,6 +16,38 @@ import (
 	"time"
 )
 
+// tree is what a build knows of --rootfs before it makes a filesystem.
+type tree struct {
+	digest string
+	// newest is the time the filesystem's entries get: the tree's newest
+	// mtime, or SOURCE_DATE_EPOCH when that is set.
+	newest time.Time
+	size   int64
+	files  int
+}
+
+// scanTree reads the tree at root once, for both a fresh build and one on
+// a base.
+func scanTree(ctx context.Context, root string) (tree, error) {
+	digest, newest, size, files, err := treeDigest(ctx, root)
+	if err != nil {
+		return tree{}, fmt.Errorf("read --rootfs %s: %w", root, err)
+	}
+	if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
+		var sec int64
+		if _, err := fmt.Sscan(s, &sec); err == nil {
+			newest = time.Unix(sec, 0)
+		}
+	}
+	return tree{digest: digest, newest: newest, size: size, files: files}, nil
+}
+
+// freshSize is the filesystem size a build from nothing gives the tree:
+// its data plus a quarter, an inode and a block per file, the journal.
+func (t tree) freshSize() int64 {
+	return t.size + t.size/4 + int64(t.files)*(4096+256) + 24<<20
+}
+
 // treeDigest hashes everything mkfs.ext4 -d copies from a directory: paths,
 // types, modes, owners, sizes, modification times, link targets, device
 // numbers and file contents. Two trees with the same digest give the same
