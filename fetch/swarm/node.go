@@ -69,9 +69,48 @@ type Options struct {
 
 // Node is this machine's BitTorrent client.
 type Node struct {
-	cl    *torrent.Client
-	opt   Options
-	allow *allowList // nil: any peer
+	cl     *torrent.Client
+	opt    Options
+	allow  *allowList // nil: any peer
+	stores *storeIndex
+}
+
+// storeIndex finds a torrent's storage for the engine's callbacks, which
+// name the torrent only.
+type storeIndex struct {
+	mu sync.Mutex
+	m  map[*torrent.Torrent]*pieceStore
+}
+
+func (x *storeIndex) get(t *torrent.Torrent) *pieceStore {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.m[t]
+}
+
+func (x *storeIndex) set(t *torrent.Torrent, s *pieceStore) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if s == nil {
+		delete(x.m, t)
+	} else {
+		x.m[t] = s
+	}
+}
+
+// received is the engine's callback for a useful block from a peer.
+func (x *storeIndex) received(ev torrent.ReceivedUsefulDataEvent) {
+	t := ev.Peer.Torrent()
+	s := x.get(t)
+	if s == nil {
+		return
+	}
+	m := ev.Message
+	p := int(m.Index)
+	if p < 0 || p >= len(s.t.Pieces) {
+		return
+	}
+	s.blame.received(p, s.t.Pieces[p].Length, int64(m.Begin), m.Piece, peerIP(ev.Peer))
 }
 
 // NewNode starts the client: no DHT, no PEX (private torrents), no uTP,
@@ -149,6 +188,8 @@ func NewNode(o Options) (*Node, error) {
 		allow = &allowList{nets: o.AllowedNets, servers: map[netip.Addr]bool{}}
 		cfg.IPBlocklist = allow
 	}
+	stores := &storeIndex{m: map[*torrent.Torrent]*pieceStore{}}
+	cfg.Callbacks.ReceivedUsefulData = append(cfg.Callbacks.ReceivedUsefulData, stores.received)
 	cfg.Slogger = o.Log
 	if cfg.Slogger == nil {
 		cfg.Slogger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -160,7 +201,7 @@ func NewNode(o Options) (*Node, error) {
 	if peerDialer != nil {
 		cl.AddDialer(peerDialer)
 	}
-	return &Node{cl: cl, opt: o, allow: allow}, nil
+	return &Node{cl: cl, opt: o, allow: allow, stores: stores}, nil
 }
 
 // allowList is an engine blocklist that blocks every address outside its
@@ -282,6 +323,7 @@ func (n *Node) join(m *image.Manifest, server string, places []Place, webSeed bo
 		}
 	}
 	st.corrupt = n.opt.corrupt
+	st.blame.ban = func(ips ...net.IP) { banPeers(n.cl, ips...) }
 	t, isNew := n.cl.AddTorrentOpt(torrent.AddTorrentOpts{
 		InfoHash:  tor.Hash,
 		InfoBytes: tor.InfoBytes,
@@ -292,6 +334,11 @@ func (n *Node) join(m *image.Manifest, server string, places []Place, webSeed bo
 	if !isNew {
 		return nil, fmt.Errorf("image %s:%s: already in this node's swarms", m.Name, m.Version)
 	}
+	n.stores.set(t, st)
+	go func() {
+		<-t.Closed()
+		n.stores.set(t, nil)
+	}()
 	s := &Session{t: t, store: st, Tor: tor}
 	if server != "" {
 		t.AddTrackers([][]string{{AnnounceURL(server)}})

@@ -59,6 +59,8 @@ type pieceStore struct {
 	closed  bool
 	// corrupt, in tests, makes this node serve flipped bytes.
 	corrupt bool
+	// blame remembers who sent which block, to ban a corrupting peer.
+	blame blame
 }
 
 func newPieceStore(t *Torrent, places []Place) (*pieceStore, error) {
@@ -221,6 +223,7 @@ func (p *piece) SelfHash() (metainfo.Hash, error) {
 		p.s.failed.Add(1)
 		return metainfo.Hash{}, nil
 	}
+	p.s.blame.passed(p.i, buf)
 	// Checked: now it goes to every other place the chunk occurs at,
 	// before it counts.
 	for _, l := range st.locs[1:] {

@@ -27,6 +27,12 @@ const testChunk = 128 << 10
 // chunks, a chunk that occurs twice, zero chunks, a short last chunk.
 func testImage(t *testing.T) (*store.Dir, *image.Manifest, [][]byte) {
 	t.Helper()
+	return testImageChunk(t, testChunk)
+}
+
+// testImageChunk is testImage at another chunk size.
+func testImageChunk(t *testing.T, testChunk int64) (*store.Dir, *image.Manifest, [][]byte) {
+	t.Helper()
 	st, err := store.CreateDir(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -309,42 +315,58 @@ func TestThreeNodesEndIdenticalAndShare(t *testing.T) {
 	}
 }
 
+// A seed that flips a byte of every block it sends: its pieces fail,
+// the nodes end identical from the honest seed, and the corrupting seed is
+// banned. With 1 MiB pieces (64 blocks) nearly every piece it touches also
+// has honest blocks, where the engine's own ban (a failed piece from one
+// peer only) never fires: the ban must come from comparing its blocks with
+// the piece once it checks good.
 func TestACorruptingPeerIsCaught(t *testing.T) {
-	st, m, want := testImage(t)
-	srv := newServer(t, st)
-	srv.seedOff.Store(true)
-	ctx := t.Context()
-	// An honest seed and a seed that flips a byte of every block it sends.
-	newNode(t, "127.0.0.2", m, srv.URL, want, false)
-	newNode(t, "127.0.0.9", m, srv.URL, want, true)
-	b := newNode(t, "127.0.0.3", m, srv.URL, nil, false)
-	c := newNode(t, "127.0.0.4", m, srv.URL, nil, false)
-	failed := int64(0)
-	for _, n := range []*node{b, c} {
-		if err := n.sess.Wait(ctx, 30*time.Second); err != nil {
-			t.Fatalf("%s: %v", n.Addr(), err)
-		}
-		n.same(t, want)
-		failed += n.sess.Failed()
-	}
-	if failed == 0 {
-		t.Fatal("no piece failed its check: the corrupting peer was never used")
-	}
-	badIP := "127.0.0.9"
-	for _, n := range []*node{b, c} {
-		if n.sess.Failed() == 0 {
-			continue
-		}
-		// The engine bans once the failed piece has passed with other
-		// peers' blocks; that can come a moment after the last piece
-		// completes, so give it a few seconds before calling it missing.
-		banned := func() bool { return contains(n.Banned(), badIP) || contains(n.Banned(), "::ffff:"+badIP) }
-		for deadline := time.Now().Add(5 * time.Second); !banned() && time.Now().Before(deadline); {
-			time.Sleep(20 * time.Millisecond)
-		}
-		if !banned() {
-			t.Errorf("%s: took bad pieces but banned %v, not %s", n.Addr(), n.Banned(), badIP)
-		}
+	for _, tc := range []struct {
+		chunk int64
+		rate  int64 // the corrupting seed's upload rate, bytes/s; 0: no limit
+	}{{testChunk, 0}, {1 << 20, 0}, {1 << 20, 256 << 10}} {
+		t.Run(fmt.Sprintf("chunk=%dK,rate=%d", tc.chunk>>10, tc.rate), func(t *testing.T) {
+			st, m, want := testImageChunk(t, tc.chunk)
+			srv := newServer(t, st)
+			srv.seedOff.Store(true)
+			ctx := t.Context()
+			newNode(t, "127.0.0.2", m, srv.URL, want, false)
+			newNodeOpts(t, Options{Listen: "127.0.0.9:0", corrupt: true, UploadRate: tc.rate}, m, srv.URL, want)
+			b := newNode(t, "127.0.0.3", m, srv.URL, nil, false)
+			c := newNode(t, "127.0.0.4", m, srv.URL, nil, false)
+			failed := int64(0)
+			for _, n := range []*node{b, c} {
+				if err := n.sess.Wait(ctx, 30*time.Second); err != nil {
+					t.Fatalf("%s: %v", n.Addr(), err)
+				}
+				n.same(t, want)
+				failed += n.sess.Failed()
+			}
+			if failed == 0 {
+				t.Fatal("no piece failed its check: the corrupting peer was never used")
+			}
+			badIP := "127.0.0.9"
+			for _, n := range []*node{b, c} {
+				if n.sess.Failed() == 0 {
+					continue
+				}
+				// The ban is given on another goroutine, under the
+				// engine's lock, just after the piece checks.
+				banned := func() bool { return contains(n.Banned(), badIP) || contains(n.Banned(), "::ffff:"+badIP) }
+				for deadline := time.Now().Add(5 * time.Second); !banned() && time.Now().Before(deadline); {
+					time.Sleep(20 * time.Millisecond)
+				}
+				if !banned() {
+					t.Errorf("%s: took bad pieces but banned %v, not %s", n.Addr(), n.Banned(), badIP)
+				}
+				for _, ip := range n.Banned() {
+					if ip != badIP && ip != "::ffff:"+badIP {
+						t.Errorf("%s: banned an honest peer %s", n.Addr(), ip)
+					}
+				}
+			}
+		})
 	}
 }
 
