@@ -122,9 +122,16 @@ func ask[T any](ctx context.Context, f *Fetcher, what string, size int64,
 		var next time.Time
 		for i := range slots {
 			s := &slots[i]
-			if s.st == flight && f.hopeful(s, f.peers[i], now) && f.peers[i].gave.IsZero() {
+			if p := f.peers[i]; s.st == flight && f.hopeful(s, p, now) && n > 1 {
 				// Wake when it stops being hopeful, to ask the next one.
-				if t := s.since.Add(o.HedgeAfter); next.IsZero() || t.Before(next) {
+				t := s.since.Add(o.HedgeAfter)
+				if !p.gave.IsZero() {
+					t = s.since.Add(o.QuietAfter)
+					if g := p.gave.Add(o.QuietAfter); g.After(t) {
+						t = g
+					}
+				}
+				if next.IsZero() || t.Before(next) {
 					next = t
 				}
 			}
@@ -260,11 +267,19 @@ func (f *Fetcher) up(p *peer, now time.Time) bool {
 }
 
 // hopeful says the request in flight in s is worth waiting for alone: not
-// to a source that lags, not a probe of a down source, and not one taking
+// to a source that lags, not a probe of a down source, not one taking
 // longer than HedgeAfter to a source that never gave anything (a host
-// that drops packets costs the client's whole timeout).
+// that drops packets costs the client's whole timeout), and not one
+// taking longer than QuietAfter to a source that has given nothing for
+// as long (it was up, and went quiet).
 func (f *Fetcher) hopeful(s *slot, p *peer, now time.Time) bool {
-	return !f.slow(p, now) && !s.probe && (!p.gave.IsZero() || now.Sub(s.since) < f.opt.HedgeAfter)
+	if f.slow(p, now) || s.probe {
+		return false
+	}
+	if p.gave.IsZero() {
+		return now.Sub(s.since) < f.opt.HedgeAfter
+	}
+	return now.Sub(s.since) < f.opt.QuietAfter || now.Sub(p.gave) < f.opt.QuietAfter
 }
 
 // slow says p answered "not yet" last and has given nothing new lately:

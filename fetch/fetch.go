@@ -55,6 +55,15 @@ type Options struct {
 	// is stalled and given up on for that item: the wait is bounded per
 	// source, not per chunk [30s].
 	StallAfter time.Duration
+	// A request in flight to a source that has given no item at all for
+	// QuietAfter (to any request) is not waited for alone: the next
+	// source is asked too, and the first good answer wins. A source that
+	// once gave was trusted until the request's own timeout, so a server
+	// gone without a word (powered off, its link cut: no reset comes)
+	// held every chunk for the HTTP header timeout (60 s) before another
+	// source was asked [10s]. A saturated source still completes items
+	// within it; with no other source nothing changes.
+	QuietAfter time.Duration
 	// OnError hears about every answer that did not give the item (not
 	// counting "not yet" answers still waited for): the source's index,
 	// what was asked ("chunk <sha256>", "image name:version") and why.
@@ -82,6 +91,7 @@ func (o Options) withDefaults() Options {
 	def(&o.PollMax, 250*time.Millisecond)
 	def(&o.HedgeAfter, 2*time.Second)
 	def(&o.StallAfter, 30*time.Second)
+	def(&o.QuietAfter, 10*time.Second)
 	return o
 }
 

@@ -523,3 +523,57 @@ func (h hangingSource) Chunk(ctx context.Context, sum string) ([]byte, error) {
 	h.cancelled.Store(true)
 	return nil, ctx.Err()
 }
+
+// A source that gave chunks and then went quiet (no reset: its requests
+// hang, as when a server is powered off) is hedged once it has given
+// nothing for QuietAfter, not waited for until the request's own
+// timeout (before: forever here, 60 s over HTTP).
+func TestASourceThatGoesQuietIsHedged(t *testing.T) {
+	sums, chunks := testChunks(3)
+	var gone atomic.Bool
+	first := &fake{name: "first", answer: func(_ int, sum string) ([]byte, error) {
+		return chunks[sum], nil
+	}}
+	var cancelled atomic.Bool
+	quiet := quietSource{fake: first, gone: &gone, cancelled: &cancelled}
+	second := &fake{name: "second", chunks: chunks}
+	o := fast()
+	o.QuietAfter = 300 * time.Millisecond
+	f := New([]store.Source{quiet, second}, o)
+	if err := f.Chunk(t.Context(), sums[0], 1000, nil, check(sums[0])); err != nil {
+		t.Fatal(err)
+	}
+	if second.calls.Load() != 0 {
+		t.Fatalf("the second source was asked while the first answered")
+	}
+	gone.Store(true)
+	// Still within QuietAfter of the first's last item: it is waited for
+	// alone, then hedged.
+	begin := time.Now()
+	if err := f.Chunk(t.Context(), sums[1], 1000, nil, check(sums[1])); err != nil {
+		t.Fatal(err)
+	}
+	el := time.Since(begin)
+	if el < o.QuietAfter/2 || el > o.QuietAfter+time.Second {
+		t.Errorf("the quiet source was hedged after %v; QuietAfter is %v", el, o.QuietAfter)
+	}
+	if second.calls.Load() != 1 || !cancelled.Load() {
+		t.Errorf("second source asked %d times, hung request cancelled: %v", second.calls.Load(), cancelled.Load())
+	}
+}
+
+// quietSource answers like its fake until gone, then hangs until its
+// request is cancelled.
+type quietSource struct {
+	*fake
+	gone, cancelled *atomic.Bool
+}
+
+func (q quietSource) Chunk(ctx context.Context, sum string) ([]byte, error) {
+	if !q.gone.Load() {
+		return q.fake.Chunk(ctx, sum)
+	}
+	<-ctx.Done()
+	q.cancelled.Store(true)
+	return nil, ctx.Err()
+}

@@ -381,3 +381,71 @@ func BenchmarkFillOverLoopbackHTTP(b *testing.B) {
 		}
 	}
 }
+
+// A server that stops answering without a reset (powered off, its link
+// cut) holds a fetch until the HTTP client's timeout; the read's wait is
+// said once SlowAfter passes with no answer, repeated every SayEvery, and
+// its end is said when the answer comes.
+func TestAFetchWithNoAnswerIsSaidAsAWait(t *testing.T) {
+	p := makePartition(t)
+	files := http.FileServer(http.Dir(p.dir.Root))
+	var hang atomic.Bool
+	release := make(chan struct{})
+	srv := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, q *http.Request) {
+		if hang.Load() {
+			select {
+			case <-release:
+			case <-q.Context().Done():
+				return
+			}
+		}
+		files.ServeHTTP(w, q)
+	}))
+	const slow, every = 200 * time.Millisecond, 100 * time.Millisecond
+	r, l := newHTTPReader(t, p, ondemand.Options{SlowAfter: slow, SayEvery: every}, fast(), httpSource(t, srv))
+	b := make([]byte, 100)
+	if err := r.ReadAt(t.Context(), b, 0); err != nil || !bytes.Equal(b, p.raw[:100]) {
+		t.Fatalf("with the server answering: %v", err)
+	}
+	if said, _ := l.matching("unreachable, waiting"); len(said) != 0 {
+		t.Fatalf("a wait was said while the server answered: %q", said)
+	}
+	hang.Store(true)
+	start := time.Now()
+	got, errc := readAsync(r, t.Context(), cs+10, 100)
+	time.Sleep(slow + 3*every)
+	select {
+	case <-got:
+		t.Fatal("a read returned while its server did not answer")
+	case err := <-errc:
+		t.Fatalf("a read failed while its server did not answer: %v", err)
+	default:
+	}
+	said, at := l.matching("unreachable, waiting")
+	if len(said) < 2 || !strings.Contains(said[0], "chunk 1") || !strings.Contains(said[0], ondemand.ErrNoAnswer.Error()) {
+		t.Fatalf("the wait for no answer was not said, then repeated:\n%s", strings.Join(l.lines, "\n"))
+	}
+	if first := at[0].Sub(start); first < slow || first > slow+time.Second {
+		t.Errorf("the wait was first said %v after the read, SlowAfter is %v", first, slow)
+	}
+	if st := r.Stats(); st.Waiting != 1 {
+		t.Errorf("%d chunks waiting, want 1", st.Waiting)
+	}
+	close(release)
+	select {
+	case b := <-got:
+		if !bytes.Equal(b, p.raw[cs+10:cs+110]) {
+			t.Error("the read that waited gave wrong bytes")
+		}
+	case err := <-errc:
+		t.Fatalf("the read that waited failed: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the read did not end once the server answered")
+	}
+	if ends, _ := l.matching("root source back"); len(ends) != 1 {
+		t.Errorf("the end of the wait was said %d times, want once:\n%s", len(ends), strings.Join(l.lines, "\n"))
+	}
+	if st := r.Stats(); st.Waiting != 0 {
+		t.Errorf("%d chunks still waiting", st.Waiting)
+	}
+}

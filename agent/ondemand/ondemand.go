@@ -56,6 +56,11 @@ type Options struct {
 	// SayEvery is how often a wait for the sources is said while it
 	// lasts [10s]; its start and its end are said at once.
 	SayEvery time.Duration
+	// SlowAfter: a fetch with no answer from any source for this long is
+	// a wait too, said the same way [5s]. A source gone without a reset
+	// (powered off, its link cut) answers nothing until a timeout, and a
+	// node whose reads hang needs the news on its console before then.
+	SlowAfter time.Duration
 	// Fill keeps every chunk fetched (CacheBytes is not a bound then) so
 	// that Fill can make the partition whole in RAM.
 	Fill bool
@@ -132,6 +137,9 @@ func New(o Options) (*Reader, error) {
 	}
 	if o.RetryMax < o.RetryMin {
 		o.RetryMax = max(2*time.Second, o.RetryMin)
+	}
+	if o.SlowAfter <= 0 {
+		o.SlowAfter = 5 * time.Second
 	}
 	if o.SayEvery <= 0 {
 		o.SayEvery = 10 * time.Second
@@ -370,6 +378,7 @@ func (r *Reader) fetch(ctx context.Context, i int) ([]byte, error) {
 	}()
 	for {
 		var data []byte
+		stop := r.watch(i, !waiting)
 		err := r.o.Fetcher.Chunk(ctx, sum, n, nil, func(stored []byte) error {
 			d, err := r.o.Decoder.Decode(stored, sum, n, nil)
 			if err != nil {
@@ -378,6 +387,9 @@ func (r *Reader) fetch(ctx context.Context, i int) ([]byte, error) {
 			data = d
 			return nil
 		})
+		if stop() {
+			waiting = true
+		}
 		if err == nil {
 			return data, nil
 		}
@@ -392,6 +404,49 @@ func (r *Reader) fetch(ctx context.Context, i int) ([]byte, error) {
 		case <-time.After(pause):
 		}
 		pause = min(2*pause, r.o.RetryMax)
+	}
+}
+
+// ErrNoAnswer is the reason said for a fetch that no source has
+// answered for Options.SlowAfter.
+var ErrNoAnswer = errors.New("no answer from the sources asked")
+
+// watch says, while a fetch of chunk i runs (first: it is not a wait
+// yet), that it has had no answer once SlowAfter has passed and then
+// every SayEvery, as a wait for the sources. stop ends the watch and
+// says whether it started a wait, which the caller then ends.
+func (r *Reader) watch(i int, first bool) (stop func() bool) {
+	done := make(chan struct{})
+	var started bool
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTimer(r.o.SlowAfter)
+		defer t.Stop()
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		err := fmt.Errorf("%w for %v", ErrNoAnswer, r.o.SlowAfter)
+		r.waitFor(i, err, first)
+		started = first
+		tick := time.NewTicker(r.o.SayEvery)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				r.waitFor(i, err, false)
+			}
+		}
+	}()
+	return func() bool {
+		close(done)
+		wg.Wait()
+		return started
 	}
 }
 

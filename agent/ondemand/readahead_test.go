@@ -102,6 +102,9 @@ func TestReadAheadCutsSequentialReadsToAboutNOverKRoundTrips(t *testing.T) {
 	if want := (n/k + 2 + 4) * rtt; took > want {
 		t.Errorf("with read-ahead %d, %d chunks took %v, want at most %v (~%d round trips)", k, n, took, want, n/k+2)
 	}
+	// A read that shared a read-ahead fetch may return before that
+	// fetch's goroutine has counted it.
+	r.WaitReadahead()
 	st := r.Stats()
 	if st.FetchedChunks != n || on.total() != n || st.Refetched != 0 {
 		t.Errorf("fetched %d chunks (%d requests, %d again), want each of the %d once; the zero chunk never", st.FetchedChunks, on.total(), st.Refetched, n)
