@@ -64,6 +64,10 @@ type Options struct {
 	// that cannot reach the server's peer port (or an older server).
 	WebSeedAfter time.Duration
 
+	// Reannounce is how often a node that lacks pieces and has room for
+	// more peers asks the tracker for peers itself [5s] (reannounce.go).
+	Reannounce time.Duration
+
 	corrupt bool // tests: serve flipped bytes
 }
 
@@ -73,6 +77,9 @@ type Node struct {
 	opt    Options
 	allow  *allowList // nil: any peer
 	stores *storeIndex
+	// trackerDial dials the tracker from the listening address (nil: the
+	// default dialer).
+	trackerDial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // storeIndex finds a torrent's storage for the engine's callbacks, which
@@ -201,7 +208,7 @@ func NewNode(o Options) (*Node, error) {
 	if peerDialer != nil {
 		cl.AddDialer(peerDialer)
 	}
-	return &Node{cl: cl, opt: o, allow: allow, stores: stores}, nil
+	return &Node{cl: cl, opt: o, allow: allow, stores: stores, trackerDial: cfg.TrackerDialContext}, nil
 }
 
 // allowList is an engine blocklist that blocks every address outside its
@@ -357,6 +364,17 @@ func (n *Node) join(m *image.Manifest, server string, places []Place, webSeed bo
 			}
 			t.Piece(p).SetPriority(prio)
 		}
+	}
+	if server != "" && st.missing() > 0 {
+		every := n.opt.Reannounce
+		if every <= 0 {
+			every = reannounceEvery
+		}
+		maxPeers := n.opt.MaxPeers
+		if maxPeers <= 0 {
+			maxPeers = 50 // the engine's EstablishedConnsPerTorrent
+		}
+		go s.reannounce(n.cl, AnnounceURL(server), n.trackerDial, maxPeers, every)
 	}
 	if server != "" && webSeed && st.missing() > 0 {
 		after := n.opt.WebSeedAfter

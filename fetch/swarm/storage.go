@@ -91,6 +91,17 @@ func newPieceStore(t *Torrent, places []Place) (*pieceStore, error) {
 	return s, nil
 }
 
+// missingBytes sums the lengths of the pieces not complete.
+func (s *pieceStore) missingBytes() int64 {
+	n := int64(0)
+	for p := range s.ps {
+		if len(s.ps[p].locs) > 0 && !s.ps[p].complete.Load() {
+			n += s.t.Pieces[p].Length
+		}
+	}
+	return n
+}
+
 // missing counts the pieces not complete.
 func (s *pieceStore) missing() int {
 	n := 0

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anacrolix/torrent/tracker"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/layout"
 	"github.com/imprint-dev/imprint/store"
@@ -436,4 +437,39 @@ func TestAPeerOutsideTheAllowedNetsIsRefused(t *testing.T) {
 		t.Fatalf("a peer inside %v: %v", inside, err)
 	}
 	in.same(t, want)
+}
+
+// A node whose only peer was not listening when it first dialed it (a
+// peer starting late, a handshake that timed out) gets it again from the
+// tracker within a few seconds, not at the engine's next announce a
+// minute later: it finishes from that peer (the web seed is off).
+func TestAPeerThatFailedItsFirstDialIsTriedAgain(t *testing.T) {
+	st, m, want := testImage(t)
+	srv := newServer(t, st)
+	srv.seedOff.Store(true)
+	tor, err := FromManifest(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A free port on 127.0.0.2, announced for a seed that is not there yet.
+	l, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+	if _, err := (tracker.Announce{TrackerUrl: AnnounceURL(srv.URL), DialContext: d.DialContext, Context: t.Context(),
+		Request: tracker.AnnounceRequest{InfoHash: tor.Hash, PeerId: [20]byte{'x'}, Port: uint16(port), Left: 0, NumWant: -1, Event: tracker.Started}}).Do(); err != nil {
+		t.Fatal(err)
+	}
+	b := newNodeOpts(t, Options{Listen: "127.0.0.3:0", Reannounce: 300 * time.Millisecond}, m, srv.URL, nil)
+	time.Sleep(time.Second) // its first dial is refused
+	// The seed knows no tracker: it never learns of b, so only b can make
+	// the connection.
+	newNodeOpts(t, Options{Listen: fmt.Sprintf("127.0.0.2:%d", port)}, m, "", want)
+	if err := b.sess.Wait(t.Context(), 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	b.same(t, want)
 }
