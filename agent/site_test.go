@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/imprint-dev/imprint/image"
 )
@@ -58,6 +59,8 @@ func TestSiteIdentityOnlyWhenSigned(t *testing.T) {
 		{"none served", Params{Sources: []string{srv.URL + "/"}, Trust: []string{pub}}, nil, nil, false, ""},
 		{"local without imprint.identity", Params{Mode: ModeLocal, Sources: []string{srv.URL + "/"}, Trust: []string{pub}}, conf, good, false, ""},
 		{"local with imprint.identity", Params{Mode: ModeLocal, Identity: srv.URL + "/identity/identity.conf", Trust: []string{pub}}, conf, good, true, "signature verified"},
+		{"expired", Params{Sources: []string{srv.URL + "/"}, Trust: []string{pub}}, conf, signer.SignFileUntil(conf, "identity.conf", time.Now().Add(-time.Minute)), false, "validity is over: valid until"},
+		{"not yet expired", Params{Sources: []string{srv.URL + "/"}, Trust: []string{pub}}, conf, signer.SignFileUntil(conf, "identity.conf", time.Now().Add(time.Hour)), true, "signature verified"},
 		{"named but missing", Params{Mode: ModeLocal, Identity: srv.URL + "/nothing.conf", Trust: []string{pub}}, conf, good, false, "no site identity map (404)"},
 	} {
 		served, sig = tc.served, tc.sig

@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/google/renameio/v2"
 	"github.com/imprint-dev/imprint/image"
@@ -35,7 +38,7 @@ func newKey(e *env) *cobra.Command {
 	}
 	gen.Flags().StringVar(&out, "out", "imprint", "path prefix of the two key files")
 	c.AddCommand(gen)
-	var key string
+	var key, valid string
 	sign := &cobra.Command{
 		Use:   "sign --key KEY FILE...",
 		Short: "Sign files imprint hands out beside images (a site's identity map for serve --identity): writes FILE.minisig",
@@ -48,12 +51,18 @@ func newKey(e *env) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("--key: %w", err)
 			}
+			var until time.Time
+			if valid != "" {
+				if until, err = parseValid(valid, time.Now()); err != nil {
+					return err
+				}
+			}
 			for _, f := range files {
 				raw, err := os.ReadFile(f)
 				if err != nil {
 					return err
 				}
-				sig := s.SignFile(raw, filepath.Base(f))
+				sig := s.SignFileUntil(raw, filepath.Base(f), until)
 				if err := renameio.WriteFile(f+image.SignatureSuffix, sig, 0o644); err != nil {
 					return err
 				}
@@ -63,6 +72,32 @@ func newKey(e *env) *cobra.Command {
 		},
 	}
 	sign.Flags().StringVar(&key, "key", "", "secret key file (PREFIX.key of imprint key generate)")
+	sign.Flags().StringVar(&valid, "valid", "", "end of the signature's validity, signed with it: a duration from now (720h, 30d) or a time (2027-01-31T00:00:00Z); agents and serve refuse the file after it, so an old map cannot be handed out again for ever (default: no end)")
 	c.AddCommand(sign)
 	return c
+}
+
+// parseValid reads key sign --valid: a duration from now (Go's units, or
+// whole days as "30d") or an RFC 3339 time, which must be later than now.
+func parseValid(s string, now time.Time) (time.Time, error) {
+	var until time.Time
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		until = t
+	} else if d, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(d)
+		if err != nil || n <= 0 || n > 36500 {
+			return time.Time{}, fmt.Errorf("--valid %q: not a number of days (1-36500)", s)
+		}
+		until = now.AddDate(0, 0, n)
+	} else {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("--valid %q: not a duration (720h, 30d) or a time (2027-01-31T00:00:00Z)", s)
+		}
+		until = now.Add(d)
+	}
+	if !until.After(now) {
+		return time.Time{}, fmt.Errorf("--valid %q: %s is not in the future", s, until.UTC().Format(time.RFC3339))
+	}
+	return until, nil
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"aead.dev/minisign"
 	"github.com/google/renameio/v2"
@@ -118,15 +119,90 @@ func (s *Signer) Sign(raw []byte) ([]byte, error) {
 // SignFile signs any other file imprint hands out signed (a site's
 // identity map); what names it in the trusted comment.
 func (s *Signer) SignFile(raw []byte, what string) []byte {
+	return s.SignFileUntil(raw, what, time.Time{})
+}
+
+// SignFileUntil is SignFile with an end: a non-zero until goes into the
+// trusted comment ("valid-until" and RFC 3339), so the signature covers
+// it, and VerifyFile refuses the file after it. Without an end, an older
+// map signed by the same key verifies for ever: anyone on the network
+// can hand it out again (a node moved to another class, back in its old
+// one). An end bounds that replay to the validity the site chose.
+func (s *Signer) SignFileUntil(raw []byte, what string, until time.Time) []byte {
 	sum := sha256.Sum256(raw)
 	trusted := fmt.Sprintf("imprint file %s sha256 %x", what, sum)
+	if !until.IsZero() {
+		trusted += " " + validUntil + " " + until.UTC().Format(time.RFC3339)
+	}
 	return minisign.SignWithComments(s.key, raw, trusted, "signature from imprint")
 }
 
+// validUntil names a signed file's end in its trusted comment.
+const validUntil = "valid-until"
+
+// ErrExpired says a signed file's validity (SignFileUntil) is over.
+var ErrExpired = errors.New("its signature's validity is over")
+
 // VerifyFile checks a file's signature like Verify does a manifest's;
 // what names the file in errors. A nil *Trust refuses: a file that
-// replaces part of a signed image needs a key to be taken at all.
+// replaces part of a signed image needs a key to be taken at all. A file
+// signed with an end (SignFileUntil) is refused after it (ErrExpired).
 func (t *Trust) VerifyFile(raw, sig []byte, what string) error {
+	return t.VerifyFileAt(raw, sig, what, time.Now())
+}
+
+// VerifyFileAt is VerifyFile as of now.
+func (t *Trust) VerifyFileAt(raw, sig []byte, what string, now time.Time) error {
+	if err := t.verifyFile(raw, sig, what); err != nil {
+		return err
+	}
+	var s minisign.Signature
+	if err := s.UnmarshalText(sig); err != nil {
+		return fmt.Errorf("%s: %w: the signature is malformed: %v", what, ErrUntrusted, err)
+	}
+	until, ok, err := fileUntil(s.TrustedComment)
+	if err != nil {
+		return fmt.Errorf("%s: %w: %v", what, ErrUntrusted, err)
+	}
+	if ok && now.After(until) {
+		return fmt.Errorf("%s: %w: valid until %s, and this machine's clock says %s", what, ErrExpired,
+			until.Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// FileValidUntil reads the end of a signed file's validity from its
+// signature (SignFileUntil), without checking it; ok is false when it has
+// none. For a server to refuse to hand out a file its clients would.
+func FileValidUntil(sig []byte) (until time.Time, ok bool, err error) {
+	var s minisign.Signature
+	if err := s.UnmarshalText(sig); err != nil {
+		return time.Time{}, false, fmt.Errorf("the signature is malformed: %w", err)
+	}
+	return fileUntil(s.TrustedComment)
+}
+
+// fileUntil reads the end of a signed file's validity from its trusted
+// comment; ok is false when it has none.
+func fileUntil(trusted string) (until time.Time, ok bool, err error) {
+	f := strings.Fields(trusted)
+	for i, w := range f {
+		if w != validUntil {
+			continue
+		}
+		if i+1 >= len(f) {
+			return time.Time{}, false, fmt.Errorf("trusted comment %q: %s without a time", trusted, validUntil)
+		}
+		until, err := time.Parse(time.RFC3339, f[i+1])
+		if err != nil {
+			return time.Time{}, false, fmt.Errorf("trusted comment %q: %s: %v", trusted, validUntil, err)
+		}
+		return until, true, nil
+	}
+	return time.Time{}, false, nil
+}
+
+func (t *Trust) verifyFile(raw, sig []byte, what string) error {
 	if t == nil {
 		return fmt.Errorf("%s: %w: no trusted keys to check it with", what, ErrUntrusted)
 	}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/imprint-dev/imprint/internal/testenv"
 )
@@ -62,6 +63,51 @@ func TestSignFileVerifies(t *testing.T) {
 		err := tc.trust.VerifyFile(tc.raw, tc.sig, "identity.conf")
 		if !errors.Is(err, ErrUntrusted) || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "identity.conf: ") {
 			t.Errorf("%s: %v, want ErrUntrusted saying %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// A file signed with an end verifies until then and is refused after it
+// (ErrExpired, naming both times); the end is in the signed trusted
+// comment, so moving it breaks the signature; a file signed without one
+// never expires.
+func TestSignFileUntilExpires(t *testing.T) {
+	dir := t.TempDir()
+	pub, err := GenerateKey(filepath.Join(dir, "k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := LoadSigner(filepath.Join(dir, "k.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust, _ := ParseTrust([]string{pub})
+	conf := []byte("class node[01-64] compute\n")
+	until := time.Date(2026, 12, 31, 0, 0, 0, 0, time.UTC)
+	sig := s.SignFileUntil(conf, "identity.conf", until)
+	if !strings.Contains(string(sig), "valid-until 2026-12-31T00:00:00Z") {
+		t.Fatalf("the end is not in the trusted comment:\n%s", sig)
+	}
+	moved := []byte(strings.Replace(string(sig), "2026-12-31", "2099-12-31", 1))
+	for _, tc := range []struct {
+		name string
+		sig  []byte
+		now  time.Time
+		want error // nil: verifies
+		says string
+	}{
+		{"before its end", sig, until.Add(-time.Hour), nil, ""},
+		{"at its end", sig, until, nil, ""},
+		{"after its end", sig, until.Add(time.Second), ErrExpired, "valid until 2026-12-31T00:00:00Z, and this machine's clock says 2026-12-31T00:00:01Z"},
+		{"end moved", moved, until.Add(time.Hour), ErrUntrusted, "does not verify"},
+		{"no end", s.SignFile(conf, "identity.conf"), until.AddDate(100, 0, 0), nil, ""},
+	} {
+		err := trust.VerifyFileAt(conf, tc.sig, "identity.conf", tc.now)
+		switch {
+		case tc.want == nil && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.want != nil && (!errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.says)):
+			t.Errorf("%s: %v, want %v saying %q", tc.name, err, tc.want, tc.says)
 		}
 	}
 }

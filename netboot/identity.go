@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/imprint-dev/imprint/identity"
 	"github.com/imprint-dev/imprint/image"
@@ -39,6 +40,17 @@ func LoadIdentity(path string, trust *image.Trust) (conf, sig []byte, warning st
 			path, filepath.Base(path), image.SignatureSuffix, path)
 	case err != nil:
 		return nil, nil, "", fmt.Errorf("--identity: %w", err)
+	}
+	if sig != nil {
+		// Agents refuse a map past its end: serving one would only make
+		// every node fall back to its image's map.
+		until, ok, err := image.FileValidUntil(sig)
+		if err != nil {
+			return nil, nil, "", fmt.Errorf("--identity: %s%s: %w", path, image.SignatureSuffix, err)
+		}
+		if ok && time.Now().After(until) {
+			return nil, nil, "", fmt.Errorf("--identity: %s: %w: valid until %s; sign it again (imprint key sign --valid)", path, image.ErrExpired, until.Format(time.RFC3339))
+		}
 	}
 	if trust != nil {
 		if err := trust.VerifyFile(conf, sig, path); err != nil {
