@@ -86,7 +86,7 @@ exits.`,
 				fmt.Fprintf(e.io.Err, "imprint vm: booting %s diskless (imprint.root=%s) from %s, served at %s\n", run.plan.Image(), nb.root, nb.source, run.public)
 				cfg = run.cfg
 			} else {
-				for _, f := range []string{"image", "root", "agent", "cmdline"} {
+				for _, f := range []string{"image", "root", "agent", "cmdline", "trust"} {
 					if cmd.Flags().Changed(f) {
 						return fmt.Errorf("--%s needs --netboot", f)
 					}
@@ -126,6 +126,7 @@ exits.`,
 	c.Flags().StringVar(&nb.root, "root", "ondemand", "with --netboot: how the agent gets the root, ondemand (chunks fetched as they are read) or ram (whole root into RAM first)")
 	c.Flags().StringVar(&nb.agent, "agent", "", "with --netboot: agent initramfs for an image that carries none (imprint initrd)")
 	c.Flags().StringVar(&nb.cmdline, "cmdline", "", "with --netboot: extra kernel arguments")
+	c.Flags().StringArrayVar(&nb.trust, "trust", nil, "with --netboot: boot only an image signed by this minisign public key (file or key text); the agent checks it too (repeatable)")
 	return c
 }
 
@@ -162,6 +163,7 @@ func diskVM(diskPath, dir, entry string, bios, persist bool, memory int) (qemu.C
 type vmNetboot struct {
 	on                                  bool
 	source, image, root, agent, cmdline string
+	trust                               []string
 	memory                              int
 	logf                                func(string, ...any)
 }
@@ -192,6 +194,17 @@ func (o *vmNetboot) start(ctx context.Context, dir string) (*netbootRun, error) 
 		return nil, fmt.Errorf("--root %q: want ondemand or ram", o.root)
 	}
 	h := &netboot.HTTP{Console: "console=ttyS0", Agent: o.agent, Logf: o.logf}
+	// As imprint serve --trust: only an image signed by one of the keys
+	// is served, and the agent checks it again in the guest.
+	var err error
+	if h.Trust, err = trustFlag(o.trust); err != nil {
+		return nil, err
+	}
+	if len(o.trust) > 0 {
+		if h.TrustKeys, err = trustKeyText(o.trust); err != nil {
+			return nil, err
+		}
+	}
 	if o.agent != "" {
 		if _, err := os.Stat(o.agent); err != nil {
 			return nil, fmt.Errorf("--agent: %w", err)

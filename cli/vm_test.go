@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/internal/qemu"
 	"github.com/imprint-dev/imprint/netboot"
 )
@@ -36,6 +37,12 @@ func vmStore(t *testing.T) (store string, files map[string]string) {
 	buildImage(t, append(base, "--name", "full", "--version", "1", "--kernel", files["vmlinuz"], "--agent", files["agent"])...)
 	buildImage(t, append(base, "--name", "noagent", "--version", "1", "--kernel", files["vmlinuz"])...)
 	buildImage(t, append(base, "--name", "nokernel", "--version", "1")...)
+	pub, err := image.GenerateKey(filepath.Join(dir, "site"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files["pub"] = pub
+	buildImage(t, append(base, "--name", "signed", "--version", "1", "--kernel", files["vmlinuz"], "--agent", files["agent"], "--sign", filepath.Join(dir, "site.key"))...)
 	return store, files
 }
 
@@ -43,11 +50,19 @@ func vmStore(t *testing.T) (store string, files map[string]string) {
 // served or booted, naming the flag and the thing that is wrong.
 func TestVMNetbootRefusesBadInputClearly(t *testing.T) {
 	store, files := vmStore(t)
+	keys := t.TempDir()
+	pub, err := image.GenerateKey(filepath.Join(keys, "site"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name string
 		args []string
 		want string
 	}{
+		{"unsigned image under --trust", []string{"--netboot", store, "--image", "full", "--trust", pub}, "--image full from " + store + ": image \"full\": none of its 1 versions is signed by a trusted key"},
+		{"bad --trust", []string{"--netboot", store, "--image", "full", "--trust", filepath.Join(keys, "none.pub")}, "--trust"},
+		{"trust without netboot", []string{files["root"], "--trust", pub}, "--trust needs --netboot"},
 		{"store path missing", []string{"--netboot", filepath.Join(t.TempDir(), "nothere"), "--image", "full"}, "nothere: file does not exist"},
 		{"not a store", []string{"--netboot", t.TempDir(), "--image", "full"}, "is not an imprint store"},
 		{"no such image", []string{"--netboot", store, "--image", "other"}, "--image other: no such image in " + store},
@@ -82,6 +97,10 @@ func TestVMNetbootPlansADisklessBootFromItsOwnServer(t *testing.T) {
 	store, files := vmStore(t)
 	upstream := httptest.NewServer(&netboot.HTTP{Store: store, Decider: netboot.Static{}})
 	defer upstream.Close()
+	keyText, err := trustKeyText([]string{files["pub"]})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name                  string
 		o                     vmNetboot
@@ -91,6 +110,7 @@ func TestVMNetbootPlansADisklessBootFromItsOwnServer(t *testing.T) {
 		{"directory store", vmNetboot{source: store, image: "full", root: "ondemand"}, files["agent"], "imprint.root=ondemand", "full:1", ""},
 		{"ram root and extra args", vmNetboot{source: store, image: "full:1", root: "ram", cmdline: "imprint.node=n7"}, files["agent"], "imprint.root=ram", "full:1", "imprint.node=n7"},
 		{"http store", vmNetboot{source: upstream.URL + "/", image: "full", root: "ondemand"}, files["agent"], "imprint.root=ondemand", "full:1", ""},
+		{"signed image under --trust", vmNetboot{source: store, image: "signed", root: "ondemand", trust: []string{files["pub"]}}, files["agent"], "imprint.root=ondemand", "signed:1", "imprint.trust=" + keyText},
 		{"agent given for an image without one", vmNetboot{source: store, image: "noagent", root: "ondemand", agent: files["root"]}, files["root"], "imprint.root=ondemand", "noagent:1", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
