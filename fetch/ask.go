@@ -64,7 +64,10 @@ func ask[T any](ctx context.Context, f *Fetcher, what string, size int64,
 		cancel()
 		for ; inflight > 0; inflight-- {
 			r := <-results
-			f.settle(r.i, what, slots[r.i].probe, slots[r.i].since, r.err)
+			f.mu.Lock()
+			quiet := f.quiet(f.peers[r.i], slots[r.i].since, time.Now())
+			f.mu.Unlock()
+			f.settle(r.i, what, slots[r.i].probe, quiet, slots[r.i].since, r.err)
 		}
 	}()
 	// launch is called with f.mu held.
@@ -126,8 +129,9 @@ func ask[T any](ctx context.Context, f *Fetcher, what string, size int64,
 				// Wake when it stops being hopeful, to ask the next one.
 				t := s.since.Add(o.HedgeAfter)
 				if !p.gave.IsZero() {
-					t = s.since.Add(o.QuietAfter)
-					if g := p.gave.Add(o.QuietAfter); g.After(t) {
+					q := f.quietAfter(p)
+					t = s.since.Add(q)
+					if g := p.gave.Add(q); g.After(t) {
 						t = g
 					}
 				}
@@ -177,7 +181,7 @@ func ask[T any](ctx context.Context, f *Fetcher, what string, size int64,
 			err := r.err
 			if err == nil {
 				if err = accept(r.i, r.v); err == nil {
-					f.took(r.i, size)
+					f.took(r.i, size, time.Since(s.since))
 					return r.i, nil
 				}
 				s.st, s.last = out, err
@@ -227,8 +231,12 @@ func ask[T any](ctx context.Context, f *Fetcher, what string, size int64,
 // settle notes the answer to a request made needless by another
 // source's: it still says how the source is. A probe cut short says
 // nothing, so the source stays passed over.
-func (f *Fetcher) settle(i int, what string, probe bool, since time.Time, err error) {
+func (f *Fetcher) settle(i int, what string, probe, quiet bool, since time.Time, err error) {
 	switch {
+	case errors.Is(err, context.Canceled) && quiet:
+		// Cut short after it went quiet: pass it over at once, or every
+		// later item would wait QuietAfter on it alone again.
+		f.down(i, what, fmt.Errorf("%w: it gave nothing for %s", ErrQuiet, time.Since(since).Round(time.Second)))
 	case errors.Is(err, context.Canceled):
 		f.mu.Lock()
 		if p := f.peers[i]; probe {
@@ -279,7 +287,25 @@ func (f *Fetcher) hopeful(s *slot, p *peer, now time.Time) bool {
 	if p.gave.IsZero() {
 		return now.Sub(s.since) < f.opt.HedgeAfter
 	}
-	return now.Sub(s.since) < f.opt.QuietAfter || now.Sub(p.gave) < f.opt.QuietAfter
+	return !f.quiet(p, s.since, now)
+}
+
+// quiet says a request made at since to p, a source that gave before,
+// has waited longer than the source's quiet time and p has given nothing
+// for as long. Called with f.mu held.
+func (f *Fetcher) quiet(p *peer, since, now time.Time) bool {
+	if p.gave.IsZero() {
+		return false
+	}
+	q := f.quietAfter(p)
+	return now.Sub(since) >= q && now.Sub(p.gave) >= q
+}
+
+// quietAfter is how long p may give nothing before it counts as quiet:
+// QuietAfter, or twice its last item's time when that was longer (a
+// large chunk over a slow link is not a source gone).
+func (f *Fetcher) quietAfter(p *peer) time.Duration {
+	return max(f.opt.QuietAfter, 2*p.lastTook)
 }
 
 // slow says p answered "not yet" last and has given nothing new lately:
@@ -303,13 +329,25 @@ func (f *Fetcher) reached(i int, lagging bool) {
 }
 
 // took counts an item taken from source i.
-func (f *Fetcher) took(i int, size int64) {
+func (f *Fetcher) took(i int, size int64, took time.Duration) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	p := f.peers[i]
 	p.fails, p.probing, p.lagging, p.stalled = 0, false, false, false
 	p.gave = time.Now()
+	p.lastTook = took
 	p.bytes += size
+}
+
+// down passes source i over for DownFor at once.
+func (f *Fetcher) down(i int, what string, err error) {
+	f.mu.Lock()
+	p := f.peers[i]
+	p.fails = max(p.fails, f.opt.FailLimit)
+	p.probing = false
+	p.downUntil = time.Now().Add(f.opt.DownFor)
+	f.mu.Unlock()
+	f.report(i, what, fmt.Errorf("%w: passed over for %s", err, f.opt.DownFor))
 }
 
 // failed notes a failed request to source i; the FailLimit'th in a row

@@ -62,7 +62,9 @@ type Options struct {
 	// gone without a word (powered off, its link cut: no reset comes)
 	// held every chunk for the HTTP header timeout (60 s) before another
 	// source was asked [10s]. A saturated source still completes items
-	// within it; with no other source nothing changes.
+	// within it; one whose last item took longer gets twice that time (a
+	// large chunk over a slow link). With no other source nothing changes.
+	// A request cut short this way passes the source over for DownFor.
 	QuietAfter time.Duration
 	// OnError hears about every answer that did not give the item (not
 	// counting "not yet" answers still waited for): the source's index,
@@ -109,13 +111,14 @@ type peer struct {
 	src  store.Source
 	name string
 
-	fails     int       // consecutive failed requests
-	downUntil time.Time // passed over until then, once fails reached FailLimit
-	probing   bool      // a request is probing a down source
-	asked     time.Time // first request
-	gave      time.Time // last item taken from it
-	lagging   bool      // its last answer was "not yet"
-	stalled   bool      // stalled, and said so
+	fails     int           // consecutive failed requests
+	downUntil time.Time     // passed over until then, once fails reached FailLimit
+	probing   bool          // a request is probing a down source
+	asked     time.Time     // first request
+	gave      time.Time     // last item taken from it
+	lastTook  time.Duration // how long that item's request took
+	lagging   bool          // its last answer was "not yet"
+	stalled   bool          // stalled, and said so
 	bytes     int64
 }
 
@@ -313,3 +316,7 @@ func transient(err error) bool {
 // ErrStalled says a source answered "not yet" for longer than StallAfter
 // without giving anything new.
 var ErrStalled = errors.New("stalled")
+
+// ErrQuiet says a source that gave before answered nothing for longer
+// than its quiet time (Options.QuietAfter) while another source gave.
+var ErrQuiet = errors.New("gone quiet")

@@ -527,20 +527,27 @@ func (h hangingSource) Chunk(ctx context.Context, sum string) ([]byte, error) {
 // A source that gave chunks and then went quiet (no reset: its requests
 // hang, as when a server is powered off) is hedged once it has given
 // nothing for QuietAfter, not waited for until the request's own
-// timeout (before: forever here, 60 s over HTTP).
+// timeout (before: forever here, 60 s over HTTP); and it is then passed
+// over, so the items after that one do not wait QuietAfter on it again.
 func TestASourceThatGoesQuietIsHedged(t *testing.T) {
-	sums, chunks := testChunks(3)
+	sums, chunks := testChunks(4)
 	var gone atomic.Bool
-	first := &fake{name: "first", answer: func(_ int, sum string) ([]byte, error) {
-		return chunks[sum], nil
-	}}
 	var cancelled atomic.Bool
-	quiet := quietSource{fake: first, gone: &gone, cancelled: &cancelled}
+	quiet := quietSource{fake: &fake{name: "first", chunks: chunks}, gone: &gone, cancelled: &cancelled}
 	second := &fake{name: "second", chunks: chunks}
 	o := fast()
 	o.QuietAfter = 300 * time.Millisecond
+	o.DownFor = time.Minute
+	var quietErrs atomic.Int32
+	o.OnError = func(_ int, _ string, err error) {
+		if errors.Is(err, ErrQuiet) {
+			quietErrs.Add(1)
+		}
+	}
 	f := New([]store.Source{quiet, second}, o)
-	if err := f.Chunk(t.Context(), sums[0], 1000, nil, check(sums[0])); err != nil {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := f.Chunk(ctx, sums[0], 1000, nil, check(sums[0])); err != nil {
 		t.Fatal(err)
 	}
 	if second.calls.Load() != 0 {
@@ -550,15 +557,25 @@ func TestASourceThatGoesQuietIsHedged(t *testing.T) {
 	// Still within QuietAfter of the first's last item: it is waited for
 	// alone, then hedged.
 	begin := time.Now()
-	if err := f.Chunk(t.Context(), sums[1], 1000, nil, check(sums[1])); err != nil {
+	if err := f.Chunk(ctx, sums[1], 1000, nil, check(sums[1])); err != nil {
 		t.Fatal(err)
 	}
 	el := time.Since(begin)
 	if el < o.QuietAfter/2 || el > o.QuietAfter+time.Second {
 		t.Errorf("the quiet source was hedged after %v; QuietAfter is %v", el, o.QuietAfter)
 	}
-	if second.calls.Load() != 1 || !cancelled.Load() {
-		t.Errorf("second source asked %d times, hung request cancelled: %v", second.calls.Load(), cancelled.Load())
+	if second.calls.Load() != 1 || !cancelled.Load() || quietErrs.Load() != 1 {
+		t.Errorf("second source asked %d times, hung request cancelled: %v, quiet reported %d times", second.calls.Load(), cancelled.Load(), quietErrs.Load())
+	}
+	// Passed over now: the next items come from the second at once.
+	begin = time.Now()
+	for _, sum := range sums[2:] {
+		if err := f.Chunk(ctx, sum, 1000, nil, check(sum)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if el := time.Since(begin); el > o.QuietAfter {
+		t.Errorf("two more items took %v: the quiet source was waited for again", el)
 	}
 }
 
@@ -576,4 +593,29 @@ func (q quietSource) Chunk(ctx context.Context, sum string) ([]byte, error) {
 	<-ctx.Done()
 	q.cancelled.Store(true)
 	return nil, ctx.Err()
+}
+
+// A source whose items each take longer than QuietAfter (a large chunk
+// over a slow link) is not quiet: its quiet time is twice its last item's,
+// so the next source is not asked for every item.
+func TestASlowSourceIsNotTakenForQuiet(t *testing.T) {
+	sums, chunks := testChunks(3)
+	const each = 400 * time.Millisecond
+	slow := &fake{name: "slow", answer: func(_ int, sum string) ([]byte, error) {
+		time.Sleep(each)
+		return chunks[sum], nil
+	}}
+	other := &fake{name: "other", chunks: chunks}
+	o := fast()
+	o.QuietAfter = each / 2
+	o.HedgeAfter = time.Minute // the first item: a source that never gave
+	f := New([]store.Source{slow, other}, o)
+	for _, sum := range sums {
+		if err := f.Chunk(t.Context(), sum, 1000, nil, check(sum)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := other.calls.Load(); n != 0 {
+		t.Errorf("the other source was asked %d times while the slow one gave every item", n)
+	}
 }
