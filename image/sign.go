@@ -183,23 +183,27 @@ func FileValidUntil(sig []byte) (until time.Time, ok bool, err error) {
 }
 
 // fileUntil reads the end of a signed file's validity from its trusted
-// comment; ok is false when it has none.
+// comment, where SignFileUntil puts it: last, after "sha256 HEX" (a file's
+// name may hold any word, "valid-until" too). ok is false when it has
+// none, as in a comment of another tool's.
 func fileUntil(trusted string) (until time.Time, ok bool, err error) {
-	f := strings.Fields(trusted)
-	for i, w := range f {
-		if w != validUntil {
-			continue
-		}
-		if i+1 >= len(f) {
-			return time.Time{}, false, fmt.Errorf("trusted comment %q: %s without a time", trusted, validUntil)
-		}
-		until, err := time.Parse(time.RFC3339, f[i+1])
+	const sumWord = " sha256 "
+	i := strings.LastIndex(trusted, sumWord)
+	if !strings.HasPrefix(trusted, "imprint file ") || i < 0 {
+		return time.Time{}, false, nil
+	}
+	tail := strings.Fields(trusted[i+len(sumWord):])
+	switch {
+	case len(tail) == 1:
+		return time.Time{}, false, nil
+	case len(tail) == 3 && tail[1] == validUntil:
+		until, err := time.Parse(time.RFC3339, tail[2])
 		if err != nil {
-			return time.Time{}, false, fmt.Errorf("trusted comment %q: %s: %v", trusted, validUntil, err)
+			return time.Time{}, false, fmt.Errorf("trusted comment %q: %s: %w", trusted, validUntil, err)
 		}
 		return until, true, nil
 	}
-	return time.Time{}, false, nil
+	return time.Time{}, false, fmt.Errorf("trusted comment %q: want \"sha256 HEX\" or \"sha256 HEX %s TIME\" at its end", trusted, validUntil)
 }
 
 func (t *Trust) verifyFile(raw, sig []byte, what string) error {

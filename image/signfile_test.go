@@ -101,6 +101,8 @@ func TestSignFileUntilExpires(t *testing.T) {
 		{"after its end", sig, until.Add(time.Second), ErrExpired, "valid until 2026-12-31T00:00:00Z, and this machine's clock says 2026-12-31T00:00:01Z"},
 		{"end moved", moved, until.Add(time.Hour), ErrUntrusted, "does not verify"},
 		{"no end", s.SignFile(conf, "identity.conf"), until.AddDate(100, 0, 0), nil, ""},
+		{"a name holding the word, no end", s.SignFile(conf, "x valid-until 2001-01-01T00:00:00Z"), until, nil, ""},
+		{"a name holding the word, an end", s.SignFileUntil(conf, "x valid-until 2099-01-01T00:00:00Z", until), until.Add(time.Second), ErrExpired, "valid until 2026-12-31T00:00:00Z"},
 	} {
 		err := trust.VerifyFileAt(conf, tc.sig, "identity.conf", tc.now)
 		switch {

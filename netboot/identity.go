@@ -41,20 +41,21 @@ func LoadIdentity(path string, trust *image.Trust) (conf, sig []byte, warning st
 	case err != nil:
 		return nil, nil, "", fmt.Errorf("--identity: %w", err)
 	}
-	if sig != nil {
+	if trust != nil {
+		// The signature first: a forged one is untrusted, not expired.
+		if err := trust.VerifyFile(conf, sig, path); err != nil {
+			return nil, nil, "", fmt.Errorf("--identity: %w; not serving it", err)
+		}
+	} else if sig != nil {
 		// Agents refuse a map past its end: serving one would only make
-		// every node fall back to its image's map.
+		// every node fall back to its image's map. Without --trust the
+		// end read here is unchecked, as the agents will check it.
 		until, ok, err := image.FileValidUntil(sig)
 		if err != nil {
 			return nil, nil, "", fmt.Errorf("--identity: %s%s: %w", path, image.SignatureSuffix, err)
 		}
 		if ok && time.Now().After(until) {
 			return nil, nil, "", fmt.Errorf("--identity: %s: %w: valid until %s; sign it again (imprint key sign --valid)", path, image.ErrExpired, until.Format(time.RFC3339))
-		}
-	}
-	if trust != nil {
-		if err := trust.VerifyFile(conf, sig, path); err != nil {
-			return nil, nil, "", fmt.Errorf("--identity: %w; not serving it", err)
 		}
 	}
 	return conf, sig, warning, nil

@@ -407,16 +407,14 @@ func (r *Reader) fetch(ctx context.Context, i int) ([]byte, error) {
 	}
 }
 
-// ErrNoAnswer is the reason said for a fetch that no source has
-// answered for Options.SlowAfter.
-var ErrNoAnswer = errors.New("no answer from the sources asked")
-
 // watch says, while a fetch of chunk i runs (first: it is not a wait
 // yet), that it has had no answer once SlowAfter has passed and then
-// every SayEvery, as a wait for the sources. stop ends the watch and
-// says whether it started a wait, which the caller then ends.
+// every SayEvery: the sources may be busy or cut off, and a read hangs
+// meanwhile. stop ends the watch and says whether it started a wait,
+// which the caller then ends.
 func (r *Reader) watch(i int, first bool) (stop func() bool) {
 	done := make(chan struct{})
+	begin := time.Now()
 	var started bool
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -429,8 +427,13 @@ func (r *Reader) watch(i int, first bool) (stop func() bool) {
 			return
 		case <-t.C:
 		}
-		err := fmt.Errorf("%w for %v", ErrNoAnswer, r.o.SlowAfter)
-		r.waitFor(i, err, first)
+		say := func(first bool) {
+			if ok, waiting, since := r.noteWait(first, begin); ok {
+				r.logf("root source slow: no answer yet for chunk %d after %v (chunks waiting: %d; %v so far); still asking, saying so every %v",
+					i, time.Since(begin).Round(time.Second), waiting, since.Round(time.Second), r.o.SayEvery)
+			}
+		}
+		say(first)
 		started = first
 		tick := time.NewTicker(r.o.SayEvery)
 		defer tick.Stop()
@@ -439,7 +442,7 @@ func (r *Reader) watch(i int, first bool) (stop func() bool) {
 			case <-done:
 				return
 			case <-tick.C:
-				r.waitFor(i, err, false)
+				say(false)
 			}
 		}
 	}()
@@ -455,20 +458,7 @@ func (r *Reader) watch(i int, first bool) (stop func() bool) {
 // one line for all the chunks waiting: a root server gone makes every
 // read wait, and the console needs the news, not a line per read.
 func (r *Reader) waitFor(i int, err error, first bool) {
-	now := time.Now()
-	r.mu.Lock()
-	if first {
-		if r.st.Waiting == 0 {
-			r.waitStart, r.lastSaid = now, time.Time{}
-		}
-		r.st.Waiting++
-	}
-	say := now.Sub(r.lastSaid) >= r.o.SayEvery
-	if say {
-		r.lastSaid = now
-	}
-	waiting, since := r.st.Waiting, now.Sub(r.waitStart)
-	r.mu.Unlock()
+	say, waiting, since := r.noteWait(first, time.Now())
 	if !say {
 		return
 	}
@@ -480,6 +470,26 @@ func (r *Reader) waitFor(i int, err error, first bool) {
 	}
 	r.logf("root source %s unreachable, waiting (chunk %d; chunks waiting: %d; %v so far; asking again every %v at most, saying so every %v): %s",
 		who, i, waiting, since.Round(time.Second), r.o.RetryMax, r.o.SayEvery, why)
+}
+
+// noteWait counts a chunk's wait (first: it starts now; a wait starts
+// at begin) and says whether it is time to say so: at once, then every
+// SayEvery, one line for all the chunks waiting.
+func (r *Reader) noteWait(first bool, begin time.Time) (say bool, waiting int, since time.Duration) {
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if first {
+		if r.st.Waiting == 0 {
+			r.waitStart, r.lastSaid = begin, time.Time{}
+		}
+		r.st.Waiting++
+	}
+	say = now.Sub(r.lastSaid) >= r.o.SayEvery
+	if say {
+		r.lastSaid = now
+	}
+	return say, r.st.Waiting, now.Sub(r.waitStart)
 }
 
 // causes says why each source failed in a line a console can take: the

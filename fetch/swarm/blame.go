@@ -88,9 +88,8 @@ func containsIP(ips []net.IP, ip net.IP) bool {
 	return false
 }
 
-// peerIP is a peer's address as the engine derives it for its own bans
-// (from the address's text, so IPv4 in its 16-byte form); nil for a web
-// seed, whose address is a URL.
+// peerIP is a peer's address; nil for a web seed, whose address is a
+// URL.
 func peerIP(p *torrent.Peer) net.IP {
 	if p.RemoteAddr == nil {
 		return nil
@@ -114,7 +113,15 @@ func banPeers(cl *torrent.Client, ips ...net.IP) {
 		clientLock(cl)
 		defer clientUnlock(cl)
 		for _, ip := range ips {
-			banPeerIP(cl, ip)
+			// The engine keys bans by the address's byte form, and checks
+			// them in both: 16 bytes where it parses text (its own
+			// single-peer ban, its dials), 4 where a connection came in on
+			// an IPv4 listener. A ban in one form only let the peer
+			// connect again in the other.
+			banPeerIP(cl, ip.To16())
+			if v4 := ip.To4(); v4 != nil {
+				banPeerIP(cl, v4)
+			}
 		}
 	}()
 }

@@ -2,6 +2,7 @@ package swarm
 
 import (
 	"context"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"time"
@@ -34,13 +35,13 @@ func (s *Session) reannounce(cl *torrent.Client, announceURL string, dial func(c
 		}
 	}()
 	self := localAddrs()
-	tick := time.NewTicker(every)
-	defer tick.Stop()
 	for {
+		// ±20 %: a rack that booted together does not announce in step.
+		wait := every - every/5 + rand.N(2*every/5+1)
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-time.After(wait):
 		}
 		if s.Missing() == 0 {
 			return
@@ -48,18 +49,23 @@ func (s *Session) reannounce(cl *torrent.Client, announceURL string, dial func(c
 		if len(s.t.PeerConns()) >= maxPeers {
 			continue
 		}
+		// The counts the engine would send: the server's fleet page shows
+		// each node's progress from its last announce.
+		st := s.t.Stats()
 		actx, acancel := context.WithTimeout(ctx, every)
 		res, err := tracker.Announce{
 			TrackerUrl:  announceURL,
 			DialContext: dial,
 			Context:     actx,
 			Request: tracker.AnnounceRequest{
-				InfoHash: s.t.InfoHash(),
-				PeerId:   cl.PeerID(),
-				Port:     uint16(cl.LocalPort()),
-				Left:     s.store.missingBytes(),
-				NumWant:  -1,
-				Event:    tracker.None,
+				InfoHash:   s.t.InfoHash(),
+				PeerId:     cl.PeerID(),
+				Port:       uint16(cl.LocalPort()),
+				Left:       s.store.missingBytes(),
+				Downloaded: st.BytesReadUsefulData.Int64(),
+				Uploaded:   st.BytesWrittenData.Int64(),
+				NumWant:    -1,
+				Event:      tracker.None,
 			},
 		}.Do()
 		acancel()

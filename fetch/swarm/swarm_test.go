@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -366,6 +367,12 @@ func TestACorruptingPeerIsCaught(t *testing.T) {
 						t.Errorf("%s: banned an honest peer %s", n.Addr(), ip)
 					}
 				}
+				if !answered(t, "127.0.0.77", n.Addr().String(), n.sess.Tor.Hash) {
+					t.Errorf("%s: an address never banned was not answered: the next check proves nothing", n.Addr())
+				}
+				if answered(t, badIP, n.Addr().String(), n.sess.Tor.Hash) {
+					t.Errorf("%s: the banned peer connected again and was answered", n.Addr())
+				}
 			}
 		})
 	}
@@ -451,20 +458,38 @@ func TestAPeerThatFailedItsFirstDialIsTriedAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A free port on 127.0.0.2, announced for a seed that is not there yet.
+	// A port on 127.0.0.2, announced for a seed that is not there yet:
+	// until it is, a listener there takes b's dials and closes them at
+	// once (as a peer whose handshake failed), counting them.
 	l, err := net.Listen("tcp", "127.0.0.2:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	var dials atomic.Int32
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			dials.Add(1)
+			c.Close()
+		}
+	}()
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
 	if _, err := (tracker.Announce{TrackerUrl: AnnounceURL(srv.URL), DialContext: d.DialContext, Context: t.Context(),
 		Request: tracker.AnnounceRequest{InfoHash: tor.Hash, PeerId: [20]byte{'x'}, Port: uint16(port), Left: 0, NumWant: -1, Event: tracker.Started}}).Do(); err != nil {
 		t.Fatal(err)
 	}
 	b := newNodeOpts(t, Options{Listen: "127.0.0.3:0", Reannounce: 300 * time.Millisecond}, m, srv.URL, nil)
-	time.Sleep(time.Second) // its first dial is refused
+	for deadline := time.Now().Add(10 * time.Second); dials.Load() == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("b never dialed the announced seed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	l.Close()
 	// The seed knows no tracker: it never learns of b, so only b can make
 	// the connection.
 	newNodeOpts(t, Options{Listen: fmt.Sprintf("127.0.0.2:%d", port)}, m, "", want)
@@ -472,4 +497,26 @@ func TestAPeerThatFailedItsFirstDialIsTriedAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.same(t, want)
+}
+
+// answered says a BitTorrent handshake for infohash from the address ip to
+// the node at addr gets the node's handshake back (a banned address gets
+// its connection closed instead).
+func answered(t *testing.T, ip, addr string, infohash [20]byte) bool {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 2 * time.Second}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	hs := append([]byte("\x13BitTorrent protocol"), make([]byte, 8)...)
+	hs = append(hs, infohash[:]...)
+	hs = append(hs, []byte("-XX0000-banned-test0")...)
+	if _, err := c.Write(hs); err != nil {
+		return false
+	}
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	n, _ := io.ReadFull(c, make([]byte, 20))
+	return n == 20
 }
