@@ -165,6 +165,23 @@ func (b benchBoot) meminfo(key string) int64 {
 	return -1
 }
 
+// rootReads is the root device's reads by the report (/sys/block stat:
+// requests, bytes, ms the requests spent in flight summed): nbd0 for the
+// diskless cases, vda for local.
+func (b benchBoot) rootReads() (reqs, bytes, ms int64) {
+	f := strings.Fields(b.kv["nbd0-stat"])
+	if len(f) < 4 {
+		f = strings.Fields(b.kv["vda-stat"])
+	}
+	if len(f) < 4 {
+		return 0, 0, 0
+	}
+	reqs, _ = strconv.ParseInt(f[0], 10, 64)
+	sectors, _ := strconv.ParseInt(f[2], 10, 64)
+	ms, _ = strconv.ParseInt(f[3], 10, 64)
+	return reqs, sectors * 512, ms
+}
+
 func (b benchBoot) serverRSS() int64 {
 	n, err := strconv.ParseInt(strings.TrimSpace(b.kv["server-rss"]), 10, 64)
 	if err != nil {
@@ -512,6 +529,12 @@ func TestDisklessBootTimes(t *testing.T) {
 			add("%-12s phases (median, from QEMU start): agent up %v, root there %v, root to multi-user %v",
 				c, r(med(c, func(b benchBoot) time.Duration { return b.agentIn })), r(med(c, func(b benchBoot) time.Duration { return b.rootIn })),
 				r(med(c, func(b benchBoot) time.Duration { return b.multiUser - max(b.rootIn, b.agentIn) })))
+		}
+		for _, c := range smallCases {
+			reqs := medI(c, func(b benchBoot) int64 { n, _, _ := b.rootReads(); return n })
+			by := medI(c, func(b benchBoot) int64 { _, n, _ := b.rootReads(); return n })
+			add("%-12s root device reads by the report (median): %d requests, %d MiB, %d KiB a request, %v in flight (summed)",
+				c, reqs, by>>20, by>>10/max(reqs, 1), time.Duration(medI(c, func(b benchBoot) int64 { _, _, ms := b.rootReads(); return ms }))*time.Millisecond)
 		}
 		for _, c := range smallCases {
 			add("%-12s after boot (median): MemAvailable %d MiB, Shmem %d MiB, Cached %d MiB, root server RSS %d MiB",
