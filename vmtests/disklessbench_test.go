@@ -167,19 +167,22 @@ func (b benchBoot) meminfo(key string) int64 {
 
 // rootReads is the root device's reads by the report (/sys/block stat:
 // requests, bytes, ms the requests spent in flight summed): nbd0 for the
-// diskless cases, vda for local.
+// diskless cases, vda for local (the agent loads nbd in every boot, so
+// nbd0 is there, unread, in local and ram boots too).
 func (b benchBoot) rootReads() (reqs, bytes, ms int64) {
-	f := strings.Fields(b.kv["nbd0-stat"])
-	if len(f) < 4 {
-		f = strings.Fields(b.kv["vda-stat"])
+	for _, dev := range []string{"nbd0-stat", "vda-stat"} {
+		f := strings.Fields(b.kv[dev])
+		if len(f) < 4 {
+			continue
+		}
+		reqs, _ = strconv.ParseInt(f[0], 10, 64)
+		sectors, _ := strconv.ParseInt(f[2], 10, 64)
+		ms, _ = strconv.ParseInt(f[3], 10, 64)
+		if reqs > 0 {
+			return reqs, sectors * 512, ms
+		}
 	}
-	if len(f) < 4 {
-		return 0, 0, 0
-	}
-	reqs, _ = strconv.ParseInt(f[0], 10, 64)
-	sectors, _ := strconv.ParseInt(f[2], 10, 64)
-	ms, _ = strconv.ParseInt(f[3], 10, 64)
-	return reqs, sectors * 512, ms
+	return 0, 0, 0
 }
 
 func (b benchBoot) serverRSS() int64 {
