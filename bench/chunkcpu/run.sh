@@ -17,6 +17,10 @@ echo "== native"; "$BIN" ${FILE:+"$FILE"}
 # Go's own switch: as a CPU with AVX2 and no SHA-NI (Intel Xeons before
 # Ice Lake) would hash. x/sys/cpu warns that it does not know the name.
 echo "== native, GODEBUG=cpu.sha=off"; GODEBUG=cpu.sha=off "$BIN" ${FILE:+"$FILE"} 2>&1 | grep -v 'unknown cpu feature'
+if ! command -v qemu-x86_64 >/dev/null; then
+	echo "no qemu-x86_64: apt-get install qemu-user for the TCG figures" >&2
+	exit 1
+fi
 for cpu in ${CPUS:-qemu64 max}; do
 	echo "== qemu-x86_64 -cpu $cpu"; qemu-x86_64 -cpu "$cpu" "$BIN" ${FILE:+"$FILE"}
 done
