@@ -37,6 +37,10 @@ const DisklessBenchEnv = "IMPRINT_BENCH_DISKLESS"
 // DisklessBenchRepsEnv is how many boots each case gets (default 2).
 const DisklessBenchRepsEnv = "IMPRINT_BENCH_REPS"
 
+// DisklessBenchCPUEnv lists the QEMU CPU models (-cpu) the small half
+// boots every case with, e.g. "qemu64,max" (default: QEMU's, qemu64).
+const DisklessBenchCPUEnv = "IMPRINT_BENCH_CPU"
+
 // fillerBytes is what the big image adds to the Debian root: random bytes
 // (no compression or dedup helps) in files no boot opens.
 const fillerBytes = 2 << 30
@@ -159,6 +163,26 @@ func (b benchBoot) meminfo(key string) int64 {
 		}
 	}
 	return -1
+}
+
+// rootReads is the root device's reads by the report (/sys/block stat:
+// requests, bytes, ms the requests spent in flight summed): nbd0 for the
+// diskless cases, vda for local (the agent loads nbd in every boot, so
+// nbd0 is there, unread, in local and ram boots too).
+func (b benchBoot) rootReads() (reqs, bytes, ms int64) {
+	for _, dev := range []string{"nbd0-stat", "vda-stat"} {
+		f := strings.Fields(b.kv[dev])
+		if len(f) < 4 {
+			continue
+		}
+		reqs, _ = strconv.ParseInt(f[0], 10, 64)
+		sectors, _ := strconv.ParseInt(f[2], 10, 64)
+		ms, _ = strconv.ParseInt(f[3], 10, 64)
+		if reqs > 0 {
+			return reqs, sectors * 512, ms
+		}
+	}
+	return 0, 0, 0
 }
 
 func (b benchBoot) serverRSS() int64 {
@@ -397,27 +421,62 @@ func TestDisklessBootTimes(t *testing.T) {
 	}
 
 	const mem = 2048
-	machine := func(disk string, memMiB int) qemu.Config {
-		return qemu.Config{Firmware: qemu.UEFI, MemoryMiB: memMiB, Disks: []qemu.Disk{{Path: disk}},
+	// IMPRINT_BENCH_CPU is a comma-separated list of QEMU CPU models
+	// (-cpu): the small half boots each case once per model in every
+	// round, named case@model. Unset: QEMU's default (qemu64), one model.
+	cpus := []string{""}
+	if s := os.Getenv(DisklessBenchCPUEnv); s != "" {
+		cpus = strings.Split(s, ",")
+		for _, c := range cpus {
+			if c == "" || strings.ContainsAny(c, " \t") {
+				t.Fatalf("%s=%q: want QEMU CPU models separated by commas", DisklessBenchCPUEnv, s)
+			}
+		}
+	}
+	machine := func(disk string, memMiB int, cpu string) qemu.Config {
+		return qemu.Config{Firmware: qemu.UEFI, MemoryMiB: memMiB, Disks: []qemu.Disk{{Path: disk}}, CPU: cpu,
 			NICs: []qemu.NIC{{Netdev: "user", MAC: fixture.DebianMACNode17}}, Args: []string{"-boot", "order=c"}}
 	}
 	loads := []string{uptime()}
 	runs := map[string][]benchBoot{}
 	// IMPRINT_BENCH_NORAM=1 leaves dl-ram out of the small half (read-ahead
-	// off vs on, sooner).
-	smallCases := []string{"local", "dl-ram", "dl-ondemand", "dl-ondemand-ra"}
-	if os.Getenv("IMPRINT_BENCH_NORAM") == "1" {
-		smallCases = []string{"local", "dl-ondemand", "dl-ondemand-ra"}
+	// off vs on, sooner); IMPRINT_BENCH_READAHEAD=0 leaves dl-ondemand-ra
+	// out (it would be dl-ondemand again).
+	entries := []string{"local", "dl-ram", "dl-ondemand", "dl-ondemand-ra"}
+	entries = slices.DeleteFunc(entries, func(e string) bool {
+		return (e == "dl-ram" && os.Getenv("IMPRINT_BENCH_NORAM") == "1") || (e == "dl-ondemand-ra" && ra == "0")
+	})
+	type smallCase struct{ name, entry, cpu string }
+	var cases []smallCase
+	for _, e := range entries {
+		for _, c := range cpus {
+			name := e
+			if len(cpus) > 1 {
+				name += "@" + c
+			}
+			cases = append(cases, smallCase{name, e, c})
+		}
+	}
+	var smallCases []string
+	for _, c := range cases {
+		smallCases = append(smallCases, c.name)
+	}
+	// caseOf is the name of entry e booted with the same CPU model as c.
+	caseOf := func(e, c string) string {
+		if _, model, ok := strings.Cut(c, "@"); ok {
+			return e + "@" + model
+		}
+		return e
 	}
 	for i := 0; doSmall && i < reps; i++ {
-		for _, c := range smallCases {
+		for _, c := range cases {
 			disk := laptop
-			if c == "local" {
+			if c.entry == "local" {
 				disk = local
 			} else {
-				imprint(t, "boot", "default", c, "--disk", laptop)
+				imprint(t, "boot", "default", c.entry, "--disk", laptop)
 			}
-			runs[c] = append(runs[c], bootTimed(t, fmt.Sprintf("%s boot %d", c, i+1), machine(disk, mem), srv))
+			runs[c.name] = append(runs[c.name], bootTimed(t, fmt.Sprintf("%s boot %d", c.name, i+1), machine(disk, mem, c.cpu), srv))
 		}
 		loads = append(loads, uptime())
 	}
@@ -427,7 +486,7 @@ func TestDisklessBootTimes(t *testing.T) {
 	for i := 0; doBig && i < reps; i++ {
 		for _, c := range []string{"big-ram", "big-ondemand"} {
 			imprint(t, "boot", "default", c, "--disk", laptop)
-			runs[c] = append(runs[c], bootTimed(t, fmt.Sprintf("%s boot %d (%d MiB)", c, i+1, bigMem), machine(laptop, bigMem), srv))
+			runs[c] = append(runs[c], bootTimed(t, fmt.Sprintf("%s boot %d (%d MiB)", c, i+1, bigMem), machine(laptop, bigMem, cpus[0]), srv))
 		}
 		loads = append(loads, uptime())
 	}
@@ -435,10 +494,10 @@ func TestDisklessBootTimes(t *testing.T) {
 	var ramFail string
 	if doBig {
 		imprint(t, "boot", "default", "big-ondemand", "--disk", laptop)
-		small1G = bootTimed(t, "big-ondemand in 1 GiB", machine(laptop, 1024), srv)
+		small1G = bootTimed(t, "big-ondemand in 1 GiB", machine(laptop, 1024, cpus[0]), srv)
 		loads = append(loads, uptime())
 		imprint(t, "boot", "default", "big-ram", "--disk", laptop)
-		ramFail = bootRAMTooSmall(t, machine(laptop, 1024), srv)
+		ramFail = bootRAMTooSmall(t, machine(laptop, 1024, cpus[0]), srv)
 		loads = append(loads, uptime())
 	}
 
@@ -461,9 +520,9 @@ func TestDisklessBootTimes(t *testing.T) {
 	var lines []string
 	add := func(format string, args ...any) { lines = append(lines, fmt.Sprintf(format, args...)) }
 	smallSummary := func() {
-		lm := med("local", mu)
-		add("Debian 12 root: %d MiB partition, %d MiB data; VM: OVMF + systemd-boot, TCG, 1 CPU, %d MiB; %d boots each, interleaved", small.Size>>20, dataBytes(small, chunk)>>20, mem, reps)
+		add("Debian 12 root: %d MiB partition, %d MiB data; VM: OVMF + systemd-boot, TCG, 1 CPU (-cpu %s), %d MiB; %d boots each, interleaved", small.Size>>20, dataBytes(small, chunk)>>20, strings.Join(cpus, " / "), mem, reps)
 		for _, c := range smallCases {
+			lm := med(caseOf("local", c), mu)
 			add("%-12s multi-user median %v (%s) = %.2fx local; agent start to root %v; served %d MiB (%.0f%% of the root) in %d requests",
 				c, r(med(c, mu)), list(runs[c], mu), float64(med(c, mu))/float64(lm), med(c, func(b benchBoot) time.Duration { return b.agent }).Round(time.Millisecond),
 				medI(c, func(b benchBoot) int64 { return b.served })>>20, float64(medI(c, func(b benchBoot) int64 { return b.served }))*100/float64(small.Size),
@@ -475,26 +534,53 @@ func TestDisklessBootTimes(t *testing.T) {
 				r(med(c, func(b benchBoot) time.Duration { return b.multiUser - max(b.rootIn, b.agentIn) })))
 		}
 		for _, c := range smallCases {
+			reqs := medI(c, func(b benchBoot) int64 { n, _, _ := b.rootReads(); return n })
+			by := medI(c, func(b benchBoot) int64 { _, n, _ := b.rootReads(); return n })
+			add("%-12s root device reads by the report (median): %d requests, %d MiB, %d KiB a request, %v in flight (summed)",
+				c, reqs, by>>20, by>>10/max(reqs, 1), time.Duration(medI(c, func(b benchBoot) int64 { _, _, ms := b.rootReads(); return ms }))*time.Millisecond)
+		}
+		for _, c := range smallCases {
 			add("%-12s after boot (median): MemAvailable %d MiB, Shmem %d MiB, Cached %d MiB, root server RSS %d MiB",
 				c, medI(c, func(b benchBoot) int64 { return b.meminfo("MemAvailable") })>>10, medI(c, func(b benchBoot) int64 { return b.meminfo("Shmem") })>>10,
 				medI(c, func(b benchBoot) int64 { return b.meminfo("Cached") })>>10, medI(c, benchBoot.serverRSS)>>10)
 		}
-		for _, c := range []string{"dl-ondemand", "dl-ondemand-ra"} {
+		for _, c := range smallCases {
+			if !strings.HasPrefix(c, "dl-ondemand") {
+				continue
+			}
 			add("%s: NBD server fetched %d MiB (%.0f%% of the root's %d MiB, %.0f%% of its data) by the report", c,
 				medI(c, func(b benchBoot) int64 { return b.fetched })>>20,
 				float64(medI(c, func(b benchBoot) int64 { return b.fetched }))*100/float64(small.Size), small.Size>>20,
 				float64(medI(c, func(b benchBoot) int64 { return b.fetched }))*100/float64(dataBytes(small, chunk)))
 		}
-		for i := range runs["dl-ondemand"] {
-			if i < len(runs["dl-ondemand-ra"]) && i < len(runs["local"]) {
-				add("round %d: local %v, ondemand %.2fx, ondemand-ra %.2fx", i+1, r(runs["local"][i].multiUser),
-					float64(runs["dl-ondemand"][i].multiUser)/float64(runs["local"][i].multiUser),
-					float64(runs["dl-ondemand-ra"][i].multiUser)/float64(runs["local"][i].multiUser))
+		// Each round, every case as a ratio to the local boot with the
+		// same CPU model in that round.
+		for i := 0; i < reps; i++ {
+			var parts []string
+			for _, c := range smallCases {
+				l := caseOf("local", c)
+				if c == l || i >= len(runs[c]) || i >= len(runs[l]) {
+					continue
+				}
+				parts = append(parts, fmt.Sprintf("%s %.2fx", c, float64(runs[c][i].multiUser)/float64(runs[l][i].multiUser)))
 			}
+			var locals []string
+			for _, m := range cpus {
+				l := "local"
+				if len(cpus) > 1 {
+					l += "@" + m
+				}
+				if i < len(runs[l]) {
+					locals = append(locals, fmt.Sprintf("%s %v", l, r(runs[l][i].multiUser)))
+				}
+			}
+			add("round %d: %s; %s", i+1, strings.Join(locals, ", "), strings.Join(parts, ", "))
 		}
-		add("root RAM after boot: ram = Shmem(ram) - Shmem(ondemand) = %d MiB; ondemand = server RSS %d MiB (cache bound %d MiB)",
-			(medI("dl-ram", func(b benchBoot) int64 { return b.meminfo("Shmem") })-medI("dl-ondemand", func(b benchBoot) int64 { return b.meminfo("Shmem") }))>>10,
-			medI("dl-ondemand", benchBoot.serverRSS)>>10, 64)
+		if len(runs["dl-ram"]) > 0 && len(runs["dl-ondemand"]) > 0 {
+			add("root RAM after boot: ram = Shmem(ram) - Shmem(ondemand) = %d MiB; ondemand = server RSS %d MiB (cache bound %d MiB)",
+				(medI("dl-ram", func(b benchBoot) int64 { return b.meminfo("Shmem") })-medI("dl-ondemand", func(b benchBoot) int64 { return b.meminfo("Shmem") }))>>10,
+				medI("dl-ondemand", benchBoot.serverRSS)>>10, 64)
+		}
 	}
 	bigSummary := func() {
 		add("big root: %d MiB partition, %d MiB data; VM %d MiB", big.Size>>20, dataBytes(big, chunk)>>20, bigMem)

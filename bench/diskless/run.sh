@@ -13,6 +13,9 @@
 #   IMPRINT_BENCH_REPS=3 bench/diskless/run.sh
 #   IMPRINT_BENCH_PARTS=small IMPRINT_BENCH_NORAM=1 IMPRINT_BENCH_READAHEAD=2 bench/diskless/run.sh
 #       # ondemand with read-ahead off vs imprint.readahead=2 (default 8), no ram case
+#   IMPRINT_BENCH_CPU=qemu64,max IMPRINT_BENCH_PARTS=small IMPRINT_BENCH_READAHEAD=0 bench/diskless/run.sh
+#       # every small case once per QEMU CPU model (-cpu) a round, as case@model
+#       # (default: QEMU's own, qemu64); READAHEAD=0 leaves the read-ahead case out
 #
 # Needs QEMU and OVMF (make deps) and the cached Debian root (built on first
 # use, ~9 min). The whole log goes to $LOG (default /tmp/imprint-bench-diskless.log).
