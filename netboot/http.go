@@ -125,6 +125,7 @@ type HTTP struct {
 	chunks      *chunkcache.Cache[string]
 	mu          sync.Mutex
 	resolved    map[string]*resolvedEntry // by NAME:VERSION, "NAME:" for the newest
+	expiredSaid time.Time                 // when an expired identity map was last said (under mu)
 }
 
 func (h *HTTP) logf(format string, a ...any) {
@@ -196,6 +197,9 @@ func (h *HTTP) serve(w http.ResponseWriter, r *http.Request) {
 		if b == nil {
 			http.NotFound(w, r)
 			return
+		}
+		if p == IdentityPath {
+			h.sayIfExpired()
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-cache")

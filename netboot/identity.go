@@ -60,3 +60,28 @@ func LoadIdentity(path string, trust *image.Trust) (conf, sig []byte, warning st
 	}
 	return conf, sig, warning, nil
 }
+
+// sayIfExpired logs, at most once a minute, that the identity map being
+// handed out is past its signed end: serve checked it at start, but a
+// server runs for longer than a map's validity, and its agents then keep
+// their images' maps without a word here.
+func (h *HTTP) sayIfExpired() {
+	if h.IdentitySig == nil {
+		return
+	}
+	until, ok, err := image.FileValidUntil(h.IdentitySig)
+	now := time.Now()
+	if err != nil || !ok || !now.After(until) {
+		return
+	}
+	h.mu.Lock()
+	say := now.Sub(h.expiredSaid) >= time.Minute
+	if say {
+		h.expiredSaid = now
+	}
+	h.mu.Unlock()
+	if say {
+		h.logf("identity: the site map handed out at %s is past its signed end (%s): agents refuse it and keep their image's map; sign it again (imprint key sign --valid) and restart serve",
+			IdentityPath, until.Format(time.RFC3339))
+	}
+}

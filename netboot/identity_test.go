@@ -2,13 +2,16 @@ package netboot
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/imprint-dev/imprint/identity"
 	"github.com/imprint-dev/imprint/image"
@@ -84,5 +87,44 @@ func TestServeIdentityMap(t *testing.T) {
 		if resp.StatusCode != 404 {
 			t.Errorf("no --identity: %s answered %d, want 404", p, resp.StatusCode)
 		}
+	}
+}
+
+// A map whose signed end passes while the server runs is still handed out
+// (the agents decide), and the server says so, at most once a minute.
+func TestAnIdentityMapPastItsEndIsSaid(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := image.GenerateKey(filepath.Join(dir, "k")); err != nil {
+		t.Fatal(err)
+	}
+	signer, _ := image.LoadSigner(filepath.Join(dir, "k.key"))
+	text := []byte("class node[01-04] compute\n")
+	var mu sync.Mutex
+	var said []string
+	for _, tc := range []struct {
+		name  string
+		until time.Time
+		lines int
+	}{{"current", time.Now().Add(time.Hour), 0}, {"past its end", time.Now().Add(-time.Hour), 1}} {
+		said = nil
+		h := &HTTP{Store: t.TempDir(), Identity: text, IdentitySig: signer.SignFileUntil(text, "identity.conf", tc.until),
+			Logf: func(f string, a ...any) { mu.Lock(); said = append(said, fmt.Sprintf(f, a...)); mu.Unlock() }}
+		srv := httptest.NewServer(h)
+		for range 3 {
+			resp, err := http.Get(srv.URL + IdentityPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Errorf("%s: %d", tc.name, resp.StatusCode)
+			}
+		}
+		srv.Close()
+		mu.Lock()
+		if len(said) != tc.lines || (tc.lines > 0 && !strings.Contains(said[0], "past its signed end")) {
+			t.Errorf("%s: said %q, want %d line(s)", tc.name, said, tc.lines)
+		}
+		mu.Unlock()
 	}
 }
