@@ -176,7 +176,9 @@ func (d *OnDemand) Chunk(ctx context.Context, sum string) ([]byte, error) {
 			return nil, ctx.Err()
 		case now := <-tick.C:
 			if connecting {
-				if !d.peerHas(p) {
+				// A peer that sent a block of it and went (banned for a
+				// bad piece, say) was there: the wait for bytes applies.
+				if !d.peerHas(p) && d.ram.lastWrite(p).IsZero() {
 					if now.Sub(start) >= d.o.Connect {
 						return nil, fmt.Errorf("chunk %s: no peer that has it within %v: %w", sum, d.o.Connect, ErrNotFromPeers)
 					}
