@@ -77,7 +77,10 @@ type Params struct {
 	Readahead *int
 	// Swarm is imprint.swarm=1: an install, or a diskless root in RAM,
 	// takes its chunks from the image's BitTorrent swarm first (the first
-	// http(s) source is tracker and web seed) and seeds what it checked.
+	// http(s) source is tracker and web seed) and seeds what it checked;
+	// an on-demand root asks the swarm's peers for a chunk a read misses
+	// before its sources, and keeps and seeds every chunk it read (its
+	// RAM then grows with the bytes read: the cache bound does not apply).
 	// Off by default, as deploy's --swarm is.
 	Swarm bool
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/imprint-dev/imprint/agent/nbd"
 	"github.com/imprint-dev/imprint/agent/ondemand"
 	"github.com/imprint-dev/imprint/fetch"
+	"github.com/imprint-dev/imprint/fetch/swarm"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/store"
 	"golang.org/x/sys/unix"
@@ -44,6 +45,9 @@ type serverConfig struct {
 	// chunks are read from it and checked, the sources only asked for
 	// the ones that drifted.
 	Local string `json:"local,omitempty"`
+	// Swarm, with imprint.swarm=1, puts the root in the image's swarm:
+	// chunks are asked of peers first, and every chunk is kept and seeded.
+	Swarm *rootSwarm `json:"swarm,omitempty"`
 }
 
 // ondemandRoot starts the root server, mounts the partition it serves
@@ -77,7 +81,8 @@ func (a *Agent) ondemandRoot(ctx context.Context, m *image.Manifest, rp *image.P
 		ra = *a.Params.Readahead
 	}
 	lower := "/run/imprint/lower"
-	dev, err := a.serveRoot(ctx, serverConfig{Sources: a.Params.Sources, Content: rp.Content, ChunkSize: m.ChunkSize, CacheBytes: cache, Fill: fill, Readahead: ra}, rp.Name, lower)
+	cfg := serverConfig{Sources: a.Params.Sources, Content: rp.Content, ChunkSize: m.ChunkSize, CacheBytes: cache, Fill: fill, Readahead: ra, Swarm: a.ondemandSwarm(m)}
+	dev, err := a.serveRoot(ctx, cfg, rp.Name, lower)
 	if err != nil {
 		return err
 	}
@@ -107,10 +112,14 @@ func (a *Agent) serveRoot(ctx context.Context, cfg serverConfig, name, lower str
 	kept := fmt.Sprintf("a %d MiB chunk cache, read-ahead %d chunks", cfg.CacheBytes>>20, cfg.Readahead)
 	if cfg.Fill {
 		kept = "every chunk kept (imprint.fill=1)"
+	} else if cfg.Swarm != nil {
+		kept = fmt.Sprintf("every chunk read kept in RAM and seeded (imprint.swarm=1), read-ahead %d chunks", cfg.Readahead)
 	}
 	from := "the network"
 	if cfg.Local != "" {
 		from = cfg.Local + ", every chunk checked as it is read"
+	} else if cfg.Swarm != nil {
+		from = "the image's swarm (tracker " + cfg.Swarm.Server + ", peers on " + cfg.Swarm.Listen + "), the sources when no peer gives a chunk within a second"
 	}
 	a.say("root on demand: partition %s (%d bytes in %d chunks) is %s, served by pid %d (%s) with %s, read from %s",
 		name, cfg.Content.Size, len(cfg.Content.Chunks), dev, pid, ServerArgv0, kept, from)
@@ -246,11 +255,23 @@ func ServerMain(console io.Writer) error {
 			o.Fetcher = nil
 		}
 	}
+	var peers *swarm.OnDemand
+	if cfg.Swarm != nil && local == nil {
+		// The swarm only speeds the root up: without it, the sources.
+		if peers, err = joinRootSwarm(cfg.Swarm, cfg.Content); err != nil {
+			say("swarm: %v; the root reads from the sources only", err)
+		} else {
+			o.Peers = peers
+			say("swarm: in the image's swarm (tracker %s), taking peers on %s from %v; a chunk a read misses is asked of peers first, of the sources when they give no byte of it for 1 s; every chunk read is kept in RAM and seeded while the node runs",
+				cfg.Swarm.Server, cfg.Swarm.Listen, cfg.Swarm.Allowed)
+		}
+	}
 	r, err := ondemand.New(o)
 	if err != nil {
 		return fail(err)
 	}
 	stats.r = r
+	stats.peers = peers
 	ctx := context.Background()
 	d, err := nbd.Attach(ctx, cfg.Device, r, cfg.Content.Size, nbd.Options{OnError: func(off int64, n int, err error) {
 		say("read of %d bytes at %d failed: %v", n, off, err)
@@ -261,6 +282,9 @@ func ServerMain(console io.Writer) error {
 	fmt.Fprintln(status, "ready")
 	status.Close()
 	go stats.run(ctx)
+	if peers != nil {
+		go swarmReport(ctx, peers, say)
+	}
 	if cfg.Fill {
 		go fill(ctx, r, say)
 	}
@@ -292,6 +316,8 @@ type fetchReport struct {
 	size int64
 	r    *ondemand.Reader
 	ch   chan struct{}
+	// peers, with imprint.swarm=1: each report says what they did too.
+	peers *swarm.OnDemand
 }
 
 func newFetchReport(say func(string, ...any), size int64) *fetchReport {
@@ -331,5 +357,8 @@ func (f *fetchReport) run(ctx context.Context) {
 		}
 		f.say("fetched %d bytes in %d chunks, %d%% of the root's %d bytes (cache %d bytes, %d chunks fetched again); read ahead: %d chunks, %d of them read since",
 			st.FetchedBytes, st.FetchedChunks, st.FetchedBytes*100/max(f.size, 1), f.size, st.CachedBytes, st.Refetched, st.AheadChunks, st.AheadUsed)
+		if f.peers != nil {
+			f.say("%s", swarmLine(f.peers.Stats()))
+		}
 	}
 }

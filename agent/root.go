@@ -115,9 +115,6 @@ func (a *Agent) diskless(ctx context.Context) error {
 		return err
 	}
 	if a.Params.RootMode != RootRAM {
-		if a.Params.Swarm {
-			a.say("imprint.swarm=1 is for installs and imprint.root=ram; an on-demand root reads its chunks from the sources")
-		}
 		return a.ondemandRoot(ctx, res.Manifest, rp)
 	}
 	img := "/run/imprint/root.img"

@@ -15,6 +15,12 @@
 // ever dropped: the partition ends up whole in RAM (its non-zero bytes)
 // and survives its sources going away.
 //
+// With Options.Peers (the image's swarm), a chunk a read misses is asked
+// of the peers first and of the sources only when they do not give it
+// in a short time; every chunk fetched either way is kept (as with Fill)
+// and handed to the peers, which offer it to others for as long as the
+// node runs: the swarm never loses a chunk it was told this node has.
+//
 // With Options.Local (a deployed disk's partition) a chunk is read from
 // the disk first and checked the same way; one that drifted is said and
 // fetched from the sources, or, with none, its reads fail: the local
@@ -75,6 +81,19 @@ type Options struct {
 	// Readahead is how many of the non-zero chunks after one a read
 	// misses are fetched before they are asked for (readahead.go); 0: none.
 	Readahead int
+	// Peers, when set, is asked for a chunk before the Fetcher, and told
+	// of every chunk the Fetcher gave. Every chunk is kept then.
+	Peers Peers
+}
+
+// Peers is an image's swarm as a reader uses it (fetch/swarm's OnDemand).
+type Peers interface {
+	// Chunk gives chunk sum's bytes, checked against sum, or an error
+	// soon: the reader then asks its sources. The bytes are not modified.
+	Chunk(ctx context.Context, sum string) ([]byte, error)
+	// Have hands over a chunk's checked bytes, to be offered to peers;
+	// the reader never modifies them.
+	Have(sum string, data []byte)
 }
 
 // Stats count what the reader did.
@@ -92,6 +111,8 @@ type Stats struct {
 	LocalErrors   int   // reads of Local that failed (I/O, not drift)
 	AheadChunks   int   // chunks fetched by read-ahead
 	AheadUsed     int   // of them, chunks a read asked for afterwards
+	PeerBytes     int64 // of FetchedBytes, bytes of chunks the peers gave
+	PeerChunks    int
 }
 
 // Reader is the partition, read on demand. Safe for concurrent use.
@@ -146,7 +167,8 @@ func New(o Options) (*Reader, error) {
 	}
 	idle := make(chan struct{})
 	close(idle)
-	cache := chunkcache.New[int](chunkcache.Options{MaxBytes: o.CacheBytes, KeepAll: o.Fill})
+	// With peers every chunk is kept: they were told this node has it.
+	cache := chunkcache.New[int](chunkcache.Options{MaxBytes: o.CacheBytes, KeepAll: o.Fill || o.Peers != nil})
 	return &Reader{o: o, cache: cache, seen: map[int]bool{}, drifted: map[int]error{}, idle: idle, ra: newReadahead(o.Readahead)}, nil
 }
 
@@ -263,8 +285,19 @@ func (r *Reader) load(ctx context.Context, i int, fill bool) (data []byte, err e
 			}
 		}
 	}
-	if !local && r.o.Fetcher != nil {
+	peer := false
+	if !local && r.o.Peers != nil {
+		data, err = r.o.Peers.Chunk(ctx, r.o.Content.Chunks[i])
+		peer = err == nil
+		if err != nil && ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+	}
+	if !local && !peer && r.o.Fetcher != nil {
 		data, err = r.fetch(ctx, i)
+		if err == nil && r.o.Peers != nil {
+			r.o.Peers.Have(r.o.Content.Chunks[i], data)
+		}
 	}
 	if err != nil {
 		return nil, err
@@ -274,6 +307,10 @@ func (r *Reader) load(ctx context.Context, i int, fill bool) (data []byte, err e
 	if local {
 		r.st.LocalBytes += int64(len(data))
 		return data, nil
+	}
+	if peer {
+		r.st.PeerBytes += int64(len(data))
+		r.st.PeerChunks++
 	}
 	r.st.FetchedBytes += int64(len(data))
 	r.st.FetchedChunks++

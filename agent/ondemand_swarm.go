@@ -1,0 +1,98 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/imprint-dev/imprint/deploy"
+	"github.com/imprint-dev/imprint/fetch/swarm"
+	"github.com/imprint-dev/imprint/image"
+)
+
+// rootSwarm is the on-demand root server's part in the image's swarm
+// (imprint.swarm=1): the manifest the agent checked, whose torrent it
+// derives, and where to take peers.
+type rootSwarm struct {
+	Manifest json.RawMessage `json:"manifest"`
+	Server   string          `json:"server"`
+	Listen   string          `json:"listen"`
+	Allowed  []netip.Prefix  `json:"allowed"`
+}
+
+// ondemandSwarm is the swarm config for an on-demand root of m, or nil
+// (said on the console) without imprint.swarm=1 or when the node cannot
+// take part: the root then reads from its sources alone.
+func (a *Agent) ondemandSwarm(m *image.Manifest) *rootSwarm {
+	if !a.Params.Swarm {
+		return nil
+	}
+	srv := deploy.SwarmServer(a.Params.Sources)
+	if srv == "" {
+		a.say("imprint.swarm=1: no http(s) imprint.source= to take the tracker from; the root reads from the sources only")
+		return nil
+	}
+	listen, nets, err := a.swarmPlace(srv)
+	if err == nil {
+		var raw []byte
+		if raw, err = json.Marshal(m); err == nil {
+			return &rootSwarm{Manifest: raw, Server: srv, Listen: listen, Allowed: nets}
+		}
+	}
+	a.say("imprint.swarm=1: %v; the root reads from the sources only", err)
+	return nil
+}
+
+// joinRootSwarm puts the root server in the swarm of cfg's image, to read
+// content (its root partition) on demand: a chunk a read misses is asked
+// of the peers before the sources, and every chunk the node holds is
+// kept and offered to peers while the node runs.
+func joinRootSwarm(cfg *rootSwarm, content *image.Content) (*swarm.OnDemand, error) {
+	var m image.Manifest
+	if err := json.Unmarshal(cfg.Manifest, &m); err != nil {
+		return nil, fmt.Errorf("the manifest: %w", err)
+	}
+	if len(cfg.Allowed) == 0 {
+		return nil, fmt.Errorf("the config names no network to take peers from")
+	}
+	n, err := swarm.NewNode(swarm.Options{Listen: cfg.Listen, AllowedNets: cfg.Allowed, MaxPeers: SwarmMaxPeers})
+	if err != nil {
+		return nil, err
+	}
+	d, err := n.JoinOnDemand(&m, content, cfg.Server, swarm.OnDemandOptions{})
+	if err != nil {
+		n.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// swarmReport says every minute what the root did in the swarm, when it
+// changed: it keeps seeding after the boot, when no read fetches.
+func swarmReport(ctx context.Context, d *swarm.OnDemand, say func(string, ...any)) {
+	tick := time.NewTicker(time.Minute)
+	defer tick.Stop()
+	var last swarm.OnDemandStats
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		st := d.Stats()
+		st.Peers = last.Peers // a change of peers alone is not news
+		if st == last {
+			continue
+		}
+		last = st
+		say("%s", swarmLine(d.Stats()))
+	}
+}
+
+// swarmLine is the console's account of the root in the swarm.
+func swarmLine(st swarm.OnDemandStats) string {
+	return fmt.Sprintf("swarm: %d bytes from peers (%d chunks), %d from the sources; seeding %d bytes, %d sent to peers; %d peers now; %d pieces from peers failed their check",
+		st.FromPeers, st.PeerChunks, st.HandedIn, st.Held, st.Uploaded, st.Peers, st.FailedCheck)
+}

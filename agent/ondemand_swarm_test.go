@@ -1,0 +1,96 @@
+package agent
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/imprint-dev/imprint/agent/ondemand"
+	"github.com/imprint-dev/imprint/fetch"
+	"github.com/imprint-dev/imprint/image"
+)
+
+// rootReader is what the root server builds for a's on-demand root of m
+// with imprint.swarm=1: the config goes through JSON, as through the pipe.
+func rootReader(t *testing.T, a *Agent, m *image.Manifest) *ondemand.Reader {
+	t.Helper()
+	rp, err := m.RootPartition()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := a.ondemandSwarm(m)
+	if cfg == nil {
+		t.Fatalf("no swarm with imprint.swarm=1: %s", a.Console.(*bytes.Buffer))
+	}
+	raw, err := json.Marshal(serverConfig{Content: rp.Content, Swarm: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got serverConfig
+	if err := json.Unmarshal(raw, &got); err != nil {
+		t.Fatal(err)
+	}
+	peers, err := joinRootSwarm(got.Swarm, got.Content)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(peers.Leave)
+	srcs, err := a.sources()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec, err := image.NewDecoder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(dec.Close)
+	r, err := ondemand.New(ondemand.Options{Content: rp.Content, ChunkSize: m.ChunkSize, Fetcher: fetch.New(srcs, fetch.Options{}), Decoder: dec, CacheBytes: 1 << 20, Peers: peers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// With imprint.swarm=1 an on-demand root is in the image's swarm: the
+// first node reads its root from the sources and seeds it; a second one,
+// the server's chunks off, reads it from the first.
+func TestAnOndemandRootSeedsWhatItRead(t *testing.T) {
+	m, srv, url := swarmImage(t)
+	rp, _ := m.RootPartition()
+	var c1, c2 bytes.Buffer
+	first := rootReader(t, &Agent{Console: &c1, SwarmListen: "127.0.0.7:0", Params: Params{Sources: []string{url}, Swarm: true}}, m)
+	whole := make([]byte, rp.Content.Size)
+	if err := first.ReadAt(t.Context(), whole, 0); err != nil {
+		t.Fatal(err)
+	}
+	if image.HashBytes(whole) != rp.Content.SHA256 {
+		t.Fatal("the first node's root differs from the image's")
+	}
+	srv.off.Store(true)
+	second := rootReader(t, &Agent{Console: &c2, SwarmListen: "127.0.0.8:0", Params: Params{Sources: []string{url}, Swarm: true}}, m)
+	again := make([]byte, rp.Content.Size)
+	if err := second.ReadAt(t.Context(), again, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(again, whole) {
+		t.Fatal("the second node's root differs from the first's")
+	}
+	want := nonZeroBytes(rp.Content, m.ChunkSize)
+	if st := second.Stats(); st.PeerBytes != want {
+		t.Fatalf("second node: %d bytes from peers, want the root's %d: %+v", st.PeerBytes, want, st)
+	}
+}
+
+// Without imprint.swarm=1, or without an http(s) source for the tracker,
+// the root is not in a swarm, and the console says why in the second case.
+func TestAnOndemandRootWithoutTheSwarm(t *testing.T) {
+	m, _, url := swarmImage(t)
+	var c bytes.Buffer
+	if cfg := (&Agent{Console: &c, Params: Params{Sources: []string{url}}}).ondemandSwarm(m); cfg != nil {
+		t.Fatal("a swarm without imprint.swarm=1")
+	}
+	if cfg := (&Agent{Console: &c, Params: Params{Sources: []string{"/srv/store"}, Swarm: true}}).ondemandSwarm(m); cfg != nil || !strings.Contains(c.String(), "no http(s) imprint.source=") {
+		t.Fatalf("a swarm with no http source: %v, console %q", cfg, c.String())
+	}
+}

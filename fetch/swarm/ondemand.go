@@ -1,0 +1,412 @@
+package swarm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/anacrolix/torrent"
+
+	"github.com/imprint-dev/imprint/image"
+)
+
+// ErrNotFromPeers says the swarm did not give a chunk asked for on
+// demand: no connected peer has it, or the peers that have it gave no
+// byte of it for OnDemandOptions.Quiet (or not all of it within Most).
+// The caller takes it from its HTTP sources.
+var ErrNotFromPeers = errors.New("not from the swarm's peers")
+
+// OnDemandOptions bound how long a read waits for the swarm.
+type OnDemandOptions struct {
+	// Quiet is how long a chunk may go without a byte from the peers
+	// before it is given up on [1s].
+	Quiet time.Duration
+	// Most is how long a chunk may take from the peers at all, however
+	// they trickle [5s]: a read never hangs on the swarm.
+	Most time.Duration
+	// Connect is how long a node that holds no chunk and has no peer yet
+	// waits for a peer that has the chunk asked for [300ms]: the engine
+	// connects to no peer for a torrent it neither needs a piece of nor
+	// holds one of, so a node's first reads are what make it connect.
+	// Once it holds a chunk (its first, from the sources or from peers),
+	// it stays connected and a chunk no peer has goes to the sources at
+	// once.
+	Connect time.Duration
+}
+
+// OnDemand is this node in the swarm of an image whose partition is read
+// on demand (a diskless root): nothing is fetched until a read asks for a
+// chunk (Chunk), and then only that chunk, first thing; every chunk it
+// holds, from peers or handed in after another fetch (Have), is kept in
+// RAM and offered to peers for as long as the node is in the swarm. It
+// never drops a chunk it announced, so peers never ask it for one it
+// lost. Chunks come in as the engine's pieces, each checked against the
+// manifest's SHA-256 by the same storage as a deploy's (storage.go):
+// a byte Chunk returns has been checked.
+type OnDemand struct {
+	s   *Session
+	ram *ramTarget
+	o   OnDemandOptions
+
+	mu    sync.Mutex
+	wants map[int]int // by piece: callers of Chunk waiting for it
+
+	fromPeers atomic.Int64 // bytes of chunks Chunk gave from peers
+	gotChunks atomic.Int64
+	handedIn  atomic.Int64 // bytes given by Have
+}
+
+// JoinOnDemand enters the swarm of image m (the server's tracker only,
+// no web seed: the caller's sources are the fallback) to read content,
+// one of m's partitions, on demand.
+func (n *Node) JoinOnDemand(m *image.Manifest, content *image.Content, server string, o OnDemandOptions) (*OnDemand, error) {
+	if o.Quiet <= 0 {
+		o.Quiet = time.Second
+	}
+	if o.Most < o.Quiet {
+		o.Most = max(5*time.Second, o.Quiet)
+	}
+	if o.Connect <= 0 {
+		o.Connect = 300 * time.Millisecond
+	}
+	tor, err := FromManifest(m)
+	if err != nil {
+		return nil, err
+	}
+	// The store's one place is the torrent itself, piece p at p x chunk
+	// size, holding the pieces of content only (the others are zero
+	// chunks to it: it never takes or offers them).
+	in := map[string]bool{}
+	for _, sum := range content.Chunks {
+		in[sum] = true
+	}
+	pieces := &image.Content{Chunks: make([]string, len(tor.Pieces))}
+	for p, pc := range tor.Pieces {
+		pieces.Chunks[p] = image.ZeroChunk
+		if in[pc.Sum] {
+			pieces.Chunks[p] = pc.Sum
+		}
+	}
+	ram := newRAMTarget(tor)
+	st, err := newPieceStore(tor, []Place{{Content: pieces, Target: ram, Done: ram.checked}})
+	if err != nil {
+		return nil, err
+	}
+	if n.allow != nil && server != "" {
+		if err := n.allow.allowServer(server); err != nil {
+			return nil, err
+		}
+	}
+	st.corrupt = n.opt.corrupt
+	st.blame.ban = func(ips ...net.IP) { banPeers(n.cl, ips...) }
+	t, isNew := n.cl.AddTorrentOpt(torrent.AddTorrentOpts{
+		InfoHash:  tor.Hash,
+		InfoBytes: tor.InfoBytes,
+		Storage:   st,
+		// Nothing is held yet; completion comes from the store.
+		DisableInitialPieceCheck: true,
+	})
+	if !isNew {
+		return nil, fmt.Errorf("image %s:%s: already in this node's swarms", m.Name, m.Version)
+	}
+	n.stores.set(t, st)
+	go func() {
+		<-t.Closed()
+		n.stores.set(t, nil)
+	}()
+	s := &Session{t: t, store: st, Tor: tor}
+	if server != "" {
+		t.AddTrackers([][]string{{AnnounceURL(server)}})
+	}
+	<-t.GotInfo()
+	// Every piece keeps the engine's default priority, none: the engine
+	// takes a piece only while a read waits for it (Chunk).
+	if server != "" {
+		every := n.opt.Reannounce
+		if every <= 0 {
+			every = reannounceEvery
+		}
+		maxPeers := n.opt.MaxPeers
+		if maxPeers <= 0 {
+			maxPeers = 50 // the engine's EstablishedConnsPerTorrent
+		}
+		// A root read on demand lacks pieces for as long as it runs: it
+		// looks for peers every so often while it has fewer than it may.
+		go s.reannounce(n.cl, AnnounceURL(server), n.trackerDial, maxPeers, every)
+	}
+	return &OnDemand{s: s, ram: ram, o: o, wants: map[int]int{}}, nil
+}
+
+// Chunk gives the checked bytes of chunk sum from this node's RAM or its
+// peers, or ErrNotFromPeers (at once when no connected peer has it). The
+// bytes must not be modified: peers are served from them.
+func (d *OnDemand) Chunk(ctx context.Context, sum string) ([]byte, error) {
+	p, ok := d.s.Tor.Index[sum]
+	if !ok || len(d.s.store.ps[p].locs) == 0 {
+		return nil, fmt.Errorf("chunk %s: not in this partition's pieces: %w", sum, ErrNotFromPeers)
+	}
+	got, done := d.ram.wait(p)
+	if got != nil {
+		return got, nil
+	}
+	// A node that holds a chunk keeps its peers: if none of them has
+	// this one, the sources are asked at once. One that holds none has
+	// no peers yet; asking for the chunk makes it look for some.
+	connecting := !d.peerHas(p)
+	if connecting && (d.ram.held() > 0 || len(d.s.t.PeerConns()) > 0) {
+		return nil, fmt.Errorf("chunk %s: no connected peer has it: %w", sum, ErrNotFromPeers)
+	}
+	d.want(p, true)
+	defer d.want(p, false)
+	start := time.Now()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			b, _ := d.ram.wait(p)
+			d.fromPeers.Add(int64(len(b)))
+			d.gotChunks.Add(1)
+			return b, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case now := <-tick.C:
+			if connecting {
+				// A peer that sent a block of it and went (banned for a
+				// bad piece, say) was there: the wait for bytes applies.
+				if !d.peerHas(p) && d.ram.lastWrite(p).IsZero() {
+					if now.Sub(start) >= d.o.Connect {
+						return nil, fmt.Errorf("chunk %s: no peer that has it within %v: %w", sum, d.o.Connect, ErrNotFromPeers)
+					}
+					continue
+				}
+				// Its time starts now that a peer that has it is there.
+				connecting, start = false, now
+			}
+			last := d.ram.lastWrite(p)
+			if last.Before(start) {
+				last = start
+			}
+			if now.Sub(last) >= d.o.Quiet {
+				return nil, fmt.Errorf("chunk %s: no byte from the peers for %v: %w", sum, d.o.Quiet, ErrNotFromPeers)
+			}
+			if now.Sub(start) >= d.o.Most {
+				return nil, fmt.Errorf("chunk %s: not whole from the peers within %v: %w", sum, d.o.Most, ErrNotFromPeers)
+			}
+		}
+	}
+}
+
+// want raises piece p's priority while a read waits for it, and lowers
+// it again when none does: a piece given up on is not fetched on.
+func (d *OnDemand) want(p int, on bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	before := d.wants[p]
+	if on {
+		d.wants[p]++
+	} else if d.wants[p]--; d.wants[p] == 0 {
+		delete(d.wants, p)
+	}
+	switch after := d.wants[p]; {
+	case before == 0 && after > 0:
+		d.s.t.Piece(p).SetPriority(torrent.PiecePriorityNow)
+	case before > 0 && after == 0:
+		d.s.t.Piece(p).SetPriority(torrent.PiecePriorityNone)
+	}
+}
+
+// peerHas says whether a connected peer says it has piece p.
+func (d *OnDemand) peerHas(p int) bool {
+	for _, pc := range d.s.t.PeerConns() {
+		if pc.PeerPieces().Contains(uint32(p)) {
+			return true
+		}
+	}
+	return false
+}
+
+// Have hands in chunk sum's bytes, checked by the caller against the
+// manifest (fetched from the sources): the node keeps them and offers
+// them to peers. data must not be modified afterwards.
+func (d *OnDemand) Have(sum string, data []byte) {
+	p, ok := d.s.Tor.Index[sum]
+	if !ok || len(d.s.store.ps[p].locs) == 0 || int64(len(data)) != d.s.Tor.Pieces[p].Length {
+		return
+	}
+	if !d.ram.have(p, data) {
+		return
+	}
+	d.handedIn.Add(int64(len(data)))
+	d.s.store.ps[p].complete.Store(true)
+	d.s.t.Piece(p).UpdateCompletion()
+}
+
+// OnDemandStats say what the node did in the swarm.
+type OnDemandStats struct {
+	FromPeers   int64 // bytes of chunks given to reads from peers
+	PeerChunks  int64
+	HandedIn    int64 // bytes given by Have (from the sources)
+	Held        int64 // bytes held and offered to peers
+	Uploaded    int64 // bytes of piece data sent to peers
+	Peers       int   // peers connected now
+	FailedCheck int64 // pieces from peers that did not check
+}
+
+// Stats says what the node did so far.
+func (d *OnDemand) Stats() OnDemandStats {
+	st := d.s.t.Stats()
+	return OnDemandStats{
+		FromPeers:   d.fromPeers.Load(),
+		PeerChunks:  d.gotChunks.Load(),
+		HandedIn:    d.handedIn.Load(),
+		Held:        d.ram.held(),
+		Uploaded:    st.BytesWrittenData.Int64(),
+		Peers:       len(d.s.t.PeerConns()),
+		FailedCheck: d.s.Failed(),
+	}
+}
+
+// Leave drops the swarm: nothing more is offered or taken.
+func (d *OnDemand) Leave() { d.s.Leave() }
+
+// ramTarget holds an on-demand node's pieces in RAM, piece p at p x chunk
+// size. A piece's blocks from peers go to its scratch buffer; once the
+// store checked them (checked, from the engine's MarkComplete, when the
+// engine writes no more blocks of it) the buffer becomes the piece's
+// bytes, never written again: reads and peers are given those only.
+type ramTarget struct {
+	t *Torrent
+
+	mu      sync.Mutex
+	good    map[int][]byte
+	scratch map[int][]byte
+	last    map[int]time.Time     // when a block of the piece last came
+	ready   map[int]chan struct{} // closed once good
+	bytes   int64
+}
+
+func newRAMTarget(t *Torrent) *ramTarget {
+	return &ramTarget{t: t, good: map[int][]byte{}, scratch: map[int][]byte{}, last: map[int]time.Time{}, ready: map[int]chan struct{}{}}
+}
+
+// at maps a torrent offset to its piece and the offset in it.
+func (r *ramTarget) at(off int64) (p int, in int64, err error) {
+	p = int(off / r.t.ChunkSize)
+	if off < 0 || p >= len(r.t.Pieces) {
+		return 0, 0, fmt.Errorf("offset %d is beyond the torrent's %d pieces", off, len(r.t.Pieces))
+	}
+	return p, off - int64(p)*r.t.ChunkSize, nil
+}
+
+// WriteAt takes a block of a piece from a peer (the store passes only the
+// part within the chunk). A piece already held ignores it.
+func (r *ramTarget) WriteAt(b []byte, off int64) (int, error) {
+	p, in, err := r.at(off)
+	if err != nil {
+		return 0, err
+	}
+	l := r.t.Pieces[p].Length
+	if in+int64(len(b)) > l {
+		return 0, fmt.Errorf("piece %d: a write of %d bytes at %d is beyond its %d bytes", p, len(b), in, l)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.good[p] != nil {
+		return len(b), nil
+	}
+	buf := r.scratch[p]
+	if buf == nil {
+		buf = make([]byte, l)
+		r.scratch[p] = buf
+	}
+	copy(buf[in:], b)
+	r.last[p] = time.Now()
+	return len(b), nil
+}
+
+// ReadAt reads a held piece (for peers) or the scratch of one being
+// checked (for the store's check); bytes not written read as zeros.
+func (r *ramTarget) ReadAt(b []byte, off int64) (int, error) {
+	p, in, err := r.at(off)
+	if err != nil {
+		return 0, err
+	}
+	r.mu.Lock()
+	src := r.good[p]
+	if src == nil {
+		src = r.scratch[p]
+	}
+	var n int
+	if in < int64(len(src)) {
+		n = copy(b, src[in:])
+	}
+	r.mu.Unlock()
+	clear(b[n:])
+	return len(b), nil
+}
+
+// checked is the store's word that piece p's scratch hashed to the
+// manifest's SHA-256: it becomes the piece's bytes.
+func (r *ramTarget) checked(p int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.good[p] != nil || r.scratch[p] == nil {
+		return
+	}
+	r.setGood(p, r.scratch[p])
+}
+
+// have makes data piece p's bytes unless it has some; it says whether
+// they were taken.
+func (r *ramTarget) have(p int, data []byte) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.good[p] != nil {
+		return false
+	}
+	r.setGood(p, data)
+	return true
+}
+
+func (r *ramTarget) setGood(p int, data []byte) {
+	r.good[p] = data
+	r.bytes += int64(len(data))
+	delete(r.scratch, p)
+	delete(r.last, p)
+	if ch := r.ready[p]; ch != nil {
+		close(ch)
+		delete(r.ready, p)
+	}
+}
+
+// wait gives piece p's bytes if held, else a channel closed once they are.
+func (r *ramTarget) wait(p int) ([]byte, <-chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if b := r.good[p]; b != nil {
+		return b, nil
+	}
+	ch := r.ready[p]
+	if ch == nil {
+		ch = make(chan struct{})
+		r.ready[p] = ch
+	}
+	return nil, ch
+}
+
+func (r *ramTarget) lastWrite(p int) time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.last[p]
+}
+
+func (r *ramTarget) held() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.bytes
+}
