@@ -232,6 +232,9 @@ type Agent struct {
 	Params  Params
 	// Root is where the agent finds its own files (TrustFile); "" is /.
 	Root string
+	// Meminfo is the /proc/meminfo the agent sizes RAM roots by; "" is
+	// the kernel's (tests give a small node's).
+	Meminfo string
 	// Tries is how often the whole fetch is tried before onfail applies.
 	Tries int
 	// Settle is how long a disk selector's answer must hold still before

@@ -29,6 +29,19 @@ func (a *Agent) ondemandSwarm(m *image.Manifest) *rootSwarm {
 	if !a.Params.Swarm {
 		return nil
 	}
+	// In the swarm the root keeps every chunk it reads, to seed it: a
+	// node that reads its whole root holds all of it. One whose RAM
+	// could not hold that stays out, bounded by imprint.cache=.
+	if rp, err := m.RootPartition(); err == nil {
+		total, err := memTotal(a.meminfo())
+		if err == nil {
+			err = fillFits(nonZeroBytes(rp.Content, m.ChunkSize), total)
+		}
+		if err != nil {
+			a.say("imprint.swarm=1 refused for the on-demand root (it keeps every chunk it reads, to seed them): %v; the root reads from the sources only, its cache bounded", err)
+			return nil
+		}
+	}
 	srv := deploy.SwarmServer(a.Params.Sources)
 	if srv == "" {
 		a.say("imprint.swarm=1: no http(s) imprint.source= to take the tracker from; the root reads from the sources only")
@@ -43,6 +56,13 @@ func (a *Agent) ondemandSwarm(m *image.Manifest) *rootSwarm {
 	}
 	a.say("imprint.swarm=1: %v; the root reads from the sources only", err)
 	return nil
+}
+
+func (a *Agent) meminfo() string {
+	if a.Meminfo != "" {
+		return a.Meminfo
+	}
+	return "/proc/meminfo"
 }
 
 // joinRootSwarm puts the root server in the swarm of cfg's image, to read

@@ -3,6 +3,8 @@ package agent
 import (
 	"bytes"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -92,5 +94,12 @@ func TestAnOndemandRootWithoutTheSwarm(t *testing.T) {
 	}
 	if cfg := (&Agent{Console: &c, Params: Params{Sources: []string{"/srv/store"}, Swarm: true}}).ondemandSwarm(m); cfg != nil || !strings.Contains(c.String(), "no http(s) imprint.source=") {
 		t.Fatalf("a swarm with no http source: %v, console %q", cfg, c.String())
+	}
+	// A node whose RAM could not hold the root it would keep in the swarm.
+	small := filepath.Join(t.TempDir(), "meminfo")
+	os.WriteFile(small, []byte("MemTotal:          1024 kB\n"), 0o644)
+	c.Reset()
+	if cfg := (&Agent{Console: &c, Meminfo: small, Params: Params{Sources: []string{url}, Swarm: true}}).ondemandSwarm(m); cfg != nil || !strings.Contains(c.String(), "imprint.swarm=1 refused for the on-demand root") || !strings.Contains(c.String(), "MemTotal is 1 MiB") {
+		t.Fatalf("a swarm on a node too small to keep its root: %v, console %q", cfg, c.String())
 	}
 }
