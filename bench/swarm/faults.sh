@@ -113,7 +113,7 @@ deploy_node() { # deploy_node I: deploy --swarm --serve in the background
 # progress event), 0..100.
 percent() {
 	grep -h '"event":"progress"' "$WORK/d-$1.out" 2>/dev/null | tail -1 |
-		jq -r 'if .total > 0 then (100 * .done / .total | floor) else 0 end' 2>/dev/null || echo 0
+		jq -r 'if (.total // 0) > 0 then (100 * (.done // 0) / .total | floor) else 0 end' 2>/dev/null || echo 0
 }
 minpercent() { # minpercent I...: the least of their percents
 	local i p m=100
