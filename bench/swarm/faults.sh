@@ -20,6 +20,8 @@
 #   BENCH_CORRUPT_EVERY=2  BENCH_TIMEOUT=300 (s, per scenario)
 #   BENCH_SCENARIOS="baseline corrupt vanish restart"
 #   BENCH_NS=imf  BENCH_NET=10.196.0  (namespace prefix, their /24)
+# Results in bench/swarm/out/faults/results.txt, each node's percent every
+# second in timeline-SCENARIO.txt, a failed scenario's logs in fail-SCENARIO/.
 #
 # Needs root, iproute2 (netns, veth, bridge, tc tbf), sfdisk, jq, curl.
 # Everything runs in namespaces it creates and removes on exit. Not CI.
@@ -64,6 +66,7 @@ stop_server() { # stop_server [SIGNAL]
 	SERVER=
 }
 cleanup() {
+	timeline_stop
 	stop_nodes
 	# The server too: left running it would hold the caller's flock.
 	stop_server
@@ -135,6 +138,22 @@ wait_until_percent() {
 		sleep 0.1
 	done
 }
+# timeline NAME I...: every second, each node's percent, in
+# OUT/timeline-NAME.txt (seconds since the start, then one column a node),
+# until stopped (TIMELINE is its pid).
+timeline() {
+	local name=$1 t0 i line
+	shift
+	t0=$(now)
+	while sleep 1; do
+		line=$(since "$t0")
+		for i in "$@"; do line="$line $(percent "$i")"; done
+		echo "$line"
+	done >"$OUT/timeline-$name.txt"
+}
+TIMELINE=
+timeline_start() { timeline "$@" & TIMELINE=$!; }
+timeline_stop() { [ -n "$TIMELINE" ] && kill "$TIMELINE" 2>/dev/null; wait "$TIMELINE" 2>/dev/null || true; TIMELINE=; }
 done_all() { # done_all I...: every one says "still serving"
 	local i
 	for i in "$@"; do grep -q "still serving" "$WORK/d-$i.err" 2>/dev/null || return 1; done
@@ -192,6 +211,7 @@ result() { # result NAME PASS|FAIL TEXT
 	fi
 }
 fresh() { # a new server and no disks: each scenario starts alike
+	timeline_stop
 	stop_nodes
 	stop_server
 	rm -f "$WORK"/d-* "$WORK"/v-*
@@ -205,6 +225,7 @@ baseline() {
 	local t0 i
 	t0=$(now)
 	for i in $(range 1 "$N"); do deploy_node "$i"; done
+	timeline_start baseline $(range 1 "$N")
 	WHY=
 	if wait_done $(range 1 "$N") && check $(range 1 "$N"); then
 		T0=$(since "$t0")
@@ -237,6 +258,7 @@ corrupt() {
 	log "corrupt: node 1 seeds after ${t1} s; $bad of $chunks chunks overwritten on its disk; nodes 2..$N deploy"
 	t0=$(now)
 	for i in $(range 2 "$N"); do deploy_node "$i"; done
+	timeline_start corrupt $(range 2 "$N")
 	if ! wait_done $(range 2 "$N") || ! check $(range 2 "$N"); then
 		result corrupt FAIL "$WHY"
 		return
@@ -266,6 +288,7 @@ vanish() {
 	local t0 tk i
 	t0=$(now)
 	for i in $(range 1 "$N"); do deploy_node "$i"; done
+	timeline_start vanish $(range 1 "$N")
 	WHY=
 	wait_until_percent "$AT" $(range 2 "$N") || { result vanish FAIL "the nodes did not reach ${AT} %"; return; }
 	local p1
@@ -288,6 +311,7 @@ restart() {
 	local t0 tk tb i
 	t0=$(now)
 	for i in $(range 1 "$N"); do deploy_node "$i"; done
+	timeline_start restart $(range 1 "$N")
 	WHY=
 	wait_until_percent "$AT" $(range 1 "$N") || { result restart FAIL "the nodes did not reach ${AT} %"; return; }
 	done_all $(range 1 "$N") && { result restart FAIL "done before the server could be killed"; return; }
@@ -306,11 +330,13 @@ restart() {
 	fi
 }
 
+rm -f "$OUT"/timeline-*.txt
 for s in $SCENARIOS; do
 	case $s in baseline | corrupt | vanish | restart) ;; *) log "BENCH_SCENARIOS: $s: want baseline, corrupt, vanish or restart"; exit 1 ;; esac
 	log "$s: $N nodes, ${MIB} MiB, ${RATE} Mbit/s links"
 	$s
 done
+timeline_stop
 stop_nodes
 stop_server
 {
