@@ -113,9 +113,9 @@ deploy_node() { # deploy_node I: deploy --swarm --serve in the background
 }
 
 # percent I: how much of the image node I has from the swarm (its last
-# progress event), 0..100.
+# swarm progress event), 0..100.
 percent() {
-	grep -h '"event":"progress"' "$WORK/d-$1.out" 2>/dev/null | tail -1 |
+	grep -h '"event":"progress","phase":"swarm"' "$WORK/d-$1.out" 2>/dev/null | tail -1 |
 		jq -r 'if (.total // 0) > 0 then (100 * (.done // 0) / .total | floor) else 0 end' 2>/dev/null || echo 0
 }
 minpercent() { # minpercent I...: the least of their percents
@@ -197,6 +197,9 @@ swarmed() {
 		jq -s -r '"\((map(.result.bytes_from_swarm) | add) / 1048576 | floor) MiB from the swarm, \((map(.result.bytes_from_source // [] | add // 0) | add) / 1048576 | floor) MiB by --from"'
 }
 range() { seq "$1" "$2" | tr '\n' ' '; }
+# webseeds: the server's web seed requests (HTTP range reads of the image)
+# so far in this scenario.
+webseeds() { grep -c 'GET /swarm/data/' "$WORK/serve.log" || true; }
 
 RES=$WORK/results.txt
 : >"$RES"
@@ -229,7 +232,7 @@ baseline() {
 	WHY=
 	if wait_done $(range 1 "$N") && check $(range 1 "$N"); then
 		T0=$(since "$t0")
-		result baseline PASS "$N nodes in ${T0} s; $(swarmed $(range 1 "$N"))"
+		result baseline PASS "$N nodes in ${T0} s; $(webseeds) web seed requests; $(swarmed $(range 1 "$N"))"
 	else
 		result baseline FAIL "$WHY"
 	fi
@@ -316,6 +319,8 @@ restart() {
 	wait_until_percent "$AT" $(range 1 "$N") || { result restart FAIL "the nodes did not reach ${AT} %"; return; }
 	done_all $(range 1 "$N") && { result restart FAIL "done before the server could be killed"; return; }
 	tk=$(since "$t0")
+	local w0
+	w0=$(webseeds)
 	stop_server KILL
 	log "restart: server killed at ${tk} s (every node >= ${AT} %); back in ${GAP} s"
 	sleep "$GAP"
@@ -324,7 +329,7 @@ restart() {
 	if wait_done $(range 1 "$N") && check $(range 1 "$N"); then
 		local t
 		t=$(since "$t0")
-		result restart PASS "$N nodes in ${t} s (baseline ${T0:-?} s: +$(awk -v a="$t" -v b="${T0:-0}" 'BEGIN { printf "%.1f", a - b }') s for a ${GAP} s outage); killed at ${tk} s, back at ${tb} s; $(swarmed $(range 1 "$N"))"
+		result restart PASS "$N nodes in ${t} s (baseline ${T0:-?} s: +$(awk -v a="$t" -v b="${T0:-0}" 'BEGIN { printf "%.1f", a - b }') s for a ${GAP} s outage); killed at ${tk} s, back at ${tb} s; web seed requests: ${w0} before the kill, $(($(webseeds) - w0)) after; $(swarmed $(range 1 "$N"))"
 	else
 		result restart FAIL "$WHY"
 	fi
