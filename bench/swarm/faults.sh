@@ -41,12 +41,15 @@ NS=${BENCH_NS:-imf}
 NET=${BENCH_NET:-10.196.0}
 SRV=$NET.1
 PORT=8080
+log() { printf '[swarm-faults %s] %s\n' "$(date +%T)" "$*" >&2; }
+[ "$N" -ge 3 ] && [ "$N" -le 50 ] || { log "BENCH_N: 3..50 nodes"; exit 1; }
+for s in $SCENARIOS; do
+	case $s in baseline | corrupt | vanish | restart) ;; *) log "BENCH_SCENARIOS: $s: want baseline, corrupt, vanish or restart"; exit 1 ;; esac
+done
 WORK=${BENCH_DIR:-$(mktemp -d /var/tmp/imprint-bench-faults.XXXXXX)}
 OUT=$ROOT/bench/swarm/out/faults
 mkdir -p "$WORK" "$OUT"
-log() { printf '[swarm-faults %s] %s\n' "$(date +%T)" "$*" >&2; }
 [ -x "$IMPRINT" ] || (cd "$ROOT" && make build)
-[ "$N" -ge 3 ] && [ "$N" -le 50 ] || { log "BENCH_N: 3..50 nodes"; exit 1; }
 maxn=$N
 source "$ROOT/bench/swarm/lib.sh"
 
@@ -337,7 +340,6 @@ restart() {
 
 rm -f "$OUT"/timeline-*.txt
 for s in $SCENARIOS; do
-	case $s in baseline | corrupt | vanish | restart) ;; *) log "BENCH_SCENARIOS: $s: want baseline, corrupt, vanish or restart"; exit 1 ;; esac
 	log "$s: $N nodes, ${MIB} MiB, ${RATE} Mbit/s links"
 	$s
 done
