@@ -60,6 +60,7 @@ bench: deps build
 	bash bench/copier/debian.sh
 	bash bench/diskless/run.sh
 	bash bench/swarm/run.sh
+	bash bench/swarm/faults.sh
 
 demo: deps build
 	bash scripts/demo.sh
