@@ -23,6 +23,9 @@
 #   BENCH_FANOUT=2        children per node in the tree
 #   BENCH_DIR=/some/dir   work files (default: a new dir under /var/tmp)
 #   BENCH_SERVE_ARGS="--swarm-peers 4"  more imprint serve flags
+#   BENCH_GSO_SEGS=1      at most this many segments per GSO packet on the
+#                         veths (default: the kernel's, up to 64 KiB packets,
+#                         which tbf splits and its FIFO drops whole)
 #   BENCH_NS=imb          namespace name prefix; BENCH_NET=10.199.0 their /24
 #                         (another prefix and net let two runs coexist)
 #
@@ -98,6 +101,10 @@ for i in $(seq 0 "$maxn"); do
 	# its download (no ifb needed).
 	ip -n $NS-br link add "p$i" type veth peer name eth0 netns "$ns"
 	ip -n $NS-br link set "p$i" master br0 up
+	if [ -n "${BENCH_GSO_SEGS:-}" ]; then
+		ip -n $NS-br link set dev "p$i" gso_max_segs "$BENCH_GSO_SEGS"
+		ip -n "$ns" link set dev eth0 gso_max_segs "$BENCH_GSO_SEGS"
+	fi
 	ip -n "$ns" addr add "$NET.$((i == 0 ? 1 : 10 + i))/24" dev eth0
 	ip -n "$ns" link set eth0 up
 	shape $NS-br "p$i"
