@@ -27,6 +27,10 @@ netup() {
 		# its download (no ifb needed).
 		ip -n $NS-br link add "p$i" type veth peer name eth0 netns "$ns"
 		ip -n $NS-br link set "p$i" master br0 up
+		if [ -n "${BENCH_GSO_SEGS:-}" ]; then
+			ip -n $NS-br link set dev "p$i" gso_max_segs "$BENCH_GSO_SEGS"
+			ip -n "$ns" link set dev eth0 gso_max_segs "$BENCH_GSO_SEGS"
+		fi
 		ip -n "$ns" addr add "$NET.$((i == 0 ? 1 : 10 + i))/24" dev eth0
 		ip -n "$ns" link set eth0 up
 		shape $NS-br "p$i"

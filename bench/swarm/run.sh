@@ -23,6 +23,9 @@
 #   BENCH_FANOUT=2        children per node in the tree
 #   BENCH_DIR=/some/dir   work files (default: a new dir under /var/tmp)
 #   BENCH_SERVE_ARGS="--swarm-peers 4"  more imprint serve flags
+#   BENCH_GSO_SEGS=1      at most this many segments per GSO packet on the
+#                         veths (default: the kernel's, up to 64 KiB packets,
+#                         which tbf splits and its FIFO drops whole)
 #   BENCH_NS=imb          namespace name prefix; BENCH_NET=10.199.0 their /24
 #                         (another prefix and net let two runs coexist)
 #
