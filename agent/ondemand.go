@@ -81,7 +81,7 @@ func (a *Agent) ondemandRoot(ctx context.Context, m *image.Manifest, rp *image.P
 		ra = *a.Params.Readahead
 	}
 	lower := "/run/imprint/lower"
-	cfg := serverConfig{Sources: a.Params.Sources, Content: rp.Content, ChunkSize: m.ChunkSize, CacheBytes: cache, Fill: fill, Readahead: ra, Swarm: a.ondemandSwarm(m)}
+	cfg := serverConfig{Sources: a.Params.Sources, Content: rp.Content, ChunkSize: m.ChunkSize, CacheBytes: cache, Fill: fill, Readahead: ra, Swarm: a.ondemandSwarm(m, rp)}
 	dev, err := a.serveRoot(ctx, cfg, rp.Name, lower)
 	if err != nil {
 		return err
@@ -119,7 +119,7 @@ func (a *Agent) serveRoot(ctx context.Context, cfg serverConfig, name, lower str
 	if cfg.Local != "" {
 		from = cfg.Local + ", every chunk checked as it is read"
 	} else if cfg.Swarm != nil {
-		from = "the image's swarm (tracker " + cfg.Swarm.Server + ", peers on " + cfg.Swarm.Listen + "), the sources when no peer gives a chunk within a second"
+		from = "the image's swarm (tracker " + cfg.Swarm.Server + ", peers on " + cfg.Swarm.Listen + "), the sources when no peer has a chunk or sends none of it for 1 s (5 s at most)"
 	}
 	a.say("root on demand: partition %s (%d bytes in %d chunks) is %s, served by pid %d (%s) with %s, read from %s",
 		name, cfg.Content.Size, len(cfg.Content.Chunks), dev, pid, ServerArgv0, kept, from)
@@ -262,7 +262,7 @@ func ServerMain(console io.Writer) error {
 			say("swarm: %v; the root reads from the sources only", err)
 		} else {
 			o.Peers = peers
-			say("swarm: in the image's swarm (tracker %s), taking peers on %s from %v; a chunk a read misses is asked of peers first, of the sources when they give no byte of it for 1 s; every chunk read is kept in RAM and seeded while the node runs",
+			say("swarm: in the image's swarm (tracker %s), taking peers on %s from %v; a chunk a read misses is asked of peers first, of the sources when no connected peer has it (300 ms to find one while the node holds nothing), no byte of it comes for 1 s, or it takes over 5 s (longer for large chunks); every chunk read is kept in RAM and seeded while the node runs",
 				cfg.Swarm.Server, cfg.Swarm.Listen, cfg.Swarm.Allowed)
 		}
 	}

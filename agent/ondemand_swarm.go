@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"time"
@@ -25,22 +26,23 @@ type rootSwarm struct {
 // ondemandSwarm is the swarm config for an on-demand root of m, or nil
 // (said on the console) without imprint.swarm=1 or when the node cannot
 // take part: the root then reads from its sources alone.
-func (a *Agent) ondemandSwarm(m *image.Manifest) *rootSwarm {
+func (a *Agent) ondemandSwarm(m *image.Manifest, rp *image.Partition) *rootSwarm {
 	if !a.Params.Swarm {
 		return nil
 	}
 	// In the swarm the root keeps every chunk it reads, to seed it: a
-	// node that reads its whole root holds all of it. One whose RAM
-	// could not hold that stays out, bounded by imprint.cache=.
-	if rp, err := m.RootPartition(); err == nil {
-		total, err := memTotal(a.meminfo())
-		if err == nil {
-			err = fillFits(nonZeroBytes(rp.Content, m.ChunkSize), total)
-		}
-		if err != nil {
-			a.say("imprint.swarm=1 refused for the on-demand root (it keeps every chunk it reads, to seed them): %v; the root reads from the sources only, its cache bounded", err)
-			return nil
-		}
+	// node that reads its whole root holds all of it, plus the swarm's
+	// buffers for the pieces under way (a scratch buffer each and a copy
+	// to hash; a few at once). One whose RAM could not hold that stays
+	// out, bounded by imprint.cache=.
+	need := nonZeroBytes(rp.Content, m.ChunkSize) + swarmPiecesInFlight*2*m.ChunkSize
+	total, err := memTotal(a.meminfo())
+	if err == nil {
+		err = fillFits(need, total)
+	}
+	if err != nil {
+		a.say("imprint.swarm=1 refused for the on-demand root (it keeps every chunk it reads, to seed them): %v; the root reads from the sources only, its cache bounded", err)
+		return nil
 	}
 	srv := deploy.SwarmServer(a.Params.Sources)
 	if srv == "" {
@@ -57,6 +59,11 @@ func (a *Agent) ondemandSwarm(m *image.Manifest) *rootSwarm {
 	a.say("imprint.swarm=1: %v; the root reads from the sources only", err)
 	return nil
 }
+
+// swarmPiecesInFlight bounds the pieces an on-demand root has under way
+// in the swarm at once, for its RAM check: the reads waiting (the kernel
+// sends a few NBD requests at once) and read-ahead's.
+const swarmPiecesInFlight = 8
 
 func (a *Agent) meminfo() string {
 	if a.Meminfo != "" {
@@ -75,7 +82,7 @@ func joinRootSwarm(cfg *rootSwarm, content *image.Content) (*swarm.OnDemand, err
 		return nil, fmt.Errorf("the manifest: %w", err)
 	}
 	if len(cfg.Allowed) == 0 {
-		return nil, fmt.Errorf("the config names no network to take peers from")
+		return nil, errors.New("the config names no network to take peers from")
 	}
 	n, err := swarm.NewNode(swarm.Options{Listen: cfg.Listen, AllowedNets: cfg.Allowed, MaxPeers: SwarmMaxPeers})
 	if err != nil {

@@ -2,11 +2,13 @@ package agent
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/imprint-dev/imprint/agent/ondemand"
 	"github.com/imprint-dev/imprint/fetch"
@@ -21,7 +23,7 @@ func rootReader(t *testing.T, a *Agent, m *image.Manifest) *ondemand.Reader {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := a.ondemandSwarm(m)
+	cfg := a.ondemandSwarm(m, rp)
 	if cfg == nil {
 		t.Fatalf("no swarm with imprint.swarm=1: %s", a.Console.(*bytes.Buffer))
 	}
@@ -72,7 +74,11 @@ func TestAnOndemandRootSeedsWhatItRead(t *testing.T) {
 	srv.off.Store(true)
 	second := rootReader(t, &Agent{Console: &c2, SwarmListen: "127.0.0.8:0", Params: Params{Sources: []string{url}, Swarm: true}}, m)
 	again := make([]byte, rp.Content.Size)
-	if err := second.ReadAt(t.Context(), again, 0); err != nil {
+	// Its sources are down: a read the swarm does not serve would wait for
+	// ever, so the test bounds it.
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if err := second.ReadAt(ctx, again, 0); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(again, whole) {
@@ -88,18 +94,22 @@ func TestAnOndemandRootSeedsWhatItRead(t *testing.T) {
 // the root is not in a swarm, and the console says why in the second case.
 func TestAnOndemandRootWithoutTheSwarm(t *testing.T) {
 	m, _, url := swarmImage(t)
+	rp, err := m.RootPartition()
+	if err != nil {
+		t.Fatal(err)
+	}
 	var c bytes.Buffer
-	if cfg := (&Agent{Console: &c, Params: Params{Sources: []string{url}}}).ondemandSwarm(m); cfg != nil {
+	if cfg := (&Agent{Console: &c, Params: Params{Sources: []string{url}}}).ondemandSwarm(m, rp); cfg != nil {
 		t.Fatal("a swarm without imprint.swarm=1")
 	}
-	if cfg := (&Agent{Console: &c, Params: Params{Sources: []string{"/srv/store"}, Swarm: true}}).ondemandSwarm(m); cfg != nil || !strings.Contains(c.String(), "no http(s) imprint.source=") {
+	if cfg := (&Agent{Console: &c, Params: Params{Sources: []string{"/srv/store"}, Swarm: true}}).ondemandSwarm(m, rp); cfg != nil || !strings.Contains(c.String(), "no http(s) imprint.source=") {
 		t.Fatalf("a swarm with no http source: %v, console %q", cfg, c.String())
 	}
 	// A node whose RAM could not hold the root it would keep in the swarm.
 	small := filepath.Join(t.TempDir(), "meminfo")
 	os.WriteFile(small, []byte("MemTotal:          1024 kB\n"), 0o644)
 	c.Reset()
-	if cfg := (&Agent{Console: &c, Meminfo: small, Params: Params{Sources: []string{url}, Swarm: true}}).ondemandSwarm(m); cfg != nil || !strings.Contains(c.String(), "imprint.swarm=1 refused for the on-demand root") || !strings.Contains(c.String(), "MemTotal is 1 MiB") {
+	if cfg := (&Agent{Console: &c, Meminfo: small, Params: Params{Sources: []string{url}, Swarm: true}}).ondemandSwarm(m, rp); cfg != nil || !strings.Contains(c.String(), "imprint.swarm=1 refused for the on-demand root") || !strings.Contains(c.String(), "MemTotal is 1 MiB") {
 		t.Fatalf("a swarm on a node too small to keep its root: %v, console %q", cfg, c.String())
 	}
 }

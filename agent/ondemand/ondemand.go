@@ -92,8 +92,10 @@ type Peers interface {
 	// soon: the reader then asks its sources. The bytes are not modified.
 	Chunk(ctx context.Context, sum string) ([]byte, error)
 	// Have hands over a chunk's checked bytes, to be offered to peers;
-	// the reader never modifies them.
-	Have(sum string, data []byte)
+	// the reader never modifies them. It returns the bytes the swarm
+	// holds for the chunk (data, or a copy a peer gave it meanwhile), for
+	// the reader to keep that one rather than a second.
+	Have(sum string, data []byte) []byte
 }
 
 // Stats count what the reader did.
@@ -294,9 +296,11 @@ func (r *Reader) load(ctx context.Context, i int, fill bool) (data []byte, err e
 		}
 	}
 	if !local && !peer && r.o.Fetcher != nil {
-		data, err = r.fetch(ctx, i)
-		if err == nil && r.o.Peers != nil {
-			r.o.Peers.Have(r.o.Content.Chunks[i], data)
+		data, peer, err = r.fetch(ctx, i)
+		if err == nil && !peer && r.o.Peers != nil {
+			if held := r.o.Peers.Have(r.o.Content.Chunks[i], data); held != nil {
+				data = held
+			}
 		}
 	}
 	if err != nil {
@@ -402,8 +406,11 @@ var ErrNoFill = errors.New("ondemand: Fill needs a reader made with Options.Fill
 
 // fetch gets chunk i from the sources, checked; when none gives it, it
 // asks them all again after a pause that doubles up to RetryMax, until
-// ctx ends, and the wait is said (see waitFor).
-func (r *Reader) fetch(ctx context.Context, i int) ([]byte, error) {
+// ctx ends, and the wait is said (see waitFor). Between rounds the peers
+// are asked again (peer: they gave it): a server restarting is when the
+// swarm matters most, and a peer may have joined, or connected, since
+// the read first asked them.
+func (r *Reader) fetch(ctx context.Context, i int) (data []byte, peer bool, err error) {
 	sum := r.o.Content.Chunks[i]
 	n := r.o.Content.ChunkLen(i, r.o.ChunkSize)
 	pause := r.o.RetryMin
@@ -414,7 +421,6 @@ func (r *Reader) fetch(ctx context.Context, i int) ([]byte, error) {
 		}
 	}()
 	for {
-		var data []byte
 		stop := r.watch(i, !waiting)
 		err := r.o.Fetcher.Chunk(ctx, sum, n, nil, func(stored []byte) error {
 			d, err := r.o.Decoder.Decode(stored, sum, n, nil)
@@ -428,19 +434,26 @@ func (r *Reader) fetch(ctx context.Context, i int) ([]byte, error) {
 			waiting = true
 		}
 		if err == nil {
-			return data, nil
+			return data, false, nil
 		}
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, false, ctx.Err()
 		}
 		r.waitFor(i, err, !waiting)
 		waiting = true
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, false, ctx.Err()
 		case <-time.After(pause):
 		}
 		pause = min(2*pause, r.o.RetryMax)
+		if r.o.Peers != nil {
+			if d, err := r.o.Peers.Chunk(ctx, sum); err == nil {
+				return d, true, nil
+			} else if ctx.Err() != nil {
+				return nil, false, ctx.Err()
+			}
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package ondemand_test
 
 import (
 	"bytes"
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -72,10 +73,14 @@ func swarmReader(t *testing.T, ip string, p partition, m *image.Manifest, server
 	return r, peers
 }
 
+// readAll reads the whole partition, within 30 s: with the sources down
+// a read that the swarm does not serve would otherwise wait for ever.
 func readAll(t *testing.T, r *ondemand.Reader, want []byte) {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
 	got := make([]byte, len(want))
-	if err := r.ReadAt(t.Context(), got, 0); err != nil {
+	if err := r.ReadAt(ctx, got, 0); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(got, want) {
@@ -164,3 +169,30 @@ func (f flipping) ReadAt(b []byte, off int64) (int, error) {
 	return n, err
 }
 func (flipping) WriteAt(b []byte, _ int64) (int, error) { return len(b), nil }
+
+// With its sources down and no peer at first, a read waits; a seeding
+// peer that joins a second later serves it: the peers are asked again
+// between rounds of the sources, not only once per chunk.
+func TestAPeerThatJoinsLateServesAWaitingRead(t *testing.T) {
+	p := makePartition(t)
+	m, server := swarmImage(t, p)
+	src := newCounting(p.dir, "store")
+	src.down.Store(true)
+	r, _ := swarmReader(t, "127.0.1.3", p, m, server, swarm.OnDemandOptions{Connect: 300 * time.Millisecond}, src)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	got := make([]byte, len(p.raw))
+	done := make(chan error, 1)
+	go func() { done <- r.ReadAt(ctx, got, 0) }()
+	time.Sleep(time.Second)
+	seedPeer(t, "127.0.1.2", m, server, plain{bytes.NewReader(p.raw)})
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, p.raw) {
+		t.Fatal("the partition read differs from the image's")
+	}
+	if st := r.Stats(); st.PeerChunks != 4 {
+		t.Fatalf("%+v: want all 4 data chunks from the late peer", st)
+	}
+}

@@ -26,7 +26,9 @@ type OnDemandOptions struct {
 	// before it is given up on [1s].
 	Quiet time.Duration
 	// Most is how long a chunk may take from the peers at all, however
-	// they trickle [5s]: a read never hangs on the swarm.
+	// they trickle [5s, or the chunk's length at 1 MiB/s when that is
+	// longer: a 64 MiB chunk cannot come in 5 s over 100 Mbit/s]: a read
+	// never hangs on the swarm.
 	Most time.Duration
 	// Connect is how long a node that holds no chunk and has no peer yet
 	// waits for a peer that has the chunk asked for [300ms]: the engine
@@ -51,13 +53,14 @@ type OnDemand struct {
 	s   *Session
 	ram *ramTarget
 	o   OnDemandOptions
+	// mostSet: the caller set Most, which then holds for every size.
+	mostSet bool
 
 	mu    sync.Mutex
 	wants map[int]int // by piece: callers of Chunk waiting for it
 
 	fromPeers atomic.Int64 // bytes of chunks Chunk gave from peers
 	gotChunks atomic.Int64
-	handedIn  atomic.Int64 // bytes given by Have
 }
 
 // JoinOnDemand enters the swarm of image m (the server's tracker only,
@@ -67,7 +70,8 @@ func (n *Node) JoinOnDemand(m *image.Manifest, content *image.Content, server st
 	if o.Quiet <= 0 {
 		o.Quiet = time.Second
 	}
-	if o.Most < o.Quiet {
+	mostSet := o.Most >= o.Quiet
+	if !mostSet {
 		o.Most = max(5*time.Second, o.Quiet)
 	}
 	if o.Connect <= 0 {
@@ -92,7 +96,7 @@ func (n *Node) JoinOnDemand(m *image.Manifest, content *image.Content, server st
 		}
 	}
 	ram := newRAMTarget(tor)
-	st, err := newPieceStore(tor, []Place{{Content: pieces, Target: ram, Done: ram.checked}})
+	st, err := newPieceStore(tor, []Place{{Content: pieces, Target: ram, Done: ram.checked, Have: ram.isGood}})
 	if err != nil {
 		return nil, err
 	}
@@ -138,7 +142,7 @@ func (n *Node) JoinOnDemand(m *image.Manifest, content *image.Content, server st
 		// looks for peers every so often while it has fewer than it may.
 		go s.reannounce(n.cl, AnnounceURL(server), n.trackerDial, maxPeers, every)
 	}
-	return &OnDemand{s: s, ram: ram, o: o, wants: map[int]int{}}, nil
+	return &OnDemand{s: s, ram: ram, o: o, mostSet: mostSet, wants: map[int]int{}}, nil
 }
 
 // Chunk gives the checked bytes of chunk sum from this node's RAM or its
@@ -157,7 +161,7 @@ func (d *OnDemand) Chunk(ctx context.Context, sum string) ([]byte, error) {
 	// this one, the sources are asked at once. One that holds none has
 	// no peers yet; asking for the chunk makes it look for some.
 	connecting := !d.peerHas(p)
-	if connecting && (d.ram.held() > 0 || len(d.s.t.PeerConns()) > 0) {
+	if held, _ := d.ram.held(); connecting && (held > 0 || len(d.s.t.PeerConns()) > 0) {
 		return nil, fmt.Errorf("chunk %s: no connected peer has it: %w", sum, ErrNotFromPeers)
 	}
 	d.want(p, true)
@@ -194,11 +198,24 @@ func (d *OnDemand) Chunk(ctx context.Context, sum string) ([]byte, error) {
 			if now.Sub(last) >= d.o.Quiet {
 				return nil, fmt.Errorf("chunk %s: no byte from the peers for %v: %w", sum, d.o.Quiet, ErrNotFromPeers)
 			}
-			if now.Sub(start) >= d.o.Most {
-				return nil, fmt.Errorf("chunk %s: not whole from the peers within %v: %w", sum, d.o.Most, ErrNotFromPeers)
+			if most := d.most(p); now.Sub(start) >= most {
+				return nil, fmt.Errorf("chunk %s: not whole from the peers within %v: %w", sum, most, ErrNotFromPeers)
 			}
 		}
 	}
+}
+
+// minPeerRate is the slowest whole-chunk rate Most allows for by
+// default: a large chunk gets the time it needs at this rate.
+const minPeerRate = 1 << 20 // bytes per second
+
+// most is how long piece p may take from the peers: Most, or the piece's
+// length at minPeerRate when that is longer and Most was not set.
+func (d *OnDemand) most(p int) time.Duration {
+	if d.mostSet {
+		return d.o.Most
+	}
+	return max(d.o.Most, time.Duration(d.s.Tor.Pieces[p].Length*int64(time.Second)/minPeerRate))
 }
 
 // want raises piece p's priority while a read waits for it, and lowers
@@ -232,18 +249,25 @@ func (d *OnDemand) peerHas(p int) bool {
 
 // Have hands in chunk sum's bytes, checked by the caller against the
 // manifest (fetched from the sources): the node keeps them and offers
-// them to peers. data must not be modified afterwards.
-func (d *OnDemand) Have(sum string, data []byte) {
+// them to peers. data must not be modified afterwards. It returns the
+// bytes the node holds for the chunk: data, or the copy a peer gave
+// meanwhile (the caller keeps that one, not a second); nil for a chunk
+// not in this swarm.
+func (d *OnDemand) Have(sum string, data []byte) []byte {
 	p, ok := d.s.Tor.Index[sum]
 	if !ok || len(d.s.store.ps[p].locs) == 0 || int64(len(data)) != d.s.Tor.Pieces[p].Length {
-		return
+		return nil
 	}
-	if !d.ram.have(p, data) {
-		return
+	held, taken := d.ram.have(p, data)
+	if !taken {
+		return held
 	}
-	d.handedIn.Add(int64(len(data)))
+	// Blocks peers sent for it are judged now: a sender of a bad one is
+	// banned, and the record goes.
+	d.s.store.blame.passed(p, data)
 	d.s.store.ps[p].complete.Store(true)
 	d.s.t.Piece(p).UpdateCompletion()
+	return held
 }
 
 // OnDemandStats say what the node did in the swarm.
@@ -260,11 +284,12 @@ type OnDemandStats struct {
 // Stats says what the node did so far.
 func (d *OnDemand) Stats() OnDemandStats {
 	st := d.s.t.Stats()
+	held, handedIn := d.ram.held()
 	return OnDemandStats{
 		FromPeers:   d.fromPeers.Load(),
 		PeerChunks:  d.gotChunks.Load(),
-		HandedIn:    d.handedIn.Load(),
-		Held:        d.ram.held(),
+		HandedIn:    handedIn,
+		Held:        held,
 		Uploaded:    st.BytesWrittenData.Int64(),
 		Peers:       len(d.s.t.PeerConns()),
 		FailedCheck: d.s.Failed(),
@@ -288,6 +313,9 @@ type ramTarget struct {
 	last    map[int]time.Time     // when a block of the piece last came
 	ready   map[int]chan struct{} // closed once good
 	bytes   int64
+	// handedIn counts bytes given by Have (from the sources), under mu
+	// with bytes, so that a report's two figures agree.
+	handedIn int64
 }
 
 func newRAMTarget(t *Torrent) *ramTarget {
@@ -361,16 +389,24 @@ func (r *ramTarget) checked(p int) {
 	r.setGood(p, r.scratch[p])
 }
 
-// have makes data piece p's bytes unless it has some; it says whether
-// they were taken.
-func (r *ramTarget) have(p int, data []byte) bool {
+// have makes data piece p's bytes unless it has some; it gives the
+// piece's bytes and whether they are data.
+func (r *ramTarget) have(p int, data []byte) (held []byte, taken bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.good[p] != nil {
-		return false
+	if g := r.good[p]; g != nil {
+		return g, false
 	}
 	r.setGood(p, data)
-	return true
+	r.handedIn += int64(len(data))
+	return data, true
+}
+
+// isGood says piece p's bytes are held.
+func (r *ramTarget) isGood(p int) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.good[p] != nil
 }
 
 func (r *ramTarget) setGood(p int, data []byte) {
@@ -405,8 +441,10 @@ func (r *ramTarget) lastWrite(p int) time.Time {
 	return r.last[p]
 }
 
-func (r *ramTarget) held() int64 {
+// held gives the bytes held and, of them, those handed in (Have), in
+// one snapshot.
+func (r *ramTarget) held() (held, handedIn int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.bytes
+	return r.bytes, r.handedIn
 }

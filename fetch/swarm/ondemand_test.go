@@ -95,13 +95,13 @@ func TestOnDemandGivesUpInBoundedTime(t *testing.T) {
 	st, m, want := testImage(t)
 	srv := newServer(t, st)
 	srv.seedOff.Store(true)
-	d := onDemandNode(t, "127.0.0.3", m, srv.URL, OnDemandOptions{Quiet: 300 * time.Millisecond, Most: 2 * time.Second, Connect: 200 * time.Millisecond})
+	d := onDemandNode(t, "127.0.0.3", m, srv.URL, OnDemandOptions{Quiet: 300 * time.Millisecond, Most: 2 * time.Second, Connect: time.Second})
 	c := m.Partitions[0].Content
 	chunks := rootChunks(m, want[0])
 	for _, tc := range []struct {
 		what     string
 		min, max time.Duration
-	}{{"holding nothing", 200 * time.Millisecond, time.Second}, {"holding a chunk", 0, 100 * time.Millisecond}} {
+	}{{"holding nothing", time.Second, 3 * time.Second}, {"holding a chunk", 0, 500 * time.Millisecond}} {
 		begin := time.Now()
 		if _, err := d.Chunk(t.Context(), c.Chunks[0]); !errors.Is(err, ErrNotFromPeers) {
 			t.Fatalf("no peer, %s: %v, want ErrNotFromPeers", tc.what, err)
@@ -221,5 +221,22 @@ func TestOnDemandNodesSeedWhatTheyHold(t *testing.T) {
 	cn := onDemandNode(t, "127.0.0.5", m, srv.URL, OnDemandOptions{Connect: 5 * time.Second})
 	if got, err := cn.Chunk(t.Context(), c.Chunks[4]); err != nil || !bytes.Equal(got, chunks[4]) {
 		t.Fatalf("c, chunk 4 from b: %v", err)
+	}
+}
+
+// A large chunk gets the time it needs at 1 MiB/s before it is given up
+// on, unless the caller set Most: 5 s is too short for 64 MiB over
+// 100 Mbit/s, and every miss would wait 5 s only to go to the sources.
+func TestMostGrowsWithTheChunk(t *testing.T) {
+	tor := &Torrent{Pieces: []Piece{{Length: 1 << 20}, {Length: 64 << 20}}}
+	for _, tc := range []struct {
+		set  bool
+		p    int
+		want time.Duration
+	}{{false, 0, 5 * time.Second}, {false, 1, 64 * time.Second}, {true, 1, 5 * time.Second}} {
+		d := &OnDemand{s: &Session{Tor: tor}, o: OnDemandOptions{Most: 5 * time.Second}, mostSet: tc.set}
+		if got := d.most(tc.p); got != tc.want {
+			t.Errorf("piece of %d MiB, Most set %v: %v, want %v", tor.Pieces[tc.p].Length>>20, tc.set, got, tc.want)
+		}
 	}
 }

@@ -260,8 +260,30 @@ func (p *piece) MarkComplete() error {
 }
 
 func (p *piece) MarkNotComplete() error {
+	// A chunk every place already holds, checked, stays complete: an
+	// on-demand node takes a chunk from its sources (OnDemand.Have)
+	// while a peer's copy is being hashed, and that copy failing must not
+	// make the node refuse a chunk it holds and has announced.
+	if p.heldEverywhere() {
+		return nil
+	}
 	p.state().complete.Store(false)
 	return nil
+}
+
+// heldEverywhere says every place of the piece says it holds its chunk.
+func (p *piece) heldEverywhere() bool {
+	st := p.state()
+	if len(st.locs) == 0 {
+		return false
+	}
+	for _, l := range st.locs {
+		h := p.s.places[l.place].Have
+		if h == nil || !h(l.chunk) {
+			return false
+		}
+	}
+	return true
 }
 
 func (p *piece) Completion() storage.Completion {
