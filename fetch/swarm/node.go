@@ -324,33 +324,11 @@ func (n *Node) join(m *image.Manifest, server string, places []Place, webSeed bo
 	if err != nil {
 		return nil, err
 	}
-	if n.allow != nil && server != "" {
-		if err := n.allow.allowServer(server); err != nil {
-			return nil, err
-		}
+	s, err := n.add(m, tor, st, server)
+	if err != nil {
+		return nil, err
 	}
-	st.corrupt = n.opt.corrupt
-	st.blame.ban = func(ips ...net.IP) { banPeers(n.cl, ips...) }
-	t, isNew := n.cl.AddTorrentOpt(torrent.AddTorrentOpts{
-		InfoHash:  tor.Hash,
-		InfoBytes: tor.InfoBytes,
-		Storage:   st,
-		// Completion comes from the target (Have), checked by the caller.
-		DisableInitialPieceCheck: true,
-	})
-	if !isNew {
-		return nil, fmt.Errorf("image %s:%s: already in this node's swarms", m.Name, m.Version)
-	}
-	n.stores.set(t, st)
-	go func() {
-		<-t.Closed()
-		n.stores.set(t, nil)
-	}()
-	s := &Session{t: t, store: st, Tor: tor}
-	if server != "" {
-		t.AddTrackers([][]string{{AnnounceURL(server)}})
-	}
-	<-t.GotInfo()
+	t := s.t
 	// Random first pieces (BitTorrent's "random first piece"): the
 	// engine takes pieces by priority, then rarity, then index, so every
 	// node that starts with only the server to take from would ask it for
@@ -366,15 +344,7 @@ func (n *Node) join(m *image.Manifest, server string, places []Place, webSeed bo
 		}
 	}
 	if server != "" && st.missing() > 0 {
-		every := n.opt.Reannounce
-		if every <= 0 {
-			every = reannounceEvery
-		}
-		maxPeers := n.opt.MaxPeers
-		if maxPeers <= 0 {
-			maxPeers = 50 // the engine's EstablishedConnsPerTorrent
-		}
-		go s.reannounce(n.cl, AnnounceURL(server), n.trackerDial, maxPeers, every)
+		n.startReannounce(s, server)
 	}
 	if server != "" && webSeed && st.missing() > 0 {
 		after := n.opt.WebSeedAfter
@@ -384,6 +354,55 @@ func (n *Node) join(m *image.Manifest, server string, places []Place, webSeed bo
 		go s.webSeedWhenIdle(n.cl, WebSeedURL(server, m.Name, m.Version), after)
 	}
 	return s, nil
+}
+
+// add puts tor, stored in st, in the node's engine with the server's
+// tracker (none without a server), and waits for the engine to take its
+// info: the part Join and JoinOnDemand share.
+func (n *Node) add(m *image.Manifest, tor *Torrent, st *pieceStore, server string) (*Session, error) {
+	if n.allow != nil && server != "" {
+		if err := n.allow.allowServer(server); err != nil {
+			return nil, err
+		}
+	}
+	st.corrupt = n.opt.corrupt
+	st.blame.ban = func(ips ...net.IP) { banPeers(n.cl, ips...) }
+	t, isNew := n.cl.AddTorrentOpt(torrent.AddTorrentOpts{
+		InfoHash:  tor.Hash,
+		InfoBytes: tor.InfoBytes,
+		Storage:   st,
+		// Completion comes from the store's places (Have), checked by
+		// their owners.
+		DisableInitialPieceCheck: true,
+	})
+	if !isNew {
+		return nil, fmt.Errorf("image %s:%s: already in this node's swarms", m.Name, m.Version)
+	}
+	n.stores.set(t, st)
+	go func() {
+		<-t.Closed()
+		n.stores.set(t, nil)
+	}()
+	s := &Session{t: t, store: st, Tor: tor}
+	if server != "" {
+		t.AddTrackers([][]string{{AnnounceURL(server)}})
+	}
+	<-t.GotInfo()
+	return s, nil
+}
+
+// startReannounce has s ask the server's tracker for peers itself while
+// it lacks pieces (reannounce.go).
+func (n *Node) startReannounce(s *Session, server string) {
+	every := n.opt.Reannounce
+	if every <= 0 {
+		every = reannounceEvery
+	}
+	maxPeers := n.opt.MaxPeers
+	if maxPeers <= 0 {
+		maxPeers = 50 // the engine's EstablishedConnsPerTorrent
+	}
+	go s.reannounce(n.cl, AnnounceURL(server), n.trackerDial, maxPeers, every)
 }
 
 // webSeedWhenIdle adds the web seed at url once the peers have given no

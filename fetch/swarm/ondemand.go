@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -100,47 +99,16 @@ func (n *Node) JoinOnDemand(m *image.Manifest, content *image.Content, server st
 	if err != nil {
 		return nil, err
 	}
-	if n.allow != nil && server != "" {
-		if err := n.allow.allowServer(server); err != nil {
-			return nil, err
-		}
+	s, err := n.add(m, tor, st, server)
+	if err != nil {
+		return nil, err
 	}
-	st.corrupt = n.opt.corrupt
-	st.blame.ban = func(ips ...net.IP) { banPeers(n.cl, ips...) }
-	t, isNew := n.cl.AddTorrentOpt(torrent.AddTorrentOpts{
-		InfoHash:  tor.Hash,
-		InfoBytes: tor.InfoBytes,
-		Storage:   st,
-		// Nothing is held yet; completion comes from the store.
-		DisableInitialPieceCheck: true,
-	})
-	if !isNew {
-		return nil, fmt.Errorf("image %s:%s: already in this node's swarms", m.Name, m.Version)
-	}
-	n.stores.set(t, st)
-	go func() {
-		<-t.Closed()
-		n.stores.set(t, nil)
-	}()
-	s := &Session{t: t, store: st, Tor: tor}
-	if server != "" {
-		t.AddTrackers([][]string{{AnnounceURL(server)}})
-	}
-	<-t.GotInfo()
 	// Every piece keeps the engine's default priority, none: the engine
-	// takes a piece only while a read waits for it (Chunk).
+	// takes a piece only while a read waits for it (Chunk). A root read on
+	// demand lacks pieces for as long as it runs: it looks for peers
+	// every so often while it has fewer than it may.
 	if server != "" {
-		every := n.opt.Reannounce
-		if every <= 0 {
-			every = reannounceEvery
-		}
-		maxPeers := n.opt.MaxPeers
-		if maxPeers <= 0 {
-			maxPeers = 50 // the engine's EstablishedConnsPerTorrent
-		}
-		// A root read on demand lacks pieces for as long as it runs: it
-		// looks for peers every so often while it has fewer than it may.
-		go s.reannounce(n.cl, AnnounceURL(server), n.trackerDial, maxPeers, every)
+		n.startReannounce(s, server)
 	}
 	return &OnDemand{s: s, ram: ram, o: o, mostSet: mostSet, wants: map[int]int{}}, nil
 }
