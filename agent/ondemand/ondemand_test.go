@@ -38,6 +38,13 @@ func makePartition(t *testing.T) partition {
 	raw := make([]byte, 4*cs+cs/2)
 	rand.Read(raw)
 	clear(raw[2*cs : 3*cs])
+	return storePartition(t, raw)
+}
+
+// storePartition puts raw's chunks in a new store (zero chunks named, not
+// stored).
+func storePartition(t *testing.T, raw []byte) partition {
+	t.Helper()
 	d, err := store.CreateDir(t.TempDir())
 	if err != nil {
 		t.Fatal(err)

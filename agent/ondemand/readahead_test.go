@@ -23,24 +23,7 @@ func makeLongPartition(t *testing.T, n int, zero ...int) partition {
 	for _, z := range zero {
 		clear(raw[z*cs : (z+1)*cs])
 	}
-	d, err := store.CreateDir(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &image.Content{Size: int64(len(raw)), SHA256: image.HashBytes(raw)}
-	for off := 0; off < len(raw); off += cs {
-		b := raw[off : off+cs]
-		if image.IsZero(b) {
-			c.Chunks = append(c.Chunks, image.ZeroChunk)
-			continue
-		}
-		sum := image.HashBytes(b)
-		if _, err := d.PutChunk(sum, b); err != nil {
-			t.Fatal(err)
-		}
-		c.Chunks = append(c.Chunks, sum)
-	}
-	return partition{raw: raw, content: c, dir: d}
+	return storePartition(t, raw)
 }
 
 func newAheadReader(t *testing.T, p partition, cache int64, k int, src store.Source) *ondemand.Reader {
