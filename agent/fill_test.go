@@ -46,7 +46,7 @@ func TestMemTotalReadsMeminfo(t *testing.T) {
 func TestNonZeroBytesCountsOnlyDataChunks(t *testing.T) {
 	// 3.5 chunks of 1 MiB: data, zeros, data, a short data chunk.
 	c := &image.Content{Size: 3<<20 + 512<<10, Chunks: []string{"a", image.ZeroChunk, "b", "c"}}
-	if got, want := nonZeroBytes(c, 1<<20), int64(2<<20+512<<10); got != want {
-		t.Errorf("nonZeroBytes = %d, want %d", got, want)
+	if got, want := c.DataBytes(1<<20), int64(2<<20+512<<10); got != want {
+		t.Errorf("DataBytes = %d, want %d", got, want)
 	}
 }

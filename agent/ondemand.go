@@ -62,7 +62,7 @@ func (a *Agent) ondemandRoot(ctx context.Context, m *image.Manifest, rp *image.P
 	}
 	fill := a.Params.Fill
 	if fill {
-		need := nonZeroBytes(rp.Content, m.ChunkSize)
+		need := rp.Content.DataBytes(m.ChunkSize)
 		total, err := memTotal("/proc/meminfo")
 		if err == nil {
 			err = fillFits(need, total)
@@ -133,18 +133,6 @@ func (a *Agent) serveRoot(ctx context.Context, cfg serverConfig, name, lower str
 		}
 	}
 	return dev, nil
-}
-
-// nonZeroBytes is what a filled root keeps in RAM: its chunks that are
-// not all zeros.
-func nonZeroBytes(c *image.Content, chunkSize int64) int64 {
-	var n int64
-	for i, sum := range c.Chunks {
-		if sum != image.ZeroChunk {
-			n += c.ChunkLen(i, chunkSize)
-		}
-	}
-	return n
 }
 
 // fillReserve is the RAM a filled root leaves to everything else: the

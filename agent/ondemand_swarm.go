@@ -35,7 +35,7 @@ func (a *Agent) ondemandSwarm(m *image.Manifest, rp *image.Partition) *rootSwarm
 	// buffers for the pieces under way (a scratch buffer each and a copy
 	// to hash; a few at once). One whose RAM could not hold that stays
 	// out, bounded by imprint.cache=.
-	need := nonZeroBytes(rp.Content, m.ChunkSize) + swarmPiecesInFlight*2*m.ChunkSize
+	need := rp.Content.DataBytes(m.ChunkSize) + swarmPiecesInFlight*2*m.ChunkSize
 	total, err := memTotal(a.meminfo())
 	if err == nil {
 		err = fillFits(need, total)

@@ -84,7 +84,7 @@ func TestAnOndemandRootSeedsWhatItRead(t *testing.T) {
 	if !bytes.Equal(again, whole) {
 		t.Fatal("the second node's root differs from the first's")
 	}
-	want := nonZeroBytes(rp.Content, m.ChunkSize)
+	want := rp.Content.DataBytes(m.ChunkSize)
 	if st := second.Stats(); st.PeerBytes != want {
 		t.Fatalf("second node: %d bytes from peers, want the root's %d: %+v", st.PeerBytes, want, st)
 	}

@@ -140,7 +140,7 @@ func TestInstallWithSwarmTakesTheRootFromTheSwarm(t *testing.T) {
 			}
 			want := int64(0)
 			if on {
-				want = nonZeroBytes(rp.Content, m.ChunkSize)
+				want = rp.Content.DataBytes(m.ChunkSize)
 				if got := saidFromSwarm(t, console.String()); got != want {
 					t.Errorf("the console says %d bytes from the swarm, want %d", got, want)
 				}
@@ -161,7 +161,7 @@ func TestRAMRootIsSeededFromRAMAfterItBoots(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := nonZeroBytes(rp.Content, m.ChunkSize)
+	want := rp.Content.DataBytes(m.ChunkSize)
 	dir := t.TempDir()
 	var c1 bytes.Buffer
 	first := &Agent{Console: &c1, SwarmListen: "127.0.0.3:0", Params: Params{Sources: []string{url}, Swarm: true, RootMode: RootRAM}}

@@ -99,6 +99,19 @@ func (c *Content) ChunkLen(i int, chunkSize int64) int64 {
 	return min(chunkSize, c.Size-off)
 }
 
+// DataBytes is the length of the content's chunks that are not all
+// zeros: what a root kept in RAM holds, and what a fetch of it moves at
+// most.
+func (c *Content) DataBytes(chunkSize int64) int64 {
+	var n int64
+	for i, sum := range c.Chunks {
+		if sum != ZeroChunk {
+			n += c.ChunkLen(i, chunkSize)
+		}
+	}
+	return n
+}
+
 // Partition is one content partition: what a layout's image-role partition
 // of the same name and type is written with.
 type Partition struct {

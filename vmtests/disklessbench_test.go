@@ -300,15 +300,6 @@ func rootOf(t *testing.T, store, name string) (*image.Content, string) {
 	return rp.Content, r.Manifest.Name + ":" + r.Manifest.Version
 }
 
-func dataBytes(c *image.Content, chunk int64) int64 {
-	var n int64
-	for i, s := range c.Chunks {
-		if s != image.ZeroChunk {
-			n += c.ChunkLen(i, chunk)
-		}
-	}
-	return n
-}
 
 // The Debian 12 root booted three ways in the same VM kind (OVMF +
 // systemd-boot from a disk, TCG, one CPU, 2 GiB): (a) from the local disk
@@ -374,7 +365,7 @@ func TestDisklessBootTimes(t *testing.T) {
 	}
 	const chunk = image.DefaultChunkSize
 	t.Logf("images built in %v: debian root %d bytes (%d data), debian-big root %d bytes (%d data)", time.Since(begin).Round(time.Second),
-		small.Size, dataBytes(small, chunk), big.Size, dataBytes(big, chunk))
+		small.Size, small.DataBytes(chunk), big.Size, big.DataBytes(chunk))
 
 	srv := &countingServer{h: &netboot.HTTP{Store: store, Decider: netboot.Static{}}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -520,7 +511,7 @@ func TestDisklessBootTimes(t *testing.T) {
 	var lines []string
 	add := func(format string, args ...any) { lines = append(lines, fmt.Sprintf(format, args...)) }
 	smallSummary := func() {
-		add("Debian 12 root: %d MiB partition, %d MiB data; VM: OVMF + systemd-boot, TCG, 1 CPU (-cpu %s), %d MiB; %d boots each, interleaved", small.Size>>20, dataBytes(small, chunk)>>20, strings.Join(cpus, " / "), mem, reps)
+		add("Debian 12 root: %d MiB partition, %d MiB data; VM: OVMF + systemd-boot, TCG, 1 CPU (-cpu %s), %d MiB; %d boots each, interleaved", small.Size>>20, small.DataBytes(chunk)>>20, strings.Join(cpus, " / "), mem, reps)
 		for _, c := range smallCases {
 			lm := med(caseOf("local", c), mu)
 			add("%-12s multi-user median %v (%s) = %.2fx local; agent start to root %v; served %d MiB (%.0f%% of the root) in %d requests",
@@ -551,7 +542,7 @@ func TestDisklessBootTimes(t *testing.T) {
 			add("%s: NBD server fetched %d MiB (%.0f%% of the root's %d MiB, %.0f%% of its data) by the report", c,
 				medI(c, func(b benchBoot) int64 { return b.fetched })>>20,
 				float64(medI(c, func(b benchBoot) int64 { return b.fetched }))*100/float64(small.Size), small.Size>>20,
-				float64(medI(c, func(b benchBoot) int64 { return b.fetched }))*100/float64(dataBytes(small, chunk)))
+				float64(medI(c, func(b benchBoot) int64 { return b.fetched }))*100/float64(small.DataBytes(chunk)))
 		}
 		// Each round, every case as a ratio to the local boot with the
 		// same CPU model in that round.
@@ -583,7 +574,7 @@ func TestDisklessBootTimes(t *testing.T) {
 		}
 	}
 	bigSummary := func() {
-		add("big root: %d MiB partition, %d MiB data; VM %d MiB", big.Size>>20, dataBytes(big, chunk)>>20, bigMem)
+		add("big root: %d MiB partition, %d MiB data; VM %d MiB", big.Size>>20, big.DataBytes(chunk)>>20, bigMem)
 		for _, c := range []string{"big-ram", "big-ondemand"} {
 			add("%-12s multi-user median %v (%s); root there %v; agent start to root %v; served %d MiB; MemAvailable %d MiB",
 				c, r(med(c, mu)), list(runs[c], mu), r(med(c, func(b benchBoot) time.Duration { return b.rootIn })), med(c, func(b benchBoot) time.Duration { return b.agent }).Round(time.Millisecond),
