@@ -300,7 +300,6 @@ func rootOf(t *testing.T, store, name string) (*image.Content, string) {
 	return rp.Content, r.Manifest.Name + ":" + r.Manifest.Version
 }
 
-
 // The Debian 12 root booted three ways in the same VM kind (OVMF +
 // systemd-boot from a disk, TCG, one CPU, 2 GiB): (a) from the local disk
 // through the local entry, (b) diskless with imprint.root=ram, (c) diskless
