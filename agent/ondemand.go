@@ -63,7 +63,7 @@ func (a *Agent) ondemandRoot(ctx context.Context, m *image.Manifest, rp *image.P
 	fill := a.Params.Fill
 	if fill {
 		need := rp.Content.DataBytes(m.ChunkSize)
-		total, err := memTotal("/proc/meminfo")
+		total, err := memTotal(a.meminfo())
 		if err == nil {
 			err = fillFits(need, total)
 		}
@@ -154,6 +154,14 @@ func fillFits(need, total int64) error {
 			ErrFillTooBig, need>>20, want>>20, fillReserve>>20, total>>20)
 	}
 	return nil
+}
+
+// meminfo is the /proc/meminfo RAM roots are sized by (Agent.Meminfo).
+func (a *Agent) meminfo() string {
+	if a.Meminfo != "" {
+		return a.Meminfo
+	}
+	return "/proc/meminfo"
 }
 
 // memTotal reads MemTotal from a /proc/meminfo.

@@ -65,13 +65,6 @@ func (a *Agent) ondemandSwarm(m *image.Manifest, rp *image.Partition) *rootSwarm
 // sends a few NBD requests at once) and read-ahead's.
 const swarmPiecesInFlight = 8
 
-func (a *Agent) meminfo() string {
-	if a.Meminfo != "" {
-		return a.Meminfo
-	}
-	return "/proc/meminfo"
-}
-
 // joinRootSwarm puts the root server in the swarm of cfg's image, to read
 // content (its root partition) on demand: a chunk a read misses is asked
 // of the peers before the sources, and every chunk the node holds is

@@ -144,7 +144,7 @@ func (a *Agent) diskless(ctx context.Context) error {
 // rest from the sources.
 func (a *Agent) fetchRAMRoot(ctx context.Context, srcs []store.Source, m *image.Manifest, rp *image.Partition, img string, sw *deploy.SwarmOptions) error {
 	c := rp.Content
-	if err := ramRootFits(c.DataBytes(m.ChunkSize), filepath.Dir(img), "/proc/meminfo"); err != nil {
+	if err := ramRootFits(c.DataBytes(m.ChunkSize), filepath.Dir(img), a.meminfo()); err != nil {
 		return err
 	}
 	f, err := os.OpenFile(img, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
