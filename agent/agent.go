@@ -247,7 +247,10 @@ type Agent struct {
 	// dhcpHost is the host name (option 12) of the DHCP lease, if any: a
 	// node's name when the command line gives none.
 	dhcpHost string
-	// site is a site's identity map whose signature verified; nil: the
+	// offered is a site's identity map whose signature verified, as the
+	// network gave it; nil: none.
+	offered *siteMap
+	// site is the identity map this boot uses (chooseSite); nil: the
 	// image's.
 	site *identity.Config
 	// offline says a local boot's network did not come up: its root
@@ -273,7 +276,7 @@ func (a *Agent) localNetwork(ctx context.Context, up func(context.Context, *Agen
 		return
 	}
 	if p.Node == NodeFromDHCP || p.Identity != "" {
-		a.site = a.siteIdentity(ctx)
+		a.offered = a.siteIdentity(ctx)
 	}
 }
 

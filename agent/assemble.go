@@ -32,6 +32,17 @@ const (
 // overlay and runs the image's init. Nothing is written to lower.
 func (a *Agent) assemble(lower, state, from string, begin time.Time) error {
 	t0 := time.Now()
+	// The state partition first: it remembers the newest site map this
+	// node took, which decides the map, and the map the node's name.
+	stateMnt := ""
+	if state != "" {
+		if err := a.mountState(state); err != nil {
+			a.say("state partition %s: %v; persistent paths are volatile on this boot", state, err)
+		} else {
+			stateMnt = stateDir
+		}
+	}
+	a.site = a.chooseSite(stateMnt)
 	lowerFS := os.DirFS(lower)
 	node := a.nodeName(lowerFS)
 	plan := identity.ResolveAtBootWith(lowerFS, a.site, node, a.Params.Class)
@@ -86,14 +97,6 @@ func (a *Agent) assemble(lower, state, from string, begin time.Time) error {
 	for _, f := range plan.Files {
 		if err := showVariant(newRoot, f.From, f.Path); err != nil {
 			a.say("identity: %s <- %s: %v (the image's own %s stays)", f.Path, f.From, err, f.Path)
-		}
-	}
-	stateMnt := ""
-	if state != "" {
-		if err := a.mountState(state); err != nil {
-			a.say("state partition %s: %v; persistent paths are volatile on this boot", state, err)
-		} else {
-			stateMnt = stateDir
 		}
 	}
 	var persisted, copied, volatile []string

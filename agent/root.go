@@ -110,7 +110,7 @@ func (a *Agent) diskless(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	a.site = a.siteIdentity(ctx)
+	a.offered = a.siteIdentity(ctx)
 	if err := os.MkdirAll("/run/imprint", 0o755); err != nil {
 		return err
 	}

@@ -44,12 +44,26 @@ func (a *Agent) siteIdentityURLs() []string {
 	return out
 }
 
+// siteMap is a site's identity map whose signature verified under the
+// agent's trusted keys.
+type siteMap struct {
+	from     string // the URL it came from
+	raw, sig []byte
+	conf     *identity.Config
+	// signed is when it was signed (image.FileStamps.Signed); zero for a
+	// signature without the stamp, older than any stamped one.
+	signed time.Time
+	trust  *image.Trust // what it verified under
+}
+
 // siteIdentity fetches a site's identity map and its signature and returns
 // the map when the signature verifies under the agent's trusted keys.
 // Anything else (none served, unsigned, a bad signature, no trusted keys,
 // a map that does not parse) gives nil: the image's own map is used, and
-// the console says why. It never fails the boot.
-func (a *Agent) siteIdentity(ctx context.Context) *identity.Config {
+// the console says why. It never fails the boot. Whether the map is taken
+// is decided once the state partition is mounted (chooseSite): a node
+// that remembers a newer one refuses it.
+func (a *Agent) siteIdentity(ctx context.Context) *siteMap {
 	urls := a.siteIdentityURLs()
 	if len(urls) == 0 {
 		return nil
@@ -60,11 +74,11 @@ func (a *Agent) siteIdentity(ctx context.Context) *identity.Config {
 		return nil
 	}
 	for _, u := range urls {
-		c, err := fetchSiteIdentity(ctx, u, trust)
+		m, err := fetchSiteIdentity(ctx, u, trust)
 		switch {
 		case err == nil:
-			a.say("identity: site map %s, signature verified: it replaces the image's", u)
-			return c
+			a.say("identity: site map %s, signature verified (%s)", u, signedText(m.signed))
+			return m
 		case errors.Is(err, errNoSiteMap) && a.Params.Identity == "":
 			// A server without --identity: nothing to say.
 		default:
@@ -75,7 +89,7 @@ func (a *Agent) siteIdentity(ctx context.Context) *identity.Config {
 	return nil
 }
 
-func fetchSiteIdentity(ctx context.Context, url string, trust *image.Trust) (*identity.Config, error) {
+func fetchSiteIdentity(ctx context.Context, url string, trust *image.Trust) (*siteMap, error) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	conf, err := httpGet(ctx, url)
@@ -89,10 +103,32 @@ func fetchSiteIdentity(ctx context.Context, url string, trust *image.Trust) (*id
 	if err != nil {
 		return nil, fmt.Errorf("signature: %w", err)
 	}
-	if err := trust.VerifyFile(conf, sig, "the map"); err != nil {
+	return verifySiteMap(url, conf, sig, trust, "the map")
+}
+
+// verifySiteMap checks a map's signature (and its end) and parses it;
+// what names it in errors.
+func verifySiteMap(from string, raw, sig []byte, trust *image.Trust, what string) (*siteMap, error) {
+	if err := trust.VerifyFile(raw, sig, what); err != nil {
 		return nil, err
 	}
-	return identity.Parse(bytes.NewReader(conf), url)
+	st, err := image.ReadFileStamps(sig)
+	if err != nil { // VerifyFile read them already
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	c, err := identity.Parse(bytes.NewReader(raw), from)
+	if err != nil {
+		return nil, err
+	}
+	return &siteMap{from: from, raw: raw, sig: sig, conf: c, signed: st.Signed, trust: trust}, nil
+}
+
+// signedText says when a map was signed.
+func signedText(t time.Time) string {
+	if t.IsZero() {
+		return "no signing time"
+	}
+	return "signed " + t.UTC().Format(time.RFC3339)
 }
 
 func httpGet(ctx context.Context, url string) ([]byte, error) {

@@ -51,7 +51,7 @@ func TestSiteIdentityOnlyWhenSigned(t *testing.T) {
 		want        bool   // the site map is taken
 		says        string // on the console ("" = nothing)
 	}{
-		{"signed", Params{Sources: []string{srv.URL + "/"}, Trust: []string{pub}}, conf, good, true, "signature verified: it replaces the image's"},
+		{"signed", Params{Sources: []string{srv.URL + "/"}, Trust: []string{pub}}, conf, good, true, "signature verified (signed "},
 		{"unsigned", Params{Sources: []string{srv.URL + "/"}, Trust: []string{pub}}, conf, nil, false, "carries no signature; using the image's"},
 		{"other key", Params{Sources: []string{srv.URL + "/"}, Trust: []string{other}}, conf, good, false, "does not verify"},
 		{"changed", Params{Sources: []string{srv.URL + "/"}, Trust: []string{pub}}, append(conf, "class * gpu\n"...), good, false, "does not verify"},
@@ -71,7 +71,7 @@ func TestSiteIdentityOnlyWhenSigned(t *testing.T) {
 			t.Errorf("%s: took the site map %v, want %v\n%s", tc.name, c != nil, tc.want, out.String())
 		}
 		if c != nil {
-			if class, _ := c.Class("gpu07"); class != "gpu" {
+			if class, _ := c.conf.Class("gpu07"); class != "gpu" {
 				t.Errorf("%s: the site map says gpu07 is %q", tc.name, class)
 			}
 		}

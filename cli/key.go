@@ -41,7 +41,7 @@ func newKey(e *env) *cobra.Command {
 	var key, valid string
 	sign := &cobra.Command{
 		Use:   "sign --key KEY FILE...",
-		Short: "Sign files imprint hands out beside images (a site's identity map for serve --identity): writes FILE.minisig",
+		Short: "Sign files imprint hands out beside images (a site's identity map for serve --identity): writes FILE.minisig, with the time of signing",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, files []string) error {
 			if key == "" {
@@ -62,11 +62,15 @@ func newKey(e *env) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				sig := s.SignFileUntil(raw, filepath.Base(f), until)
+				// The signing time goes into the signature: a node with a
+				// state partition refuses a map signed before the newest
+				// it took.
+				signed := time.Now().UTC().Truncate(time.Second)
+				sig := s.SignFileAt(raw, filepath.Base(f), image.FileStamps{Signed: signed, Until: until})
 				if err := renameio.WriteFile(f+image.SignatureSuffix, sig, 0o644); err != nil {
 					return err
 				}
-				e.printf("wrote %s%s\n", f, image.SignatureSuffix)
+				e.printf("wrote %s%s (signed %s)\n", f, image.SignatureSuffix, signed.Format(time.RFC3339))
 			}
 			return nil
 		},

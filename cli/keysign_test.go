@@ -34,6 +34,9 @@ func TestKeySignAndServeIdentity(t *testing.T) {
 	if err := trust.VerifyFile(raw, sig, "identity.conf"); err != nil {
 		t.Fatal(err)
 	}
+	if stamps, err := image.ReadFileStamps(sig); err != nil || time.Since(stamps.Signed) > time.Minute || time.Since(stamps.Signed) < 0 {
+		t.Fatalf("key sign did not sign the time of signing: %+v %v", stamps, err)
+	}
 
 	st := filepath.Join(dir, "store")
 	if _, err := store.CreateDir(st); err != nil {

@@ -127,18 +127,43 @@ func (s *Signer) SignFile(raw []byte, what string) []byte {
 // it, and VerifyFile refuses the file after it. Without an end, an older
 // map signed by the same key verifies for ever: anyone on the network
 // can hand it out again (a node moved to another class, back in its old
-// one). An end bounds that replay to the validity the site chose.
+// one). An end bounds that replay to the validity the site chose. The
+// time of signing goes in too (FileStamps.Signed).
 func (s *Signer) SignFileUntil(raw []byte, what string, until time.Time) []byte {
+	return s.SignFileAt(raw, what, FileStamps{Signed: time.Now(), Until: until})
+}
+
+// FileStamps are the times imprint's signer writes into a signed file's
+// trusted comment, after its hash, where the signature covers them.
+type FileStamps struct {
+	// Signed is when the file was signed, to the second: a node that
+	// remembers the newest map it took refuses one signed before it (a
+	// replay). The signer's clock, not a counter, so signing needs no
+	// state of its own. Zero: not written (signatures made before imprint
+	// wrote it), older than any stamped one.
+	Signed time.Time
+	// Until is the end of the file's validity; zero: none.
+	Until time.Time
+}
+
+// Words of a signed file's trusted comment that name its stamps.
+const (
+	signedAt   = "signed"
+	validUntil = "valid-until"
+)
+
+// SignFileAt signs a file with the stamps given (zero ones are left out).
+func (s *Signer) SignFileAt(raw []byte, what string, st FileStamps) []byte {
 	sum := sha256.Sum256(raw)
 	trusted := fmt.Sprintf("imprint file %s sha256 %x", what, sum)
-	if !until.IsZero() {
-		trusted += " " + validUntil + " " + until.UTC().Format(time.RFC3339)
+	if !st.Signed.IsZero() {
+		trusted += " " + signedAt + " " + st.Signed.UTC().Format(time.RFC3339)
+	}
+	if !st.Until.IsZero() {
+		trusted += " " + validUntil + " " + st.Until.UTC().Format(time.RFC3339)
 	}
 	return minisign.SignWithComments(s.key, raw, trusted, "signature from imprint")
 }
-
-// validUntil names a signed file's end in its trusted comment.
-const validUntil = "valid-until"
 
 // ErrExpired says a signed file's validity (SignFileUntil) is over.
 var ErrExpired = errors.New("its signature's validity is over")
@@ -160,13 +185,13 @@ func (t *Trust) VerifyFileAt(raw, sig []byte, what string, now time.Time) error 
 	if err := s.UnmarshalText(sig); err != nil {
 		return fmt.Errorf("%s: %w: the signature is malformed: %v", what, ErrUntrusted, err)
 	}
-	until, ok, err := fileUntil(s.TrustedComment)
+	st, err := fileStamps(s.TrustedComment)
 	if err != nil {
 		return fmt.Errorf("%s: %w: %v", what, ErrUntrusted, err)
 	}
-	if ok && now.After(until) {
+	if !st.Until.IsZero() && now.After(st.Until) {
 		return fmt.Errorf("%s: %w: valid until %s, and this machine's clock says %s", what, ErrExpired,
-			until.Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+			st.Until.Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
 	return nil
 }
@@ -175,35 +200,57 @@ func (t *Trust) VerifyFileAt(raw, sig []byte, what string, now time.Time) error 
 // signature (SignFileUntil), without checking it; ok is false when it has
 // none. For a server to refuse to hand out a file its clients would.
 func FileValidUntil(sig []byte) (until time.Time, ok bool, err error) {
-	var s minisign.Signature
-	if err := s.UnmarshalText(sig); err != nil {
-		return time.Time{}, false, fmt.Errorf("the signature is malformed: %w", err)
-	}
-	return fileUntil(s.TrustedComment)
+	st, err := ReadFileStamps(sig)
+	return st.Until, err == nil && !st.Until.IsZero(), err
 }
 
-// fileUntil reads the end of a signed file's validity from its trusted
-// comment, where SignFileUntil puts it: last, after "sha256 HEX" (a file's
-// name may hold any word, "valid-until" too). ok is false when it has
-// none, as in a comment of another tool's.
-func fileUntil(trusted string) (until time.Time, ok bool, err error) {
+// ReadFileStamps reads a signed file's stamps from its signature without
+// checking the signature: check it first (VerifyFile) before trusting them.
+func ReadFileStamps(sig []byte) (FileStamps, error) {
+	var s minisign.Signature
+	if err := s.UnmarshalText(sig); err != nil {
+		return FileStamps{}, fmt.Errorf("the signature is malformed: %w", err)
+	}
+	return fileStamps(s.TrustedComment)
+}
+
+// fileStamps reads a signed file's stamps from its trusted comment, where
+// SignFileAt puts them: after "sha256 HEX", as pairs of a word and an RFC
+// 3339 time (a file's name may hold any word, "valid-until" too). A
+// comment of another tool's has none. A word imprint does not know, or
+// one given twice, is refused: a stamp this agent cannot read might be
+// one it should have obeyed.
+func fileStamps(trusted string) (FileStamps, error) {
 	const sumWord = " sha256 "
+	var st FileStamps
 	i := strings.LastIndex(trusted, sumWord)
 	if !strings.HasPrefix(trusted, "imprint file ") || i < 0 {
-		return time.Time{}, false, nil
+		return st, nil
 	}
 	tail := strings.Fields(trusted[i+len(sumWord):])
-	switch {
-	case len(tail) == 1:
-		return time.Time{}, false, nil
-	case len(tail) == 3 && tail[1] == validUntil:
-		until, err := time.Parse(time.RFC3339, tail[2])
-		if err != nil {
-			return time.Time{}, false, fmt.Errorf("trusted comment %q: %s: %w", trusted, validUntil, err)
-		}
-		return until, true, nil
+	if len(tail)%2 != 1 {
+		return FileStamps{}, fmt.Errorf("trusted comment %q: want \"sha256 HEX\" then pairs of %q or %q and a time at its end", trusted, signedAt, validUntil)
 	}
-	return time.Time{}, false, fmt.Errorf("trusted comment %q: want \"sha256 HEX\" or \"sha256 HEX %s TIME\" at its end", trusted, validUntil)
+	for j := 1; j < len(tail); j += 2 {
+		var dst *time.Time
+		switch tail[j] {
+		case signedAt:
+			dst = &st.Signed
+		case validUntil:
+			dst = &st.Until
+		default:
+			return FileStamps{}, fmt.Errorf("trusted comment %q: %q: not a stamp imprint knows (%s, %s)", trusted, tail[j], signedAt, validUntil)
+		}
+		if !dst.IsZero() {
+			return FileStamps{}, fmt.Errorf("trusted comment %q: %s given twice", trusted, tail[j])
+		}
+		t, err := time.Parse(time.RFC3339, tail[j+1])
+		if err != nil {
+			return FileStamps{}, fmt.Errorf("trusted comment %q: %s: %w", trusted, tail[j], err)
+		}
+		*dst = t
+	}
+	return st, nil
 }
 
 func (t *Trust) verifyFile(raw, sig []byte, what string) error {

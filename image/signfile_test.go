@@ -113,3 +113,59 @@ func TestSignFileUntilExpires(t *testing.T) {
 		}
 	}
 }
+
+// A signed file carries the time it was signed beside its end, both under
+// the signature; a signature without them (made before imprint wrote
+// them, or by another tool) has zero stamps, and a comment imprint cannot
+// read fully is refused rather than half obeyed.
+func TestFileStamps(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := GenerateKey(filepath.Join(dir, "k")); err != nil {
+		t.Fatal(err)
+	}
+	s, err := LoadSigner(filepath.Join(dir, "k.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := []byte("class node[01-64] compute\n")
+	signed := time.Date(2026, 11, 29, 22, 0, 0, 0, time.UTC)
+	until := signed.AddDate(0, 0, 30)
+	const hex = "sha256 0123456789abcdef"
+	for _, tc := range []struct {
+		name    string
+		trusted string // parsed by fileStamps when sig is nil
+		sig     []byte
+		want    FileStamps
+		err     string
+	}{
+		{"both", "", s.SignFileAt(conf, "identity.conf", FileStamps{Signed: signed, Until: until}), FileStamps{Signed: signed, Until: until}, ""},
+		{"signed only", "", s.SignFileAt(conf, "identity.conf", FileStamps{Signed: signed}), FileStamps{Signed: signed}, ""},
+		{"until only (before imprint wrote the signing time)", "", s.SignFileAt(conf, "identity.conf", FileStamps{Until: until}), FileStamps{Until: until}, ""},
+		{"none", "", s.SignFileAt(conf, "identity.conf", FileStamps{}), FileStamps{}, ""},
+		{"a name holding the word", "", s.SignFileAt(conf, "x signed 2001-01-01T00:00:00Z", FileStamps{Signed: signed}), FileStamps{Signed: signed}, ""},
+		{"another tool's comment", "timestamp:1700000000 file:identity.conf", nil, FileStamps{}, ""},
+		{"a word imprint does not know", "imprint file f " + hex + " not-before 2026-01-01T00:00:00Z", nil, FileStamps{}, `"not-before": not a stamp imprint knows`},
+		{"given twice", "imprint file f " + hex + " signed 2026-01-01T00:00:00Z signed 2027-01-01T00:00:00Z", nil, FileStamps{}, "signed given twice"},
+		{"not a time", "imprint file f " + hex + " signed yesterday", nil, FileStamps{}, "signed: parsing time"},
+		{"a word without a time", "imprint file f " + hex + " signed", nil, FileStamps{}, "want \"sha256 HEX\" then pairs"},
+	} {
+		var got FileStamps
+		var err error
+		if tc.sig != nil {
+			got, err = ReadFileStamps(tc.sig)
+		} else {
+			got, err = fileStamps(tc.trusted)
+		}
+		switch {
+		case tc.err == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%s: error %v, want one saying %q", tc.name, err, tc.err)
+		case !got.Signed.Equal(tc.want.Signed) || !got.Until.Equal(tc.want.Until):
+			t.Errorf("%s: %+v, want %+v", tc.name, got, tc.want)
+		}
+	}
+	if st, err := ReadFileStamps(s.SignFile(conf, "identity.conf")); err != nil || time.Since(st.Signed) > time.Minute || !st.Until.IsZero() {
+		t.Errorf("SignFile writes no signing time of now: %+v %v", st, err)
+	}
+}

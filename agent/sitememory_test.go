@@ -1,0 +1,137 @@
+package agent
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imprint-dev/imprint/image"
+)
+
+// A node with a state partition remembers the newest site map it took and
+// refuses one signed before it (a replay), using the remembered map, or
+// the image's when that one cannot be used; a map as new or newer is
+// taken and remembered. A record that is broken or does not verify is
+// named and replaced; without a state partition nothing is remembered.
+func TestChooseSiteRefusesOlderMaps(t *testing.T) {
+	dir := t.TempDir()
+	pub, err := image.GenerateKey(filepath.Join(dir, "k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := image.GenerateKey(filepath.Join(dir, "o")); err != nil {
+		t.Fatal(err)
+	}
+	signer, _ := image.LoadSigner(filepath.Join(dir, "k.key"))
+	otherSigner, _ := image.LoadSigner(filepath.Join(dir, "o.key"))
+	trust, err := image.ParseTrust([]string{pub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t1 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	t2 := t1.AddDate(0, 0, 7)
+	const url = "http://10.0.0.1:8080/identity/identity.conf"
+	compute := []byte("class gpu07 compute\n") // the map before gpu07 moved
+	gpu := []byte("class gpu07 gpu\n")
+	gpuA100 := []byte("class gpu07 gpu.a100\n")
+	signed := func(raw []byte, st image.FileStamps) *siteMap {
+		m, err := verifySiteMap(url, raw, signer.SignFileAt(raw, "identity.conf", st), trust, "the map")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	record := func(raw, sig []byte) []byte {
+		b, _ := json.Marshal(siteRecord{From: "http://old/identity.conf", Map: raw, Signature: sig})
+		return b
+	}
+	old := signed(compute, image.FileStamps{Signed: t1})
+	newer := signed(gpu, image.FileStamps{Signed: t2})
+	sameStamp := signed(gpuA100, image.FileStamps{Signed: t2})
+	unstamped := signed(compute, image.FileStamps{})
+	newerRec := record(gpu, newer.sig)
+	expiredRec := record(gpu, signer.SignFileAt(gpu, "identity.conf", image.FileStamps{Signed: t2, Until: time.Now().Add(-time.Hour)}))
+	const file = "STATE/" + siteMemoryFile
+
+	for _, tc := range []struct {
+		name    string
+		noState bool
+		stored  []byte // the record before the boot; nil: none
+		dirRec  bool   // a directory where the record goes
+		offered *siteMap
+		want    string // gpu07's class; "": the image's map
+		says    string // "" = nothing
+		kept    *siteMap
+	}{
+		{"first map, remembered", false, nil, false, old, "compute", "replaces the image's (signed 2026-11-01T00:00:00Z); remembered in " + file, old},
+		{"newer taken and remembered", false, record(compute, old.sig), false, newer, "gpu", "replaces the image's (signed 2026-11-08T00:00:00Z); remembered in", newer},
+		{"older refused, remembered used", false, newerRec, false, old,
+			"gpu", "identity: site map " + url + ": older than the newest this node has seen (signed 2026-11-01T00:00:00Z < signed 2026-11-08T00:00:00Z); using the one remembered in " + file + " (from http://old/identity.conf)", newer},
+		{"unstamped is older than stamped", false, newerRec, false, unstamped, "gpu", "(no signing time < signed 2026-11-08T00:00:00Z)", newer},
+		{"same map again", false, newerRec, false, newer, "gpu", "replaces the image's (signed 2026-11-08T00:00:00Z, the newest this node has seen)", newer},
+		{"same stamp, another map", false, newerRec, false, sameStamp, "gpu.a100", "remembered in", sameStamp},
+		{"older refused, remembered expired", false, expiredRec, false, old, "", "older than the newest this node has seen (signed 2026-11-01T00:00:00Z < signed 2026-11-08T00:00:00Z); using the image's (the remembered one in " + file + ": the remembered map: its signature's validity is over", nil},
+		{"corrupt record", false, []byte("{\"map\": 12"), false, old, "compute", "identity: remembered site map " + file + ": not a remembered map: unexpected end of JSON input; not using it", old},
+		{"empty record", false, []byte("{}"), false, old, "compute", file + ": not a remembered map: no map or no signature", old},
+		{"record changed", false, record(gpu, signer.SignFileAt(compute, "identity.conf", image.FileStamps{Signed: t2})), false, old, "compute", file + ": the remembered map: not signed by a trusted key: signature by key", old},
+		{"record by a key no longer trusted", false, record(gpu, otherSigner.SignFileAt(gpu, "identity.conf", image.FileStamps{Signed: t2})), false, old, "compute", "does not verify under the 1 trusted key(s); not using it", old},
+		{"record unreadable", false, nil, true, old, "compute", "remembering it: ", nil},
+		{"no state partition", true, nil, false, old, "compute", "replaces the image's (no state partition: not remembered", nil},
+		{"nothing offered", false, newerRec, false, nil, "", "", newer},
+	} {
+		state := t.TempDir()
+		rec := filepath.Join(state, siteMemoryFile)
+		if tc.stored != nil || tc.dirRec {
+			if err := os.MkdirAll(filepath.Dir(rec), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if tc.stored != nil {
+			if err := os.WriteFile(rec, tc.stored, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if tc.dirRec {
+			if err := os.MkdirAll(filepath.Join(rec, "x"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var out bytes.Buffer
+		a := &Agent{Console: &out, offered: tc.offered}
+		st := state
+		if tc.noState {
+			st = ""
+		}
+		c := a.chooseSite(st)
+		console := strings.ReplaceAll(out.String(), state+"/", "STATE/")
+		switch {
+		case tc.want == "" && c != nil:
+			t.Errorf("%s: took a site map, want the image's\n%s", tc.name, console)
+		case tc.want != "" && c == nil:
+			t.Errorf("%s: the image's map, want one giving gpu07 class %s\n%s", tc.name, tc.want, console)
+		case c != nil:
+			if class, _ := c.Class("gpu07"); class != tc.want {
+				t.Errorf("%s: gpu07 is %q, want %q\n%s", tc.name, class, tc.want, console)
+			}
+		}
+		if (tc.says == "") != (out.Len() == 0) || !strings.Contains(console, tc.says) {
+			t.Errorf("%s: console %q, want %q", tc.name, console, tc.says)
+		}
+		got, err := loadSiteMemory(rec, trust)
+		switch {
+		case tc.kept == nil && tc.noState:
+			if _, err := os.Stat(rec); err == nil {
+				t.Errorf("%s: a record was written without a state partition", tc.name)
+			}
+		case tc.kept == nil:
+		case err != nil || got == nil:
+			t.Errorf("%s: remembered: %v %v", tc.name, got, err)
+		case !bytes.Equal(got.raw, tc.kept.raw) || !got.signed.Equal(tc.kept.signed):
+			t.Errorf("%s: remembered %q %s, want %q %s", tc.name, got.raw, signedText(got.signed), tc.kept.raw, signedText(tc.kept.signed))
+		}
+	}
+}
