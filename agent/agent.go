@@ -243,6 +243,8 @@ type Agent struct {
 	// SwarmListen is where the swarm takes peers (tests); "" is the
 	// address that routes to the imprint server, port SwarmPort.
 	SwarmListen string
+	// Clock is the agent's clock (tests); nil: time.Now.
+	Clock func() time.Time
 
 	// dhcpHost is the host name (option 12) of the DHCP lease, if any: a
 	// node's name when the command line gives none.

@@ -30,19 +30,30 @@ const (
 // node layers over the root, a tmpfs for writes), shows the chosen per-node
 // files, makes the writable paths, writes hostname and machine-id into the
 // overlay and runs the image's init. Nothing is written to lower.
-func (a *Agent) assemble(lower, state, from string, begin time.Time) error {
+func (a *Agent) assemble(lower, state, from string, begin time.Time) (err error) {
 	t0 := time.Now()
 	// The state partition first: it remembers the newest site map this
 	// node took, which decides the map, and the map the node's name.
-	stateMnt := ""
+	stateMnt, noState := "", "no state partition"
 	if state != "" {
-		if err := a.mountState(state); err != nil {
+		if err := a.mountState(state, stateDir); err != nil {
 			a.say("state partition %s: %v; persistent paths are volatile on this boot", state, err)
+			noState = "state partition not mounted"
 		} else {
 			stateMnt = stateDir
+			// A failure below is retried from the start (Main's tries):
+			// the partition must not stay mounted, or the next try cannot
+			// open it (O_EXCL) and boots without it.
+			defer func() {
+				if err != nil {
+					if uerr := unix.Unmount(stateMnt, 0); uerr != nil {
+						a.say("state partition %s: unmount after %v: %v", state, err, uerr)
+					}
+				}
+			}()
 		}
 	}
-	a.site = a.chooseSite(stateMnt)
+	a.site = a.chooseSite(stateMnt, noState)
 	lowerFS := os.DirFS(lower)
 	node := a.nodeName(lowerFS)
 	plan := identity.ResolveAtBootWith(lowerFS, a.site, node, a.Params.Class)
@@ -235,10 +246,11 @@ func showVariant(root, from, path string) error {
 	return copyEntry(src, dst)
 }
 
-// mountState mounts the state partition read-write, making an ext4
-// filesystem on it first when it has none. A partition with another
-// filesystem is left alone.
-func (a *Agent) mountState(spec string) error {
+// mountState mounts the state partition read-write at dir, making an
+// ext4 filesystem on it first when it has none. A partition with another
+// filesystem is left alone. One already mounted at dir (an earlier try
+// of this boot that did not unmount it) is used as it is.
+func (a *Agent) mountState(spec, dir string) error {
 	dev := spec
 	if g, ok := strings.CutPrefix(spec, "PARTUUID="); ok {
 		p, err := findPartition(g, "", false)
@@ -246,6 +258,10 @@ func (a *Agent) mountState(spec string) error {
 			return fmt.Errorf("no partition with PARTUUID %s: %w", g, err)
 		}
 		dev = p.Dev
+	}
+	if mountedAt(dev, dir) {
+		a.say("state partition %s: already mounted at %s, using it", dev, dir)
+		return nil
 	}
 	d, err := disk.OpenDisk(dev, disk.OpenOptions{Write: true})
 	if err != nil {
@@ -267,13 +283,24 @@ func (a *Agent) mountState(spec string) error {
 	if sig != "" && sig != "ext4" {
 		return fmt.Errorf("it holds %s, not ext4; imprint does not format over it", sig)
 	}
-	if err := os.MkdirAll(stateDir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	if err := unix.Mount(dev, stateDir, "ext4", unix.MS_NOATIME, ""); err != nil {
+	if err := unix.Mount(dev, dir, "ext4", unix.MS_NOATIME, ""); err != nil {
 		return fmt.Errorf("mount %s (ext4): %w", dev, err)
 	}
 	return nil
+}
+
+// mountedAt says whether block device dev is mounted at dir: dir is the
+// root of a filesystem (its device differs from its parent's) on dev.
+func mountedAt(dev, dir string) bool {
+	var d, parent, b unix.Stat_t
+	if unix.Stat(dev, &b) != nil || b.Mode&unix.S_IFMT != unix.S_IFBLK ||
+		unix.Stat(dir, &d) != nil || unix.Stat(filepath.Dir(dir), &parent) != nil {
+		return false
+	}
+	return d.Dev == b.Rdev && d.Dev != parent.Dev
 }
 
 // persist bind-mounts the node's copy of path from the state partition.

@@ -55,6 +55,14 @@ func TestChooseSiteRefusesOlderMaps(t *testing.T) {
 	unstamped := signed(compute, image.FileStamps{})
 	newerRec := record(gpu, newer.sig)
 	expiredRec := record(gpu, signer.SignFileAt(gpu, "identity.conf", image.FileStamps{Signed: t2, Until: time.Now().Add(-time.Hour)}))
+	// A newer agent's map, remembered before the node rolled back to an
+	// older slot whose agent cannot parse it: its signed time still counts.
+	unknown := []byte("frobnicate gpu07 gpu\n")
+	unknownSig := signer.SignFileAt(unknown, "identity.conf", image.FileStamps{Signed: t2})
+	unknownRec := record(unknown, unknownSig)
+	unknownKept := &siteMap{raw: unknown, signed: t2}
+	now := t2.AddDate(0, 0, 1)
+	future := signed(gpuA100, image.FileStamps{Signed: time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC)})
 	const file = "STATE/" + siteMemoryFile
 
 	for _, tc := range []struct {
@@ -70,17 +78,22 @@ func TestChooseSiteRefusesOlderMaps(t *testing.T) {
 		{"first map, remembered", false, nil, false, old, "compute", "replaces the image's (signed 2026-11-01T00:00:00Z); remembered in " + file, old},
 		{"newer taken and remembered", false, record(compute, old.sig), false, newer, "gpu", "replaces the image's (signed 2026-11-08T00:00:00Z); remembered in", newer},
 		{"older refused, remembered used", false, newerRec, false, old,
-			"gpu", "identity: site map " + url + ": older than the newest this node has seen (signed 2026-11-01T00:00:00Z < signed 2026-11-08T00:00:00Z); using the one remembered in " + file + " (from http://old/identity.conf)", newer},
+			"gpu", "identity: site map " + url + ": older than the newest this node has seen (signed 2026-11-01T00:00:00Z < signed 2026-11-08T00:00:00Z); using the one remembered in " + file + " (recorded as from http://old/identity.conf)", newer},
 		{"unstamped is older than stamped", false, newerRec, false, unstamped, "gpu", "(no signing time < signed 2026-11-08T00:00:00Z)", newer},
 		{"same map again", false, newerRec, false, newer, "gpu", "replaces the image's (signed 2026-11-08T00:00:00Z, the newest this node has seen)", newer},
 		{"same stamp, another map", false, newerRec, false, sameStamp, "gpu.a100", "remembered in", sameStamp},
-		{"older refused, remembered expired", false, expiredRec, false, old, "", "older than the newest this node has seen (signed 2026-11-01T00:00:00Z < signed 2026-11-08T00:00:00Z); using the image's (the remembered one in " + file + ": the remembered map: its signature's validity is over", nil},
+		{"older refused, remembered expired", false, expiredRec, false, old, "", "older than the newest this node has seen (signed 2026-11-01T00:00:00Z < signed 2026-11-08T00:00:00Z); using the image's (the one remembered in " + file + " cannot be used: the remembered map: its signature's validity is over", nil},
+		{"older refused, remembered signed but unreadable by this agent", false, unknownRec, false, old, "", "(signed 2026-11-01T00:00:00Z < signed 2026-11-08T00:00:00Z); using the image's (the one remembered in " + file + " cannot be used: its signature verifies, but this agent cannot read the map: bad identity configuration: " + file + " line 1: unknown directive", unknownKept},
+		{"newer replaces one unreadable by this agent", false, record(unknown, signer.SignFileAt(unknown, "identity.conf", image.FileStamps{Signed: t1})), false, newer, "gpu", "remembered in " + file + " as the newest", newer},
+		{"signed far in the future: said, still taken", false, newerRec, false, future, "gpu.a100", "identity: site map " + url + " is signed 2099-01-01T00:00:00Z, more than a day after this machine's clock (2026-11-09T00:00:00Z)", future},
+		{"remembered far in the future: said, still counts", false, record(gpuA100, future.sig), false, newer, "gpu.a100", "identity: the site map remembered in " + file + " is signed 2099-01-01T00:00:00Z, more than a day after", future},
 		{"corrupt record", false, []byte("{\"map\": 12"), false, old, "compute", "identity: remembered site map " + file + ": not a remembered map: unexpected end of JSON input; not using it", old},
 		{"empty record", false, []byte("{}"), false, old, "compute", file + ": not a remembered map: no map or no signature", old},
 		{"record changed", false, record(gpu, signer.SignFileAt(compute, "identity.conf", image.FileStamps{Signed: t2})), false, old, "compute", file + ": the remembered map: not signed by a trusted key: signature by key", old},
 		{"record by a key no longer trusted", false, record(gpu, otherSigner.SignFileAt(gpu, "identity.conf", image.FileStamps{Signed: t2})), false, old, "compute", "does not verify under the 1 trusted key(s); not using it", old},
 		{"record unreadable", false, nil, true, old, "compute", "remembering it: ", nil},
 		{"no state partition", true, nil, false, old, "compute", "replaces the image's (no state partition: not remembered", nil},
+		{"state partition not mounted", true, nil, false, old, "compute", "replaces the image's (state partition not mounted: not remembered", nil},
 		{"nothing offered", false, newerRec, false, nil, "", "", newer},
 	} {
 		state := t.TempDir()
@@ -101,12 +114,15 @@ func TestChooseSiteRefusesOlderMaps(t *testing.T) {
 			}
 		}
 		var out bytes.Buffer
-		a := &Agent{Console: &out, offered: tc.offered}
-		st := state
+		a := &Agent{Console: &out, offered: tc.offered, Clock: func() time.Time { return now }}
+		st, why := state, ""
 		if tc.noState {
-			st = ""
+			st, why = "", "no state partition"
+			if strings.HasPrefix(tc.name, "state partition not mounted") {
+				why = "state partition not mounted"
+			}
 		}
-		c := a.chooseSite(st)
+		c := a.chooseSite(st, why)
 		console := strings.ReplaceAll(out.String(), state+"/", "STATE/")
 		switch {
 		case tc.want == "" && c != nil:
@@ -121,7 +137,7 @@ func TestChooseSiteRefusesOlderMaps(t *testing.T) {
 		if (tc.says == "") != (out.Len() == 0) || !strings.Contains(console, tc.says) {
 			t.Errorf("%s: console %q, want %q", tc.name, console, tc.says)
 		}
-		got, err := loadSiteMemory(rec, trust)
+		got, _, err := loadSiteMemory(rec, trust)
 		switch {
 		case tc.kept == nil && tc.noState:
 			if _, err := os.Stat(rec); err == nil {

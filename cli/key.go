@@ -39,6 +39,7 @@ func newKey(e *env) *cobra.Command {
 	gen.Flags().StringVar(&out, "out", "imprint", "path prefix of the two key files")
 	c.AddCommand(gen)
 	var key, valid string
+	var allowOlder bool
 	sign := &cobra.Command{
 		Use:   "sign --key KEY FILE...",
 		Short: "Sign files imprint hands out beside images (a site's identity map for serve --identity): writes FILE.minisig, with the time of signing",
@@ -66,6 +67,9 @@ func newKey(e *env) *cobra.Command {
 				// state partition refuses a map signed before the newest
 				// it took.
 				signed := time.Now().UTC().Truncate(time.Second)
+				if err := checkSignedBefore(f+image.SignatureSuffix, signed, allowOlder); err != nil {
+					return err
+				}
 				sig := s.SignFileAt(raw, filepath.Base(f), image.FileStamps{Signed: signed, Until: until})
 				if err := renameio.WriteFile(f+image.SignatureSuffix, sig, 0o644); err != nil {
 					return err
@@ -77,8 +81,32 @@ func newKey(e *env) *cobra.Command {
 	}
 	sign.Flags().StringVar(&key, "key", "", "secret key file (PREFIX.key of imprint key generate)")
 	sign.Flags().StringVar(&valid, "valid", "", "end of the signature's validity, signed with it: a duration from now (720h, 30d) or a time (2027-01-31T00:00:00Z); agents and serve refuse the file after it, so an old map cannot be handed out again for ever (default: no end)")
+	sign.Flags().BoolVar(&allowOlder, "allow-older", false, "sign even when FILE.minisig says it was signed later than this machine's clock (nodes that took that map refuse the new one: docs/identity.md)")
 	c.AddCommand(sign)
 	return c
+}
+
+// checkSignedBefore refuses to sign a file over a signature of imprint's
+// signed later than now: nodes that took that file refuse one signed
+// before it (a replay, to them), so signing on a host whose clock is
+// behind (or after one whose clock was ahead) would hand out a map no
+// such node takes. A signature without the stamp, or unreadable, is
+// simply replaced.
+func checkSignedBefore(sigFile string, now time.Time, allow bool) error {
+	b, err := os.ReadFile(sigFile)
+	if err != nil {
+		return nil
+	}
+	st, err := image.ReadFileStamps(b)
+	if err != nil || !st.Signed.After(now) {
+		return nil
+	}
+	if allow {
+		return nil
+	}
+	return fmt.Errorf("%s was signed %s, later than this machine's clock says now (%s): nodes that took that map would refuse this one as older. "+
+		"Check this clock; if the earlier signing host's clock was ahead, sign with --allow-older and clear the nodes' memory of it (docs/identity.md)",
+		sigFile, st.Signed.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 }
 
 // parseValid reads key sign --valid: a duration from now (Go's units, or

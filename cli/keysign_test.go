@@ -98,3 +98,56 @@ func TestKeySignValidAndServeRefusesAnExpiredMap(t *testing.T) {
 		t.Fatalf("serve --identity with an expired map: %d %s", code, errs)
 	}
 }
+
+// key sign refuses to sign over a signature signed later than its clock
+// (a signing host whose clock was ahead, or this one's behind): nodes that
+// took that map would refuse the new one. The error names the file and
+// both times; --allow-older signs anyway.
+func TestKeySignRefusesToSignBeforeTheLastSignature(t *testing.T) {
+	dir := t.TempDir()
+	if code, _, errs := run(t, "key", "generate", "--out", filepath.Join(dir, "site")); code != 0 {
+		t.Fatal(errs)
+	}
+	key := filepath.Join(dir, "site.key")
+	conf := filepath.Join(dir, "identity.conf")
+	os.WriteFile(conf, []byte("class node[01-04] compute\n"), 0o644)
+	s, err := image.LoadSigner(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	future := time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC)
+	raw, _ := os.ReadFile(conf)
+	stamps := func() image.FileStamps {
+		b, err := os.ReadFile(conf + ".minisig")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := image.ReadFileStamps(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	os.WriteFile(conf+".minisig", s.SignFileAt(raw, "identity.conf", image.FileStamps{Signed: future}), 0o644)
+	code, _, errs := run(t, "key", "sign", "--key", key, conf)
+	if code == 0 || !strings.Contains(errs, conf+".minisig was signed 2099-01-01T00:00:00Z, later than this machine's clock says now ("+time.Now().UTC().Format("2006-01-02")) || !strings.Contains(errs, "--allow-older") {
+		t.Fatalf("signing over a signature from 2099: exit %d, %s", code, errs)
+	}
+	if st := stamps(); !st.Signed.Equal(future) {
+		t.Fatalf("the refused signing replaced the signature: %+v", st)
+	}
+	if code, _, errs := run(t, "key", "sign", "--key", key, "--allow-older", conf); code != 0 {
+		t.Fatalf("--allow-older: exit %d, %s", code, errs)
+	}
+	if st := stamps(); time.Since(st.Signed) > time.Minute {
+		t.Fatalf("--allow-older did not sign now: %+v", st)
+	}
+	// Signed earlier than now, or without the stamp: simply replaced.
+	os.WriteFile(conf+".minisig", s.SignFileAt(raw, "identity.conf", image.FileStamps{}), 0o644)
+	if code, _, errs := run(t, "key", "sign", "--key", key, conf); code != 0 {
+		t.Fatalf("over an unstamped signature: exit %d, %s", code, errs)
+	}
+	if code, _, errs := run(t, "key", "sign", "--key", key, conf); code != 0 {
+		t.Fatalf("over its own signature: exit %d, %s", code, errs)
+	}
+}

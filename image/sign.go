@@ -215,11 +215,14 @@ func ReadFileStamps(sig []byte) (FileStamps, error) {
 }
 
 // fileStamps reads a signed file's stamps from its trusted comment, where
-// SignFileAt puts them: after "sha256 HEX", as pairs of a word and an RFC
-// 3339 time (a file's name may hold any word, "valid-until" too). A
-// comment of another tool's has none. A word imprint does not know, or
-// one given twice, is refused: a stamp this agent cannot read might be
-// one it should have obeyed.
+// SignFileAt puts them: after "sha256 HEX", as pairs of a word and one
+// value (a file's name may hold any word, "valid-until" too). A comment of
+// another tool's has none. The stamps imprint knows (signed, valid-until)
+// take an RFC 3339 time and are refused when malformed or given twice. A
+// word it does not know is skipped with its value, so a later imprint can
+// add a stamp without breaking every agent in the field; a stamp that
+// must not be skipped (one an older agent should refuse the file for
+// rather than ignore) begins with "!", and an unknown one is refused.
 func fileStamps(trusted string) (FileStamps, error) {
 	const sumWord = " sha256 "
 	var st FileStamps
@@ -229,17 +232,19 @@ func fileStamps(trusted string) (FileStamps, error) {
 	}
 	tail := strings.Fields(trusted[i+len(sumWord):])
 	if len(tail)%2 != 1 {
-		return FileStamps{}, fmt.Errorf("trusted comment %q: want \"sha256 HEX\" then pairs of %q or %q and a time at its end", trusted, signedAt, validUntil)
+		return FileStamps{}, fmt.Errorf("trusted comment %q: want \"sha256 HEX\" then pairs of a word (%s, %s, ...) and its value at its end", trusted, signedAt, validUntil)
 	}
 	for j := 1; j < len(tail); j += 2 {
 		var dst *time.Time
-		switch tail[j] {
-		case signedAt:
+		switch w := tail[j]; {
+		case w == signedAt:
 			dst = &st.Signed
-		case validUntil:
+		case w == validUntil:
 			dst = &st.Until
+		case strings.HasPrefix(w, criticalMark):
+			return FileStamps{}, fmt.Errorf("trusted comment %q: %q: a stamp this imprint does not know, marked %q as one it must not skip (a newer imprint signed it)", trusted, w, criticalMark)
 		default:
-			return FileStamps{}, fmt.Errorf("trusted comment %q: %q: not a stamp imprint knows (%s, %s)", trusted, tail[j], signedAt, validUntil)
+			continue // a newer imprint's stamp, safe to skip
 		}
 		if !dst.IsZero() {
 			return FileStamps{}, fmt.Errorf("trusted comment %q: %s given twice", trusted, tail[j])
@@ -252,6 +257,10 @@ func fileStamps(trusted string) (FileStamps, error) {
 	}
 	return st, nil
 }
+
+// criticalMark begins a stamp word an agent that does not know it must
+// refuse the file for.
+const criticalMark = "!"
 
 func (t *Trust) verifyFile(raw, sig []byte, what string) error {
 	if t == nil {

@@ -1,7 +1,9 @@
 package image
 
 import (
+	"crypto/sha256"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"aead.dev/minisign"
 	"github.com/imprint-dev/imprint/internal/testenv"
 )
 
@@ -116,8 +119,9 @@ func TestSignFileUntilExpires(t *testing.T) {
 
 // A signed file carries the time it was signed beside its end, both under
 // the signature; a signature without them (made before imprint wrote
-// them, or by another tool) has zero stamps, and a comment imprint cannot
-// read fully is refused rather than half obeyed.
+// them, or by another tool) has zero stamps. A stamp imprint knows that is
+// malformed or given twice is refused; an unknown one is skipped (a newer
+// imprint's) unless it is marked "!" as one not to skip.
 func TestFileStamps(t *testing.T) {
 	dir := t.TempDir()
 	if _, err := GenerateKey(filepath.Join(dir, "k")); err != nil {
@@ -144,10 +148,12 @@ func TestFileStamps(t *testing.T) {
 		{"none", "", s.SignFileAt(conf, "identity.conf", FileStamps{}), FileStamps{}, ""},
 		{"a name holding the word", "", s.SignFileAt(conf, "x signed 2001-01-01T00:00:00Z", FileStamps{Signed: signed}), FileStamps{Signed: signed}, ""},
 		{"another tool's comment", "timestamp:1700000000 file:identity.conf", nil, FileStamps{}, ""},
-		{"a word imprint does not know", "imprint file f " + hex + " not-before 2026-01-01T00:00:00Z", nil, FileStamps{}, `"not-before": not a stamp imprint knows`},
+		{"a word imprint does not know is skipped", "imprint file f " + hex + " signed 2026-01-01T00:00:00Z not-before 2026-01-01T00:00:00Z key-epoch 7", nil, FileStamps{Signed: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}, ""},
+		{"an unknown word marked as not to skip", "imprint file f " + hex + " !not-before 2026-01-01T00:00:00Z", nil, FileStamps{}, `"!not-before": a stamp this imprint does not know, marked "!"`},
 		{"given twice", "imprint file f " + hex + " signed 2026-01-01T00:00:00Z signed 2027-01-01T00:00:00Z", nil, FileStamps{}, "signed given twice"},
 		{"not a time", "imprint file f " + hex + " signed yesterday", nil, FileStamps{}, "signed: parsing time"},
 		{"a word without a time", "imprint file f " + hex + " signed", nil, FileStamps{}, "want \"sha256 HEX\" then pairs"},
+		{"an unknown word without a value", "imprint file f " + hex + " signed 2026-01-01T00:00:00Z later", nil, FileStamps{}, "want \"sha256 HEX\" then pairs"},
 	} {
 		var got FileStamps
 		var err error
@@ -167,5 +173,41 @@ func TestFileStamps(t *testing.T) {
 	}
 	if st, err := ReadFileStamps(s.SignFile(conf, "identity.conf")); err != nil || time.Since(st.Signed) > time.Minute || !st.Until.IsZero() {
 		t.Errorf("SignFile writes no signing time of now: %+v %v", st, err)
+	}
+}
+
+// The signing time is under the signature: a signed file whose stamp is
+// edited (to pass a replayed map off as new) no longer verifies, while a
+// stamp a newer imprint adds verifies and is skipped.
+func TestSignedStampIsSigned(t *testing.T) {
+	dir := t.TempDir()
+	pub, err := GenerateKey(filepath.Join(dir, "k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := LoadSigner(filepath.Join(dir, "k.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust, _ := ParseTrust([]string{pub})
+	conf := []byte("class node[01-64] compute\n")
+	signed := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	sig := s.SignFileAt(conf, "identity.conf", FileStamps{Signed: signed})
+	if err := trust.VerifyFile(conf, sig, "the map"); err != nil {
+		t.Fatal(err)
+	}
+	edited := []byte(strings.Replace(string(sig), "signed 2026-11-01", "signed 2026-12-01", 1))
+	if string(edited) == string(sig) {
+		t.Fatalf("no signing time to edit in:\n%s", sig)
+	}
+	if err := trust.VerifyFile(conf, edited, "the map"); !errors.Is(err, ErrUntrusted) {
+		t.Errorf("a signature with its signing time edited: %v, want %v", err, ErrUntrusted)
+	}
+	newer := minisign.SignWithComments(s.key, conf, fmt.Sprintf("imprint file identity.conf sha256 %x signed 2026-11-01T00:00:00Z key-epoch 7", sha256.Sum256(conf)), "")
+	if err := trust.VerifyFile(conf, newer, "the map"); err != nil {
+		t.Errorf("a stamp a newer imprint adds: %v", err)
+	}
+	if st, err := ReadFileStamps(newer); err != nil || !st.Signed.Equal(signed) {
+		t.Errorf("a stamp a newer imprint adds: %+v %v", st, err)
 	}
 }
