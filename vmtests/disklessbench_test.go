@@ -4,6 +4,7 @@ package vmtests
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -566,7 +567,7 @@ func TestDisklessBootTimes(t *testing.T) {
 	var lines []string
 	add := func(format string, args ...any) { lines = append(lines, fmt.Sprintf(format, args...)) }
 	smallSummary := func() {
-		add("Debian 12 root: %d MiB partition, %d MiB data; VM: OVMF + systemd-boot, TCG, 1 CPU (-cpu %s), %d MiB; %d boots each, interleaved", small.Size>>20, small.DataBytes(chunk)>>20, strings.Join(cpus, " / "), mem, reps)
+		add("Debian 12 root: %d MiB partition, %d MiB data; VM: OVMF + systemd-boot, TCG, 1 CPU (-cpu %s), %d MiB; %d boots each, interleaved", small.Size>>20, small.DataBytes(chunk)>>20, cmp.Or(strings.Join(cpus, " / "), "QEMU's default"), mem, reps)
 		for _, c := range smallCases {
 			lm := med(caseOf("local", c), mu)
 			add("%-12s multi-user median %v (%s) = %.2fx local; agent start to root %v; served %d MiB (%.0f%% of the root) in %d requests",
