@@ -4,6 +4,7 @@ package vmtests
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -25,6 +26,7 @@ import (
 	"github.com/imprint-dev/imprint/bootloader"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/internal/qemu"
+	"github.com/imprint-dev/imprint/layout"
 	"github.com/imprint-dev/imprint/netboot"
 	imstore "github.com/imprint-dev/imprint/store"
 	"github.com/imprint-dev/imprint/vmtests/fixture"
@@ -40,6 +42,13 @@ const DisklessBenchRepsEnv = "IMPRINT_BENCH_REPS"
 // DisklessBenchCPUEnv lists the QEMU CPU models (-cpu) the small half
 // boots every case with, e.g. "qemu64,max" (default: QEMU's, qemu64).
 const DisklessBenchCPUEnv = "IMPRINT_BENCH_CPU"
+
+// DisklessBenchChunkEnv lists chunk sizes (imprint build --chunk-size),
+// e.g. "1M 256K" or "1M,256K,128K": the small half's diskless cases boot
+// one image of the Debian root per size, named case/size (default: one
+// image, image.DefaultChunkSize). The local boot reads its disk, so it is
+// the same for every size.
+const DisklessBenchChunkEnv = "IMPRINT_BENCH_CHUNK"
 
 // fillerBytes is what the big image adds to the Debian root: random bytes
 // (no compression or dedup helps) in files no boot opens.
@@ -147,6 +156,7 @@ type benchBoot struct {
 	fetchIn   time.Duration // ram: QEMU start to "fetching partition"
 	agent     time.Duration // the agent's own start-to-root time
 	fetched   int64         // the NBD server's last count (on demand)
+	chunks    int64         // chunks in that count
 	served    int64         // chunk bytes the HTTP server sent
 	requests  int64
 	busy      time.Duration // HTTP handler time for those requests
@@ -237,6 +247,7 @@ func bootTimed(t *testing.T, what string, cfg qemu.Config, srv *countingServer) 
 	}
 	if all := ndbFetchedRe.FindAllStringSubmatch(b.console, -1); len(all) > 0 {
 		b.fetched, _ = strconv.ParseInt(all[len(all)-1][1], 10, 64)
+		b.chunks, _ = strconv.ParseInt(all[len(all)-1][2], 10, 64)
 	}
 	t.Logf("%s: multi-user after %v (systemd's line %v), agent up %v, root there %v (ram fetch began %v), agent start to root %v, fetched %d, served %d bytes in %d requests (%v in the handler), meminfo %s, server RSS %s kB; %s",
 		what, b.multiUser.Round(10*time.Millisecond), b.reached.Round(10*time.Millisecond), b.agentIn.Round(10*time.Millisecond),
@@ -341,11 +352,22 @@ func TestDisklessBootTimes(t *testing.T) {
 		t.Fatal(err)
 	}
 	store := filepath.Join(dir, "store")
-	build := func(name string) {
-		imprint(t, "build", "--store", store, "--name", name, "--rootfs", root.RootfsDir,
-			"--layout", layoutFile, "--cmdline", fixture.DebianCmdline, "--agent-imprint", bin)
+	build := func(name string, extra ...string) {
+		imprint(t, append([]string{"build", "--store", store, "--name", name, "--rootfs", root.RootfsDir,
+			"--layout", layoutFile, "--cmdline", fixture.DebianCmdline, "--agent-imprint", bin}, extra...)...)
 	}
 	build("debian")
+	// IMPRINT_BENCH_CHUNK: one more image of the same root per chunk
+	// size other than the default, for the small half's diskless cases.
+	chunkSizes, err := benchChunkSizes(os.Getenv(DisklessBenchChunkEnv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range chunkSizes {
+		if doSmall && c.image != "debian" {
+			build(c.image, "--chunk-size", c.label)
+		}
+	}
 	if doBig {
 		if err := writeFiller(filepath.Join(root.RootfsDir, "opt/filler"), fillerBytes, 1); err != nil {
 			t.Fatal(err)
@@ -365,6 +387,16 @@ func TestDisklessBootTimes(t *testing.T) {
 	const chunk = image.DefaultChunkSize
 	t.Logf("images built in %v: debian root %d bytes (%d data), debian-big root %d bytes (%d data)", time.Since(begin).Round(time.Second),
 		small.Size, small.DataBytes(chunk), big.Size, big.DataBytes(chunk))
+	refOf := map[string]string{"": smallRef} // chunk label -> image ref
+	for i, c := range chunkSizes {
+		if !doSmall {
+			break
+		}
+		content, ref := rootOf(t, store, c.image)
+		chunkSizes[i].dataBytes, chunkSizes[i].dataChunks = content.DataBytes(c.size), dataChunks(content)
+		refOf[c.label] = ref
+		t.Logf("chunk size %s: image %s, root %d bytes, %d data bytes in %d data chunks", c.label, ref, content.Size, chunkSizes[i].dataBytes, chunkSizes[i].dataChunks)
+	}
 
 	srv := &countingServer{h: &netboot.HTTP{Store: store, Decider: netboot.Static{}}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -400,11 +432,14 @@ func TestDisklessBootTimes(t *testing.T) {
 	if s := os.Getenv("IMPRINT_BENCH_READAHEAD"); s != "" {
 		ra = s
 	}
-	for _, e := range []struct{ id, image, mode string }{
-		{"dl-ram", smallRef, "ram"}, {"dl-ondemand", smallRef, "ondemand imprint.readahead=0"},
-		{"dl-ondemand-ra", smallRef, "ondemand imprint.readahead=" + ra},
-		{"big-ram", bigRef, "ram"}, {"big-ondemand", bigRef, "ondemand"},
-	} {
+	bootEntries := []struct{ id, image, mode string }{{"big-ram", bigRef, "ram"}, {"big-ondemand", bigRef, "ondemand"}}
+	for _, c := range chunkSizes {
+		bootEntries = append(bootEntries, []struct{ id, image, mode string }{
+			{chunkEntry("dl-ram", c.label), refOf[c.label], "ram"}, {chunkEntry("dl-ondemand", c.label), refOf[c.label], "ondemand imprint.readahead=0"},
+			{chunkEntry("dl-ondemand-ra", c.label), refOf[c.label], "ondemand imprint.readahead=" + ra},
+		}...)
+	}
+	for _, e := range bootEntries {
 		opts := strings.Replace(dl.Options, "imprint.image="+smallRef, "imprint.image="+e.image, 1) + " imprint.root=" + e.mode
 		imprint(t, "boot", "add", "--disk", laptop, "--id", e.id, "--title", e.id, "--kernel", dl.Linux,
 			"--initrd", dl.Initrd[0], "--options", opts)
@@ -436,23 +471,45 @@ func TestDisklessBootTimes(t *testing.T) {
 	entries = slices.DeleteFunc(entries, func(e string) bool {
 		return (e == "dl-ram" && os.Getenv("IMPRINT_BENCH_NORAM") == "1") || (e == "dl-ondemand-ra" && ra == "0")
 	})
-	type smallCase struct{ name, entry, cpu string }
+	type smallCase struct{ name, entry, cpu, chunk string }
 	var cases []smallCase
 	for _, e := range entries {
-		for _, c := range cpus {
-			name := e
-			if len(cpus) > 1 {
-				name += "@" + c
+		for _, cs := range chunkSizes {
+			if e == "local" && cs != chunkSizes[0] {
+				continue // the local disk reads no chunks
 			}
-			cases = append(cases, smallCase{name, e, c})
+			for _, c := range cpus {
+				name := e
+				if e != "local" && cs.label != "" {
+					name += "/" + cs.label
+				}
+				if len(cpus) > 1 {
+					name += "@" + c
+				}
+				cases = append(cases, smallCase{name, chunkEntry(e, cs.label), c, cs.label})
+			}
+		}
+	}
+	chunkOf := map[string]benchChunk{}
+	for _, c := range cases {
+		for _, cs := range chunkSizes {
+			if cs.label == c.chunk {
+				chunkOf[c.name] = cs
+			}
 		}
 	}
 	var smallCases []string
 	for _, c := range cases {
 		smallCases = append(smallCases, c.name)
 	}
-	// caseOf is the name of entry e booted with the same CPU model as c.
+	// caseOf is the name of entry e booted with the same CPU model as c
+	// (and, for e other than local, the same chunk size).
 	caseOf := func(e, c string) string {
+		if e != "local" {
+			if _, size, ok := strings.Cut(strings.Split(c, "@")[0], "/"); ok {
+				e += "/" + size
+			}
+		}
 		if _, model, ok := strings.Cut(c, "@"); ok {
 			return e + "@" + model
 		}
@@ -510,7 +567,7 @@ func TestDisklessBootTimes(t *testing.T) {
 	var lines []string
 	add := func(format string, args ...any) { lines = append(lines, fmt.Sprintf(format, args...)) }
 	smallSummary := func() {
-		add("Debian 12 root: %d MiB partition, %d MiB data; VM: OVMF + systemd-boot, TCG, 1 CPU (-cpu %s), %d MiB; %d boots each, interleaved", small.Size>>20, small.DataBytes(chunk)>>20, strings.Join(cpus, " / "), mem, reps)
+		add("Debian 12 root: %d MiB partition, %d MiB data; VM: OVMF + systemd-boot, TCG, 1 CPU (-cpu %s), %d MiB; %d boots each, interleaved", small.Size>>20, small.DataBytes(chunk)>>20, cmp.Or(strings.Join(cpus, " / "), "QEMU's default"), mem, reps)
 		for _, c := range smallCases {
 			lm := med(caseOf("local", c), mu)
 			add("%-12s multi-user median %v (%s) = %.2fx local; agent start to root %v; served %d MiB (%.0f%% of the root) in %d requests",
@@ -538,10 +595,16 @@ func TestDisklessBootTimes(t *testing.T) {
 			if !strings.HasPrefix(c, "dl-ondemand") {
 				continue
 			}
-			add("%s: NBD server fetched %d MiB (%.0f%% of the root's %d MiB, %.0f%% of its data) by the report", c,
-				medI(c, func(b benchBoot) int64 { return b.fetched })>>20,
+			data := small.DataBytes(chunk)
+			if cs := chunkOf[c]; cs.dataBytes > 0 {
+				data = cs.dataBytes
+			}
+			read := medI(c, func(b benchBoot) int64 { _, n, _ := b.rootReads(); return n })
+			add("%s: NBD server fetched %d MiB in %d chunks (%.0f%% of the root's %d MiB, %.0f%% of its data; %.1fx the bytes read from the device) by the report", c,
+				medI(c, func(b benchBoot) int64 { return b.fetched })>>20, medI(c, func(b benchBoot) int64 { return b.chunks }),
 				float64(medI(c, func(b benchBoot) int64 { return b.fetched }))*100/float64(small.Size), small.Size>>20,
-				float64(medI(c, func(b benchBoot) int64 { return b.fetched }))*100/float64(small.DataBytes(chunk)))
+				float64(medI(c, func(b benchBoot) int64 { return b.fetched }))*100/float64(data),
+				float64(medI(c, func(b benchBoot) int64 { return b.fetched }))/float64(max(read, 1)))
 		}
 		// Each round, every case as a ratio to the local boot with the
 		// same CPU model in that round.
@@ -629,4 +692,63 @@ func uptime() string {
 	}
 	f := strings.Fields(string(b))
 	return strings.Join(f[:3], " ")
+}
+
+// benchChunk is one chunk size of IMPRINT_BENCH_CHUNK and its image of
+// the small Debian root.
+type benchChunk struct {
+	label      string // as given ("256K"); "" for the default image alone
+	size       int64
+	image      string // image name in the bench's store
+	dataBytes  int64  // the root's non-zero chunks' bytes at this size
+	dataChunks int64
+}
+
+// benchChunkSizes reads IMPRINT_BENCH_CHUNK: chunk sizes separated by
+// commas or spaces. Empty: the default image alone, unlabelled. The
+// default size keeps the image named "debian" (the one deployed for the
+// local boot); the others get "debian-c<size>".
+func benchChunkSizes(s string) ([]benchChunk, error) {
+	fields := strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' })
+	if len(fields) == 0 {
+		return []benchChunk{{size: image.DefaultChunkSize, image: "debian"}}, nil
+	}
+	var out []benchChunk
+	for _, f := range fields {
+		n, err := layout.ParseSize(f)
+		if err != nil || n <= 0 || n&(n-1) != 0 {
+			return nil, fmt.Errorf("%s=%q: %q is not a chunk size (a power of two, e.g. 256K)", DisklessBenchChunkEnv, s, f)
+		}
+		for _, o := range out {
+			if o.size == n {
+				return nil, fmt.Errorf("%s=%q: %q given twice", DisklessBenchChunkEnv, s, f)
+			}
+		}
+		name := "debian"
+		if n != image.DefaultChunkSize {
+			name = "debian-c" + strings.ToLower(f)
+		}
+		out = append(out, benchChunk{label: f, size: n, image: name})
+	}
+	return out, nil
+}
+
+// chunkEntry is the boot entry id of diskless entry e for chunk label
+// size ("" keeps e).
+func chunkEntry(e, size string) string {
+	if e == "local" || size == "" {
+		return e
+	}
+	return e + "-c" + strings.ToLower(size)
+}
+
+// dataChunks is how many of c's chunks are not all zeros.
+func dataChunks(c *image.Content) int64 {
+	var n int64
+	for _, sum := range c.Chunks {
+		if sum != image.ZeroChunk {
+			n++
+		}
+	}
+	return n
 }

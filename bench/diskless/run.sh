@@ -16,6 +16,9 @@
 #   IMPRINT_BENCH_CPU=qemu64,max IMPRINT_BENCH_PARTS=small IMPRINT_BENCH_READAHEAD=0 bench/diskless/run.sh
 #       # every small case once per QEMU CPU model (-cpu) a round, as case@model
 #       # (default: QEMU's own, qemu64); READAHEAD=0 leaves the read-ahead case out
+#   IMPRINT_BENCH_CHUNK="1M 256K 128K" IMPRINT_BENCH_PARTS=small IMPRINT_BENCH_NORAM=1 IMPRINT_BENCH_READAHEAD=0 bench/diskless/run.sh
+#       # one image of the root per chunk size (imprint build --chunk-size), every
+#       # diskless case once per size a round, as case/size; local once a round
 #
 # Needs QEMU and OVMF (make deps) and the cached Debian root (built on first
 # use, ~9 min). The whole log goes to $LOG (default /tmp/imprint-bench-diskless.log).
