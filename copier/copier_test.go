@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -23,6 +24,7 @@ type recTarget struct {
 	mu      sync.Mutex // the copier writes from several workers
 	b       []byte
 	written map[int64]bool
+	zeroed  [][2]int64 // ZeroRange calls: offset, length
 }
 
 func (m *recTarget) ReadAt(p []byte, off int64) (int, error) { return copy(p, m.b[off:]), nil }
@@ -33,6 +35,9 @@ func (m *recTarget) WriteAt(p []byte, off int64) (int, error) {
 	return copy(m.b[off:], p), nil
 }
 func (m *recTarget) ZeroRange(off, n int64) error {
+	m.mu.Lock()
+	m.zeroed = append(m.zeroed, [2]int64{off, n})
+	m.mu.Unlock()
 	clear(m.b[off : off+n])
 	return nil
 }
@@ -75,6 +80,49 @@ func TestWriteZeroesReusedTargetAndVerifies(t *testing.T) {
 	bad, _ = cp.Verify(context.Background(), c, dst, nil)
 	if len(bad) != 2 || bad[0] != 4 || bad[1] != 10 {
 		t.Fatalf("verify found %v, want [4 10]", bad)
+	}
+}
+
+// Consecutive zero chunks are zeroed with one call (one BLKZEROOUT on a
+// block device), a run is cut where a chunk is skipped, so a skipped chunk
+// is never touched, and every chunk of a run is reported done.
+func TestWriteZeroesARunOfZeroChunksAtOnce(t *testing.T) {
+	for _, tc := range []struct {
+		skip int // a chunk already done, or -1
+		want [][2]int64
+	}{
+		{-1, [][2]int64{{3 * cs, 3 * cs}}},
+		{4, [][2]int64{{3 * cs, cs}, {5 * cs, cs}}},
+		{3, [][2]int64{{4 * cs, 2 * cs}}},
+	} {
+		cp, _, c, data := setup(t)
+		dst := &recTarget{b: bytes.Repeat([]byte{0xEE}, len(data)), written: map[int64]bool{}}
+		var mu sync.Mutex
+		done := map[int]bool{}
+		err := cp.Write(context.Background(), c, dst, Hooks{
+			Skip: func(i int) bool { return i == tc.skip },
+			Done: func(i int) { mu.Lock(); done[i] = true; mu.Unlock() },
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.SortFunc(dst.zeroed, func(a, b [2]int64) int { return int(a[0] - b[0]) })
+		if !slices.Equal(dst.zeroed, tc.want) {
+			t.Errorf("skip %d: zeroed %v, want %v", tc.skip, dst.zeroed, tc.want)
+		}
+		for i := range c.Chunks {
+			if done[i] != (i != tc.skip) {
+				t.Errorf("skip %d: chunk %d reported done: %v", tc.skip, i, done[i])
+			}
+			at := int64(i) * cs
+			got, want := dst.b[at:at+c.ChunkLen(i, cs)], data[at:at+c.ChunkLen(i, cs)]
+			if i == tc.skip {
+				want = bytes.Repeat([]byte{0xEE}, len(got))
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("skip %d: chunk %d holds the wrong bytes", tc.skip, i)
+			}
+		}
 	}
 }
 

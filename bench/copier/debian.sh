@@ -14,6 +14,11 @@
 #                        same rounds (before/after under the same load)
 #   BENCH_PROFILE=1      one more verified deploy with IMPRINT_CPUPROFILE
 #                        (pprof top 10 printed; the profile stays in the work dir)
+#   BENCH_TARGET=loop    write to a loop block device (over a 4 GiB file in the
+#                        work dir, --direct-io=on) instead of a new image file:
+#                        nothing is a hole there, so imprint zeroes the zero
+#                        chunks and reads them back; bmaptool leaves them as
+#                        they were
 #
 # Every imprint target is checked with `imprint verify` after its run (not
 # timed); bmaptool checks its own copies (the bmap's SHA-256).
@@ -62,6 +67,13 @@ MAPPED=$(($(sed -n 's:.*<MappedBlocksCount>[[:space:]]*\([0-9]*\).*:\1:p' "$W/di
 log "disk.img 4 GiB, $((MAPPED / MiB)) MiB mapped; .zst $(($(stat -c %s "$W/disk.img.zst") / MiB)) MiB; imprint $(cd "$ROOT" && git describe --always --dirty)"
 
 T=$W/target.img
+TARGET=${BENCH_TARGET:-file}
+if [[ $TARGET == loop ]]; then
+	truncate -s "$DISK" "$W/loop.img"
+	T=$(losetup --show --direct-io=on -f "$W/loop.img")
+	trap 'losetup -d "$T"' EXIT
+	log "target: loop device $T"
+fi
 
 names=(imprint bmap-raw bmap-zst)
 cmd_imprint() { "$IMP" deploy --from "$W/store" --image deb:1 --disk "$T" --size "$DISK" --yes; }
@@ -75,8 +87,10 @@ fi
 # run NAME [TIMES]: one run of a command onto a new target, timed into
 # TIMES when given; an imprint target is then checked with imprint verify.
 run() {
-	rm -f "$T"
-	truncate -s "$DISK" "$T"
+	if [[ $TARGET != loop ]]; then
+		rm -f "$T"
+		truncate -s "$DISK" "$T"
+	fi
 	local out=/dev/null
 	[[ -n ${2:-} ]] && out=$2
 	/usr/bin/time -f "$1 %e %U %S" -a -o "$out" bash -c "$(declare -f "cmd_$1"); IMP=$IMP W=$W T=$T DISK=$DISK; cmd_$1" >"$W/$1.log" 2>&1 ||
@@ -115,7 +129,7 @@ PY
 if [[ ${BENCH_PROFILE:-0} == 1 ]]; then
 	for n in imprint ${BASE:+baseline}; do
 		bin=$IMP; [[ $n == baseline ]] && bin=$W/imprint-base
-		rm -f "$T"; truncate -s "$DISK" "$T"
+		[[ $TARGET == loop ]] || { rm -f "$T"; truncate -s "$DISK" "$T"; }
 		IMPRINT_CPUPROFILE=$W/$n.pprof "$bin" deploy --from "$W/store" --image deb:1 --disk "$T" --size "$DISK" --yes >/dev/null 2>&1
 		echo "== pprof $n"
 		go tool pprof -top -nodecount=10 "$bin" "$W/$n.pprof" 2>/dev/null | sed -n '1,20p'
