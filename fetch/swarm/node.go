@@ -10,10 +10,8 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
-	"os"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/anacrolix/torrent"
@@ -31,11 +29,6 @@ const (
 	maxPeerRequests = 1024
 	blockSize       = 16 << 10
 )
-
-// pickerIdle is how long a node's picker goes without a byte before it
-// wants every missing piece: whatever held the window back (a peer that
-// stopped, a web seed that serves only slowly), the engine alone is no worse.
-const pickerIdle = 3 * time.Second
 
 // ErrStalled says the swarm gave no chunk for the stall time.
 var ErrStalled = errors.New("swarm stalled")
@@ -307,12 +300,9 @@ func joinURL(base, rel string) string {
 
 // Session is this node in the swarm of one image version.
 type Session struct {
-	// wantAll, once set, has the picker want every missing piece (the web
-	// seed was added: the node is not on peers' terms any more).
-	wantAll atomic.Bool
-	t       *torrent.Torrent
-	store   *pieceStore
-	Tor     *Torrent
+	t     *torrent.Torrent
+	store *pieceStore
+	Tor   *Torrent
 }
 
 // Join enters the swarm of the image m (derived from the manifest, see
@@ -339,38 +329,19 @@ func (n *Node) join(m *image.Manifest, server string, places []Place, webSeed bo
 		return nil, err
 	}
 	t := s.t
-	need := []int{}
+	// Random first pieces (BitTorrent's "random first piece"): the
+	// engine takes pieces by priority, then rarity, then index, so every
+	// node that starts with only the server to take from would ask it for
+	// the same pieces in the same order, and the nodes would have nothing
+	// to trade. A random quarter of each node's pieces goes first.
 	for p := range st.ps {
 		if len(st.ps[p].locs) > 0 && !st.ps[p].complete.Load() {
-			need = append(need, p)
-		}
-	}
-	if solo, shared, endgame, on := pickerParams(); on && server != "" && len(need) > 0 {
-		// A few pieces wanted at once, in this node's own random order
-		// (picker.go); the rest wait at None, the engine's default.
-		pk := newPicker(need, solo, shared, endgame, rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())))
-		go s.runPicker(pk, server, pickerIdle)
-	} else if os.Getenv("IMPRINT_SWARM_PICK") == "flat" {
-		for _, p := range need {
-			t.Piece(p).SetPriority(torrent.PiecePriorityNormal)
-		}
-	} else {
-		// Random first pieces (BitTorrent's "random first piece"): the
-		// engine takes pieces by priority, then rarity, then index, so
-		// every node that starts with only the server to take from would
-		// ask it for the same pieces in the same order, and the nodes
-		// would have nothing to trade. A random half of each node's
-		// pieces goes first.
-		for _, p := range need {
 			prio := torrent.PiecePriorityNormal
 			if rand.IntN(2) == 0 {
 				prio = torrent.PiecePriorityHigh
 			}
 			t.Piece(p).SetPriority(prio)
 		}
-	}
-	if os.Getenv("IMPRINT_SWARM_TRACE") != "" && len(need) > 0 {
-		go s.trace()
 	}
 	if server != "" && st.missing() > 0 {
 		n.startReannounce(s, server)
@@ -456,7 +427,6 @@ func (s *Session) webSeedWhenIdle(cl *torrent.Client, url string, after time.Dur
 			continue
 		}
 		if time.Since(since) >= after {
-			s.wantAll.Store(true)
 			s.t.AddWebSeeds([]string{url})
 			kickWebSeeds(cl)
 			return
