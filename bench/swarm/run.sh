@@ -23,6 +23,7 @@
 #   BENCH_FANOUT=2        children per node in the tree
 #   BENCH_DIR=/some/dir   work files (default: a new dir under /var/tmp)
 #   BENCH_SERVE_ARGS="--swarm-peers 4"  more imprint serve flags
+#   BENCH_SWARM_ARGS="--swarm-peers 8"  more flags for the swarm's deploys
 #   BENCH_GSO_SEGS=1      at most this many segments per GSO packet on the
 #                         veths (default: the kernel's, up to 64 KiB packets,
 #                         which tbf splits and its FIFO drops whole)
@@ -157,7 +158,7 @@ run() {
 				for _ in $(seq 100); do ip netns exec "$NS-$i" curl -s -o /dev/null "http://$from:$PORT/index.json" && break; sleep 0.05; done
 			fi
 			;;
-		swarm) extra=(--swarm --serve "$(addr "$i"):$PORT" --swarm-listen "$(addr "$i"):6881") ;;
+		swarm) extra=(--swarm --serve "$(addr "$i"):$PORT" --swarm-listen "$(addr "$i"):6881" ${BENCH_SWARM_ARGS:-}) ;;
 		esac
 		ip netns exec "$NS-$i" "$IMPRINT" deploy --from "http://$from:$PORT/" "${extra[@]}" --image bench:v1 \
 			--disk "$WORK/d-$i.img" --size "$SIZE" --yes --no-bootloader >"$WORK/d-$i.out" 2>"$WORK/d-$i.err" &
