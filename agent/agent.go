@@ -83,6 +83,9 @@ type Params struct {
 	// RAM then grows with the bytes read: the cache bound does not apply).
 	// Off by default, as deploy's --swarm is.
 	Swarm bool
+	// SwarmPeers is imprint.swarm-peers=N: the most peers the agent's
+	// swarm node is connected to (0: by the node's RAM, swarmPeers).
+	SwarmPeers int
 }
 
 // Diskless root modes (imprint.root=).
@@ -109,7 +112,7 @@ const MaxReadahead = 64
 // ParseCmdline reads imprint.* parameters.
 func ParseCmdline(c string) (Params, error) {
 	p := Params{OnFail: "reboot"}
-	var cacheErr, fillErr, swarmErr, raErr error
+	var cacheErr, fillErr, swarmErr, raErr, peersErr error
 	for _, w := range strings.Fields(c) {
 		k, v, _ := strings.Cut(w, "=")
 		switch k {
@@ -171,6 +174,12 @@ func ParseCmdline(c string) (Params, error) {
 			} else {
 				p.Swarm = on
 			}
+		case "imprint.swarm-peers":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > MaxSwarmPeers {
+				peersErr = fmt.Errorf("imprint.swarm-peers=%s: want a number of peers from 1 to %d", v, MaxSwarmPeers)
+			}
+			p.SwarmPeers = n
 		case "imprint.trust":
 			for _, k := range strings.Split(v, ",") {
 				if k != "" {
@@ -204,6 +213,9 @@ func ParseCmdline(c string) (Params, error) {
 	}
 	if swarmErr != nil {
 		return p, swarmErr
+	}
+	if peersErr != nil {
+		return p, peersErr
 	}
 	if raErr != nil {
 		return p, raErr

@@ -21,6 +21,8 @@ type rootSwarm struct {
 	Server   string          `json:"server"`
 	Listen   string          `json:"listen"`
 	Allowed  []netip.Prefix  `json:"allowed"`
+	// MaxPeers is the agent's swarmPeers; 0 is MinSwarmPeers.
+	MaxPeers int `json:"max_peers,omitempty"`
 }
 
 // ondemandSwarm is the swarm config for an on-demand root of m, or nil
@@ -53,7 +55,7 @@ func (a *Agent) ondemandSwarm(m *image.Manifest, rp *image.Partition) *rootSwarm
 	if err == nil {
 		var raw []byte
 		if raw, err = json.Marshal(m); err == nil {
-			return &rootSwarm{Manifest: raw, Server: srv, Listen: listen, Allowed: nets}
+			return &rootSwarm{Manifest: raw, Server: srv, Listen: listen, Allowed: nets, MaxPeers: a.swarmPeers()}
 		}
 	}
 	a.say("imprint.swarm=1: %v; the root reads from the sources only", err)
@@ -77,7 +79,7 @@ func joinRootSwarm(cfg *rootSwarm, content *image.Content) (*swarm.OnDemand, err
 	if len(cfg.Allowed) == 0 {
 		return nil, errors.New("the config names no network to take peers from")
 	}
-	n, err := swarm.NewNode(swarm.Options{Listen: cfg.Listen, AllowedNets: cfg.Allowed, MaxPeers: SwarmMaxPeers})
+	n, err := swarm.NewNode(swarm.Options{Listen: cfg.Listen, AllowedNets: cfg.Allowed, MaxPeers: peersOr(cfg.MaxPeers)})
 	if err != nil {
 		return nil, err
 	}

@@ -29,12 +29,43 @@ import (
 // interface's network (and the server itself).
 const SwarmPort = 6881
 
-// SwarmMaxPeers caps the peers of the agent's swarm node and of the RAM
-// root's seeder. Each peer may hold up to 16 MiB of requested blocks in
-// RAM while its link is slower than this node, so this bounds that to
-// 128 MiB per process (the engine's default of 50 peers: 800 MiB), in a
-// machine whose root may be in RAM too.
-const SwarmMaxPeers = 8
+// The agent's swarm node connects to swarmPeers peers. Each peer may
+// hold up to 16 MiB of requested blocks in RAM while its link is slower
+// than this node (swarm.Options.MaxPeers), in a machine whose root may be
+// in RAM too, so the default is what keeps that worst case within an
+// eighth of MemTotal, between MinSwarmPeers and DefaultMaxSwarmPeers.
+// Fewer peers is slower, not just leaner: at 16 nodes on 20 Mbit/s links
+// deploys with 8 peers each took 4.5-5.1x one node's time, with 50 peers
+// 2.55x (docs/scale.md); the deploys' RSS peaked at 85 MiB with 15 peers.
+const (
+	MinSwarmPeers        = 8
+	DefaultMaxSwarmPeers = 32
+	MaxSwarmPeers        = 200 // imprint.swarm-peers= at most
+	peerBufferWorst      = 16 << 20
+)
+
+// peersOr is a helper process's peer cap from its config: n, or
+// MinSwarmPeers when the config does not say.
+func peersOr(n int) int {
+	if n > 0 {
+		return n
+	}
+	return MinSwarmPeers
+}
+
+// swarmPeers is imprint.swarm-peers=, else MemTotal/8 over 16 MiB a peer,
+// kept between MinSwarmPeers and DefaultMaxSwarmPeers (MinSwarmPeers when
+// MemTotal cannot be read).
+func (a *Agent) swarmPeers() int {
+	if a.Params.SwarmPeers > 0 {
+		return a.Params.SwarmPeers
+	}
+	total, err := memTotal(a.meminfo())
+	if err != nil {
+		return MinSwarmPeers
+	}
+	return int(min(max(total/8/peerBufferWorst, MinSwarmPeers), DefaultMaxSwarmPeers))
+}
 
 // swarmOptions starts this node's BitTorrent client for imprint.swarm=1;
 // nil without it. The swarm only speeds a fetch up: a node that cannot
@@ -54,7 +85,7 @@ func (a *Agent) swarmOptions() *deploy.SwarmOptions {
 		a.say("imprint.swarm=1: %v; fetching from the sources only", err)
 		return nil
 	}
-	n, err := swarm.NewNode(swarm.Options{Listen: listen, AllowedNets: nets, MaxPeers: SwarmMaxPeers})
+	n, err := swarm.NewNode(swarm.Options{Listen: listen, AllowedNets: nets, MaxPeers: a.swarmPeers()})
 	if err != nil {
 		a.say("imprint.swarm=1: %v; fetching from the sources only", err)
 		return nil
@@ -136,6 +167,8 @@ type seedConfig struct {
 	Listen    string          `json:"listen"`
 	// Allowed are the networks it takes peers from.
 	Allowed []netip.Prefix `json:"allowed"`
+	// MaxPeers is the agent's swarmPeers; 0 is MinSwarmPeers.
+	MaxPeers int `json:"max_peers,omitempty"`
 }
 
 // startSeeder starts this binary as the seeder of the RAM root file (a
@@ -151,7 +184,7 @@ func (a *Agent) startSeeder(ctx context.Context, m *image.Manifest, partition, f
 	if err != nil {
 		return 0, err
 	}
-	cfg, err := json.Marshal(seedConfig{Manifest: raw, Partition: partition, File: file, Server: server, Listen: listen, Allowed: nets})
+	cfg, err := json.Marshal(seedConfig{Manifest: raw, Partition: partition, File: file, Server: server, Listen: listen, Allowed: nets, MaxPeers: a.swarmPeers()})
 	if err != nil {
 		return 0, err
 	}
@@ -299,7 +332,7 @@ func seedFile(cfg seedConfig) (leave func(), err error) {
 		f.Close()
 		return nil, errors.New("the config names no network to take peers from")
 	}
-	n, err := swarm.NewNode(swarm.Options{Listen: cfg.Listen, AllowedNets: cfg.Allowed, MaxPeers: SwarmMaxPeers})
+	n, err := swarm.NewNode(swarm.Options{Listen: cfg.Listen, AllowedNets: cfg.Allowed, MaxPeers: peersOr(cfg.MaxPeers)})
 	if err != nil {
 		f.Close()
 		return nil, err
