@@ -46,7 +46,7 @@ func (a *Agent) assemble(lower, state, from string, begin time.Time) (err error)
 			// open it (O_EXCL) and boots without it.
 			defer func() {
 				if err != nil {
-					if uerr := unix.Unmount(stateMnt, 0); uerr != nil {
+					if uerr := releaseState(newRoot, stateMnt); uerr != nil {
 						a.say("state partition %s: unmount after %v: %v", state, err, uerr)
 					}
 				}
@@ -471,4 +471,16 @@ func copyEntry(src, dst string) error {
 		}
 		return own()
 	}
+}
+
+// releaseState unmounts the state partition at stateMnt after a failed
+// assemble, so that the next try can open it again. The persistent
+// paths' bind mounts under newroot hold its filesystem too, so newroot's
+// tree is detached first (if it is mounted: EINVAL otherwise, ignored);
+// else the partition would stay busy and the retry boot without it.
+func releaseState(newroot, stateMnt string) error {
+	if err := unix.Unmount(newroot, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("detach %s: %w", newroot, err)
+	}
+	return unix.Unmount(stateMnt, 0)
 }

@@ -35,12 +35,17 @@ func (a *Agent) ondemandSwarm(m *image.Manifest, rp *image.Partition) *rootSwarm
 	// In the swarm the root keeps every chunk it reads, to seed it: a
 	// node that reads its whole root holds all of it, plus the swarm's
 	// buffers for the pieces under way (a scratch buffer each and a copy
-	// to hash; a few at once). One whose RAM could not hold that stays
-	// out, bounded by imprint.cache=.
+	// to hash; a few at once) and the blocks its peers requested and it
+	// has not sent yet (peerBufferWorst each, at worst). One whose RAM
+	// could not hold that stays out, bounded by imprint.cache=.
+	peers := int64(a.swarmPeers()) * peerBufferWorst
 	need := rp.Content.DataBytes(m.ChunkSize) + swarmPiecesInFlight*2*m.ChunkSize
 	total, err := memTotal(a.meminfo())
 	if err == nil {
-		err = fillFits(need, total)
+		err = fillFits(need+peers, total)
+		if err != nil {
+			err = fmt.Errorf("%w (with %d MiB for %d peers' requested blocks at worst; imprint.swarm-peers= lowers it)", err, peers>>20, a.swarmPeers())
+		}
 	}
 	if err != nil {
 		a.say("imprint.swarm=1 refused for the on-demand root (it keeps every chunk it reads, to seed them): %v; the root reads from the sources only, its cache bounded", err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -111,5 +112,17 @@ func TestAnOndemandRootWithoutTheSwarm(t *testing.T) {
 	c.Reset()
 	if cfg := (&Agent{Console: &c, Meminfo: small, Params: Params{Sources: []string{url}, Swarm: true}}).ondemandSwarm(m, rp); cfg != nil || !strings.Contains(c.String(), "imprint.swarm=1 refused for the on-demand root") || !strings.Contains(c.String(), "MemTotal is 1 MiB") {
 		t.Fatalf("a swarm on a node too small to keep its root: %v, console %q", cfg, c.String())
+	}
+	// One whose RAM holds the root and its pieces under way, but not its
+	// peers' requested blocks at worst as well.
+	need := rp.Content.DataBytes(m.ChunkSize) + swarmPiecesInFlight*2*m.ChunkSize
+	tight := filepath.Join(t.TempDir(), "meminfo")
+	os.WriteFile(tight, []byte(fmt.Sprintf("MemTotal: %d kB\n", (need+need/4+fillReserve+(1<<20))>>10)), 0o644)
+	if err := fillFits(need, need+need/4+fillReserve+(1<<20)); err != nil {
+		t.Fatalf("the root alone should fit: %v", err)
+	}
+	c.Reset()
+	if cfg := (&Agent{Console: &c, Meminfo: tight, Params: Params{Sources: []string{url}, Swarm: true}}).ondemandSwarm(m, rp); cfg != nil || !strings.Contains(c.String(), "with 128 MiB for 8 peers' requested blocks at worst") {
+		t.Fatalf("a swarm on a node without room for its peers' buffers: %v, console %q", cfg, c.String())
 	}
 }

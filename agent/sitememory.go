@@ -89,13 +89,19 @@ func (a *Agent) chooseSite(state, why string) *identity.Config {
 // before the console says so: clocks differ, but a day is a wrong clock.
 const futureSlack = 24 * time.Hour
 
+// clockSetYear is the year before which this machine's clock is taken as
+// never set (no RTC, no network time yet) rather than wrong.
+const clockSetYear = 2024
+
 // sayFutureStamp says when a map's signing time is far ahead of this
 // machine's clock: a node that takes it refuses every map signed before
 // it, so a signing host whose clock jumped ahead locks its nodes to that
 // map. Signing times are still compared with each other (the node's own
 // clock may be the wrong one).
 func (a *Agent) sayFutureStamp(what string, signed time.Time) {
-	if now := a.now(); signed.After(now.Add(futureSlack)) {
+	// A machine without a battery-backed clock starts in 1970: every
+	// stamp is ahead of that, and saying so would only be noise.
+	if now := a.now(); now.Year() >= clockSetYear && signed.After(now.Add(futureSlack)) {
 		a.say("identity: %s is %s, more than a day after this machine's clock (%s): if the signer's clock was wrong, nodes refuse every map signed before then; docs/identity.md says how to recover",
 			what, signedText(signed), now.UTC().Format(time.RFC3339))
 	}
@@ -122,15 +128,16 @@ func loadSiteMemory(file string, trust *image.Trust) (m *siteMap, unusable, err 
 	if len(r.Map) == 0 || len(r.Signature) == 0 {
 		return nil, nil, errors.New("not a remembered map: no map or no signature in it")
 	}
-	if err := trust.VerifyFile(r.Map, r.Signature, "the remembered map"); errors.Is(err, image.ErrExpired) {
+	// The signature verified when the error is one of the stamps' (an
+	// end that passed, or a stamp only a newer agent knows, as after a
+	// rollback): the map is not used, but its signed time counts.
+	if err := trust.VerifyFile(r.Map, r.Signature, "the remembered map"); errors.Is(err, image.ErrExpired) || errors.Is(err, image.ErrCriticalStamp) {
 		unusable = err
 	} else if err != nil {
 		return nil, nil, err
 	}
-	// The signature verified (VerifyFile checks the end last, and reads
-	// the stamps before).
 	st, err := image.ReadFileStamps(r.Signature)
-	if err != nil {
+	if err != nil && !errors.Is(err, image.ErrCriticalStamp) {
 		return nil, nil, err
 	}
 	m = &siteMap{from: r.From, raw: r.Map, sig: r.Signature, signed: st.Signed, trust: trust}

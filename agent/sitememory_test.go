@@ -2,12 +2,16 @@ package agent
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"aead.dev/minisign"
 
 	"github.com/imprint-dev/imprint/image"
 )
@@ -61,6 +65,10 @@ func TestChooseSiteRefusesOlderMaps(t *testing.T) {
 	unknownSig := signer.SignFileAt(unknown, "identity.conf", image.FileStamps{Signed: t2})
 	unknownRec := record(unknown, unknownSig)
 	unknownKept := &siteMap{raw: unknown, signed: t2}
+	// A map a newer imprint signed with a stamp this one must not skip:
+	// its signature verifies and its signed time still counts.
+	criticalSig := signWithComment(t, filepath.Join(dir, "k.key"), gpu, fmt.Sprintf("imprint file identity.conf sha256 %x signed 2026-11-08T00:00:00Z !needs-agent 2027-01-01T00:00:00Z", sha256.Sum256(gpu)))
+	criticalKept := &siteMap{raw: gpu, signed: t2}
 	now := t2.AddDate(0, 0, 1)
 	future := signed(gpuA100, image.FileStamps{Signed: time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC)})
 	const file = "STATE/" + siteMemoryFile
@@ -84,6 +92,7 @@ func TestChooseSiteRefusesOlderMaps(t *testing.T) {
 		{"same stamp, another map", false, newerRec, false, sameStamp, "gpu.a100", "remembered in", sameStamp},
 		{"older refused, remembered expired", false, expiredRec, false, old, "", "older than the newest this node has seen (signed 2026-11-01T00:00:00Z < signed 2026-11-08T00:00:00Z); using the image's (the one remembered in " + file + " cannot be used: the remembered map: its signature's validity is over", nil},
 		{"older refused, remembered signed but unreadable by this agent", false, unknownRec, false, old, "", "(signed 2026-11-01T00:00:00Z < signed 2026-11-08T00:00:00Z); using the image's (the one remembered in " + file + " cannot be used: its signature verifies, but this agent cannot read the map: bad identity configuration: " + file + " line 1: unknown directive", unknownKept},
+		{"older refused, remembered with a stamp only a newer agent knows", false, record(gpu, criticalSig), false, old, "", "(signed 2026-11-01T00:00:00Z < signed 2026-11-08T00:00:00Z); using the image's (the one remembered in " + file + " cannot be used: the remembered map: its signature verifies, but trusted comment", criticalKept},
 		{"newer replaces one unreadable by this agent", false, record(unknown, signer.SignFileAt(unknown, "identity.conf", image.FileStamps{Signed: t1})), false, newer, "gpu", "remembered in " + file + " as the newest", newer},
 		{"signed far in the future: said, still taken", false, newerRec, false, future, "gpu.a100", "identity: site map " + url + " is signed 2099-01-01T00:00:00Z, more than a day after this machine's clock (2026-11-09T00:00:00Z)", future},
 		{"remembered far in the future: said, still counts", false, record(gpuA100, future.sig), false, newer, "gpu.a100", "identity: the site map remembered in " + file + " is signed 2099-01-01T00:00:00Z, more than a day after", future},
@@ -148,6 +157,44 @@ func TestChooseSiteRefusesOlderMaps(t *testing.T) {
 			t.Errorf("%s: remembered: %v %v", tc.name, got, err)
 		case !bytes.Equal(got.raw, tc.kept.raw) || !got.signed.Equal(tc.kept.signed):
 			t.Errorf("%s: remembered %q %s, want %q %s", tc.name, got.raw, signedText(got.signed), tc.kept.raw, signedText(tc.kept.signed))
+		}
+	}
+}
+
+// signWithComment signs raw with the unencrypted minisign key at path,
+// with trusted as the trusted comment: a signature a newer imprint could
+// make.
+func signWithComment(t *testing.T, path string, raw []byte, trusted string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k minisign.PrivateKey
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if err := k.UnmarshalText([]byte(lines[len(lines)-1])); err != nil {
+		t.Fatal(err)
+	}
+	return minisign.SignWithComments(k, raw, trusted, "")
+}
+
+// A machine whose clock was never set (1970) does not warn about every
+// stamp being ahead of it; one whose clock is set does.
+func TestFutureStampIsNotSaidOnAnUnsetClock(t *testing.T) {
+	signed := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		now  time.Time
+		says bool
+	}{
+		{time.Unix(0, 0), false},
+		{time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC), true},
+		{signed, false},
+	} {
+		var out bytes.Buffer
+		a := &Agent{Console: &out, Clock: func() time.Time { return tc.now }}
+		a.sayFutureStamp("site map u", signed)
+		if got := strings.Contains(out.String(), "more than a day after"); got != tc.says {
+			t.Errorf("clock %v: said %v (%q), want %v", tc.now, got, out.String(), tc.says)
 		}
 	}
 }

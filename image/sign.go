@@ -168,6 +168,12 @@ func (s *Signer) SignFileAt(raw []byte, what string, st FileStamps) []byte {
 // ErrExpired says a signed file's validity (SignFileUntil) is over.
 var ErrExpired = errors.New("its signature's validity is over")
 
+// ErrCriticalStamp says a signed file carries a stamp this imprint does
+// not know and must not skip (marked criticalMark): a newer imprint
+// signed it. The signature itself verified, and the stamps this imprint
+// knows are read.
+var ErrCriticalStamp = errors.New("a stamp this imprint does not know and must not skip")
+
 // VerifyFile checks a file's signature like Verify does a manifest's;
 // what names the file in errors. A nil *Trust refuses: a file that
 // replaces part of a signed image needs a key to be taken at all. A file
@@ -186,6 +192,9 @@ func (t *Trust) VerifyFileAt(raw, sig []byte, what string, now time.Time) error 
 		return fmt.Errorf("%s: %w: the signature is malformed: %v", what, ErrUntrusted, err)
 	}
 	st, err := fileStamps(s.TrustedComment)
+	if errors.Is(err, ErrCriticalStamp) {
+		return fmt.Errorf("%s: its signature verifies, but %w", what, err)
+	}
 	if err != nil {
 		return fmt.Errorf("%s: %w: %v", what, ErrUntrusted, err)
 	}
@@ -206,6 +215,7 @@ func FileValidUntil(sig []byte) (until time.Time, ok bool, err error) {
 
 // ReadFileStamps reads a signed file's stamps from its signature without
 // checking the signature: check it first (VerifyFile) before trusting them.
+// With ErrCriticalStamp the stamps this imprint knows are still read.
 func ReadFileStamps(sig []byte) (FileStamps, error) {
 	var s minisign.Signature
 	if err := s.UnmarshalText(sig); err != nil {
@@ -231,6 +241,7 @@ func fileStamps(trusted string) (FileStamps, error) {
 		return st, nil
 	}
 	tail := strings.Fields(trusted[i+len(sumWord):])
+	var critical error
 	if len(tail)%2 != 1 {
 		return FileStamps{}, fmt.Errorf("trusted comment %q: want \"sha256 HEX\" then pairs of a word (%s, %s, ...) and its value at its end", trusted, signedAt, validUntil)
 	}
@@ -242,7 +253,12 @@ func fileStamps(trusted string) (FileStamps, error) {
 		case w == validUntil:
 			dst = &st.Until
 		case strings.HasPrefix(w, criticalMark):
-			return FileStamps{}, fmt.Errorf("trusted comment %q: %q: a stamp this imprint does not know, marked %q as one it must not skip (a newer imprint signed it)", trusted, w, criticalMark)
+			// Read on: what this imprint knows still counts (a node
+			// that rolled back keeps a newer map's signing time).
+			if critical == nil {
+				critical = fmt.Errorf("trusted comment %q: %q: %w, marked %q (a newer imprint signed it)", trusted, w, ErrCriticalStamp, criticalMark)
+			}
+			continue
 		default:
 			continue // a newer imprint's stamp, safe to skip
 		}
@@ -255,7 +271,7 @@ func fileStamps(trusted string) (FileStamps, error) {
 		}
 		*dst = t
 	}
-	return st, nil
+	return st, critical
 }
 
 // criticalMark begins a stamp word an agent that does not know it must

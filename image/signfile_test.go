@@ -149,7 +149,8 @@ func TestFileStamps(t *testing.T) {
 		{"a name holding the word", "", s.SignFileAt(conf, "x signed 2001-01-01T00:00:00Z", FileStamps{Signed: signed}), FileStamps{Signed: signed}, ""},
 		{"another tool's comment", "timestamp:1700000000 file:identity.conf", nil, FileStamps{}, ""},
 		{"a word imprint does not know is skipped", "imprint file f " + hex + " signed 2026-01-01T00:00:00Z not-before 2026-01-01T00:00:00Z key-epoch 7", nil, FileStamps{Signed: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}, ""},
-		{"an unknown word marked as not to skip", "imprint file f " + hex + " !not-before 2026-01-01T00:00:00Z", nil, FileStamps{}, `"!not-before": a stamp this imprint does not know, marked "!"`},
+		{"an unknown word marked as not to skip", "imprint file f " + hex + " !not-before 2026-01-01T00:00:00Z", nil, FileStamps{}, `"!not-before": a stamp this imprint does not know and must not skip, marked "!"`},
+		{"the stamps imprint knows are read beside one not to skip", "imprint file f " + hex + " signed 2026-01-01T00:00:00Z !not-before 2026-01-01T00:00:00Z", nil, FileStamps{Signed: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}, `"!not-before"`},
 		{"given twice", "imprint file f " + hex + " signed 2026-01-01T00:00:00Z signed 2027-01-01T00:00:00Z", nil, FileStamps{}, "signed given twice"},
 		{"not a time", "imprint file f " + hex + " signed yesterday", nil, FileStamps{}, "signed: parsing time"},
 		{"a word without a time", "imprint file f " + hex + " signed", nil, FileStamps{}, "want \"sha256 HEX\" then pairs"},
@@ -167,6 +168,8 @@ func TestFileStamps(t *testing.T) {
 			t.Errorf("%s: %v", tc.name, err)
 		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
 			t.Errorf("%s: error %v, want one saying %q", tc.name, err, tc.err)
+		case strings.Contains(tc.err, `"!`) && !errors.Is(err, ErrCriticalStamp):
+			t.Errorf("%s: %v is not ErrCriticalStamp", tc.name, err)
 		case !got.Signed.Equal(tc.want.Signed) || !got.Until.Equal(tc.want.Until):
 			t.Errorf("%s: %+v, want %+v", tc.name, got, tc.want)
 		}
