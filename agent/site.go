@@ -109,12 +109,9 @@ func fetchSiteIdentity(ctx context.Context, url string, trust *image.Trust) (*si
 // verifySiteMap checks a map's signature (and its end) and parses it;
 // what names it in errors.
 func verifySiteMap(from string, raw, sig []byte, trust *image.Trust, what string) (*siteMap, error) {
-	if err := trust.VerifyFile(raw, sig, what); err != nil {
+	st, err := trust.VerifyFileStamps(raw, sig, what)
+	if err != nil {
 		return nil, err
-	}
-	st, err := image.ReadFileStamps(sig)
-	if err != nil { // VerifyFile read them already
-		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	c, err := identity.Parse(bytes.NewReader(raw), from)
 	if err != nil {

@@ -131,13 +131,10 @@ func loadSiteMemory(file string, trust *image.Trust) (m *siteMap, unusable, err 
 	// The signature verified when the error is one of the stamps' (an
 	// end that passed, or a stamp only a newer agent knows, as after a
 	// rollback): the map is not used, but its signed time counts.
-	if err := trust.VerifyFile(r.Map, r.Signature, "the remembered map"); errors.Is(err, image.ErrExpired) || errors.Is(err, image.ErrCriticalStamp) {
+	st, err := trust.VerifyFileStamps(r.Map, r.Signature, "the remembered map")
+	if errors.Is(err, image.ErrExpired) || errors.Is(err, image.ErrCriticalStamp) {
 		unusable = err
 	} else if err != nil {
-		return nil, nil, err
-	}
-	st, err := image.ReadFileStamps(r.Signature)
-	if err != nil && !errors.Is(err, image.ErrCriticalStamp) {
 		return nil, nil, err
 	}
 	m = &siteMap{from: r.From, raw: r.Map, sig: r.Signature, signed: st.Signed, trust: trust}

@@ -184,25 +184,37 @@ func (t *Trust) VerifyFile(raw, sig []byte, what string) error {
 
 // VerifyFileAt is VerifyFile as of now.
 func (t *Trust) VerifyFileAt(raw, sig []byte, what string, now time.Time) error {
+	_, err := t.verifyFileStamps(raw, sig, what, now)
+	return err
+}
+
+// VerifyFileStamps is VerifyFile that also gives the file's stamps. They
+// are given with ErrExpired and ErrCriticalStamp too: the signature
+// verified, so what they say is the signer's.
+func (t *Trust) VerifyFileStamps(raw, sig []byte, what string) (FileStamps, error) {
+	return t.verifyFileStamps(raw, sig, what, time.Now())
+}
+
+func (t *Trust) verifyFileStamps(raw, sig []byte, what string, now time.Time) (FileStamps, error) {
 	if err := t.verifyFile(raw, sig, what); err != nil {
-		return err
+		return FileStamps{}, err
 	}
 	var s minisign.Signature
 	if err := s.UnmarshalText(sig); err != nil {
-		return fmt.Errorf("%s: %w: the signature is malformed: %v", what, ErrUntrusted, err)
+		return FileStamps{}, fmt.Errorf("%s: %w: the signature is malformed: %v", what, ErrUntrusted, err)
 	}
 	st, err := fileStamps(s.TrustedComment)
 	if errors.Is(err, ErrCriticalStamp) {
-		return fmt.Errorf("%s: its signature verifies, but %w", what, err)
+		return st, fmt.Errorf("%s: its signature verifies, but %w", what, err)
 	}
 	if err != nil {
-		return fmt.Errorf("%s: %w: %v", what, ErrUntrusted, err)
+		return FileStamps{}, fmt.Errorf("%s: %w: %v", what, ErrUntrusted, err)
 	}
 	if !st.Until.IsZero() && now.After(st.Until) {
-		return fmt.Errorf("%s: %w: valid until %s, and this machine's clock says %s", what, ErrExpired,
+		return st, fmt.Errorf("%s: %w: valid until %s, and this machine's clock says %s", what, ErrExpired,
 			st.Until.Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
-	return nil
+	return st, nil
 }
 
 // FileValidUntil reads the end of a signed file's validity from its
