@@ -38,13 +38,14 @@ func (a *Agent) ondemandSwarm(m *image.Manifest, rp *image.Partition) *rootSwarm
 	// to hash; a few at once) and the blocks its peers requested and it
 	// has not sent yet (peerBufferWorst each, at worst). One whose RAM
 	// could not hold that stays out, bounded by imprint.cache=.
-	peers := int64(a.swarmPeers()) * peerBufferWorst
+	maxPeers := a.swarmPeers()
+	peers := int64(maxPeers) * peerBufferWorst
 	need := rp.Content.DataBytes(m.ChunkSize) + swarmPiecesInFlight*2*m.ChunkSize
 	total, err := memTotal(a.meminfo())
 	if err == nil {
 		err = fillFits(need+peers, total)
 		if err != nil {
-			err = fmt.Errorf("%w (with %d MiB for %d peers' requested blocks at worst; imprint.swarm-peers= lowers it)", err, peers>>20, a.swarmPeers())
+			err = fmt.Errorf("%w (with %d MiB for %d peers' requested blocks at worst; imprint.swarm-peers= lowers it)", err, peers>>20, maxPeers)
 		}
 	}
 	if err != nil {
@@ -60,7 +61,7 @@ func (a *Agent) ondemandSwarm(m *image.Manifest, rp *image.Partition) *rootSwarm
 	if err == nil {
 		var raw []byte
 		if raw, err = json.Marshal(m); err == nil {
-			return &rootSwarm{Manifest: raw, Server: srv, Listen: listen, Allowed: nets, MaxPeers: a.swarmPeers()}
+			return &rootSwarm{Manifest: raw, Server: srv, Listen: listen, Allowed: nets, MaxPeers: maxPeers}
 		}
 	}
 	a.say("imprint.swarm=1: %v; the root reads from the sources only", err)
