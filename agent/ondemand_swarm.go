@@ -58,14 +58,16 @@ func (a *Agent) ondemandSwarm(m *image.Manifest, rp *image.Partition) *rootSwarm
 		return nil
 	}
 	listen, nets, err := a.swarmPlace(srv)
-	if err == nil {
-		var raw []byte
-		if raw, err = json.Marshal(m); err == nil {
-			return &rootSwarm{Manifest: raw, Server: srv, Listen: listen, Allowed: nets, MaxPeers: maxPeers}
-		}
+	if err != nil {
+		a.say("imprint.swarm=1: %v; the root reads from the sources only", err)
+		return nil
 	}
-	a.say("imprint.swarm=1: %v; the root reads from the sources only", err)
-	return nil
+	raw, err := json.Marshal(m)
+	if err != nil {
+		a.say("imprint.swarm=1: %v; the root reads from the sources only", err)
+		return nil
+	}
+	return &rootSwarm{Manifest: raw, Server: srv, Listen: listen, Allowed: nets, MaxPeers: maxPeers}
 }
 
 // swarmPiecesInFlight bounds the pieces an on-demand root has under way
@@ -109,13 +111,14 @@ func swarmReport(ctx context.Context, d *swarm.OnDemand, say func(string, ...any
 			return
 		case <-tick.C:
 		}
-		st := d.Stats()
-		st.Peers = last.Peers // a change of peers alone is not news
+		cur := d.Stats()
+		st := cur
+		st.Peers = 0 // a change of peers alone is not news
 		if st == last {
 			continue
 		}
 		last = st
-		say("%s", swarmLine(d.Stats()))
+		say("%s", swarmLine(cur))
 	}
 }
 
