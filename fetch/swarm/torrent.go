@@ -39,11 +39,11 @@ import (
 	"github.com/imprint-dev/imprint/image"
 )
 
-// ErrNoPieces says an image has no non-zero chunk to share.
+// ErrNoPieces says an image has no non-zero chunks to share.
 var ErrNoPieces = errors.New("image has no non-zero chunks")
 
-// Piece is one distinct non-zero chunk of an image.
-type Piece struct {
+// Chunk is one distinct non-zero chunk of an image.
+type Chunk struct {
 	Sum    string // hex SHA-256
 	Length int64  // uncompressed length, at most the chunk size
 }
@@ -53,52 +53,63 @@ type Torrent struct {
 	Info      metainfo.Info
 	InfoBytes []byte
 	Hash      metainfo.Hash
-	Pieces    []Piece
-	// Index maps a chunk's SHA-256 to its piece.
+	// Chunks are the torrent file's chunks: chunk k at k x ChunkSize.
+	Chunks []Chunk
+	// Index maps a chunk's SHA-256 to its place in Chunks.
 	Index     map[string]int
 	ChunkSize int64
+	// PieceLength is the torrent's piece length: the chunk size, or the
+	// swarm-pieces extension's; PerChunk pieces make a chunk, piece p is
+	// of chunk p / PerChunk.
+	PieceLength int64
+	PerChunk    int
+	// sub: the pieces are the extension's (their hashes are of the
+	// padded piece); else each piece is one chunk, its hash the chunk's.
+	sub bool
 }
 
 // FromManifest derives the torrent of m: the same manifest gives the same
-// torrent, byte for byte, everywhere.
+// torrent, byte for byte, everywhere. A malformed swarm-pieces extension
+// is an error (image.ErrFormat) naming it: the swarm is not for that
+// image then.
 func FromManifest(m *image.Manifest) (*Torrent, error) {
 	if m.ChunkSize <= 0 {
 		return nil, fmt.Errorf("image %s:%s: chunk size %d: %w", m.Name, m.Version, m.ChunkSize, image.ErrFormat)
 	}
-	t := &Torrent{Index: map[string]int{}, ChunkSize: m.ChunkSize}
+	chunks, err := m.TorrentChunks()
+	if err != nil {
+		return nil, fmt.Errorf("image %s:%s: %w", m.Name, m.Version, err)
+	}
+	if len(chunks) == 0 {
+		return nil, fmt.Errorf("image %s:%s: %w", m.Name, m.Version, ErrNoPieces)
+	}
+	sp, sub, err := m.SwarmPieces()
+	if err != nil {
+		return nil, fmt.Errorf("image %s:%s: %w", m.Name, m.Version, err)
+	}
+	t := &Torrent{Index: map[string]int{}, ChunkSize: m.ChunkSize, PieceLength: m.ChunkSize, PerChunk: 1, sub: sub}
 	var hashes []byte
-	for _, p := range m.Partitions {
-		c := p.Content
-		if c == nil {
-			continue
-		}
-		for i, sum := range c.Chunks {
-			if sum == image.ZeroChunk {
-				continue
-			}
-			if _, ok := t.Index[sum]; ok {
-				continue
-			}
-			raw, err := hex.DecodeString(sum)
-			if err != nil || len(raw) != 32 {
-				return nil, fmt.Errorf("partition %s chunk %d: %q is not a SHA-256: %w", p.Name, i, sum, image.ErrFormat)
-			}
-			t.Index[sum] = len(t.Pieces)
-			t.Pieces = append(t.Pieces, Piece{Sum: sum, Length: c.ChunkLen(i, m.ChunkSize)})
+	for k, c := range chunks {
+		t.Index[c.Sum] = k
+		t.Chunks = append(t.Chunks, Chunk{Sum: c.Sum, Length: c.Length})
+		if !sub {
+			raw, _ := hex.DecodeString(c.Sum) // checked by TorrentChunks
 			hashes = append(hashes, raw[:20]...)
 		}
 	}
-	if len(t.Pieces) == 0 {
-		return nil, fmt.Errorf("image %s:%s: %w", m.Name, m.Version, ErrNoPieces)
+	if sub {
+		t.PieceLength = sp.PieceLength
+		t.PerChunk = int(m.ChunkSize / sp.PieceLength)
+		hashes = sp.Hashes
 	}
 	private := true
 	t.Info = metainfo.Info{
-		PieceLength: m.ChunkSize,
+		PieceLength: t.PieceLength,
 		Pieces:      hashes,
 		// The name is advisory in BitTorrent; it keeps two versions with
 		// the same chunks apart, so a swarm is one image version.
 		Name:    "imprint-" + m.Name + "-" + m.Version,
-		Length:  int64(len(t.Pieces)) * m.ChunkSize,
+		Length:  int64(len(t.Chunks)) * m.ChunkSize,
 		Private: &private,
 	}
 	b, err := bencode.Marshal(t.Info)
@@ -110,8 +121,29 @@ func FromManifest(m *image.Manifest) (*Torrent, error) {
 	return t, nil
 }
 
+// NumPieces is the torrent's piece count.
+func (t *Torrent) NumPieces() int { return len(t.Chunks) * t.PerChunk }
+
 // pieceHash is the value the torrent carries for piece p.
 func (t *Torrent) pieceHash(p int) (h metainfo.Hash) {
 	copy(h[:], t.Info.Pieces[p*20:p*20+20])
 	return h
+}
+
+// chunkOf gives piece p's chunk and its offset in the chunk.
+func (t *Torrent) chunkOf(p int) (k int, off int64) {
+	return p / t.PerChunk, int64(p%t.PerChunk) * t.PieceLength
+}
+
+// pieces gives the pieces of chunk k: [first, end).
+func (t *Torrent) pieces(k int) (first, end int) {
+	return k * t.PerChunk, (k + 1) * t.PerChunk
+}
+
+// pieceLen is how many of piece p's bytes are its chunk's; the rest, up
+// to the piece length, are padding (zeros). 0: a piece wholly in the
+// padding of a short chunk, complete everywhere from the start.
+func (t *Torrent) pieceLen(p int) int64 {
+	k, off := t.chunkOf(p)
+	return max(0, min(t.PieceLength, t.Chunks[k].Length-off))
 }
