@@ -1,29 +1,42 @@
 // Package swarm takes an image's chunks from a BitTorrent swarm (the
 // anacrolix/torrent engine) and writes them straight to their places on
 // the target, and holds the server's side of it: the tracker and the web
-// seed. Peers are never trusted: every piece is one chunk, checked
-// against the signed manifest's SHA-256 before it counts.
+// seed. Peers are never trusted: every piece is checked against signed
+// data before it counts, and every chunk against the signed manifest's
+// SHA-256 before it is written anywhere else or counted (Place.Done).
 //
 // The torrent of an image version is derived from its manifest alone, on
 // the server and on every node, so the manifest's signature covers it and
 // there is nothing more to distribute or trust:
 //
-//   - one piece per distinct non-zero chunk of the image's partitions, in
-//     the order the chunks first occur; zero chunks are written as holes
-//     by the copier and never transferred; a chunk at several offsets is
-//     one piece, written to all of them;
-//   - piece length = the manifest's chunk size; a short chunk (the last of
-//     a content) is padded with zeros to the piece length, so every piece
-//     is exactly one chunk and the torrent is a single file of
-//     pieces x chunk size bytes;
-//   - a v1 torrent, private (BEP 27: no DHT, no PEX), whose "piece hash"
-//     is the first 20 bytes of the chunk's SHA-256. BitTorrent v1 would
-//     want the SHA-1 and v2 a SHA-256 Merkle root over 16 KiB blocks of
-//     the piece; neither can be computed from the manifest without the
-//     data. The engine lets a storage hash its own pieces (SelfHashing):
-//     this package's storage hashes each piece with SHA-256 over the
-//     chunk's bytes and answers the expected value only when the manifest
+//   - the torrent is a single file: the distinct non-zero chunks of the
+//     image's partitions, in the order they first occur
+//     (image.Manifest.TorrentChunks), each padded with zeros to the chunk
+//     size, so chunk k is at k x chunk size; zero chunks are written as
+//     holes by the copier and never transferred; a chunk at several
+//     offsets is there once, written to all of them;
+//   - with the manifest's swarm-pieces extension (image.SwarmPieces,
+//     what a build gives by default), the piece length is the
+//     extension's (64 KiB by default) and the piece hashes are its: the
+//     first 20 bytes of each padded piece's SHA-256. A chunk is then
+//     several pieces: a node passes a piece on to its peers as soon as
+//     it has checked it, long before the whole chunk is in. A piece
+//     wholly in a short chunk's padding is zeros, held by everyone from
+//     the start. Once every piece of a chunk checked, the chunk is
+//     checked whole against the manifest's SHA-256 before it counts;
+//   - without it, the piece length is the chunk size, one piece per
+//     chunk, and its "hash" is the first 20 bytes of the chunk's SHA-256,
+//     checked over the chunk's bytes;
+//   - a v1 torrent, private (BEP 27: no DHT, no PEX). BitTorrent v1 would
+//     want SHA-1 piece hashes and v2 a SHA-256 Merkle root over 16 KiB
+//     blocks; the engine lets a storage hash its own pieces
+//     (SelfHashing): this package's storage hashes each piece with
+//     SHA-256 and answers the expected value only when the signed data
 //     agrees. So only imprint peers can take part, which is the point.
+//
+// A manifest whose extension is malformed gives no torrent (an error
+// naming the extension): the swarm is not used for that image, and its
+// chunks come from the sources.
 //
 // Boot files and loaders (small, fetched into memory) stay on HTTP.
 package swarm
