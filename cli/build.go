@@ -208,12 +208,12 @@ func newBuild(e *env) *cobra.Command {
 // parsePieceSize reads --piece-size: "0" is pieces that are chunks (-1
 // to the builder, whose 0 is the default).
 func parsePieceSize(s string) (int64, error) {
+	if strings.TrimSpace(s) == "0" {
+		return -1, nil
+	}
 	n, err := layout.ParseSize(s)
 	if err != nil {
 		return 0, fmt.Errorf("--piece-size: %w", err)
-	}
-	if n == 0 {
-		return -1, nil
 	}
 	return n, nil
 }
