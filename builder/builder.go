@@ -5,7 +5,6 @@ package builder
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -56,6 +55,11 @@ type Options struct {
 	Loaders    map[string]string
 	LoaderRoot string
 	ChunkSize  int64
+	// PieceSize is the swarm's piece length (the swarm-pieces manifest
+	// extension): 0 is image.DefaultPieceLength when the chunks are
+	// larger; negative, or the chunk size, gives no extension (the
+	// swarm's pieces are the chunks).
+	PieceSize int64
 	// Base (NAME:VERSION, or NAME for the newest in Store) builds the
 	// Rootfs image on that version's root filesystem instead of a fresh
 	// mkfs: few chunks change, so nodes sync fast, but the result is not
@@ -129,6 +133,10 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	}
 	if o.ChunkSize == 0 {
 		o.ChunkSize = image.DefaultChunkSize
+	}
+	pieceSize, err := pieceLength(o.PieceSize, o.ChunkSize)
+	if err != nil {
+		return nil, err
 	}
 	if o.DiskImage != "" && (o.Rootfs != "" || len(o.Partitions) > 0 || o.Layout != nil) {
 		return nil, fmt.Errorf("%w: --disk-image brings its own layout and content; it does not combine with --rootfs, --partition or --layout", ErrInput)
@@ -243,6 +251,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 
 	m := &image.Manifest{Format: image.FormatVersion, Name: o.Name, Created: created, ChunkSize: o.ChunkSize}
 	var stats image.StoreStats
+	var partSrc []source // by m.Partitions
 	for i := range lay.Partitions {
 		spec := &lay.Partitions[i]
 		src, has := content[spec.Name]
@@ -265,6 +274,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 				return nil, err
 			}
 			m.Partitions = append(m.Partitions, image.Partition{Name: spec.Name, Type: spec.Type, Content: c})
+			partSrc = append(partSrc, src)
 			digests = append(digests, c.SHA256)
 			addStats(&stats, st)
 		}
@@ -332,7 +342,10 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		m.Extensions = map[string]json.RawMessage{BaseExtension: ext}
+		m.SetExtension(BaseExtension, ext)
+	}
+	if err := setSwarmPieces(ctx, m, pieceSize, partSrc); err != nil {
+		return nil, err
 	}
 	m.Version = o.Version
 	if m.Version == "" {
@@ -364,6 +377,50 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		res.Signed = true
 	}
 	return res, nil
+}
+
+// pieceLength is the swarm piece length a build with --piece-size given
+// (0: the default) and chunk size uses; 0 is none (pieces are chunks).
+func pieceLength(given, chunkSize int64) (int64, error) {
+	switch {
+	case given < 0 || given == chunkSize:
+		return 0, nil
+	case given == 0:
+		if chunkSize > image.DefaultPieceLength {
+			return image.DefaultPieceLength, nil
+		}
+		return 0, nil
+	case given < image.MinPieceLength || given&(given-1) != 0 || given > chunkSize:
+		return 0, fmt.Errorf("%w: --piece-size %d: want a power of two from %s to the chunk size (%s), or 0 for pieces that are chunks",
+			ErrInput, given, layout.HumanSize(image.MinPieceLength), layout.HumanSize(chunkSize))
+	}
+	return given, nil
+}
+
+// setSwarmPieces puts the swarm-pieces extension for pieces of n bytes
+// (none for 0) in m, hashing the first occurrence of each distinct
+// non-zero chunk read again from its partition's source.
+func setSwarmPieces(ctx context.Context, m *image.Manifest, n int64, partSrc []source) error {
+	if n == 0 {
+		return nil
+	}
+	if cs, err := m.TorrentChunks(); err != nil || len(cs) == 0 {
+		return err // nothing for a swarm to share
+	}
+	hashes, err := image.PieceHashes(m, n, func(p, c int, buf []byte) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		_, err := partSrc[p].r.ReadAt(buf, int64(c)*m.ChunkSize)
+		if err == io.EOF {
+			err = nil // a short last chunk
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("swarm piece hashes: %w", err)
+	}
+	return m.SetSwarmPieces(&image.SwarmPieces{PieceLength: n, Hashes: hashes})
 }
 
 // signManifest signs the manifest bytes the store holds, which are what a client

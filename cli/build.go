@@ -24,6 +24,7 @@ func newBuild(e *env) *cobra.Command {
 		layoutFile string
 		rootSize   string
 		chunkSize  string
+		pieceSize  string
 		signKey    string
 		loaders    []string
 		noAgent    bool
@@ -84,6 +85,11 @@ func newBuild(e *env) *cobra.Command {
 			if chunkSize != "" {
 				if o.ChunkSize, err = layout.ParseSize(chunkSize); err != nil {
 					return fmt.Errorf("--chunk-size: %w", err)
+				}
+			}
+			if pieceSize != "" {
+				if o.PieceSize, err = parsePieceSize(pieceSize); err != nil {
+					return err
 				}
 			}
 			if o.Rootfs != "" {
@@ -192,8 +198,22 @@ func newBuild(e *env) *cobra.Command {
 	f.StringVar(&o.Agent, "agent", "", "agent initramfs (from imprint initrd) for local, diskless and install boots (default with --rootfs: made from the tree's /lib/modules/RELEASE)")
 	f.BoolVar(&noAgent, "no-agent", false, "with --rootfs: the image carries no agent (its local entry boots with the image's own initrd)")
 	f.StringVar(&agentSelf, "agent-imprint", "", "static imprint binary that becomes the agent's /init (default: this one)")
+	f.StringVar(&pieceSize, "piece-size", "", fmt.Sprintf("the swarm's piece length, a power of two from 16K below the chunk size, or 0 for pieces that are chunks (default %dK when the chunks are larger)", image.DefaultPieceLength>>10))
 	f.StringVar(&chunkSize, "chunk-size", "", fmt.Sprintf("chunk size, a power of two from 64K to 64M (default %dM)", image.DefaultChunkSize>>20))
 	_ = c.MarkFlagRequired("store")
 	_ = c.MarkFlagRequired("name")
 	return c
+}
+
+// parsePieceSize reads --piece-size: "0" is pieces that are chunks (-1
+// to the builder, whose 0 is the default).
+func parsePieceSize(s string) (int64, error) {
+	if strings.TrimSpace(s) == "0" {
+		return -1, nil
+	}
+	n, err := layout.ParseSize(s)
+	if err != nil {
+		return 0, fmt.Errorf("--piece-size: %w", err)
+	}
+	return n, nil
 }

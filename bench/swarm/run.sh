@@ -14,8 +14,11 @@
 #
 #   BENCH_MIB=64          image size (random data: nothing compresses away)
 #   BENCH_RATE=20         Mbit/s each way, every link (server's too)
-#   BENCH_CHUNK=256K      chunk size (imprint build --chunk-size; pieces =
-#                         chunks in the swarm); default: imprint build's own
+#   BENCH_CHUNK=256K      chunk size (imprint build --chunk-size);
+#                         default: imprint build's own
+#   BENCH_PIECE=64K       the swarm's piece length (imprint build
+#                         --piece-size; 0: pieces are chunks); default:
+#                         imprint build's own (64K below larger chunks)
 #   BENCH_NODES="1 4 8 16"
 #   BENCH_MODES="server tree swarm"
 #   BENCH_PLAN="server:1 swarm:4 ..."  runs in this order instead of every
@@ -38,6 +41,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 IMPRINT=${IMPRINT:-$ROOT/bin/imprint}
 MIB=${BENCH_MIB:-64}
 CHUNK=${BENCH_CHUNK:-}
+PIECE=${BENCH_PIECE:-}
 RATE=${BENCH_RATE:-20}
 NODES=${BENCH_NODES:-"1 4 8 16"}
 MODES=${BENCH_MODES:-"server tree swarm"}
@@ -86,10 +90,10 @@ netup
 log "network: server + $maxn nodes on a bridge, every link ${RATE} Mbit/s each way (tc tbf)"
 
 # --- the image ---
-log "image: a ${MIB} MiB partition of random data${CHUNK:+, ${CHUNK} chunks}"
+log "image: a ${MIB} MiB partition of random data${CHUNK:+, ${CHUNK} chunks}${PIECE:+, ${PIECE} swarm pieces}"
 head -c $((MIB * 1024 * 1024)) /dev/urandom >"$WORK/part.img"
 printf 'esp esp 48M esp\ndata linux-generic auto image\n' >"$WORK/layout"
-"$IMPRINT" build --store "$WORK/store" --name bench --version v1 --partition data="$WORK/part.img" --layout "$WORK/layout" ${CHUNK:+--chunk-size "$CHUNK"} >/dev/null
+"$IMPRINT" build --store "$WORK/store" --name bench --version v1 --partition data="$WORK/part.img" --layout "$WORK/layout" ${CHUNK:+--chunk-size "$CHUNK"} ${PIECE:+--piece-size "$PIECE"} >/dev/null
 rm -f "$WORK/part.img"
 SIZE=$((MIB + 60))M
 
@@ -230,7 +234,7 @@ done
 
 T1=$(awk '$1 == "server" && $2 == 1 { print $3 }' "$RES")
 {
-	echo "## Shaped links: ${MIB} MiB image${CHUNK:+ (${CHUNK} chunks)}, ${RATE} Mbit/s each way per link, $(date -u +%Y-%m-%d)"
+	echo "## Shaped links: ${MIB} MiB image${CHUNK:+ (${CHUNK} chunks)}${PIECE:+ (${PIECE} swarm pieces)}, ${RATE} Mbit/s each way per link, $(date -u +%Y-%m-%d)"
 	echo
 	echo "One link measured at $LINK MB/s. One node alone (server, N=1): ${T1:-?} s. CPU, as a share of"
 	echo "the machine's 2 cores: *bench* is this bench's own processes (server and deploys) over the run;"

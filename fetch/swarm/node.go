@@ -114,10 +114,10 @@ func (x *storeIndex) received(ev torrent.ReceivedUsefulDataEvent) {
 	}
 	m := ev.Message
 	p := int(m.Index)
-	if p < 0 || p >= len(s.t.Pieces) {
+	if p < 0 || p >= s.t.NumPieces() {
 		return
 	}
-	s.blame.received(p, s.t.Pieces[p].Length, int64(m.Begin), m.Piece, peerIP(ev.Peer))
+	s.blame.received(p, s.t.pieceLen(p), int64(m.Begin), m.Piece, peerIP(ev.Peer))
 }
 
 // NewNode starts the client: no DHT, no PEX (private torrents), no uTP,
@@ -333,14 +333,22 @@ func (n *Node) join(m *image.Manifest, server string, places []Place, webSeed bo
 	// engine takes pieces by priority, then rarity, then index, so every
 	// node that starts with only the server to take from would ask it for
 	// the same pieces in the same order, and the nodes would have nothing
-	// to trade. A random quarter of each node's pieces goes first.
-	for p := range st.ps {
-		if len(st.ps[p].locs) > 0 && !st.ps[p].complete.Load() {
-			prio := torrent.PiecePriorityNormal
-			if rand.IntN(2) == 0 {
-				prio = torrent.PiecePriorityHigh
+	// to trade. A random half of each node's chunks goes first, all the
+	// pieces of a chunk together, so that chunks complete (and are
+	// written to all their places) as they come.
+	for k := range st.cs {
+		if !st.needs(k) {
+			continue
+		}
+		prio := torrent.PiecePriorityNormal
+		if rand.IntN(2) == 0 {
+			prio = torrent.PiecePriorityHigh
+		}
+		first, end := tor.pieces(k)
+		for p := first; p < end; p++ {
+			if !st.ps[p].complete.Load() {
+				t.Piece(p).SetPriority(prio)
 			}
-			t.Piece(p).SetPriority(prio)
 		}
 	}
 	if server != "" && st.missing() > 0 {
@@ -366,6 +374,17 @@ func (n *Node) add(m *image.Manifest, tor *Torrent, st *pieceStore, server strin
 		}
 	}
 	st.corrupt = n.opt.corrupt
+	var added *torrent.Torrent
+	addedSet := make(chan struct{})
+	st.recheck = func(pieces []int) {
+		// Called with the engine's locks held: the engine is told later.
+		go func() {
+			<-addedSet
+			for _, p := range pieces {
+				added.Piece(p).UpdateCompletion()
+			}
+		}()
+	}
 	st.blame.ban = func(ips ...net.IP) { banPeers(n.cl, ips...) }
 	t, isNew := n.cl.AddTorrentOpt(torrent.AddTorrentOpts{
 		InfoHash:  tor.Hash,
@@ -378,6 +397,8 @@ func (n *Node) add(m *image.Manifest, tor *Torrent, st *pieceStore, server strin
 	if !isNew {
 		return nil, fmt.Errorf("image %s:%s: already in this node's swarms", m.Name, m.Version)
 	}
+	added = t
+	close(addedSet)
 	n.stores.set(t, st)
 	go func() {
 		<-t.Closed()
@@ -434,7 +455,7 @@ func (s *Session) webSeedWhenIdle(cl *torrent.Client, url string, after time.Dur
 	}
 }
 
-// Missing counts the pieces this node still lacks.
+// Missing counts the chunks this node still lacks.
 func (s *Session) Missing() int { return s.store.missing() }
 
 // Failed counts pieces that did not check (a corrupting peer or web seed).
@@ -474,7 +495,7 @@ func (s *Session) Wait(ctx context.Context, stall time.Duration) error {
 			last, since = b, now
 		}
 		if stall > 0 && now.Sub(since) > stall {
-			return fmt.Errorf("%w: %d of %d pieces missing, no data for %v", ErrStalled, m, len(s.Tor.Pieces), stall)
+			return fmt.Errorf("%w: %d of %d chunks missing, no data for %v", ErrStalled, m, len(s.Tor.Chunks), stall)
 		}
 		select {
 		case <-ctx.Done():

@@ -80,18 +80,18 @@ func (n *Node) JoinOnDemand(m *image.Manifest, content *image.Content, server st
 	if err != nil {
 		return nil, err
 	}
-	// The store's one place is the torrent itself, piece p at p x chunk
-	// size, holding the pieces of content only (the others are zero
+	// The store's one place is the torrent itself, chunk k at k x chunk
+	// size, holding the chunks of content only (the others are zero
 	// chunks to it: it never takes or offers them).
 	in := map[string]bool{}
 	for _, sum := range content.Chunks {
 		in[sum] = true
 	}
-	pieces := &image.Content{Chunks: make([]string, len(tor.Pieces))}
-	for p, pc := range tor.Pieces {
-		pieces.Chunks[p] = image.ZeroChunk
-		if in[pc.Sum] {
-			pieces.Chunks[p] = pc.Sum
+	pieces := &image.Content{Chunks: make([]string, len(tor.Chunks))}
+	for k, c := range tor.Chunks {
+		pieces.Chunks[k] = image.ZeroChunk
+		if in[c.Sum] {
+			pieces.Chunks[k] = c.Sum
 		}
 	}
 	ram := newRAMTarget(tor)
@@ -118,7 +118,7 @@ func (n *Node) JoinOnDemand(m *image.Manifest, content *image.Content, server st
 // bytes must not be modified: peers are served from them.
 func (d *OnDemand) Chunk(ctx context.Context, sum string) ([]byte, error) {
 	p, ok := d.s.Tor.Index[sum]
-	if !ok || len(d.s.store.ps[p].locs) == 0 {
+	if !ok || len(d.s.store.cs[p].locs) == 0 {
 		return nil, fmt.Errorf("chunk %s: not in this partition's pieces: %w", sum, ErrNotFromPeers)
 	}
 	got, done := d.ram.wait(p)
@@ -177,17 +177,18 @@ func (d *OnDemand) Chunk(ctx context.Context, sum string) ([]byte, error) {
 // default: a large chunk gets the time it needs at this rate.
 const minPeerRate = 1 << 20 // bytes per second
 
-// most is how long piece p may take from the peers: Most, or the piece's
+// most is how long chunk p may take from the peers: Most, or the chunk's
 // length at minPeerRate when that is longer and Most was not set.
 func (d *OnDemand) most(p int) time.Duration {
 	if d.mostSet {
 		return d.o.Most
 	}
-	return max(d.o.Most, time.Duration(d.s.Tor.Pieces[p].Length*int64(time.Second)/minPeerRate))
+	return max(d.o.Most, time.Duration(d.s.Tor.Chunks[p].Length*int64(time.Second)/minPeerRate))
 }
 
-// want raises piece p's priority while a read waits for it, and lowers
-// it again when none does: a piece given up on is not fetched on.
+// want raises the priority of chunk p's pieces while a read waits for
+// it, and lowers it again when none does: a chunk given up on is not
+// fetched on.
 func (d *OnDemand) want(p int, on bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -197,20 +198,34 @@ func (d *OnDemand) want(p int, on bool) {
 	} else if d.wants[p]--; d.wants[p] == 0 {
 		delete(d.wants, p)
 	}
+	prio := torrent.PiecePriorityNone
 	switch after := d.wants[p]; {
 	case before == 0 && after > 0:
-		d.s.t.Piece(p).SetPriority(torrent.PiecePriorityNow)
+		prio = torrent.PiecePriorityNow
 	case before > 0 && after == 0:
-		d.s.t.Piece(p).SetPriority(torrent.PiecePriorityNone)
+	default:
+		return
+	}
+	first, end := d.s.Tor.pieces(p)
+	for q := first; q < end; q++ {
+		if d.s.Tor.pieceLen(q) > 0 {
+			d.s.t.Piece(q).SetPriority(prio)
+		}
 	}
 }
 
-// peerHas says whether a connected peer says it has piece p.
+// peerHas says whether a connected peer says it has all of chunk p.
 func (d *OnDemand) peerHas(p int) bool {
+	first, end := d.s.Tor.pieces(p)
+peers:
 	for _, pc := range d.s.t.PeerConns() {
-		if pc.PeerPieces().Contains(uint32(p)) {
-			return true
+		have := pc.PeerPieces()
+		for q := first; q < end; q++ {
+			if d.s.Tor.pieceLen(q) > 0 && !have.Contains(uint32(q)) {
+				continue peers
+			}
 		}
+		return true
 	}
 	return false
 }
@@ -223,18 +238,29 @@ func (d *OnDemand) peerHas(p int) bool {
 // not in this swarm.
 func (d *OnDemand) Have(sum string, data []byte) []byte {
 	p, ok := d.s.Tor.Index[sum]
-	if !ok || len(d.s.store.ps[p].locs) == 0 || int64(len(data)) != d.s.Tor.Pieces[p].Length {
+	st := d.s.store
+	if !ok || len(st.cs[p].locs) == 0 || int64(len(data)) != d.s.Tor.Chunks[p].Length {
 		return nil
 	}
 	held, taken := d.ram.have(p, data)
 	if !taken {
 		return held
 	}
-	// Blocks peers sent for it are judged now: a sender of a bad one is
-	// banned, and the record goes.
-	d.s.store.blame.passed(p, data)
-	d.s.store.ps[p].complete.Store(true)
-	d.s.t.Piece(p).UpdateCompletion()
+	st.cs[p].mu.Lock()
+	st.cs[p].done.Store(true)
+	st.cs[p].mu.Unlock()
+	first, end := d.s.Tor.pieces(p)
+	for q := first; q < end; q++ {
+		// Blocks peers sent for it are judged now: a sender of a bad
+		// one is banned, and the record goes.
+		_, off := d.s.Tor.chunkOf(q)
+		if l := d.s.Tor.pieceLen(q); l > 0 {
+			st.blame.passed(q, data[off:off+l])
+		}
+		st.ps[q].good.Store(true)
+		st.ps[q].complete.Store(true)
+		d.s.t.Piece(q).UpdateCompletion()
+	}
 	return held
 }
 
@@ -267,10 +293,11 @@ func (d *OnDemand) Stats() OnDemandStats {
 // Leave drops the swarm: nothing more is offered or taken.
 func (d *OnDemand) Leave() { d.s.Leave() }
 
-// ramTarget holds an on-demand node's pieces in RAM, piece p at p x chunk
-// size. A piece's blocks from peers go to its scratch buffer; once the
-// store checked them (checked, from the engine's MarkComplete, when the
-// engine writes no more blocks of it) the buffer becomes the piece's
+// ramTarget holds an on-demand node's chunks in RAM, chunk p at p x
+// chunk size (here "piece" p is chunk p of the torrent, whatever its
+// piece length). A chunk's blocks from peers go to its scratch buffer;
+// once the store checked them (checked, the place's Done, when all its
+// pieces and then the whole checked) the buffer becomes the chunk's
 // bytes, never written again: reads and peers are given those only.
 type ramTarget struct {
 	t *Torrent
@@ -293,8 +320,8 @@ func newRAMTarget(t *Torrent) *ramTarget {
 // at maps a torrent offset to its piece and the offset in it.
 func (r *ramTarget) at(off int64) (p int, in int64, err error) {
 	p = int(off / r.t.ChunkSize)
-	if off < 0 || p >= len(r.t.Pieces) {
-		return 0, 0, fmt.Errorf("offset %d is beyond the torrent's %d pieces", off, len(r.t.Pieces))
+	if off < 0 || p >= len(r.t.Chunks) {
+		return 0, 0, fmt.Errorf("offset %d is beyond the torrent's %d chunks", off, len(r.t.Chunks))
 	}
 	return p, off - int64(p)*r.t.ChunkSize, nil
 }
@@ -306,7 +333,7 @@ func (r *ramTarget) WriteAt(b []byte, off int64) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	l := r.t.Pieces[p].Length
+	l := r.t.Chunks[p].Length
 	if in+int64(len(b)) > l {
 		return 0, fmt.Errorf("piece %d: a write of %d bytes at %d is beyond its %d bytes", p, len(b), in, l)
 	}

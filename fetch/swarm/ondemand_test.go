@@ -228,7 +228,7 @@ func TestOnDemandNodesSeedWhatTheyHold(t *testing.T) {
 // on, unless the caller set Most: 5 s is too short for 64 MiB over
 // 100 Mbit/s, and every miss would wait 5 s only to go to the sources.
 func TestMostGrowsWithTheChunk(t *testing.T) {
-	tor := &Torrent{Pieces: []Piece{{Length: 1 << 20}, {Length: 64 << 20}}}
+	tor := &Torrent{Chunks: []Chunk{{Length: 1 << 20}, {Length: 64 << 20}}}
 	for _, tc := range []struct {
 		set  bool
 		p    int
@@ -236,7 +236,7 @@ func TestMostGrowsWithTheChunk(t *testing.T) {
 	}{{false, 0, 5 * time.Second}, {false, 1, 64 * time.Second}, {true, 1, 5 * time.Second}} {
 		d := &OnDemand{s: &Session{Tor: tor}, o: OnDemandOptions{Most: 5 * time.Second}, mostSet: tc.set}
 		if got := d.most(tc.p); got != tc.want {
-			t.Errorf("piece of %d MiB, Most set %v: %v, want %v", tor.Pieces[tc.p].Length>>20, tc.set, got, tc.want)
+			t.Errorf("piece of %d MiB, Most set %v: %v, want %v", tor.Chunks[tc.p].Length>>20, tc.set, got, tc.want)
 		}
 	}
 }

@@ -44,7 +44,7 @@ func TestTheServersSeedingPeerGivesTheWholeImage(t *testing.T) {
 				t.Fatal(err)
 			}
 			b := newNode(t, "127.0.0.3", m, srv.URL, nil, false)
-			total := len(b.sess.Tor.Pieces)
+			total := len(b.sess.Tor.Chunks)
 			if err := b.sess.Wait(t.Context(), 10*time.Second); err != nil {
 				t.Fatalf("%v (%d of %d pieces came)", err, total-b.sess.Missing(), total)
 			}

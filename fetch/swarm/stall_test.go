@@ -16,8 +16,15 @@ import (
 )
 
 // bigImage stores a one-partition image of size bytes of random chunks
-// of chunk bytes.
+// of chunk bytes, with the swarm pieces a build gives it by default.
 func bigImage(t testing.TB, size, chunk int64) (*store.Dir, *image.Manifest, [][]byte) {
+	t.Helper()
+	return bigImagePieces(t, size, chunk, 0)
+}
+
+// bigImagePieces is bigImage with swarm pieces of piece bytes (as
+// withPieces).
+func bigImagePieces(t testing.TB, size, chunk, piece int64) (*store.Dir, *image.Manifest, [][]byte) {
 	t.Helper()
 	st, err := store.CreateDir(t.TempDir())
 	if err != nil {
@@ -31,6 +38,7 @@ func bigImage(t testing.TB, size, chunk int64) (*store.Dir, *image.Manifest, [][
 	}
 	m := &image.Manifest{Format: image.FormatVersion, Name: "big", Version: "1", Created: time.Unix(1700000000, 0).UTC(),
 		ChunkSize: chunk, Partitions: []image.Partition{{Name: "root", Type: layout.TypeRootX86_64, Content: c}}}
+	withPieces(t, m, [][]byte{root}, piece)
 	if _, err := st.PutManifest(m); err != nil {
 		t.Fatal(err)
 	}
@@ -41,20 +49,22 @@ func bigImage(t testing.TB, size, chunk int64) (*store.Dir, *image.Manifest, [][
 // comes peer to peer (the engine once stopped after 31 pieces).
 func TestOneSeedOneNodeWholeImage(t *testing.T) {
 	for _, tc := range []struct {
-		name        string
-		size, chunk int64
+		name               string
+		size, chunk, piece int64
 	}{
-		{"16MiB of 64KiB chunks", 16 << 20, 64 << 10},
-		{"32MiB of 1MiB chunks", 32 << 20, 1 << 20},
+		{"16MiB of 64KiB chunks", 16 << 20, 64 << 10, 0},
+		{"32MiB of 1MiB chunks, 64KiB pieces", 32 << 20, 1 << 20, 0},
+		{"32MiB of 1MiB chunks, pieces are chunks", 32 << 20, 1 << 20, -1},
+		{"8MiB of 256KiB chunks, 16KiB pieces", 8 << 20, 256 << 10, 16 << 10},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			st, m, want := bigImage(t, tc.size, tc.chunk)
+			st, m, want := bigImagePieces(t, tc.size, tc.chunk, tc.piece)
 			srv := newServer(t, st)
 			srv.seedOff.Store(true)
 			newNode(t, "127.0.0.2", m, srv.URL, want, false)
 			start := time.Now()
 			b := newNode(t, "127.0.0.3", m, srv.URL, nil, false)
-			total := len(b.sess.Tor.Pieces)
+			total := len(b.sess.Tor.Chunks)
 			if err := b.sess.Wait(t.Context(), 10*time.Second); err != nil {
 				t.Fatalf("%v (%d of %d pieces came)", err, total-b.sess.Missing(), total)
 			}
@@ -80,7 +90,7 @@ func BenchmarkOneSeedOneNode64MiB(b *testing.B) {
 			for i := range b.N {
 				n := newNode(b, fmt.Sprintf("127.0.1.%d", i+1), m, srv.URL, nil, false)
 				if err := n.sess.Wait(b.Context(), 10*time.Second); err != nil {
-					b.Fatalf("%v (%d of %d pieces came)", err, len(n.sess.Tor.Pieces)-n.sess.Missing(), len(n.sess.Tor.Pieces))
+					b.Fatalf("%v (%d of %d pieces came)", err, len(n.sess.Tor.Chunks)-n.sess.Missing(), len(n.sess.Tor.Chunks))
 				}
 				b.StopTimer()
 				n.Close()

@@ -1,9 +1,9 @@
 package swarm
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"sync"
@@ -36,21 +36,37 @@ type loc struct {
 	off   int64
 }
 
+// chunkState is one chunk's state on this node.
+type chunkState struct {
+	locs []loc
+	// mu serialises the whole-chunk check of the pieces that complete it.
+	mu sync.Mutex
+	// done: checked against the manifest's SHA-256, written to every
+	// place, Done called; its bytes are never written again.
+	done atomic.Bool
+}
+
 // pieceState is one piece's state on this node.
 type pieceState struct {
-	locs     []loc
-	complete atomic.Bool
+	complete atomic.Bool // the engine's view (Completion)
+	good     atomic.Bool // its bytes hashed to the torrent's hash since last written
 	badPad   atomic.Bool // a block beyond the chunk's end was not zeros
 }
 
 // pieceStore is the storage of one torrent: pieces are written straight
-// to the first place their chunk occurs at, checked there, then copied
-// to its other places.
+// to the first place their chunk occurs at, checked there; once all the
+// pieces of a chunk are, the chunk is checked whole against the
+// manifest's SHA-256, then copied to its other places.
 type pieceStore struct {
 	t      *Torrent
 	places []Place
-	ps     []pieceState
-	failed atomic.Int64 // pieces that did not check
+	cs     []chunkState // by chunk
+	ps     []pieceState // by piece
+	failed atomic.Int64 // pieces (or whole chunks) that did not check
+	// recheck, when set, has the engine read the completion of pieces
+	// again (a chunk whose pieces checked but whose whole did not). It
+	// must not block: the engine calls the store with its locks held.
+	recheck func(pieces []int)
 	// closing guards the target against the engine's peer reads and
 	// writes, which it does not wait for when it drops the torrent: once
 	// closed (Close returns before Drop does), none touches the target,
@@ -64,53 +80,132 @@ type pieceStore struct {
 }
 
 func newPieceStore(t *Torrent, places []Place) (*pieceStore, error) {
-	s := &pieceStore{t: t, places: places, ps: make([]pieceState, len(t.Pieces))}
+	s := &pieceStore{t: t, places: places, cs: make([]chunkState, len(t.Chunks)), ps: make([]pieceState, t.NumPieces())}
 	for pi, pl := range places {
 		for i, sum := range pl.Content.Chunks {
 			if sum == image.ZeroChunk {
 				continue
 			}
-			p, ok := t.Index[sum]
+			k, ok := t.Index[sum]
 			if !ok {
 				return nil, fmt.Errorf("chunk %s is not in the image's torrent", sum)
 			}
-			s.ps[p].locs = append(s.ps[p].locs, loc{place: pi, chunk: i, off: int64(i) * t.ChunkSize})
+			s.cs[k].locs = append(s.cs[k].locs, loc{place: pi, chunk: i, off: int64(i) * t.ChunkSize})
 		}
 	}
-	for p := range s.ps {
-		st := &s.ps[p]
-		all := len(st.locs) > 0
-		for _, l := range st.locs {
+	for k := range s.cs {
+		c := &s.cs[k]
+		all := len(c.locs) > 0
+		for _, l := range c.locs {
 			if h := places[l.place].Have; h == nil || !h(l.chunk) {
 				all = false
 				break
 			}
 		}
-		st.complete.Store(all)
+		c.done.Store(all)
+		first, end := t.pieces(k)
+		for p := first; p < end; p++ {
+			// A piece wholly in the padding is zeros, held everywhere.
+			held := all || t.pieceLen(p) == 0
+			s.ps[p].complete.Store(held)
+			s.ps[p].good.Store(held)
+		}
 	}
 	return s, nil
 }
 
-// missingBytes sums the lengths of the pieces not complete.
+// needs says this node lacks chunk k.
+func (s *pieceStore) needs(k int) bool {
+	return len(s.cs[k].locs) > 0 && !s.cs[k].done.Load()
+}
+
+// missingBytes sums the bytes of the needed pieces not complete.
 func (s *pieceStore) missingBytes() int64 {
 	n := int64(0)
-	for p := range s.ps {
-		if len(s.ps[p].locs) > 0 && !s.ps[p].complete.Load() {
-			n += s.t.Pieces[p].Length
+	for k := range s.cs {
+		if !s.needs(k) {
+			continue
+		}
+		first, end := s.t.pieces(k)
+		for p := first; p < end; p++ {
+			if !s.ps[p].complete.Load() {
+				n += s.t.pieceLen(p)
+			}
 		}
 	}
 	return n
 }
 
-// missing counts the pieces not complete.
+// missing counts the chunks not done.
 func (s *pieceStore) missing() int {
 	n := 0
-	for p := range s.ps {
-		if len(s.ps[p].locs) > 0 && !s.ps[p].complete.Load() {
+	for k := range s.cs {
+		if s.needs(k) {
 			n++
 		}
 	}
 	return n
+}
+
+// checkChunk is called when piece p of chunk k hashed good: if every
+// piece of k now has, k is checked whole against the manifest (whole is
+// its bytes when p is the whole chunk, else nil: read from the target),
+// copied to its other places, and its places told (Done). false: the
+// whole did not check, and none of its pieces counts as good any more.
+func (s *pieceStore) checkChunk(k, p int, whole []byte) (bool, error) {
+	c := &s.cs[k]
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done.Load() {
+		return true, nil
+	}
+	first, end := s.t.pieces(k)
+	for q := first; q < end; q++ {
+		if !s.ps[q].good.Load() {
+			return true, nil // not all of it yet
+		}
+	}
+	data := whole
+	if data == nil {
+		data = make([]byte, s.t.Chunks[k].Length)
+		l := c.locs[0]
+		if _, err := s.places[l.place].Target.ReadAt(data, l.off); err != nil {
+			return false, err
+		}
+	}
+	if image.HashBytes(data) != s.t.Chunks[k].Sum {
+		// Every piece checked, the whole did not: take all of them again.
+		var again []int
+		for q := first; q < end; q++ {
+			if s.t.pieceLen(q) == 0 {
+				continue
+			}
+			s.ps[q].good.Store(false)
+			if q != p {
+				s.ps[q].complete.Store(false)
+				again = append(again, q)
+			}
+		}
+		s.failed.Add(1)
+		if len(again) > 0 && s.recheck != nil {
+			s.recheck(again)
+		}
+		return false, nil
+	}
+	// Checked: now it goes to every other place the chunk occurs at,
+	// before it counts.
+	for _, l := range c.locs[1:] {
+		if _, err := s.places[l.place].Target.WriteAt(data, l.off); err != nil {
+			return false, err
+		}
+	}
+	c.done.Store(true)
+	for _, l := range c.locs {
+		if d := s.places[l.place].Done; d != nil {
+			d(l.chunk)
+		}
+	}
+	return true, nil
 }
 
 // OpenTorrent implements storage.ClientImpl.
@@ -135,20 +230,26 @@ type piece struct {
 }
 
 func (p *piece) state() *pieceState { return &p.s.ps[p.i] }
-func (p *piece) length() int64      { return p.s.t.Pieces[p.i].Length }
+func (p *piece) length() int64      { return p.s.t.pieceLen(p.i) }
+func (p *piece) chunk() *chunkState {
+	k, _ := p.s.t.chunkOf(p.i)
+	return &p.s.cs[k]
+}
 
 // first is where the piece's bytes live on this node.
 func (p *piece) first() (Target, int64, bool) {
-	st := p.state()
-	if len(st.locs) == 0 {
+	k, in := p.s.t.chunkOf(p.i)
+	c := &p.s.cs[k]
+	if len(c.locs) == 0 {
 		return nil, 0, false
 	}
-	l := st.locs[0]
-	return p.s.places[l.place].Target, l.off, true
+	l := c.locs[0]
+	return p.s.places[l.place].Target, l.off + in, true
 }
 
 // WriteAt takes a block from a peer: the part inside the chunk goes to
-// its first place; the padding must be zeros.
+// its first place; the padding must be zeros. A chunk done is not
+// written again.
 func (p *piece) WriteAt(b []byte, off int64) (int, error) {
 	n := len(b)
 	l := p.length()
@@ -167,7 +268,7 @@ func (p *piece) WriteAt(b []byte, off int64) (int, error) {
 	}
 	p.s.closing.RLock()
 	defer p.s.closing.RUnlock()
-	if p.s.closed {
+	if p.s.closed || p.chunk().done.Load() {
 		return n, nil
 	}
 	t, base, ok := p.first()
@@ -176,6 +277,7 @@ func (p *piece) WriteAt(b []byte, off int64) (int, error) {
 		// nothing, it never completes here.
 		return n, nil
 	}
+	p.state().good.Store(false)
 	if _, err := t.WriteAt(b, base+off); err != nil {
 		return 0, err
 	}
@@ -214,48 +316,61 @@ func (p *piece) ReadAt(b []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// SelfHash checks the piece against the manifest: the chunk's bytes must
-// hash to its SHA-256 (and the padding be zeros). The engine compares the
-// answer with the torrent's piece hash, which is the first 20 bytes of
-// that SHA-256, so only a chunk that checks is taken.
+// SelfHash checks the piece against the signed manifest. With the
+// swarm-pieces extension, the padded piece must hash to the torrent's
+// (signed) piece hash; when it is a chunk's last piece to check, the
+// whole chunk must then hash to the manifest's SHA-256. Without it, the
+// piece is the chunk, checked against that SHA-256 (and its padding must
+// be zeros). The engine compares the answer with the torrent's piece
+// hash, so only a piece that checks is taken.
 func (p *piece) SelfHash() (metainfo.Hash, error) {
 	st := p.state()
 	bad := st.badPad.Swap(false)
+	k, _ := p.s.t.chunkOf(p.i)
 	t, base, ok := p.first()
 	if !ok {
 		return metainfo.Hash{}, fmt.Errorf("piece %d: not held here", p.i)
 	}
 	buf := make([]byte, p.length())
-	if _, err := t.ReadAt(buf, base); err != nil {
-		return metainfo.Hash{}, err
-	}
-	sum := sha256.Sum256(buf)
-	if bad || hex.EncodeToString(sum[:]) != p.s.t.Pieces[p.i].Sum {
-		p.s.failed.Add(1)
-		return metainfo.Hash{}, nil
-	}
-	p.s.blame.passed(p.i, buf)
-	// Checked: now it goes to every other place the chunk occurs at,
-	// before it counts.
-	for _, l := range st.locs[1:] {
-		if _, err := p.s.places[l.place].Target.WriteAt(buf, l.off); err != nil {
+	if len(buf) > 0 {
+		if _, err := t.ReadAt(buf, base); err != nil {
 			return metainfo.Hash{}, err
 		}
 	}
+	fail := func() (metainfo.Hash, error) {
+		p.s.failed.Add(1)
+		return metainfo.Hash{}, nil
+	}
+	if bad {
+		return fail()
+	}
+	var whole []byte
+	if p.s.t.sub {
+		h := sha256.New()
+		h.Write(buf)
+		image.WriteZeros(h, p.s.t.PieceLength-int64(len(buf)))
+		if sum := h.Sum(nil); !bytes.Equal(sum[:20], p.s.t.Info.Pieces[p.i*20:p.i*20+20]) {
+			return fail()
+		}
+	} else {
+		whole = buf
+	}
+	st.good.Store(true)
+	ok, err := p.s.checkChunk(k, p.i, whole)
+	if err != nil {
+		return metainfo.Hash{}, err
+	}
+	if !ok {
+		return metainfo.Hash{}, nil // counted by checkChunk
+	}
+	p.s.blame.passed(p.i, buf)
 	return p.s.t.pieceHash(p.i), nil
 }
 
-// MarkComplete is called once the piece checked.
+// MarkComplete is called once the piece checked (its chunk's places are
+// told when the chunk checks whole: checkChunk).
 func (p *piece) MarkComplete() error {
-	st := p.state()
-	if st.complete.Swap(true) {
-		return nil
-	}
-	for _, l := range st.locs {
-		if d := p.s.places[l.place].Done; d != nil {
-			d(l.chunk)
-		}
-	}
+	p.state().complete.Store(true)
 	return nil
 }
 
@@ -263,21 +378,23 @@ func (p *piece) MarkNotComplete() error {
 	// A chunk every place already holds, checked, stays complete: an
 	// on-demand node takes a chunk from its sources (OnDemand.Have)
 	// while a peer's copy is being hashed, and that copy failing must not
-	// make the node refuse a chunk it holds and has announced.
-	if p.heldEverywhere() {
+	// make the node refuse a chunk it holds and has announced. So does a
+	// chunk done here, which is never written again, and a padding piece.
+	if p.chunk().done.Load() || p.heldEverywhere() || p.length() == 0 {
 		return nil
 	}
 	p.state().complete.Store(false)
+	p.state().good.Store(false)
 	return nil
 }
 
-// heldEverywhere says every place of the piece says it holds its chunk.
+// heldEverywhere says every place of the piece's chunk says it holds it.
 func (p *piece) heldEverywhere() bool {
-	st := p.state()
-	if len(st.locs) == 0 {
+	c := p.chunk()
+	if len(c.locs) == 0 {
 		return false
 	}
-	for _, l := range st.locs {
+	for _, l := range c.locs {
 		h := p.s.places[l.place].Have
 		if h == nil || !h(l.chunk) {
 			return false

@@ -1,9 +1,14 @@
 package swarm
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/imprint-dev/imprint/image"
 )
 
 // Once the engine closes a torrent's storage (Drop), the peer reads and
@@ -56,5 +61,246 @@ func TestAClosedStorageLeavesTheTargetAlone(t *testing.T) {
 	}
 	if _, err := pc.WriteAt(buf, 0); err != nil {
 		t.Errorf("write after the storage closed: %v", err)
+	}
+}
+
+// pieceTarget is a store over empty files for m's partitions, each
+// place counting its Done calls.
+func pieceTarget(t *testing.T, m *image.Manifest) (*Torrent, *pieceStore, [][]int, []*os.File) {
+	t.Helper()
+	tor, err := FromManifest(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var places []Place
+	var files []*os.File
+	done := make([][]int, len(m.Partitions))
+	for i, p := range m.Partitions {
+		f, err := os.Create(filepath.Join(t.TempDir(), p.Name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		files = append(files, f)
+		done[i] = make([]int, len(p.Content.Chunks))
+		places = append(places, Place{Content: p.Content, Target: f, Done: func(c int) { done[i][c]++ }})
+	}
+	st, err := newPieceStore(tor, places)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tor, st, done, files
+}
+
+// sendPiece writes piece p of the torrent file as a peer at ip would,
+// in 16 KiB blocks (flip corrupts its first byte), then checks it as the
+// engine does: it counts when SelfHash gives the torrent's hash.
+func sendPiece(t *testing.T, tor *Torrent, st *pieceStore, file []byte, p int, ip string, flip bool) bool {
+	t.Helper()
+	pc := &piece{s: st, i: p}
+	base := int64(p) * tor.PieceLength
+	for off := int64(0); off < tor.PieceLength; off += blockSize {
+		b := bytes.Clone(file[base+off : base+off+blockSize])
+		if flip && off == 0 {
+			b[0] ^= 1
+		}
+		st.blame.received(p, tor.pieceLen(p), off, b, net.ParseIP(ip))
+		if _, err := pc.WriteAt(b, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h, err := pc.SelfHash()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h != tor.pieceHash(p) {
+		if err := pc.MarkNotComplete(); err != nil {
+			t.Fatal(err)
+		}
+		return false
+	}
+	if err := pc.MarkComplete(); err != nil {
+		t.Fatal(err)
+	}
+	return true
+}
+
+// torrentFile is the torrent's single file: its chunks in order, each
+// padded to the chunk size.
+func torrentFile(tor *Torrent, m *image.Manifest, data [][]byte) []byte {
+	out := make([]byte, tor.Info.Length)
+	for pi, p := range m.Partitions {
+		for i, sum := range p.Content.Chunks {
+			if k, ok := tor.Index[sum]; ok {
+				copy(out[int64(k)*tor.ChunkSize:], data[pi][int64(i)*m.ChunkSize:min(int64(i+1)*m.ChunkSize, int64(len(data[pi])))])
+			}
+		}
+	}
+	return out
+}
+
+// Pieces come in any order; a chunk counts (Done, once per place it
+// occurs at) only when all its pieces checked, and is then on every
+// place; a padding piece is complete from the start and reads as zeros.
+func TestPiecesCompleteAChunkOnlyWhenAllChecked(t *testing.T) {
+	_, m, data := testImagePieces(t, 128<<10, 32<<10)
+	tor, st, done, files := pieceTarget(t, m)
+	file := torrentFile(tor, m, data)
+	root := m.Partitions[0].Content
+	k := tor.Index[root.Chunks[2]] // also at chunk 7
+	first, end := tor.pieces(k)
+	order := []int{first + 3, first + 1, first + 2, first}
+	for n, p := range order {
+		if !sendPiece(t, tor, st, file, p, "127.0.0.2", false) {
+			t.Fatalf("good piece %d did not check", p)
+		}
+		if n < len(order)-1 && (done[0][2] != 0 || done[0][7] != 0 || st.cs[k].done.Load()) {
+			t.Fatalf("the chunk counted after %d of its %d pieces", n+1, end-first)
+		}
+	}
+	if done[0][2] != 1 || done[0][7] != 1 {
+		t.Fatalf("Done: chunk 2 %d times, chunk 7 %d times; want once each", done[0][2], done[0][7])
+	}
+	for _, at := range []int64{2, 7} {
+		got := make([]byte, testChunkLen(root, int(at), m.ChunkSize))
+		if _, err := files[0].ReadAt(got, at*m.ChunkSize); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, data[0][at*m.ChunkSize:(at+1)*m.ChunkSize]) {
+			t.Errorf("chunk %d: not the chunk's bytes", at)
+		}
+	}
+	// The short last chunk of the root (5120 bytes): pieces 1-3 of it are
+	// padding, complete at once; its first is not.
+	short := tor.Index[root.Chunks[20]]
+	first, end = tor.pieces(short)
+	if st.ps[first].complete.Load() {
+		t.Error("the short chunk's data piece is complete before it came")
+	}
+	for p := first + 1; p < end; p++ {
+		pc := &piece{s: st, i: p}
+		if !pc.Completion().Complete {
+			t.Errorf("padding piece %d is not complete from the start", p-first)
+		}
+		b := bytes.Repeat([]byte{1}, blockSize)
+		if _, err := pc.ReadAt(b, 0); err != nil || !image.IsZero(b) {
+			t.Errorf("padding piece %d reads %v, not zeros", p-first, err)
+		}
+	}
+	if !sendPiece(t, tor, st, file, first, "127.0.0.2", false) || done[0][20] != 1 {
+		t.Fatalf("the short chunk's one data piece did not complete it (Done %d)", done[0][20])
+	}
+}
+
+func testChunkLen(c *image.Content, i int, cs int64) int64 { return c.ChunkLen(i, cs) }
+
+// A piece with a corrupt block does not check; once it comes good from
+// another peer, the sender of the bad block is banned, the honest one
+// not.
+func TestACorruptPieceIsRefusedAndItsSenderBlamed(t *testing.T) {
+	_, m, data := testImagePieces(t, 128<<10, 32<<10)
+	tor, st, done, _ := pieceTarget(t, m)
+	var banned []string
+	st.blame.ban = func(ips ...net.IP) {
+		for _, ip := range ips {
+			banned = append(banned, ip.String())
+		}
+	}
+	file := torrentFile(tor, m, data)
+	k := tor.Index[m.Partitions[1].Content.Chunks[0]]
+	first, end := tor.pieces(k)
+	for p := first + 1; p < end; p++ {
+		if !sendPiece(t, tor, st, file, p, "127.0.0.2", false) {
+			t.Fatal("a good piece did not check")
+		}
+	}
+	if sendPiece(t, tor, st, file, first, "127.0.0.9", true) {
+		t.Fatal("a corrupt piece checked")
+	}
+	if st.failed.Load() != 1 || done[1][0] != 0 || st.cs[k].done.Load() {
+		t.Fatalf("after a corrupt piece: %d failed, Done %d", st.failed.Load(), done[1][0])
+	}
+	if !sendPiece(t, tor, st, file, first, "127.0.0.3", false) {
+		t.Fatal("the good copy did not check")
+	}
+	if done[1][0] != 1 {
+		t.Fatalf("Done %d times, want once", done[1][0])
+	}
+	if len(banned) != 1 || banned[0] != "127.0.0.9" {
+		t.Fatalf("banned %v, want 127.0.0.9 only", banned)
+	}
+}
+
+// Pieces that check against the extension's hashes but make a chunk
+// that does not hash to the manifest's SHA-256 (the extension's hashes
+// are of other bytes) never count: every piece of the chunk is taken
+// again, the engine told.
+func TestAChunkWhosePiecesCheckButNotTheWholeIsTakenAgain(t *testing.T) {
+	_, m, data := testImagePieces(t, 128<<10, 32<<10)
+	other := [][]byte{bytes.Clone(data[0]), data[1]}
+	other[0][2*m.ChunkSize+40000] ^= 1 // chunk 2, its second piece
+	other[0][7*m.ChunkSize+40000] ^= 1 // and where it occurs again
+	// image.PieceHashes refuses such bytes: hashed here.
+	chunks, err := m.TorrentChunks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hashes []byte
+	for _, c := range chunks {
+		buf := make([]byte, m.ChunkSize)
+		copy(buf, other[c.Partition][int64(c.Chunk)*m.ChunkSize:min(int64(c.Chunk+1)*m.ChunkSize, int64(len(other[c.Partition])))])
+		for off := int64(0); off < m.ChunkSize; off += 32 << 10 {
+			s := sha256.Sum256(buf[off : off+32<<10])
+			hashes = append(hashes, s[:20]...)
+		}
+	}
+	if err := m.SetSwarmPieces(&image.SwarmPieces{PieceLength: 32 << 10, Hashes: hashes}); err != nil {
+		t.Fatal(err)
+	}
+	tor, st, done, _ := pieceTarget(t, m)
+	var again []int
+	st.recheck = func(p []int) { again = append(again, p...) }
+	file := torrentFile(tor, m, other)
+	k := tor.Index[m.Partitions[0].Content.Chunks[2]]
+	first, end := tor.pieces(k)
+	for p := first; p < end-1; p++ {
+		if !sendPiece(t, tor, st, file, p, "127.0.0.2", false) {
+			t.Fatal("a piece matching the extension did not check")
+		}
+	}
+	if sendPiece(t, tor, st, file, end-1, "127.0.0.2", false) {
+		t.Fatal("the piece that completes a bad chunk checked")
+	}
+	if done[0][2] != 0 || done[0][7] != 0 || st.cs[k].done.Load() {
+		t.Fatal("a chunk that does not match the manifest counted")
+	}
+	if len(again) != end-first-1 {
+		t.Fatalf("the engine was told of %v, want the chunk's other %d pieces", again, end-first-1)
+	}
+	for p := first; p < end; p++ {
+		if st.ps[p].complete.Load() || st.ps[p].good.Load() {
+			t.Errorf("piece %d still counts", p-first)
+		}
+	}
+	if st.failed.Load() == 0 {
+		t.Error("the failure was not counted")
+	}
+}
+
+// Without the extension a piece is a chunk (the old torrents): one
+// write of it, checked against the manifest's SHA-256, makes it count.
+func TestWithoutTheExtensionAPieceIsAChunk(t *testing.T) {
+	_, m, data := testImagePieces(t, 64<<10, -1)
+	tor, st, done, _ := pieceTarget(t, m)
+	if tor.PerChunk != 1 || tor.PieceLength != m.ChunkSize {
+		t.Fatalf("%d pieces per chunk of %d", tor.PerChunk, tor.PieceLength)
+	}
+	file := torrentFile(tor, m, data)
+	k := tor.Index[m.Partitions[0].Content.Chunks[2]]
+	if sendPiece(t, tor, st, file, k, "127.0.0.9", true) || done[0][2] != 0 {
+		t.Fatal("a corrupt chunk counted")
+	}
+	if !sendPiece(t, tor, st, file, k, "127.0.0.2", false) || done[0][2] != 1 || done[0][7] != 1 {
+		t.Fatalf("a good chunk: Done %d, %d", done[0][2], done[0][7])
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -32,8 +33,39 @@ func testImage(t *testing.T) (*store.Dir, *image.Manifest, [][]byte) {
 	return testImageChunk(t, testChunk)
 }
 
-// testImageChunk is testImage at another chunk size.
+// testImageChunk is testImage at another chunk size, with the swarm
+// pieces a build gives it by default.
 func testImageChunk(t *testing.T, testChunk int64) (*store.Dir, *image.Manifest, [][]byte) {
+	t.Helper()
+	return testImagePieces(t, testChunk, 0)
+}
+
+// withPieces gives m the swarm-pieces extension for pieces of piece
+// bytes, of the partitions' data; 0 is what a build does by default
+// (64 KiB pieces below larger chunks), negative is none.
+func withPieces(t testing.TB, m *image.Manifest, data [][]byte, piece int64) {
+	t.Helper()
+	if piece == 0 && m.ChunkSize > image.DefaultPieceLength {
+		piece = image.DefaultPieceLength
+	}
+	if piece <= 0 || piece >= m.ChunkSize {
+		return
+	}
+	h, err := image.PieceHashes(m, piece, func(p, c int, buf []byte) error {
+		copy(buf, data[p][int64(c)*m.ChunkSize:])
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.SetSwarmPieces(&image.SwarmPieces{PieceLength: piece, Hashes: h}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testImagePieces is testImageChunk with swarm pieces of piece bytes (as
+// withPieces).
+func testImagePieces(t *testing.T, testChunk, piece int64) (*store.Dir, *image.Manifest, [][]byte) {
 	t.Helper()
 	st, err := store.CreateDir(t.TempDir())
 	if err != nil {
@@ -59,6 +91,7 @@ func testImageChunk(t *testing.T, testChunk int64) (*store.Dir, *image.Manifest,
 	}
 	m := &image.Manifest{Format: image.FormatVersion, Name: "demo", Version: "1", Created: time.Unix(1700000000, 0).UTC(),
 		ChunkSize: testChunk, Partitions: parts}
+	withPieces(t, m, [][]byte{root, data}, piece)
 	if _, err := st.PutManifest(m); err != nil {
 		t.Fatal(err)
 	}
@@ -87,8 +120,8 @@ func TestSameManifestSameInfohash(t *testing.T) {
 		t.Fatalf("same manifest, different torrents: %s vs %s", a.Hash, b.Hash)
 	}
 	// 21 root chunks minus 3 zero and 1 repeated, plus 6 data chunks.
-	if len(a.Pieces) != 17+6 {
-		t.Fatalf("%d pieces, want 23 (zero chunks out, a repeated chunk once)", len(a.Pieces))
+	if len(a.Chunks) != 17+6 {
+		t.Fatalf("%d pieces, want 23 (zero chunks out, a repeated chunk once)", len(a.Chunks))
 	}
 	m2.Version = "2"
 	c, err := FromManifest(m2)
@@ -99,12 +132,73 @@ func TestSameManifestSameInfohash(t *testing.T) {
 		t.Fatal("another version gave the same infohash")
 	}
 	m2.Partitions[0].Content.Chunks[0] = m2.Partitions[0].Content.Chunks[1]
+	// The piece hashes were of the other chunks.
+	if _, err := FromManifest(m2); !errors.Is(err, image.ErrFormat) || !strings.Contains(err.Error(), image.SwarmPiecesExtension) {
+		t.Fatalf("piece hashes of other chunks: %v, want an error naming %s", err, image.SwarmPiecesExtension)
+	}
+	delete(m2.Extensions, image.SwarmPiecesExtension)
 	d, err := FromManifest(m2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if d.Hash == c.Hash {
 		t.Fatal("other chunks gave the same infohash")
+	}
+}
+
+// With the swarm-pieces extension, the torrent's pieces are the
+// extension's: a chunk is PerChunk pieces, the file layout is the same
+// (chunk k at k x chunk size), the short chunk's padding pieces are
+// there, and the torrent differs from the one without it.
+func TestSwarmPiecesMakeTheTorrentsPieces(t *testing.T) {
+	_, m, _ := testImagePieces(t, 256<<10, 32<<10)
+	a, err := FromManifest(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.PieceLength != 32<<10 || a.PerChunk != 8 || a.Info.PieceLength != 32<<10 {
+		t.Fatalf("piece length %d, %d per chunk", a.PieceLength, a.PerChunk)
+	}
+	if got, want := a.Info.NumPieces(), len(a.Chunks)*8; got != want || a.NumPieces() != want {
+		t.Fatalf("%d pieces, want %d", got, want)
+	}
+	if a.Info.Length != int64(len(a.Chunks))*m.ChunkSize {
+		t.Fatalf("length %d: the web seed's layout moved", a.Info.Length)
+	}
+	// The short chunk (5120 bytes, the last of the root) has one piece
+	// of data and seven of padding.
+	k := a.Index[m.Partitions[0].Content.Chunks[20]]
+	first, end := a.pieces(k)
+	if l := a.pieceLen(first); l != 5120 {
+		t.Errorf("the short chunk's first piece holds %d bytes, want 5120", l)
+	}
+	for p := first + 1; p < end; p++ {
+		if a.pieceLen(p) != 0 {
+			t.Errorf("piece %d of the short chunk holds %d bytes, want none", p-first, a.pieceLen(p))
+		}
+	}
+	raw, err := m.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m2, err := image.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := FromManifest(m2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Hash != a.Hash {
+		t.Fatal("the same manifest gave another torrent")
+	}
+	delete(m2.Extensions, image.SwarmPiecesExtension)
+	c, err := FromManifest(m2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Hash == a.Hash || c.PerChunk != 1 || c.PieceLength != m.ChunkSize {
+		t.Fatalf("without the extension: %s, %d per chunk, pieces of %d", c.Hash, c.PerChunk, c.PieceLength)
 	}
 }
 
@@ -199,7 +293,7 @@ func TestTheServerRestartingMidRun(t *testing.T) {
 	for _, ip := range []string{"127.0.0.3", "127.0.0.4"} {
 		fetching = append(fetching, newNodeOpts(t, Options{Listen: ip + ":0", DownloadRate: 1 << 20}, m, url, nil))
 	}
-	total := len(fetching[0].sess.Tor.Pieces)
+	total := len(fetching[0].sess.Tor.Chunks)
 	deadline := time.Now().Add(10 * time.Second)
 	for fetching[0].sess.Missing() == total && fetching[1].sess.Missing() == total {
 		if time.Now().After(deadline) {
@@ -326,10 +420,11 @@ func TestThreeNodesEndIdenticalAndShare(t *testing.T) {
 func TestACorruptingPeerIsCaught(t *testing.T) {
 	for _, tc := range []struct {
 		chunk int64
+		piece int64 // as withPieces: 0 the default, -1 pieces are chunks
 		rate  int64 // the corrupting seed's upload rate, bytes/s; 0: no limit
-	}{{testChunk, 0}, {1 << 20, 0}, {1 << 20, 256 << 10}} {
-		t.Run(fmt.Sprintf("chunk=%dK,rate=%d", tc.chunk>>10, tc.rate), func(t *testing.T) {
-			st, m, want := testImageChunk(t, tc.chunk)
+	}{{testChunk, 0, 0}, {1 << 20, 0, 0}, {1 << 20, -1, 0}, {1 << 20, 0, 256 << 10}} {
+		t.Run(fmt.Sprintf("chunk=%dK,piece=%d,rate=%d", tc.chunk>>10, tc.piece, tc.rate), func(t *testing.T) {
+			st, m, want := testImagePieces(t, tc.chunk, tc.piece)
 			srv := newServer(t, st)
 			srv.seedOff.Store(true)
 			ctx := t.Context()
@@ -401,7 +496,7 @@ func TestAPeerVanishingMidTransfer(t *testing.T) {
 	for _, ip := range []string{"127.0.0.3", "127.0.0.4"} {
 		fetching = append(fetching, newNodeOpts(t, Options{Listen: ip + ":0", DownloadRate: 1 << 20}, m, srv.URL, nil))
 	}
-	total := len(fetching[0].sess.Tor.Pieces)
+	total := len(fetching[0].sess.Tor.Chunks)
 	deadline := time.Now().Add(10 * time.Second)
 	for fetching[0].sess.Missing() == total || fetching[1].sess.Missing() == total {
 		if time.Now().After(deadline) {

@@ -73,13 +73,13 @@ func (ws *WebSeed) torrent(ctx context.Context, name, version string) (*Torrent,
 	return t, nil
 }
 
-// chunk gives the decoded, checked bytes of piece p.
+// chunk gives the decoded, checked bytes of chunk p.
 func (ws *WebSeed) chunk(ctx context.Context, t *Torrent, p int) ([]byte, error) {
 	ws.once.Do(func() { ws.dec, ws.decErr = image.NewDecoder() })
 	if ws.decErr != nil {
 		return nil, ws.decErr
 	}
-	pc := t.Pieces[p]
+	pc := t.Chunks[p]
 	ws.mu.Lock()
 	if ws.chunks == nil {
 		ws.chunks = map[string]*cached{}

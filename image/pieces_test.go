@@ -1,0 +1,160 @@
+package image
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imprint-dev/imprint/layout"
+)
+
+// pieceManifest is an image of two partitions with 256 KiB chunks: a
+// repeated chunk, a zero chunk and a short last chunk; data gives each
+// partition's bytes.
+func pieceManifest(t *testing.T) (*Manifest, [][]byte) {
+	t.Helper()
+	const cs = 256 << 10
+	mk := func(seed byte, n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = seed + byte(i*7)
+		}
+		return b
+	}
+	a := mk(1, cs)
+	b := mk(2, cs)
+	p0 := append(append(append([]byte{}, a...), make([]byte, cs)...), a...)
+	p0 = append(p0, mk(3, 100<<10)...)
+	p1 := append(append([]byte{}, b...), a...)
+	m := &Manifest{Format: FormatVersion, Name: "n", Version: "v", Created: time.Unix(0, 0).UTC(), ChunkSize: cs}
+	for i, d := range [][]byte{p0, p1} {
+		c := &Content{Size: int64(len(d)), SHA256: HashBytes(d)}
+		for off := 0; off < len(d); off += cs {
+			ch := d[off:min(off+cs, len(d))]
+			if IsZero(ch) {
+				c.Chunks = append(c.Chunks, ZeroChunk)
+			} else {
+				c.Chunks = append(c.Chunks, HashBytes(ch))
+			}
+		}
+		m.Partitions = append(m.Partitions, Partition{Name: fmt.Sprintf("p%d", i), Type: layout.TypeLinuxGeneric, Content: c})
+	}
+	return m, [][]byte{p0, p1}
+}
+
+func readFrom(m *Manifest, data [][]byte) func(p, c int, buf []byte) error {
+	return func(p, c int, buf []byte) error {
+		copy(buf, data[p][int64(c)*m.ChunkSize:])
+		return nil
+	}
+}
+
+func TestTorrentChunksAreDistinctNonZeroInFirstOrder(t *testing.T) {
+	m, _ := pieceManifest(t)
+	cs, err := m.TorrentChunks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// p0: a, zero, a, short; p1: b, a.
+	want := []struct{ p, c int }{{0, 0}, {0, 3}, {1, 0}}
+	if len(cs) != len(want) {
+		t.Fatalf("%d chunks, want %d", len(cs), len(want))
+	}
+	for i, w := range want {
+		if cs[i].Partition != w.p || cs[i].Chunk != w.c || cs[i].Sum != m.Partitions[w.p].Content.Chunks[w.c] {
+			t.Errorf("chunk %d: %+v, want partition %d chunk %d", i, cs[i], w.p, w.c)
+		}
+	}
+	if cs[1].Length != 100<<10 {
+		t.Errorf("short chunk length %d", cs[1].Length)
+	}
+}
+
+func TestPieceHashesRoundTripThroughTheManifest(t *testing.T) {
+	m, data := pieceManifest(t)
+	h, err := PieceHashes(m, 64<<10, readFrom(m, data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h) != 3*4*PieceHashLen {
+		t.Fatalf("%d bytes of hashes, want %d", len(h), 3*4*PieceHashLen)
+	}
+	// The short chunk's last piece is all padding: the hash of zeros.
+	zero := sha256.Sum256(make([]byte, 64<<10))
+	if !bytes.Equal(h[(4+3)*PieceHashLen:(4+4)*PieceHashLen], zero[:PieceHashLen]) {
+		t.Error("a piece wholly in a chunk's padding is not the hash of zeros")
+	}
+	if err := m.SetSwarmPieces(&SwarmPieces{PieceLength: 64 << 10, Hashes: h}); err != nil {
+		t.Fatal(err)
+	}
+	m.Extensions["vendor.example"] = json.RawMessage(`1`)
+	raw, err := m.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, ok, err := back.SwarmPieces()
+	if err != nil || !ok {
+		t.Fatalf("SwarmPieces: %v %v", ok, err)
+	}
+	if sp.PieceLength != 64<<10 || !bytes.Equal(sp.Hashes, h) {
+		t.Error("the extension did not round-trip")
+	}
+	if _, ok := back.Extensions["vendor.example"]; !ok {
+		t.Error("setting the extension dropped another")
+	}
+}
+
+func TestPieceHashesRefuseBytesThatDoNotMatchTheManifest(t *testing.T) {
+	m, data := pieceManifest(t)
+	data[1] = bytes.Clone(data[1])
+	data[1][5] ^= 1
+	if _, err := PieceHashes(m, 64<<10, readFrom(m, data)); err == nil || !strings.Contains(err.Error(), "partition p1 chunk 0") {
+		t.Fatalf("got %v, want an error naming partition p1 chunk 0", err)
+	}
+}
+
+func TestAbsentSwarmPiecesIsNoError(t *testing.T) {
+	m, _ := pieceManifest(t)
+	if sp, ok, err := m.SwarmPieces(); sp != nil || ok || err != nil {
+		t.Fatalf("got %v %v %v", sp, ok, err)
+	}
+}
+
+func TestMalformedSwarmPiecesAreRefusedByName(t *testing.T) {
+	m, data := pieceManifest(t)
+	h, err := PieceHashes(m, 64<<10, readFrom(m, data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := base64.StdEncoding.EncodeToString
+	for _, tc := range []struct {
+		name, value, want string
+	}{
+		{"not an object", `[1]`, "extension " + SwarmPiecesExtension},
+		{"unknown key", `{"piece_length": 65536, "hashes": "` + enc(h) + `", "x": 1}`, "x"},
+		{"not a power of two", `{"piece_length": 98304, "hashes": "` + enc(h) + `"}`, "not a power of two"},
+		{"below 16 KiB", `{"piece_length": 8192, "hashes": "` + enc(h) + `"}`, "below 16384"},
+		{"the chunk size", `{"piece_length": 262144, "hashes": "` + enc(h) + `"}`, "not below the chunk size"},
+		{"not base64", `{"piece_length": 65536, "hashes": "!!!"}`, "not base64"},
+		{"too short", `{"piece_length": 65536, "hashes": "` + enc(h[:len(h)-20]) + `"}`, "want 240"},
+		{"for another piece length", `{"piece_length": 32768, "hashes": "` + enc(h) + `"}`, "want 480"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m.Extensions = map[string]json.RawMessage{SwarmPiecesExtension: json.RawMessage(tc.value)}
+			_, ok, err := m.SwarmPieces()
+			if !ok || !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), SwarmPiecesExtension) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v, %v; want an ErrFormat naming %s and %q", ok, err, SwarmPiecesExtension, tc.want)
+			}
+		})
+	}
+}
