@@ -212,13 +212,19 @@ func (s *pieceStore) missing() int {
 // piece of k now has, k is checked whole against the manifest (whole is
 // its bytes when p is the whole chunk, else nil: read from the target),
 // copied to its other places, and its places told (Done). false: the
-// whole did not check, and none of its pieces counts as good any more.
+// whole did not check, and none of its pieces counts as good any more;
+// or p was cleared so by such a check while it waited.
 func (s *pieceStore) checkChunk(k, p int, whole []byte) (bool, error) {
 	c := &s.cs[k]
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.done.Load() {
 		return true, nil
+	}
+	if !s.ps[p].good.Load() {
+		// Another piece's failed check of the whole chunk cleared p
+		// while p waited: it is taken again.
+		return false, nil
 	}
 	first, end := s.t.pieces(k)
 	for q := first; q < end; q++ {

@@ -237,27 +237,7 @@ func TestACorruptPieceIsRefusedAndItsSenderBlamed(t *testing.T) {
 // are of other bytes) never count: every piece of the chunk is taken
 // again, the engine told.
 func TestAChunkWhosePiecesCheckButNotTheWholeIsTakenAgain(t *testing.T) {
-	_, m, data := testImagePieces(t, 128<<10, 32<<10)
-	other := [][]byte{bytes.Clone(data[0]), data[1]}
-	other[0][2*m.ChunkSize+40000] ^= 1 // chunk 2, its second piece
-	other[0][7*m.ChunkSize+40000] ^= 1 // and where it occurs again
-	// image.PieceHashes refuses such bytes: hashed here.
-	chunks, err := m.TorrentChunks()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var hashes []byte
-	for _, c := range chunks {
-		buf := make([]byte, m.ChunkSize)
-		copy(buf, other[c.Partition][int64(c.Chunk)*m.ChunkSize:min(int64(c.Chunk+1)*m.ChunkSize, int64(len(other[c.Partition])))])
-		for off := int64(0); off < m.ChunkSize; off += 32 << 10 {
-			s := sha256.Sum256(buf[off : off+32<<10])
-			hashes = append(hashes, s[:20]...)
-		}
-	}
-	if err := m.SetSwarmPieces(&image.SwarmPieces{PieceLength: 32 << 10, Hashes: hashes}); err != nil {
-		t.Fatal(err)
-	}
+	m, other := badWholeImage(t)
 	tor, st, done, _ := pieceTarget(t, m)
 	var again []int
 	st.recheck = func(p []int) { again = append(again, p...) }
@@ -286,6 +266,69 @@ func TestAChunkWhosePiecesCheckButNotTheWholeIsTakenAgain(t *testing.T) {
 	if st.failed.Load() == 0 {
 		t.Error("the failure was not counted")
 	}
+}
+
+// A piece that hashed good while another piece of its chunk completed
+// the chunk, which did not check whole, waits for that check: when it
+// gets its turn it no longer counts (the check cleared it), so the
+// engine takes it again; counted good, it would never be fetched again
+// and the chunk never finish.
+func TestAPieceClearedByItsChunksFailedCheckDoesNotCount(t *testing.T) {
+	m, other := badWholeImage(t)
+	tor, st, _, _ := pieceTarget(t, m)
+	file := torrentFile(tor, m, other)
+	k := tor.Index[m.Partitions[0].Content.Chunks[2]]
+	first, end := tor.pieces(k)
+	for p := first + 1; p < end-1; p++ {
+		if !sendPiece(t, tor, st, file, p, "127.0.0.2", false) {
+			t.Fatal("a piece matching the extension did not check")
+		}
+	}
+	// Piece first hashed good (SelfHash sets good before it waits on
+	// the chunk)...
+	st.ps[first].good.Store(true)
+	// ...while the last piece again completed the chunk, which fails
+	// whole and clears every piece of it.
+	if sendPiece(t, tor, st, file, end-1, "127.0.0.2", false) {
+		t.Fatal("the piece that completes a bad chunk checked")
+	}
+	ok, err := st.checkChunk(k, first, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok {
+		t.Error("a piece cleared by its chunk's failed check still counts")
+	}
+}
+
+// badWholeImage is an image whose extension's hashes are those of other
+// bytes than the manifest's for root chunk 2 (and 7, the same chunk),
+// in its second 32 KiB piece: every piece checks, the whole does not.
+// other is the bytes the hashes are of.
+func badWholeImage(t *testing.T) (*image.Manifest, [][]byte) {
+	t.Helper()
+	_, m, data := testImagePieces(t, 128<<10, 32<<10)
+	other := [][]byte{bytes.Clone(data[0]), data[1]}
+	other[0][2*m.ChunkSize+40000] ^= 1 // chunk 2, its second piece
+	other[0][7*m.ChunkSize+40000] ^= 1 // and where it occurs again
+	// image.PieceHashes refuses such bytes: hashed here.
+	chunks, err := m.TorrentChunks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hashes []byte
+	for _, c := range chunks {
+		buf := make([]byte, m.ChunkSize)
+		copy(buf, other[c.Partition][int64(c.Chunk)*m.ChunkSize:min(int64(c.Chunk+1)*m.ChunkSize, int64(len(other[c.Partition])))])
+		for off := int64(0); off < m.ChunkSize; off += 32 << 10 {
+			s := sha256.Sum256(buf[off : off+32<<10])
+			hashes = append(hashes, s[:20]...)
+		}
+	}
+	if err := m.SetSwarmPieces(&image.SwarmPieces{PieceLength: 32 << 10, Hashes: hashes}); err != nil {
+		t.Fatal(err)
+	}
+	return m, other
 }
 
 // Without the extension a piece is a chunk (the old torrents): one
