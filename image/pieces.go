@@ -110,6 +110,10 @@ func checkPieceLength(n, chunkSize int64) error {
 		return fmt.Errorf("piece length %d is not a power of two", n)
 	case n >= chunkSize:
 		return fmt.Errorf("piece length %d is not below the chunk size %d", n, chunkSize)
+	case chunkSize%n != 0:
+		// Validate says the chunk size is a power of two, but not every
+		// reader validates (the agent's on-demand swarm).
+		return fmt.Errorf("piece length %d does not divide the chunk size %d", n, chunkSize)
 	}
 	return nil
 }

@@ -139,17 +139,25 @@ func TestMalformedSwarmPiecesAreRefusedByName(t *testing.T) {
 	enc := base64.StdEncoding.EncodeToString
 	for _, tc := range []struct {
 		name, value, want string
+		chunkSize         int64 // 0: the manifest's (256 KiB)
 	}{
-		{"not an object", `[1]`, "extension " + SwarmPiecesExtension},
-		{"unknown key", `{"piece_length": 65536, "hashes": "` + enc(h) + `", "x": 1}`, "x"},
-		{"not a power of two", `{"piece_length": 98304, "hashes": "` + enc(h) + `"}`, "not a power of two"},
-		{"below 16 KiB", `{"piece_length": 8192, "hashes": "` + enc(h) + `"}`, "below 16384"},
-		{"the chunk size", `{"piece_length": 262144, "hashes": "` + enc(h) + `"}`, "not below the chunk size"},
-		{"not base64", `{"piece_length": 65536, "hashes": "!!!"}`, "not base64"},
-		{"too short", `{"piece_length": 65536, "hashes": "` + enc(h[:len(h)-20]) + `"}`, "want 240"},
-		{"for another piece length", `{"piece_length": 32768, "hashes": "` + enc(h) + `"}`, "want 480"},
+		{"not an object", `[1]`, "extension " + SwarmPiecesExtension, 0},
+		{"unknown key", `{"piece_length": 65536, "hashes": "` + enc(h) + `", "x": 1}`, "x", 0},
+		{"not a power of two", `{"piece_length": 98304, "hashes": "` + enc(h) + `"}`, "not a power of two", 0},
+		{"below 16 KiB", `{"piece_length": 8192, "hashes": "` + enc(h) + `"}`, "below 16384", 0},
+		{"the chunk size", `{"piece_length": 262144, "hashes": "` + enc(h) + `"}`, "not below the chunk size", 0},
+		{"not base64", `{"piece_length": 65536, "hashes": "!!!"}`, "not base64", 0},
+		{"too short", `{"piece_length": 65536, "hashes": "` + enc(h[:len(h)-20]) + `"}`, "want 240", 0},
+		{"for another piece length", `{"piece_length": 32768, "hashes": "` + enc(h) + `"}`, "want 480", 0},
+		// A manifest read without Validate (the agent's) can have any
+		// chunk size: 4 pieces of 64 KiB and a rest.
+		{"not dividing the chunk size", `{"piece_length": 65536, "hashes": "` + enc(h) + `"}`, "does not divide the chunk size 300000", 300000},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			m.ChunkSize = 256 << 10
+			if tc.chunkSize != 0 {
+				m.ChunkSize = tc.chunkSize
+			}
 			m.Extensions = map[string]json.RawMessage{SwarmPiecesExtension: json.RawMessage(tc.value)}
 			_, ok, err := m.SwarmPieces()
 			if !ok || !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), SwarmPiecesExtension) || !strings.Contains(err.Error(), tc.want) {
