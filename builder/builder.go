@@ -58,7 +58,9 @@ type Options struct {
 	// PieceSize is the swarm's piece length (the swarm-pieces manifest
 	// extension): 0 is image.DefaultPieceLength when the chunks are
 	// larger; negative, or the chunk size, gives no extension (the
-	// swarm's pieces are the chunks).
+	// swarm's pieces are the chunks). Either is raised (doubled) until
+	// the torrent has at most image.MaxSwarmPieces pieces (a given size
+	// with a note in Result.Notes), up to no extension.
 	PieceSize int64
 	// Base (NAME:VERSION, or NAME for the newest in Store) builds the
 	// Rootfs image on that version's root filesystem instead of a fresh
@@ -344,8 +346,12 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		}
 		m.SetExtension(BaseExtension, ext)
 	}
-	if err := setSwarmPieces(ctx, m, pieceSize, partSrc); err != nil {
+	pieceNote, err := setSwarmPieces(ctx, m, pieceSize, o.PieceSize > 0, partSrc)
+	if err != nil {
 		return nil, err
+	}
+	if pieceNote != "" {
+		notes = append(notes, pieceNote)
 	}
 	m.Version = o.Version
 	if m.Version == "" {
@@ -397,15 +403,39 @@ func pieceLength(given, chunkSize int64) (int64, error) {
 	return given, nil
 }
 
-// setSwarmPieces puts the swarm-pieces extension for pieces of n bytes
-// (none for 0) in m, hashing the first occurrence of each distinct
-// non-zero chunk read again from its partition's source.
-func setSwarmPieces(ctx context.Context, m *image.Manifest, n int64, partSrc []source) error {
-	if n == 0 {
-		return nil
+// capPieceLength is the piece length a build uses for n asked (given
+// says by --piece-size) and distinct chunks: n raised until the torrent
+// has at most image.MaxSwarmPieces pieces (0: pieces are chunks), and,
+// when a given size was raised, a note that says so.
+func capPieceLength(n int64, given bool, distinct int, chunkSize int64) (int64, string) {
+	c := image.ChoosePieceLength(distinct, chunkSize, n)
+	if !given || c == n {
+		return c, ""
 	}
-	if cs, err := m.TorrentChunks(); err != nil || len(cs) == 0 {
-		return err // nothing for a swarm to share
+	to := layout.HumanSize(c)
+	if c == 0 {
+		to = "the chunk size (" + layout.HumanSize(chunkSize) + ": pieces are chunks)"
+	}
+	return c, fmt.Sprintf("--piece-size %s: %d distinct chunks would make %d swarm pieces, more than %d; raised to %s",
+		layout.HumanSize(n), distinct, int64(distinct)*(chunkSize/n), image.MaxSwarmPieces, to)
+}
+
+// setSwarmPieces puts the swarm-pieces extension for pieces of n bytes
+// (none for 0; given: asked by --piece-size), raised as capPieceLength
+// says, in m, hashing the first occurrence of each distinct non-zero
+// chunk read again from its partition's source. The note says n was
+// raised.
+func setSwarmPieces(ctx context.Context, m *image.Manifest, n int64, given bool, partSrc []source) (string, error) {
+	if n == 0 {
+		return "", nil
+	}
+	cs, err := m.TorrentChunks()
+	if err != nil || len(cs) == 0 {
+		return "", err // nothing for a swarm to share
+	}
+	n, note := capPieceLength(n, given, len(cs), m.ChunkSize)
+	if n == 0 {
+		return note, nil
 	}
 	hashes, err := image.PieceHashes(m, n, func(p, c int, buf []byte) error {
 		if err := ctx.Err(); err != nil {
@@ -418,9 +448,9 @@ func setSwarmPieces(ctx context.Context, m *image.Manifest, n int64, partSrc []s
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("swarm piece hashes: %w", err)
+		return "", fmt.Errorf("swarm piece hashes: %w", err)
 	}
-	return m.SetSwarmPieces(&image.SwarmPieces{PieceLength: n, Hashes: hashes})
+	return note, m.SetSwarmPieces(&image.SwarmPieces{PieceLength: n, Hashes: hashes})
 }
 
 // signManifest signs the manifest bytes the store holds, which are what a client

@@ -101,3 +101,35 @@ func TestBuildRefusesABadPieceSize(t *testing.T) {
 		}
 	}
 }
+
+// A build raises the piece length until the torrent has at most
+// image.MaxSwarmPieces pieces, saying so when --piece-size gave it; at
+// the chunk size there is no extension (0).
+func TestBuildRaisesThePieceSizeOfALargeImage(t *testing.T) {
+	const mib = 1 << 20
+	for _, tc := range []struct {
+		name     string
+		n        int64
+		given    bool
+		distinct int
+		want     int64
+		note     string // in the note; "" is none
+	}{
+		{"default, small", image.DefaultPieceLength, false, 1000, image.DefaultPieceLength, ""},
+		{"default, 20000 chunks", image.DefaultPieceLength, false, 20000, 512 << 10, ""},
+		{"default, 140000 chunks", image.DefaultPieceLength, false, 140000, 0, ""},
+		{"given, small", 16 << 10, true, 1000, 16 << 10, ""},
+		{"given, 20000 chunks", 16 << 10, true, 20000, 512 << 10, "--piece-size 16.0 KiB: 20000 distinct chunks would make 1280000 swarm pieces, more than 65536; raised to 512.0 KiB"},
+		{"given, 140000 chunks", 64 << 10, true, 140000, 0, "raised to the chunk size (1.0 MiB: pieces are chunks)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, note := capPieceLength(tc.n, tc.given, tc.distinct, mib)
+			if got != tc.want {
+				t.Errorf("piece length %d, want %d", got, tc.want)
+			}
+			if (note == "") != (tc.note == "") || !strings.Contains(note, tc.note) {
+				t.Errorf("note %q, want one with %q", note, tc.note)
+			}
+		})
+	}
+}

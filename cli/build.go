@@ -198,7 +198,7 @@ func newBuild(e *env) *cobra.Command {
 	f.StringVar(&o.Agent, "agent", "", "agent initramfs (from imprint initrd) for local, diskless and install boots (default with --rootfs: made from the tree's /lib/modules/RELEASE)")
 	f.BoolVar(&noAgent, "no-agent", false, "with --rootfs: the image carries no agent (its local entry boots with the image's own initrd)")
 	f.StringVar(&agentSelf, "agent-imprint", "", "static imprint binary that becomes the agent's /init (default: this one)")
-	f.StringVar(&pieceSize, "piece-size", "", fmt.Sprintf("the swarm's piece length, a power of two from 16K below the chunk size, or 0 for pieces that are chunks (default %dK when the chunks are larger)", image.DefaultPieceLength>>10))
+	f.StringVar(&pieceSize, "piece-size", "", fmt.Sprintf("the swarm's piece length, a power of two from 16K below the chunk size, or 0 for pieces that are chunks (default %dK when the chunks are larger); raised for an image that would have more than %d pieces", image.DefaultPieceLength>>10, image.MaxSwarmPieces))
 	f.StringVar(&chunkSize, "chunk-size", "", fmt.Sprintf("chunk size, a power of two from 64K to 64M (default %dM)", image.DefaultChunkSize>>20))
 	_ = c.MarkFlagRequired("store")
 	_ = c.MarkFlagRequired("name")

@@ -27,6 +27,30 @@ const MinPieceLength = 16 << 10
 // peers in 26 ms rather than 0.4 s for a 1 MiB chunk.
 const DefaultPieceLength = 64 << 10
 
+// MaxSwarmPieces caps the pieces of an image's torrent with the
+// extension: 1.3 MB of hashes (1.75 MB in the manifest's base64). Each
+// MiB of distinct data at 64 KiB pieces adds ~430 bytes to the manifest,
+// which a client fetches whole (and at most 64 MiB of), and the swarm
+// engine's work grows with the number of pieces: a larger image gets
+// larger pieces (ChoosePieceLength).
+const MaxSwarmPieces = 1 << 16
+
+// ChoosePieceLength is the piece length for an image of distinctChunks
+// distinct non-zero chunks of chunkSize bytes when want is asked for:
+// want, doubled until the torrent has at most MaxSwarmPieces pieces. 0
+// is no extension (the pieces are the chunks): want, or what it was
+// raised to, is at least the chunk size.
+func ChoosePieceLength(distinctChunks int, chunkSize, want int64) int64 {
+	n := want
+	for n > 0 && n < chunkSize && int64(distinctChunks)*(chunkSize/n) > MaxSwarmPieces {
+		n *= 2
+	}
+	if n <= 0 || n >= chunkSize {
+		return 0
+	}
+	return n
+}
+
 // PieceHashLen is the length of one piece's hash in SwarmPieces.Hashes.
 const PieceHashLen = 20
 
@@ -86,6 +110,10 @@ func checkPieceLength(n, chunkSize int64) error {
 		return fmt.Errorf("piece length %d is not a power of two", n)
 	case n >= chunkSize:
 		return fmt.Errorf("piece length %d is not below the chunk size %d", n, chunkSize)
+	case chunkSize%n != 0:
+		// Validate says the chunk size is a power of two, but not every
+		// reader validates (the agent's on-demand swarm).
+		return fmt.Errorf("piece length %d does not divide the chunk size %d", n, chunkSize)
 	}
 	return nil
 }
@@ -115,6 +143,9 @@ func (m *Manifest) SwarmPieces() (*SwarmPieces, bool, error) {
 	chunks, err := m.TorrentChunks()
 	if err != nil {
 		return bad("%v", err)
+	}
+	if n := int64(len(chunks)) * (m.ChunkSize / j.PieceLength); n > MaxSwarmPieces {
+		return bad("%d pieces (%d chunks of %d), more than %d", n, len(chunks), m.ChunkSize/j.PieceLength, MaxSwarmPieces)
 	}
 	want := int64(len(chunks)) * (m.ChunkSize / j.PieceLength) * PieceHashLen
 	if int64(len(h)) != want {

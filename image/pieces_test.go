@@ -139,22 +139,114 @@ func TestMalformedSwarmPiecesAreRefusedByName(t *testing.T) {
 	enc := base64.StdEncoding.EncodeToString
 	for _, tc := range []struct {
 		name, value, want string
+		chunkSize         int64 // 0: the manifest's (256 KiB)
 	}{
-		{"not an object", `[1]`, "extension " + SwarmPiecesExtension},
-		{"unknown key", `{"piece_length": 65536, "hashes": "` + enc(h) + `", "x": 1}`, "x"},
-		{"not a power of two", `{"piece_length": 98304, "hashes": "` + enc(h) + `"}`, "not a power of two"},
-		{"below 16 KiB", `{"piece_length": 8192, "hashes": "` + enc(h) + `"}`, "below 16384"},
-		{"the chunk size", `{"piece_length": 262144, "hashes": "` + enc(h) + `"}`, "not below the chunk size"},
-		{"not base64", `{"piece_length": 65536, "hashes": "!!!"}`, "not base64"},
-		{"too short", `{"piece_length": 65536, "hashes": "` + enc(h[:len(h)-20]) + `"}`, "want 240"},
-		{"for another piece length", `{"piece_length": 32768, "hashes": "` + enc(h) + `"}`, "want 480"},
+		{"not an object", `[1]`, "extension " + SwarmPiecesExtension, 0},
+		{"unknown key", `{"piece_length": 65536, "hashes": "` + enc(h) + `", "x": 1}`, "x", 0},
+		{"not a power of two", `{"piece_length": 98304, "hashes": "` + enc(h) + `"}`, "not a power of two", 0},
+		{"below 16 KiB", `{"piece_length": 8192, "hashes": "` + enc(h) + `"}`, "below 16384", 0},
+		{"the chunk size", `{"piece_length": 262144, "hashes": "` + enc(h) + `"}`, "not below the chunk size", 0},
+		{"not base64", `{"piece_length": 65536, "hashes": "!!!"}`, "not base64", 0},
+		{"too short", `{"piece_length": 65536, "hashes": "` + enc(h[:len(h)-20]) + `"}`, "want 240", 0},
+		{"for another piece length", `{"piece_length": 32768, "hashes": "` + enc(h) + `"}`, "want 480", 0},
+		// A manifest read without Validate (the agent's) can have any
+		// chunk size: 4 pieces of 64 KiB and a rest.
+		{"not dividing the chunk size", `{"piece_length": 65536, "hashes": "` + enc(h) + `"}`, "does not divide the chunk size 300000", 300000},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			m.ChunkSize = 256 << 10
+			if tc.chunkSize != 0 {
+				m.ChunkSize = tc.chunkSize
+			}
 			m.Extensions = map[string]json.RawMessage{SwarmPiecesExtension: json.RawMessage(tc.value)}
 			_, ok, err := m.SwarmPieces()
 			if !ok || !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), SwarmPiecesExtension) || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("got %v, %v; want an ErrFormat naming %s and %q", ok, err, SwarmPiecesExtension, tc.want)
 			}
 		})
+	}
+}
+
+// bigManifest is a manifest of one partition of n distinct chunks of
+// chunkSize bytes (their sums made up: no data behind them).
+func bigManifest(n int, chunkSize int64) *Manifest {
+	c := &Content{Size: int64(n) * chunkSize, SHA256: HashBytes([]byte("whole"))}
+	for i := range n {
+		c.Chunks = append(c.Chunks, HashBytes([]byte(fmt.Sprint(i))))
+	}
+	return &Manifest{Format: FormatVersion, Name: "big", Version: "1", Created: time.Unix(0, 0).UTC(), ChunkSize: chunkSize,
+		Partitions: []Partition{{Name: "root", Type: layout.TypeLinuxGeneric, Content: c}}}
+}
+
+// The piece length is raised until the torrent has at most
+// MaxSwarmPieces pieces; at the chunk size there is no extension (0).
+func TestChoosePieceLengthKeepsTheTorrentUnderTheCap(t *testing.T) {
+	const mib = 1 << 20
+	for _, tc := range []struct {
+		name      string
+		chunks    int
+		chunkSize int64
+		want, got int64
+	}{
+		{"a small image", 100, mib, 64 << 10, 64 << 10},
+		{"no chunks", 0, mib, 64 << 10, 64 << 10},
+		{"exactly the cap", 4096, mib, 64 << 10, 64 << 10},
+		{"one chunk over", 4097, mib, 64 << 10, 128 << 10},
+		{"30000 chunks", 30000, mib, 64 << 10, 512 << 10},
+		{"40000 chunks: pieces are chunks", 40000, mib, 64 << 10, 0},
+		{"140000 chunks: pieces are chunks", 140000, mib, 64 << 10, 0},
+		{"4 MiB chunks", 10000, 4 * mib, 64 << 10, mib},
+		{"16 KiB wanted, small", 100, mib, 16 << 10, 16 << 10},
+		{"16 KiB wanted, 2000 chunks", 2000, mib, 16 << 10, 32 << 10},
+		{"the chunk size wanted", 10, mib, mib, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := ChoosePieceLength(tc.chunks, tc.chunkSize, tc.want)
+			if got != tc.got {
+				t.Fatalf("got %d, want %d", got, tc.got)
+			}
+			if got != 0 && int64(tc.chunks)*(tc.chunkSize/got) > MaxSwarmPieces {
+				t.Errorf("%d pieces, more than %d", int64(tc.chunks)*(tc.chunkSize/got), MaxSwarmPieces)
+			}
+		})
+	}
+}
+
+// A manifest with the extension a build gives stays far below what a
+// client fetches (store/http.go: 64 MiB), also for ~140 GiB of distinct
+// 1 MiB chunks, and its extension reads back.
+func TestManifestWithSwarmPiecesStaysSmall(t *testing.T) {
+	for _, n := range []int{4096, 32768, 140000} {
+		m := bigManifest(n, 1<<20)
+		if pl := ChoosePieceLength(n, m.ChunkSize, DefaultPieceLength); pl != 0 {
+			pieces := int64(n) * (m.ChunkSize / pl)
+			if err := m.SetSwarmPieces(&SwarmPieces{PieceLength: pl, Hashes: make([]byte, pieces*PieceHashLen)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		raw, err := m.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(raw) > 16<<20 {
+			t.Errorf("%d chunks: a manifest of %d MiB", n, len(raw)>>20)
+		}
+		if _, _, err := m.SwarmPieces(); err != nil {
+			t.Errorf("%d chunks: %v", n, err)
+		}
+		t.Logf("%d chunks: manifest %d KiB", n, len(raw)>>10)
+	}
+}
+
+// An extension of more than MaxSwarmPieces pieces is refused, naming the
+// extension and the count.
+func TestSwarmPiecesOverTheCapAreRefused(t *testing.T) {
+	m := bigManifest(4097, 1<<20)
+	if err := m.SetSwarmPieces(&SwarmPieces{PieceLength: 64 << 10, Hashes: make([]byte, 4097*16*PieceHashLen)}); err != nil {
+		t.Fatal(err)
+	}
+	_, ok, err := m.SwarmPieces()
+	if !ok || !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), SwarmPiecesExtension) || !strings.Contains(err.Error(), "65552 pieces") {
+		t.Fatalf("got %v, %v; want an ErrFormat naming %s and 65552 pieces", ok, err, SwarmPiecesExtension)
 	}
 }

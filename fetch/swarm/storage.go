@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"sort"
 	"sync"
 	"sync/atomic"
 
@@ -22,7 +23,8 @@ type Target interface {
 
 // Place is one content on the target: its chunks are written at i x chunk
 // size. Have says chunk i is there already (checked); Done is called once
-// chunk i has been written and checked.
+// chunk i has been written and checked, never for a chunk Have said was
+// there at the start.
 type Place struct {
 	Content *image.Content
 	Target  Target
@@ -34,6 +36,9 @@ type loc struct {
 	place int
 	chunk int
 	off   int64
+	// had: the place said it held the chunk (Have) at the start; it is
+	// not told again (Done).
+	had bool
 }
 
 // chunkState is one chunk's state on this node.
@@ -54,7 +59,8 @@ type pieceState struct {
 }
 
 // pieceStore is the storage of one torrent: pieces are written straight
-// to the first place their chunk occurs at, checked there; once all the
+// to the first place their chunk occurs at (one that did not hold it at
+// the start: copyHeld), checked there; once all the
 // pieces of a chunk are, the chunk is checked whole against the
 // manifest's SHA-256, then copied to its other places.
 type pieceStore struct {
@@ -95,11 +101,20 @@ func newPieceStore(t *Torrent, places []Place) (*pieceStore, error) {
 	}
 	for k := range s.cs {
 		c := &s.cs[k]
-		all := len(c.locs) > 0
-		for _, l := range c.locs {
-			if h := places[l.place].Have; h == nil || !h(l.chunk) {
-				all = false
-				break
+		had := 0
+		for i := range c.locs {
+			l := &c.locs[i]
+			h := places[l.place].Have
+			l.had = h != nil && h(l.chunk)
+			if l.had {
+				had++
+			}
+		}
+		all := len(c.locs) > 0 && had == len(c.locs)
+		if had > 0 && !all {
+			var err error
+			if all, err = s.copyHeld(k); err != nil {
+				return nil, err
 			}
 		}
 		c.done.Store(all)
@@ -112,6 +127,52 @@ func newPieceStore(t *Torrent, places []Place) (*pieceStore, error) {
 		}
 	}
 	return s, nil
+}
+
+// copyHeld takes chunk k, held at some of its places but not all, from
+// one that holds it: checked against the manifest's SHA-256, it is
+// copied to the others, which are told (Done). If it does not check
+// (the holder was wrong), false: k is fetched, and its first place,
+// where peers' unchecked bytes land, is one that did not hold it, so
+// that a chunk held is never overwritten but by checked bytes.
+func (s *pieceStore) copyHeld(k int) (bool, error) {
+	c := &s.cs[k]
+	// Places that lack it first (stable: the order is otherwise the
+	// image's).
+	sort.SliceStable(c.locs, func(i, j int) bool { return !c.locs[i].had && c.locs[j].had })
+	var from loc
+	for _, l := range c.locs {
+		if l.had {
+			from = l
+			break
+		}
+	}
+	data := make([]byte, s.t.Chunks[k].Length)
+	if _, err := s.places[from.place].Target.ReadAt(data, from.off); err != nil {
+		return false, fmt.Errorf("chunk %s, held at place %d chunk %d: %w", s.t.Chunks[k].Sum, from.place, from.chunk, err)
+	}
+	if image.HashBytes(data) != s.t.Chunks[k].Sum {
+		return false, nil
+	}
+	for _, l := range c.locs {
+		if l.had {
+			continue
+		}
+		if _, err := s.places[l.place].Target.WriteAt(data, l.off); err != nil {
+			return false, err
+		}
+	}
+	s.tell(c)
+	return true, nil
+}
+
+// tell calls Done for each place of c that did not hold it at the start.
+func (s *pieceStore) tell(c *chunkState) {
+	for _, l := range c.locs {
+		if d := s.places[l.place].Done; d != nil && !l.had {
+			d(l.chunk)
+		}
+	}
 }
 
 // needs says this node lacks chunk k.
@@ -151,13 +212,19 @@ func (s *pieceStore) missing() int {
 // piece of k now has, k is checked whole against the manifest (whole is
 // its bytes when p is the whole chunk, else nil: read from the target),
 // copied to its other places, and its places told (Done). false: the
-// whole did not check, and none of its pieces counts as good any more.
+// whole did not check, and none of its pieces counts as good any more;
+// or p was cleared so by such a check while it waited.
 func (s *pieceStore) checkChunk(k, p int, whole []byte) (bool, error) {
 	c := &s.cs[k]
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.done.Load() {
 		return true, nil
+	}
+	if !s.ps[p].good.Load() {
+		// Another piece's failed check of the whole chunk cleared p
+		// while p waited: it is taken again.
+		return false, nil
 	}
 	first, end := s.t.pieces(k)
 	for q := first; q < end; q++ {
@@ -200,11 +267,7 @@ func (s *pieceStore) checkChunk(k, p int, whole []byte) (bool, error) {
 		}
 	}
 	c.done.Store(true)
-	for _, l := range c.locs {
-		if d := s.places[l.place].Done; d != nil {
-			d(l.chunk)
-		}
-	}
+	s.tell(c)
 	return true, nil
 }
 

@@ -3,6 +3,7 @@ package swarm
 import (
 	"bytes"
 	"crypto/sha256"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -236,27 +237,7 @@ func TestACorruptPieceIsRefusedAndItsSenderBlamed(t *testing.T) {
 // are of other bytes) never count: every piece of the chunk is taken
 // again, the engine told.
 func TestAChunkWhosePiecesCheckButNotTheWholeIsTakenAgain(t *testing.T) {
-	_, m, data := testImagePieces(t, 128<<10, 32<<10)
-	other := [][]byte{bytes.Clone(data[0]), data[1]}
-	other[0][2*m.ChunkSize+40000] ^= 1 // chunk 2, its second piece
-	other[0][7*m.ChunkSize+40000] ^= 1 // and where it occurs again
-	// image.PieceHashes refuses such bytes: hashed here.
-	chunks, err := m.TorrentChunks()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var hashes []byte
-	for _, c := range chunks {
-		buf := make([]byte, m.ChunkSize)
-		copy(buf, other[c.Partition][int64(c.Chunk)*m.ChunkSize:min(int64(c.Chunk+1)*m.ChunkSize, int64(len(other[c.Partition])))])
-		for off := int64(0); off < m.ChunkSize; off += 32 << 10 {
-			s := sha256.Sum256(buf[off : off+32<<10])
-			hashes = append(hashes, s[:20]...)
-		}
-	}
-	if err := m.SetSwarmPieces(&image.SwarmPieces{PieceLength: 32 << 10, Hashes: hashes}); err != nil {
-		t.Fatal(err)
-	}
+	m, other := badWholeImage(t)
 	tor, st, done, _ := pieceTarget(t, m)
 	var again []int
 	st.recheck = func(p []int) { again = append(again, p...) }
@@ -287,6 +268,69 @@ func TestAChunkWhosePiecesCheckButNotTheWholeIsTakenAgain(t *testing.T) {
 	}
 }
 
+// A piece that hashed good while another piece of its chunk completed
+// the chunk, which did not check whole, waits for that check: when it
+// gets its turn it no longer counts (the check cleared it), so the
+// engine takes it again; counted good, it would never be fetched again
+// and the chunk never finish.
+func TestAPieceClearedByItsChunksFailedCheckDoesNotCount(t *testing.T) {
+	m, other := badWholeImage(t)
+	tor, st, _, _ := pieceTarget(t, m)
+	file := torrentFile(tor, m, other)
+	k := tor.Index[m.Partitions[0].Content.Chunks[2]]
+	first, end := tor.pieces(k)
+	for p := first + 1; p < end-1; p++ {
+		if !sendPiece(t, tor, st, file, p, "127.0.0.2", false) {
+			t.Fatal("a piece matching the extension did not check")
+		}
+	}
+	// Piece first hashed good (SelfHash sets good before it waits on
+	// the chunk)...
+	st.ps[first].good.Store(true)
+	// ...while the last piece again completed the chunk, which fails
+	// whole and clears every piece of it.
+	if sendPiece(t, tor, st, file, end-1, "127.0.0.2", false) {
+		t.Fatal("the piece that completes a bad chunk checked")
+	}
+	ok, err := st.checkChunk(k, first, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok {
+		t.Error("a piece cleared by its chunk's failed check still counts")
+	}
+}
+
+// badWholeImage is an image whose extension's hashes are those of other
+// bytes than the manifest's for root chunk 2 (and 7, the same chunk),
+// in its second 32 KiB piece: every piece checks, the whole does not.
+// other is the bytes the hashes are of.
+func badWholeImage(t *testing.T) (*image.Manifest, [][]byte) {
+	t.Helper()
+	_, m, data := testImagePieces(t, 128<<10, 32<<10)
+	other := [][]byte{bytes.Clone(data[0]), data[1]}
+	other[0][2*m.ChunkSize+40000] ^= 1 // chunk 2, its second piece
+	other[0][7*m.ChunkSize+40000] ^= 1 // and where it occurs again
+	// image.PieceHashes refuses such bytes: hashed here.
+	chunks, err := m.TorrentChunks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hashes []byte
+	for _, c := range chunks {
+		buf := make([]byte, m.ChunkSize)
+		copy(buf, other[c.Partition][int64(c.Chunk)*m.ChunkSize:min(int64(c.Chunk+1)*m.ChunkSize, int64(len(other[c.Partition])))])
+		for off := int64(0); off < m.ChunkSize; off += 32 << 10 {
+			s := sha256.Sum256(buf[off : off+32<<10])
+			hashes = append(hashes, s[:20]...)
+		}
+	}
+	if err := m.SetSwarmPieces(&image.SwarmPieces{PieceLength: 32 << 10, Hashes: hashes}); err != nil {
+		t.Fatal(err)
+	}
+	return m, other
+}
+
 // Without the extension a piece is a chunk (the old torrents): one
 // write of it, checked against the manifest's SHA-256, makes it count.
 func TestWithoutTheExtensionAPieceIsAChunk(t *testing.T) {
@@ -302,5 +346,93 @@ func TestWithoutTheExtensionAPieceIsAChunk(t *testing.T) {
 	}
 	if !sendPiece(t, tor, st, file, k, "127.0.0.2", false) || done[0][2] != 1 || done[0][7] != 1 {
 		t.Fatalf("a good chunk: Done %d, %d", done[0][2], done[0][7])
+	}
+}
+
+// A chunk that occurs twice (root chunks 2 and 7), journaled written at
+// one place (Have) but not the other, as after an interrupted deploy:
+// when the journal is right, the chunk is copied from where it is and
+// nothing a peer sends lands on it; when the journal is wrong (the
+// bytes there do not check), the chunk is fetched into the place that
+// lacks it, then copied over the bad one. Either way Done is called
+// only for the place that did not have it.
+func TestAChunkHeldAtSomeOfItsPlacesIsNotOverwrittenByPeers(t *testing.T) {
+	for _, piece := range []int64{32 << 10, -1} {
+		for _, journalRight := range []bool{true, false} {
+			_, m, data := testImagePieces(t, 128<<10, piece)
+			tor, err := FromManifest(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cs := m.ChunkSize
+			chunk := func(pi int, i int64) []byte { return data[pi][i*cs : (i+1)*cs] }
+			var places []Place
+			var files []*os.File
+			done := make([][]int, len(m.Partitions))
+			for i, p := range m.Partitions {
+				f, err := os.Create(filepath.Join(t.TempDir(), p.Name))
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { f.Close() })
+				on := bytes.Clone(data[i])
+				if i == 0 {
+					clear(on[7*cs : 8*cs]) // not written yet
+					if !journalRight {
+						on[2*cs+100] ^= 1 // written, but not these bytes
+					}
+				}
+				if _, err := f.WriteAt(on, 0); err != nil {
+					t.Fatal(err)
+				}
+				files = append(files, f)
+				done[i] = make([]int, len(p.Content.Chunks))
+				root := i == 0
+				places = append(places, Place{Content: p.Content, Target: f,
+					Have: func(c int) bool { return !root || c != 7 },
+					Done: func(c int) { done[i][c]++ }})
+			}
+			st, err := newPieceStore(tor, places)
+			if err != nil {
+				t.Fatal(err)
+			}
+			name := fmt.Sprintf("piece %d, journal right %v", piece, journalRight)
+			k := tor.Index[m.Partitions[0].Content.Chunks[2]]
+			if st.cs[k].done.Load() != journalRight {
+				t.Errorf("%s: chunk done at start: %v", name, st.cs[k].done.Load())
+			}
+			file := torrentFile(tor, m, data)
+			first, end := tor.pieces(k)
+			sendPiece(t, tor, st, file, first, "127.0.0.9", true) // a bad peer's piece
+			got := make([]byte, cs)
+			if _, err := files[0].ReadAt(got, 2*cs); err != nil {
+				t.Fatal(err)
+			}
+			if journalRight && !bytes.Equal(got, chunk(0, 2)) {
+				t.Errorf("%s: root chunk 2, held, now holds a peer's unchecked bytes", name)
+			}
+			for p := first; p < end; p++ {
+				if !sendPiece(t, tor, st, file, p, "127.0.0.2", false) {
+					t.Fatalf("%s: good piece %d did not check", name, p-first)
+				}
+			}
+			for _, at := range []int64{2, 7} {
+				got := make([]byte, cs)
+				if _, err := files[0].ReadAt(got, at*cs); err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(got, chunk(0, at)) {
+					t.Errorf("%s: root chunk %d does not hold the chunk's bytes", name, at)
+				}
+			}
+			if done[0][7] != 1 || done[0][2] != 0 {
+				t.Errorf("%s: Done for chunk 7 %d times, for chunk 2 (had it) %d; want 1, 0", name, done[0][7], done[0][2])
+			}
+			for i, c := range done[1] {
+				if c != 0 {
+					t.Errorf("%s: Done for data chunk %d, held from the start", name, i)
+				}
+			}
+		}
 	}
 }
