@@ -144,8 +144,10 @@ func (m *Manifest) SwarmPieces() (*SwarmPieces, bool, error) {
 	if err != nil {
 		return bad("%v", err)
 	}
-	if n := int64(len(chunks)) * (m.ChunkSize / j.PieceLength); n > MaxSwarmPieces {
-		return bad("%d pieces (%d chunks of %d), more than %d", n, len(chunks), m.ChunkSize/j.PieceLength, MaxSwarmPieces)
+	// Compared by division: a signed but absurd chunk size must not wrap
+	// the product around to a count that passes.
+	if per := m.ChunkSize / j.PieceLength; per > MaxSwarmPieces || int64(len(chunks)) > MaxSwarmPieces/per {
+		return bad("%d chunks of %d pieces, more than %d pieces", len(chunks), per, MaxSwarmPieces)
 	}
 	want := int64(len(chunks)) * (m.ChunkSize / j.PieceLength) * PieceHashLen
 	if int64(len(h)) != want {

@@ -246,7 +246,19 @@ func TestSwarmPiecesOverTheCapAreRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, ok, err := m.SwarmPieces()
-	if !ok || !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), SwarmPiecesExtension) || !strings.Contains(err.Error(), "65552 pieces") {
-		t.Fatalf("got %v, %v; want an ErrFormat naming %s and 65552 pieces", ok, err, SwarmPiecesExtension)
+	if !ok || !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), SwarmPiecesExtension) || !strings.Contains(err.Error(), "4097 chunks of 16 pieces") {
+		t.Fatalf("got %v, %v; want an ErrFormat naming %s and 4097 chunks of 16 pieces", ok, err, SwarmPiecesExtension)
+	}
+}
+
+// A signed but absurd chunk size must not wrap the piece count around to
+// one that passes (with no hashes at all).
+func TestSwarmPiecesCountDoesNotOverflow(t *testing.T) {
+	m := bigManifest(1<<16, 1<<62)
+	if err := m.SetSwarmPieces(&SwarmPieces{PieceLength: 16 << 10}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := m.SwarmPieces(); !ok || !errors.Is(err, ErrFormat) {
+		t.Fatalf("got %v, %v; want an ErrFormat", ok, err)
 	}
 }

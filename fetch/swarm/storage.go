@@ -69,6 +69,9 @@ type pieceStore struct {
 	cs     []chunkState // by chunk
 	ps     []pieceState // by piece
 	failed atomic.Int64 // pieces (or whole chunks) that did not check
+	// heldWrong counts chunks a place said it held that could not be
+	// read or did not check: fetched again.
+	heldWrong atomic.Int64
 	// recheck, when set, has the engine read the completion of pieces
 	// again (a chunk whose pieces checked but whose whole did not). It
 	// must not block: the engine calls the store with its locks held.
@@ -148,10 +151,11 @@ func (s *pieceStore) copyHeld(k int) (bool, error) {
 		}
 	}
 	data := make([]byte, s.t.Chunks[k].Length)
-	if _, err := s.places[from.place].Target.ReadAt(data, from.off); err != nil {
-		return false, fmt.Errorf("chunk %s, held at place %d chunk %d: %w", s.t.Chunks[k].Sum, from.place, from.chunk, err)
-	}
-	if image.HashBytes(data) != s.t.Chunks[k].Sum {
+	// A holder that cannot be read is treated as one that was wrong: the
+	// chunk is fetched (and written over it once checked). Failing here
+	// would turn the whole swarm off for one bad sector.
+	if _, err := s.places[from.place].Target.ReadAt(data, from.off); err != nil || image.HashBytes(data) != s.t.Chunks[k].Sum {
+		s.heldWrong.Add(1)
 		return false, nil
 	}
 	for _, l := range c.locs {

@@ -3,6 +3,7 @@ package swarm
 import (
 	"bytes"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -434,5 +435,61 @@ func TestAChunkHeldAtSomeOfItsPlacesIsNotOverwrittenByPeers(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// failReadAt fails reads that touch [from, to): one bad region of a disk.
+type failReadAt struct {
+	*os.File
+	from, to int64
+}
+
+func (f failReadAt) ReadAt(b []byte, off int64) (int, error) {
+	if off < f.to && off+int64(len(b)) > f.from {
+		return 0, errors.New("input/output error")
+	}
+	return f.File.ReadAt(b, off)
+}
+
+// A place that says it holds a chunk but cannot be read is taken as
+// wrong, not as a reason to leave the swarm: the chunk is fetched, with
+// its first place one that lacked it.
+func TestAnUnreadableHeldChunkIsFetchedNotFatal(t *testing.T) {
+	_, m, data := testImagePieces(t, 128<<10, 32<<10)
+	tor, err := FromManifest(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := m.ChunkSize
+	var places []Place
+	for i, p := range m.Partitions {
+		f, err := os.Create(filepath.Join(t.TempDir(), p.Name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		if _, err := f.WriteAt(data[i], 0); err != nil {
+			t.Fatal(err)
+		}
+		root := i == 0
+		var target Target = f
+		if root {
+			target = failReadAt{f, 2 * cs, 3 * cs} // chunk 2 unreadable
+		}
+		places = append(places, Place{Content: p.Content, Target: target, Have: func(c int) bool { return !root || c != 7 }})
+	}
+	st, err := newPieceStore(tor, places)
+	if err != nil {
+		t.Fatalf("an unreadable held chunk made the store fail: %v", err)
+	}
+	k := tor.Index[m.Partitions[0].Content.Chunks[2]]
+	if st.cs[k].done.Load() {
+		t.Error("chunk done although its holder could not be read")
+	}
+	if l := st.cs[k].locs[0]; l.had {
+		t.Errorf("first place of the chunk (place %d chunk %d) is one that held it: peers' bytes would land there", l.place, l.chunk)
+	}
+	if n := st.heldWrong.Load(); n != 1 {
+		t.Errorf("heldWrong = %d, want 1", n)
 	}
 }
