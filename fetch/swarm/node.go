@@ -378,10 +378,25 @@ func (n *Node) add(m *image.Manifest, tor *Torrent, st *pieceStore, server strin
 	addedSet := make(chan struct{})
 	st.recheck = func(pieces []int) {
 		// Called with the engine's locks held: the engine is told later.
+		// It may still record a piece complete after being told (it does
+		// so under its lock once MarkComplete returns), so it is told
+		// until its view agrees with the store's, for a few seconds.
 		go func() {
 			<-addedSet
-			for _, p := range pieces {
-				added.Piece(p).UpdateCompletion()
+			for range 30 {
+				differ := false
+				for _, p := range pieces {
+					pc := added.Piece(p)
+					pc.UpdateCompletion()
+					differ = differ || pc.State().Complete != st.ps[p].complete.Load()
+				}
+				time.Sleep(100 * time.Millisecond)
+				for _, p := range pieces {
+					differ = differ || added.Piece(p).State().Complete != st.ps[p].complete.Load()
+				}
+				if !differ {
+					return
+				}
 			}
 		}()
 	}

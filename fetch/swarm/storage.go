@@ -437,7 +437,18 @@ func (p *piece) SelfHash() (metainfo.Hash, error) {
 // MarkComplete is called once the piece checked (its chunk's places are
 // told when the chunk checks whole: checkChunk).
 func (p *piece) MarkComplete() error {
-	p.state().complete.Store(true)
+	st := p.state()
+	if !st.good.Load() {
+		// Its chunk failed the whole check after this piece passed
+		// (checkChunk cleared it): it is not complete, and the engine,
+		// which records the completion itself once this returns, is told
+		// again.
+		if p.s.recheck != nil {
+			p.s.recheck([]int{p.i})
+		}
+		return nil
+	}
+	st.complete.Store(true)
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/imprint-dev/imprint/image"
@@ -491,5 +492,49 @@ func TestAnUnreadableHeldChunkIsFetchedNotFatal(t *testing.T) {
 	}
 	if n := st.heldWrong.Load(); n != 1 {
 		t.Errorf("heldWrong = %d, want 1", n)
+	}
+}
+
+// A piece that passed, whose chunk then failed its whole check before the
+// engine marked the piece complete, must not end up complete: the engine
+// would never fetch it again and the chunk would never finish.
+func TestAPieceClearedBeforeMarkCompleteStaysIncomplete(t *testing.T) {
+	m, other := badWholeImage(t)
+	tor, st, _, _ := pieceTarget(t, m)
+	var told []int
+	st.recheck = func(p []int) { told = append(told, p...) }
+	file := torrentFile(tor, m, other)
+	k := tor.Index[m.Partitions[0].Content.Chunks[2]]
+	first, end := tor.pieces(k)
+	for p := first + 1; p < end-1; p++ {
+		if !sendPiece(t, tor, st, file, p, "127.0.0.2", false) {
+			t.Fatal("piece did not check")
+		}
+	}
+	// The first piece passes its own hash; before the engine marks it
+	// complete, the chunk's last piece completes it and the whole fails.
+	pc := &piece{s: st, i: first}
+	base := int64(first) * tor.PieceLength
+	for off := int64(0); off < tor.PieceLength; off += blockSize {
+		b := bytes.Clone(file[base+off : base+off+blockSize])
+		st.blame.received(first, tor.pieceLen(first), off, b, net.ParseIP("127.0.0.2"))
+		if _, err := pc.WriteAt(b, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if h, err := pc.SelfHash(); err != nil || h != tor.pieceHash(first) {
+		t.Fatalf("first piece did not pass: %v", err)
+	}
+	if sendPiece(t, tor, st, file, end-1, "127.0.0.2", false) {
+		t.Fatal("a chunk whose whole does not match checked")
+	}
+	if err := pc.MarkComplete(); err != nil {
+		t.Fatal(err)
+	}
+	if st.ps[first].complete.Load() {
+		t.Error("piece complete although its chunk failed the whole check: never fetched again")
+	}
+	if !slices.Contains(told, first) {
+		t.Errorf("engine not told again about piece %d (told %v)", first, told)
 	}
 }
