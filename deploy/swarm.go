@@ -66,6 +66,9 @@ func (o *SwarmOptions) Take(ctx context.Context, m *image.Manifest, places []swa
 	} else {
 		s.Leave()
 	}
+	if n := s.HeldWrong(); n > 0 && warn != nil {
+		warn(fmt.Sprintf("swarm: %d chunks the journal had as written did not read back as the manifest says; fetched again", n))
+	}
 	if n := s.Failed(); n > 0 && warn != nil {
 		warn(fmt.Sprintf("swarm: %d pieces did not check against the manifest and were fetched again; banned: %v", n, o.Node.Banned()))
 	}

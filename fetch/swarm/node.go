@@ -476,6 +476,10 @@ func (s *Session) Missing() int { return s.store.missing() }
 // Failed counts pieces that did not check (a corrupting peer or web seed).
 func (s *Session) Failed() int64 { return s.store.failed.Load() }
 
+// HeldWrong counts the chunks a place said it held (a deploy's journal)
+// that could not be read or did not check: fetched again.
+func (s *Session) HeldWrong() int64 { return s.store.heldWrong.Load() }
+
 // Stats are the bytes of useful piece data taken from peers and from web
 // seeds.
 func (s *Session) Stats() (fromPeers, fromSeeds int64) {
