@@ -228,7 +228,7 @@ func TestOnDemandNodesSeedWhatTheyHold(t *testing.T) {
 // on, unless the caller set Most: 5 s is too short for 64 MiB over
 // 100 Mbit/s, and every miss would wait 5 s only to go to the sources.
 func TestMostGrowsWithTheChunk(t *testing.T) {
-	tor := &Torrent{Chunks: []Chunk{{Length: 1 << 20}, {Length: 64 << 20}}}
+	tor := &Torrent{Chunks: []image.TorrentChunk{{Length: 1 << 20}, {Length: 64 << 20}}}
 	for _, tc := range []struct {
 		set  bool
 		p    int

@@ -55,19 +55,14 @@ import (
 // ErrNoPieces says an image has no non-zero chunks to share.
 var ErrNoPieces = errors.New("image has no non-zero chunks")
 
-// Chunk is one distinct non-zero chunk of an image.
-type Chunk struct {
-	Sum    string // hex SHA-256
-	Length int64  // uncompressed length, at most the chunk size
-}
-
 // Torrent is the torrent of one image version.
 type Torrent struct {
 	Info      metainfo.Info
 	InfoBytes []byte
 	Hash      metainfo.Hash
-	// Chunks are the torrent file's chunks: chunk k at k x ChunkSize.
-	Chunks []Chunk
+	// Chunks are the torrent file's chunks (m.TorrentChunks): chunk k at
+	// k x ChunkSize.
+	Chunks []image.TorrentChunk
 	// Index maps a chunk's SHA-256 to its place in Chunks.
 	Index     map[string]int
 	ChunkSize int64
@@ -100,11 +95,10 @@ func FromManifest(m *image.Manifest) (*Torrent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("image %s:%s: %w", m.Name, m.Version, err)
 	}
-	t := &Torrent{Index: map[string]int{}, ChunkSize: m.ChunkSize, PieceLength: m.ChunkSize, PerChunk: 1, sub: sub}
+	t := &Torrent{Chunks: chunks, Index: map[string]int{}, ChunkSize: m.ChunkSize, PieceLength: m.ChunkSize, PerChunk: 1, sub: sub}
 	var hashes []byte
 	for k, c := range chunks {
 		t.Index[c.Sum] = k
-		t.Chunks = append(t.Chunks, Chunk{Sum: c.Sum, Length: c.Length})
 		if !sub {
 			raw, _ := hex.DecodeString(c.Sum) // checked by TorrentChunks
 			hashes = append(hashes, raw[:20]...)
