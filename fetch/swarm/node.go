@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -384,17 +385,13 @@ func (n *Node) add(m *image.Manifest, tor *Torrent, st *pieceStore, server strin
 		go func() {
 			<-addedSet
 			for range 30 {
-				differ := false
 				for _, p := range pieces {
-					pc := added.Piece(p)
-					pc.UpdateCompletion()
-					differ = differ || pc.State().Complete != st.ps[p].complete.Load()
+					added.Piece(p).UpdateCompletion()
 				}
 				time.Sleep(100 * time.Millisecond)
-				for _, p := range pieces {
-					differ = differ || added.Piece(p).State().Complete != st.ps[p].complete.Load()
-				}
-				if !differ {
+				if !slices.ContainsFunc(pieces, func(p int) bool {
+					return added.Piece(p).State().Complete != st.ps[p].complete.Load()
+				}) {
 					return
 				}
 			}
