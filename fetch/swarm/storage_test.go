@@ -11,6 +11,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/anacrolix/torrent/metainfo"
 	"github.com/imprint-dev/imprint/image"
 )
 
@@ -100,6 +101,23 @@ func pieceTarget(t *testing.T, m *image.Manifest) (*Torrent, *pieceStore, [][]in
 // engine does: it counts when SelfHash gives the torrent's hash.
 func sendPiece(t *testing.T, tor *Torrent, st *pieceStore, file []byte, p int, ip string, flip bool) bool {
 	t.Helper()
+	pc, h := writePiece(t, tor, st, file, p, ip, flip)
+	if h != tor.pieceHash(p) {
+		if err := pc.MarkNotComplete(); err != nil {
+			t.Fatal(err)
+		}
+		return false
+	}
+	if err := pc.MarkComplete(); err != nil {
+		t.Fatal(err)
+	}
+	return true
+}
+
+// writePiece is sendPiece's first half: the blocks written and the
+// piece hashed, not yet marked.
+func writePiece(t *testing.T, tor *Torrent, st *pieceStore, file []byte, p int, ip string, flip bool) (*piece, metainfo.Hash) {
+	t.Helper()
 	pc := &piece{s: st, i: p}
 	base := int64(p) * tor.PieceLength
 	for off := int64(0); off < tor.PieceLength; off += blockSize {
@@ -116,16 +134,7 @@ func sendPiece(t *testing.T, tor *Torrent, st *pieceStore, file []byte, p int, i
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h != tor.pieceHash(p) {
-		if err := pc.MarkNotComplete(); err != nil {
-			t.Fatal(err)
-		}
-		return false
-	}
-	if err := pc.MarkComplete(); err != nil {
-		t.Fatal(err)
-	}
-	return true
+	return pc, h
 }
 
 // torrentFile is the torrent's single file: its chunks in order, each
@@ -513,17 +522,9 @@ func TestAPieceClearedBeforeMarkCompleteStaysIncomplete(t *testing.T) {
 	}
 	// The first piece passes its own hash; before the engine marks it
 	// complete, the chunk's last piece completes it and the whole fails.
-	pc := &piece{s: st, i: first}
-	base := int64(first) * tor.PieceLength
-	for off := int64(0); off < tor.PieceLength; off += blockSize {
-		b := bytes.Clone(file[base+off : base+off+blockSize])
-		st.blame.received(first, tor.pieceLen(first), off, b, net.ParseIP("127.0.0.2"))
-		if _, err := pc.WriteAt(b, off); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if h, err := pc.SelfHash(); err != nil || h != tor.pieceHash(first) {
-		t.Fatalf("first piece did not pass: %v", err)
+	pc, h := writePiece(t, tor, st, file, first, "127.0.0.2", false)
+	if h != tor.pieceHash(first) {
+		t.Fatal("first piece did not pass")
 	}
 	if sendPiece(t, tor, st, file, end-1, "127.0.0.2", false) {
 		t.Fatal("a chunk whose whole does not match checked")
