@@ -298,7 +298,7 @@ func (t *Target) WriteContents(ctx context.Context, cp *copier.Copier, o WriteOp
 		res.Written, res.Skipped = n, -n
 	}
 	if o.Swarm != nil {
-		n, err := t.fromSwarm(ctx, o.Swarm, j)
+		n, copied, err := t.fromSwarm(ctx, o.Swarm, j)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, err
@@ -307,7 +307,7 @@ func (t *Target) WriteContents(ctx context.Context, cp *copier.Copier, o WriteOp
 		}
 		// Counted below as already there; they were written now.
 		res.FromSwarm = n
-		res.Written, res.Skipped = res.Written+n, res.Skipped-n
+		res.Written, res.Skipped = res.Written+n+copied, res.Skipped-n-copied
 	}
 	// What this run wrote, for a read-back that need not hash it again
 	// (copier.Written).

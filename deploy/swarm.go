@@ -78,42 +78,48 @@ func (o *SwarmOptions) Take(ctx context.Context, m *image.Manifest, places []swa
 // fromSwarm takes every partition's missing chunks from the swarm. Each
 // chunk is checked against the manifest's SHA-256 before Done marks it
 // in the journal; the node offers what it checked to its peers at once.
-// It returns the bytes the swarm wrote.
-func (t *Target) fromSwarm(ctx context.Context, o *SwarmOptions, j *journal) (int64, error) {
+// It returns the bytes the swarm wrote, and those of chunks copied from
+// another place on this disk that held them (a resumed run's chunk that
+// occurs at several offsets): written now, not by the swarm.
+func (t *Target) fromSwarm(ctx context.Context, o *SwarmOptions, j *journal) (got, copied int64, err error) {
 	m, st, dev := t.Image.Manifest, t.State, t.Dev
 	var mu sync.Mutex
-	var got, total int64
+	var total int64
 	var places []swarm.Place
 	for _, p := range m.Partitions {
 		placed, ok := st.Table.Find(st.PartitionOf(p.Name))
 		if !ok {
-			return 0, fmt.Errorf("partition %s is not in the disk's table", st.PartitionOf(p.Name))
+			return 0, 0, fmt.Errorf("partition %s is not in the disk's table", st.PartitionOf(p.Name))
 		}
 		bm, c := st.Done[p.Name], p.Content
 		total += c.Size
+		done := func(n *int64) func(int) {
+			return func(i int) {
+				bm.Set(i)
+				mu.Lock()
+				*n += c.ChunkLen(i, m.ChunkSize)
+				g := got + copied
+				mu.Unlock()
+				t.emit(Event{Kind: "progress", Phase: "swarm", Done: g, Total: total})
+			}
+		}
 		places = append(places, swarm.Place{
 			Content: c,
 			Target:  disk.Section{D: dev, Off: placed.Start, Len: placed.Len},
 			Have:    bm.Has,
-			Done: func(i int) {
-				bm.Set(i)
-				mu.Lock()
-				got += c.ChunkLen(i, m.ChunkSize)
-				g := got
-				mu.Unlock()
-				t.emit(Event{Kind: "progress", Phase: "swarm", Done: g, Total: total})
-			},
+			Done:    done(&got),
+			Copied:  done(&copied),
 		})
 	}
 	t.emit(Event{Kind: "phase", Phase: "swarm", Total: total})
 	stop := j.start(ctx)
-	err := o.Take(ctx, m, places, func(msg string) { t.emit(Event{Kind: "warning", Message: msg}) })
+	err = o.Take(ctx, m, places, func(msg string) { t.emit(Event{Kind: "warning", Message: msg}) })
 	if cerr := stop(); err == nil {
 		err = cerr
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	return got, err
+	return got, copied, err
 }
 
 // writeLocal writes the chunks local says the copier has on this disk

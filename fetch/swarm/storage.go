@@ -30,6 +30,11 @@ type Place struct {
 	Target  Target
 	Have    func(i int) bool
 	Done    func(i int)
+	// Copied, when set, is called instead of Done for a chunk copied at
+	// the start from another of this node's places that held it (checked
+	// as Done's are): written now, but not by the swarm, so a caller that
+	// counts what the swarm gave can tell the two apart.
+	Copied func(i int)
 }
 
 type loc struct {
@@ -166,14 +171,23 @@ func (s *pieceStore) copyHeld(k int) (bool, error) {
 			return false, err
 		}
 	}
-	s.tell(c)
+	s.tell(c, true)
 	return true, nil
 }
 
-// tell calls Done for each place of c that did not hold it at the start.
-func (s *pieceStore) tell(c *chunkState) {
+// tell calls Done (or, for a copy from a place that held it, Copied when
+// set) for each place of c that did not hold it at the start.
+func (s *pieceStore) tell(c *chunkState, copied bool) {
 	for _, l := range c.locs {
-		if d := s.places[l.place].Done; d != nil && !l.had {
+		if l.had {
+			continue
+		}
+		pl := s.places[l.place]
+		d := pl.Done
+		if copied && pl.Copied != nil {
+			d = pl.Copied
+		}
+		if d != nil {
 			d(l.chunk)
 		}
 	}
@@ -271,7 +285,7 @@ func (s *pieceStore) checkChunk(k, p int, whole []byte) (bool, error) {
 		}
 	}
 	c.done.Store(true)
-	s.tell(c)
+	s.tell(c, false)
 	return true, nil
 }
 

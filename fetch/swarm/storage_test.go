@@ -369,7 +369,8 @@ func TestWithoutTheExtensionAPieceIsAChunk(t *testing.T) {
 // only for the place that did not have it.
 func TestAChunkHeldAtSomeOfItsPlacesIsNotOverwrittenByPeers(t *testing.T) {
 	for _, piece := range []int64{32 << 10, -1} {
-		for _, journalRight := range []bool{true, false} {
+		for _, tc := range []struct{ journalRight, withCopied bool }{{true, false}, {false, false}, {true, true}, {false, true}} {
+			journalRight := tc.journalRight
 			_, m, data := testImagePieces(t, 128<<10, piece)
 			tor, err := FromManifest(m)
 			if err != nil {
@@ -380,6 +381,7 @@ func TestAChunkHeldAtSomeOfItsPlacesIsNotOverwrittenByPeers(t *testing.T) {
 			var places []Place
 			var files []*os.File
 			done := make([][]int, len(m.Partitions))
+			copied := make([][]int, len(m.Partitions))
 			for i, p := range m.Partitions {
 				f, err := os.Create(filepath.Join(t.TempDir(), p.Name))
 				if err != nil {
@@ -398,16 +400,21 @@ func TestAChunkHeldAtSomeOfItsPlacesIsNotOverwrittenByPeers(t *testing.T) {
 				}
 				files = append(files, f)
 				done[i] = make([]int, len(p.Content.Chunks))
+				copied[i] = make([]int, len(p.Content.Chunks))
 				root := i == 0
-				places = append(places, Place{Content: p.Content, Target: f,
+				pl := Place{Content: p.Content, Target: f,
 					Have: func(c int) bool { return !root || c != 7 },
-					Done: func(c int) { done[i][c]++ }})
+					Done: func(c int) { done[i][c]++ }}
+				if tc.withCopied {
+					pl.Copied = func(c int) { copied[i][c]++ }
+				}
+				places = append(places, pl)
 			}
 			st, err := newPieceStore(tor, places)
 			if err != nil {
 				t.Fatal(err)
 			}
-			name := fmt.Sprintf("piece %d, journal right %v", piece, journalRight)
+			name := fmt.Sprintf("piece %d, journal right %v, Copied set %v", piece, journalRight, tc.withCopied)
 			k := tor.Index[m.Partitions[0].Content.Chunks[2]]
 			if st.cs[k].done.Load() != journalRight {
 				t.Errorf("%s: chunk done at start: %v", name, st.cs[k].done.Load())
@@ -436,8 +443,15 @@ func TestAChunkHeldAtSomeOfItsPlacesIsNotOverwrittenByPeers(t *testing.T) {
 					t.Errorf("%s: root chunk %d does not hold the chunk's bytes", name, at)
 				}
 			}
-			if done[0][7] != 1 || done[0][2] != 0 {
-				t.Errorf("%s: Done for chunk 7 %d times, for chunk 2 (had it) %d; want 1, 0", name, done[0][7], done[0][2])
+			// Chunk 7 is copied from chunk 2 when the journal was right
+			// (Copied says so when set), fetched from peers when not.
+			wantDone, wantCopied := 1, 0
+			if journalRight && tc.withCopied {
+				wantDone, wantCopied = 0, 1
+			}
+			if done[0][7] != wantDone || copied[0][7] != wantCopied || done[0][2] != 0 || copied[0][2] != 0 {
+				t.Errorf("%s: chunk 7 Done %d, Copied %d times (want %d, %d); chunk 2 (had it) Done %d, Copied %d (want 0, 0)",
+					name, done[0][7], copied[0][7], wantDone, wantCopied, done[0][2], copied[0][2])
 			}
 			for i, c := range done[1] {
 				if c != 0 {
