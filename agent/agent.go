@@ -75,6 +75,11 @@ type Params struct {
 	// fetches the next N non-zero chunks at once (0: off; nil:
 	// DefaultReadahead).
 	Readahead *int
+	// Slice is imprint.slice=SIZE: a read an on-demand root misses fetches
+	// the image's signed swarm pieces around it, SIZE bytes (whole pieces,
+	// within its chunk), from the server's web seed rather than its whole
+	// chunk (0: whole chunks; nil: ondemand.DefaultWindow).
+	Slice *int64
 	// Swarm is imprint.swarm=1: an install, or a diskless root in RAM,
 	// takes its chunks from the image's BitTorrent swarm first (the first
 	// http(s) source is tracker and web seed) and seeds what it checked;
@@ -109,10 +114,13 @@ const DefaultReadahead = 0
 // flight and a chunk in the cache.
 const MaxReadahead = 64
 
+// MaxSlice bounds imprint.slice=: the largest chunk the format allows.
+const MaxSlice = 64 << 20
+
 // ParseCmdline reads imprint.* parameters.
 func ParseCmdline(c string) (Params, error) {
 	p := Params{OnFail: "reboot"}
-	var cacheErr, fillErr, swarmErr, raErr, peersErr error
+	var cacheErr, fillErr, swarmErr, raErr, peersErr, sliceErr error
 	for _, w := range strings.Fields(c) {
 		k, v, _ := strings.Cut(w, "=")
 		switch k {
@@ -168,6 +176,12 @@ func ParseCmdline(c string) (Params, error) {
 				raErr = fmt.Errorf("imprint.readahead=%s: want a number of chunks from 0 (off) to %d", v, MaxReadahead)
 			}
 			p.Readahead = &n
+		case "imprint.slice":
+			n, err := layout.ParseSize(v)
+			if err != nil || n < 0 || n > MaxSlice {
+				sliceErr = fmt.Errorf("imprint.slice=%s: want a size from 0 (whole chunks) to %d (e.g. 128K)", v, MaxSlice)
+			}
+			p.Slice = &n
 		case "imprint.swarm":
 			if on, err := parseFlag(k, v); err != nil {
 				swarmErr = err
@@ -219,6 +233,9 @@ func ParseCmdline(c string) (Params, error) {
 	}
 	if raErr != nil {
 		return p, raErr
+	}
+	if sliceErr != nil {
+		return p, sliceErr
 	}
 	switch p.Verify {
 	case "", "none", "quick", VerifyChunks, "full":

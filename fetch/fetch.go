@@ -104,7 +104,9 @@ type Fetcher struct {
 	opt   Options
 	peers []*peer
 
-	mu sync.Mutex // guards every peer's state below its src
+	// mu guards every peer's state below its src; a pointer, as the
+	// view of Slice over the web seeding sources shares it.
+	mu *sync.Mutex
 }
 
 type peer struct {
@@ -120,11 +122,12 @@ type peer struct {
 	lagging   bool          // its last answer was "not yet"
 	stalled   bool          // stalled, and said so
 	bytes     int64
+	noSeed    bool // it serves no web seed (Slice): not asked for one again
 }
 
 // New makes a Fetcher over srcs, in order of preference.
 func New(srcs []store.Source, opt Options) *Fetcher {
-	f := &Fetcher{opt: opt.withDefaults()}
+	f := &Fetcher{opt: opt.withDefaults(), mu: new(sync.Mutex)}
 	for i, s := range srcs {
 		name := fmt.Sprintf("source %d", i+1)
 		if st, ok := s.(fmt.Stringer); ok {
@@ -293,7 +296,7 @@ func classify(err error) answer {
 	switch {
 	case err == nil:
 		return found
-	case errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrNoRange):
 		return notFound
 	case errors.Is(err, store.ErrNotYet):
 		return notYet

@@ -84,7 +84,20 @@ type Options struct {
 	// Peers, when set, is asked for a chunk before the Fetcher, and told
 	// of every chunk the Fetcher gave. Every chunk is kept then.
 	Peers Peers
+	// Slices, when set, has a read that misses fetch the signed pieces
+	// around it from a web seed rather than its whole chunk (slices.go).
+	// A chunk is read whole when no source serves the web seed, when its
+	// pieces cannot be had (each answer refused, no answer: then the
+	// chunk path's failover and wait apply) and in the modes built on
+	// whole chunks: Fill, Local, Peers, Readahead.
+	Slices *Slices
 }
+
+// ckey is a cache entry's key: a whole chunk (win -1) or one window of
+// a chunk's pieces.
+type ckey struct{ chunk, win int }
+
+func whole(i int) ckey { return ckey{i, -1} }
 
 // Peers is an image's swarm as a reader uses it (fetch/swarm's OnDemand).
 type Peers interface {
@@ -115,6 +128,13 @@ type Stats struct {
 	AheadUsed     int   // of them, chunks a read asked for afterwards
 	PeerBytes     int64 // of FetchedBytes, bytes of chunks the peers gave
 	PeerChunks    int
+	// With Options.Slices: windows of signed pieces fetched from a web
+	// seed (their bytes are in FetchedBytes, not in FetchedChunks).
+	PieceBytes     int64
+	Pieces         int
+	PieceRequests  int // range requests that gave them, one a window
+	PiecesRefused  int // pieces that did not hash to the image's, each time
+	PieceFallbacks int // windows read from a whole chunk as their pieces failed
 }
 
 // Reader is the partition, read on demand. Safe for concurrent use.
@@ -123,10 +143,10 @@ type Reader struct {
 
 	// cache keeps checked chunks by index and runs one fetch per chunk
 	// for all the reads that want it.
-	cache *chunkcache.Cache[int]
+	cache *chunkcache.Cache[ckey]
 
 	mu   sync.Mutex
-	seen map[int]bool // chunks fetched at least once
+	seen map[ckey]bool // chunks and windows fetched at least once
 	// drifted holds, by index, why a chunk of Local did not check: it is
 	// not read from Local again.
 	drifted map[int]error
@@ -142,6 +162,9 @@ type Reader struct {
 	lastSaid  time.Time
 
 	ra *readahead // nil: none
+
+	sl        *Slices // nil: whole chunks only
+	slicesOff bool    // no source serves the web seed: whole chunks
 }
 
 // New makes a Reader over o.Content.
@@ -167,11 +190,20 @@ func New(o Options) (*Reader, error) {
 	if o.SayEvery <= 0 {
 		o.SayEvery = 10 * time.Second
 	}
+	sl := o.Slices
+	if o.Fill || o.Local != nil || o.Peers != nil || o.Readahead > 0 || o.Fetcher == nil {
+		sl = nil
+	}
+	if sl != nil {
+		if err := sl.check(o.Content, o.ChunkSize); err != nil {
+			return nil, err
+		}
+	}
 	idle := make(chan struct{})
 	close(idle)
 	// With peers every chunk is kept: they were told this node has it.
-	cache := chunkcache.New[int](chunkcache.Options{MaxBytes: o.CacheBytes, KeepAll: o.Fill || o.Peers != nil})
-	return &Reader{o: o, cache: cache, seen: map[int]bool{}, drifted: map[int]error{}, idle: idle, ra: newReadahead(o.Readahead)}, nil
+	cache := chunkcache.New[ckey](chunkcache.Options{MaxBytes: o.CacheBytes, KeepAll: o.Fill || o.Peers != nil})
+	return &Reader{o: o, cache: cache, seen: map[ckey]bool{}, drifted: map[int]error{}, idle: idle, ra: newReadahead(o.Readahead), sl: sl}, nil
 }
 
 // Size is the partition's size in bytes.
@@ -204,15 +236,30 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) error {
 			r.st.ZeroReads++
 			r.mu.Unlock()
 		} else {
-			r.ahead(ctx, i)
-			data, err := r.chunk(ctx, i, false)
+			err := errNoSlice
+			if r.sliced(i) {
+				err = r.readSlices(ctx, p[:n], i, in)
+			}
+			if errors.Is(err, errNoSlice) {
+				err = r.readWhole(ctx, p[:n], i, in)
+			}
 			if err != nil {
 				return err
 			}
-			copy(p[:n], data[in:in+n])
 		}
 		p, off = p[n:], off+n
 	}
+	return nil
+}
+
+// readWhole fills p with chunk i's bytes at in from the whole chunk.
+func (r *Reader) readWhole(ctx context.Context, p []byte, i int, in int64) error {
+	r.ahead(ctx, i)
+	data, err := r.chunk(ctx, i, false)
+	if err != nil {
+		return err
+	}
+	copy(p, data[in:])
 	return nil
 }
 
@@ -249,7 +296,7 @@ func (r *Reader) chunk(ctx context.Context, i int, fill bool) ([]byte, error) {
 
 func (r *Reader) chunkOnce(ctx context.Context, i int, fill bool) ([]byte, error) {
 	loaded := false
-	data, hit, err := r.cache.Get(ctx, i, func(ctx context.Context) ([]byte, error) {
+	data, hit, err := r.cache.Get(ctx, whole(i), func(ctx context.Context) ([]byte, error) {
 		data, err := r.load(ctx, i, fill)
 		loaded = err == nil
 		return data, err
@@ -321,10 +368,10 @@ func (r *Reader) load(ctx context.Context, i int, fill bool) (data []byte, err e
 	if fill {
 		r.st.FillBytes += int64(len(data))
 	}
-	if r.seen[i] {
+	if r.seen[whole(i)] {
 		r.st.Refetched++
 	}
-	r.seen[i] = true
+	r.seen[whole(i)] = true
 	return data, nil
 }
 
@@ -374,7 +421,7 @@ func (r *Reader) Fill(ctx context.Context) error {
 			continue
 		}
 		for {
-			have := r.cache.Has(i)
+			have := r.cache.Has(whole(i))
 			r.mu.Lock()
 			idle := r.idle
 			r.mu.Unlock()
