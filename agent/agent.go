@@ -177,7 +177,11 @@ func ParseCmdline(c string) (Params, error) {
 			}
 			p.Readahead = &n
 		case "imprint.slice":
-			n, err := layout.ParseSize(v)
+			var n int64
+			var err error
+			if v != "0" {
+				n, err = layout.ParseSize(v)
+			}
 			if err != nil || n < 0 || n > MaxSlice {
 				sliceErr = fmt.Errorf("imprint.slice=%s: want a size from 0 (whole chunks) to %d (e.g. 128K)", v, MaxSlice)
 			}

@@ -386,7 +386,7 @@ func (f *fetchReport) run(ctx context.Context) {
 		f.say("fetched %d bytes in %d chunks, %d%% of the root's %d bytes (cache %d bytes, %d chunks fetched again); read ahead: %d chunks, %d of them read since",
 			st.FetchedBytes, st.FetchedChunks, st.FetchedBytes*100/max(f.size, 1), f.size, st.CachedBytes, st.Refetched, st.AheadChunks, st.AheadUsed)
 		if st.Pieces > 0 || st.PiecesRefused > 0 || st.PieceFallbacks > 0 {
-			f.say("pieces: %d bytes of them in %d signed pieces from the web seed in %d range requests (%d pieces refused, %d windows read from whole chunks instead)",
+			f.say("pieces: %d bytes in %d signed pieces from the web seed, %d range requests (%d pieces refused, %d windows read from whole chunks instead)",
 				st.PieceBytes, st.Pieces, st.PieceRequests, st.PiecesRefused, st.PieceFallbacks)
 		}
 		if f.peers != nil {
