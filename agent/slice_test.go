@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"github.com/imprint-dev/imprint/image"
 	"strings"
 	"testing"
 )
@@ -39,5 +40,63 @@ func TestParseCmdlineSlice(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("%q: slice %d, want %d", tc.in, got, tc.want)
 		}
+	}
+}
+
+// piecesManifest is a two-chunk image of 64 KiB chunks with 16 KiB swarm
+// pieces (malformed: hashes of the wrong length).
+func piecesManifest(t *testing.T, malformed bool) (*image.Manifest, *image.Partition) {
+	t.Helper()
+	raw := make([]byte, 128<<10)
+	raw[0], raw[70000] = 1, 2
+	c := &image.Content{Size: int64(len(raw)), SHA256: image.HashBytes(raw), Chunks: []string{image.HashBytes(raw[:64<<10]), image.HashBytes(raw[64<<10:])}}
+	m := &image.Manifest{Name: "sl", Version: "1", ChunkSize: 64 << 10, Partitions: []image.Partition{{Name: "root", Content: c}}}
+	h, err := image.PieceHashes(m, 16<<10, func(_, k int, buf []byte) error {
+		copy(buf, raw[k*(64<<10):])
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if malformed {
+		h = h[1:]
+	}
+	if err := m.SetSwarmPieces(&image.SwarmPieces{PieceLength: 16 << 10, Hashes: h}); err != nil {
+		t.Fatal(err)
+	}
+	return m, &m.Partitions[0]
+}
+
+func TestTheRootReadsPiecesOnlyWhereItCan(t *testing.T) {
+	zero, one := int64(0), int64(1)
+	for _, tc := range []struct {
+		name      string
+		slice     *int64
+		cfg       serverConfig
+		malformed bool
+		want      int64 // window; 0: whole chunks
+		say       string
+	}{
+		{"the default: 128K, at most a chunk", nil, serverConfig{}, false, 64 << 10, ""},
+		{"imprint.slice=0", &zero, serverConfig{}, false, 0, ""},
+		{"rounded up to a piece", &one, serverConfig{}, false, 16 << 10, ""},
+		{"imprint.fill=1", nil, serverConfig{Fill: true}, false, 0, ""},
+		{"imprint.swarm=1", nil, serverConfig{Swarm: &rootSwarm{}}, false, 0, ""},
+		{"imprint.readahead=2", nil, serverConfig{Readahead: 2}, false, 0, ""},
+		{"a malformed extension", nil, serverConfig{}, true, 0, "WARNING: the image's swarm pieces are unusable"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out strings.Builder
+			a := &Agent{Console: &out, Params: Params{Slice: tc.slice}}
+			m, rp := piecesManifest(t, tc.malformed)
+			sl := a.ondemandSlices(m, rp, tc.cfg)
+			var got int64
+			if sl != nil {
+				got = sl.Window
+			}
+			if got != tc.want || !strings.Contains(out.String(), tc.say) || (tc.say == "" && out.Len() > 0) {
+				t.Fatalf("window %d, said %q; want %d, %q", got, out.String(), tc.want, tc.say)
+			}
+		})
 	}
 }
