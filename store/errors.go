@@ -20,6 +20,7 @@ var (
 	ErrNoProgress = errors.New("no progress")
 	// ErrNoRange says a server answered a Range request with something
 	// other than the range asked for (a 200 with the whole file, another
-	// range): it serves no web seed a client can read pieces from.
+	// range) or refused it for good (403, 405, 416, ...): it serves no web
+	// seed a client can read pieces from.
 	ErrNoRange = errors.New("no range support")
 )

@@ -230,9 +230,10 @@ func OpenSource(s string) (Source, error) {
 // from `imprint serve`'s web seed (swarm/data/NAME/VERSION below the
 // source's URL) with one Range request. The bytes are as sent: the caller
 // checks them against the image's piece hashes. A server without the web
-// seed answers ErrNotFound; one that answers with anything but exactly the
-// range asked for (a 200 with the whole file, another range, a short or a
-// long body) is an error, ErrNoRange when it ignored the Range.
+// seed answers ErrNotFound (404, 410); one that refuses the request for
+// good (noWebSeed) or answers with anything but exactly the range asked
+// for (a 200 with the whole file, another range, a short or a long body)
+// is an error, ErrNoRange when it refused or ignored the Range.
 func (h *HTTP) WebSeed(ctx context.Context, name, version string, off, n int64) ([]byte, error) {
 	if image.ValidName(name) != nil || image.ValidName(version) != nil {
 		return nil, fmt.Errorf("web seed of image %s:%s: %w", name, version, ErrNotFound)
@@ -265,8 +266,10 @@ func (h *HTTP) rangeOnce(ctx context.Context, u string, off, n int64) ([]byte, e
 	}
 	defer resp.Body.Close()
 	switch {
-	case resp.StatusCode == http.StatusNotFound:
+	case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone:
 		return nil, fmt.Errorf("%s: %w", what, ErrNotFound)
+	case noWebSeed(resp.StatusCode):
+		return nil, fmt.Errorf("%s: %w: %s", what, ErrNoRange, resp.Status)
 	case resp.StatusCode == http.StatusOK:
 		return nil, fmt.Errorf("%s: %w: the server sent the whole file (200)", what, ErrNoRange)
 	case resp.StatusCode != http.StatusPartialContent:
@@ -297,4 +300,17 @@ func (h *HTTP) rangeOnce(ctx context.Context, u string, off, n int64) ([]byte, e
 		return nil, fmt.Errorf("%s: %w: the body is longer than %d bytes", what, ErrNoRange, n)
 	}
 	return b, nil
+}
+
+// noWebSeed says a status answers a range request of the web seed for
+// good, not for now: a request the server does not take (400, 405, 416,
+// 501) or one it does not allow (401, 403: a bucket's missing key). Asking
+// again would get the same.
+func noWebSeed(status int) bool {
+	switch status {
+	case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusMethodNotAllowed,
+		http.StatusRequestedRangeNotSatisfiable, http.StatusNotImplemented:
+		return true
+	}
+	return false
 }

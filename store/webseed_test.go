@@ -14,7 +14,8 @@ import (
 
 // TestWebSeedTakesExactlyTheRangeAskedFor: a web seed answer is used only
 // when it is the range asked for, whole; anything else is an error, never
-// other bytes.
+// other bytes; a status that will not change (403, 405, ...) says "no web
+// seed here", a 5xx is a failure.
 func TestWebSeedTakesExactlyTheRangeAskedFor(t *testing.T) {
 	file := bytes.Repeat([]byte("0123456789abcdef"), 4096) // 64 KiB
 	const off, n = 1000, 300
@@ -49,6 +50,14 @@ func TestWebSeedTakesExactlyTheRangeAskedFor(t *testing.T) {
 			w.Write(file[off : off+n/2])
 		}, io.ErrUnexpectedEOF},
 		{"a server error", func(w http.ResponseWriter, r *http.Request) { http.Error(w, "no", http.StatusInternalServerError) }, errAny},
+		{"unavailable for now", func(w http.ResponseWriter, r *http.Request) { http.Error(w, "busy", http.StatusServiceUnavailable) }, errAny},
+		{"gone", status(http.StatusGone), ErrNotFound},
+		{"a bad request", status(http.StatusBadRequest), ErrNoRange},
+		{"unauthorized", status(http.StatusUnauthorized), ErrNoRange},
+		{"forbidden (a bucket's missing key)", status(http.StatusForbidden), ErrNoRange},
+		{"method not allowed", status(http.StatusMethodNotAllowed), ErrNoRange},
+		{"range not satisfiable", status(http.StatusRequestedRangeNotSatisfiable), ErrNoRange},
+		{"not implemented", status(http.StatusNotImplemented), ErrNoRange},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -82,3 +91,7 @@ func TestWebSeedTakesExactlyTheRangeAskedFor(t *testing.T) {
 }
 
 var errAny = errors.New("any error")
+
+func status(code int) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) { http.Error(w, http.StatusText(code), code) }
+}

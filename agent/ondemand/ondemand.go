@@ -93,8 +93,9 @@ type Options struct {
 	Slices *Slices
 }
 
-// ckey is a cache entry's key: a whole chunk (win -1) or one window of
-// a chunk's pieces.
+// ckey is a cache entry's key: a whole chunk (win -1, chunk its index in
+// the partition) or one window of a chunk's pieces (chunk its index in
+// the torrent: slices.go).
 type ckey struct{ chunk, win int }
 
 func whole(i int) ckey { return ckey{i, -1} }
@@ -163,8 +164,10 @@ type Reader struct {
 
 	ra *readahead // nil: none
 
-	sl        *Slices // nil: whole chunks only
-	slicesOff bool    // no source serves the web seed: whole chunks
+	sl        *Slices   // nil: whole chunks only
+	slicesOff bool      // no source serves the web seed: whole chunks
+	seedGone  bool      // every web seed is off for now, and it was said
+	lastSlice time.Time // a window's failure was last said then
 }
 
 // New makes a Reader over o.Content.
@@ -464,11 +467,11 @@ func (r *Reader) fetch(ctx context.Context, i int) (data []byte, peer bool, err 
 	waiting := false
 	defer func() {
 		if waiting {
-			r.endWait(i, ctx.Err() == nil)
+			r.endWait(fmt.Sprintf("chunk %d", i), ctx.Err() == nil)
 		}
 	}()
 	for {
-		stop := r.watch(i, !waiting)
+		stop := r.watch(fmt.Sprintf("chunk %d", i), !waiting)
 		err := r.o.Fetcher.Chunk(ctx, sum, n, nil, func(stored []byte) error {
 			d, err := r.o.Decoder.Decode(stored, sum, n, nil)
 			if err != nil {
@@ -504,12 +507,13 @@ func (r *Reader) fetch(ctx context.Context, i int) (data []byte, peer bool, err 
 	}
 }
 
-// watch says, while a fetch of chunk i runs (first: it is not a wait
-// yet), that it has had no answer once SlowAfter has passed and then
+// watch says, while a fetch of what runs ("chunk 3", a window of pieces;
+// first: it is not a wait yet), that it has had no answer once SlowAfter
+// has passed and then
 // every SayEvery: the sources may be busy or cut off, and a read hangs
 // meanwhile. stop ends the watch and says whether it started a wait,
 // which the caller then ends.
-func (r *Reader) watch(i int, first bool) (stop func() bool) {
+func (r *Reader) watch(what string, first bool) (stop func() bool) {
 	done := make(chan struct{})
 	begin := time.Now()
 	var started bool
@@ -526,8 +530,8 @@ func (r *Reader) watch(i int, first bool) (stop func() bool) {
 		}
 		say := func(first bool) {
 			if ok, waiting, since := r.noteWait(first, begin); ok {
-				r.logf("root source slow: no answer yet for chunk %d after %v (chunks waiting: %d; %v so far); still asking, saying so every %v",
-					i, time.Since(begin).Round(time.Second), waiting, since.Round(time.Second), r.o.SayEvery)
+				r.logf("root source slow: no answer yet for %s after %v (chunks waiting: %d; %v so far); still asking, saying so every %v",
+					what, time.Since(begin).Round(time.Second), waiting, since.Round(time.Second), r.o.SayEvery)
 			}
 		}
 		say(first)
@@ -608,15 +612,16 @@ func causes(errs []error) string {
 	return strings.Join(out, "; ")
 }
 
-// endWait notes that chunk i stopped waiting (got: fetched, rather than
-// given up with its context) and says when the last one did.
-func (r *Reader) endWait(i int, got bool) {
+// endWait notes that what ("chunk 3", a window of pieces) stopped
+// waiting (got: fetched, rather than given up with its context, or for
+// the whole chunk) and says when the last one did.
+func (r *Reader) endWait(what string, got bool) {
 	r.mu.Lock()
 	r.st.Waiting--
 	last, since := r.st.Waiting == 0, time.Since(r.waitStart)
 	r.mu.Unlock()
 	if last && got {
-		r.logf("root source back: chunk %d fetched after waiting %v for the sources; reads go on", i, since.Round(time.Millisecond))
+		r.logf("root source back: %s fetched after waiting %v for the sources; reads go on", what, since.Round(time.Millisecond))
 	}
 }
 

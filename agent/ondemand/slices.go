@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/imprint-dev/imprint/fetch"
 	"github.com/imprint-dev/imprint/image"
@@ -130,11 +131,13 @@ func (r *Reader) readSlices(ctx context.Context, p []byte, i int, in int64) erro
 }
 
 // window gives window w of chunk i, checked: from the cache, the fetch
-// already running for it, or fetched now.
+// already running for it, or fetched now. Windows are kept by the
+// chunk's place in the torrent, so a chunk at two offsets is fetched once.
 func (r *Reader) window(ctx context.Context, i, w int) ([]byte, error) {
+	key := ckey{r.sl.Torrent[i], w}
 	for {
 		loaded := false
-		data, hit, err := r.cache.Get(ctx, ckey{i, w}, func(ctx context.Context) ([]byte, error) {
+		data, hit, err := r.cache.Get(ctx, key, func(ctx context.Context) ([]byte, error) {
 			data, err := r.loadWindow(ctx, i, w)
 			loaded = err == nil
 			return data, err
@@ -157,18 +160,27 @@ func (r *Reader) window(ctx context.Context, i, w int) ([]byte, error) {
 // loadWindow fetches window w of chunk i from a web seed: the pieces
 // from its start to the window's end or the last piece holding the
 // chunk's bytes (a short last chunk's padding is not fetched), each
-// checked against its signed hash.
+// checked against its signed hash. The fetch is watched and said as a
+// chunk's is; it is one try, bounded in time (fetch.Options.WebSeedTimeout),
+// as the chunk path, with its failover and its wait, takes over when it
+// fails.
 func (r *Reader) loadWindow(ctx context.Context, i, w int) ([]byte, error) {
 	s, cs := r.sl, r.o.ChunkSize
 	pl := s.PieceLength
 	start := int64(w) * s.Window
 	end := min(start+s.Window, (r.o.Content.ChunkLen(i, cs)+pl-1)/pl*pl)
 	off := int64(s.Torrent[i])*cs + start
-	first := off / pl
-	what := fmt.Sprintf("pieces %d-%d (bytes %d-%d of chunk %d) of %s:%s", first, first+(end-start)/pl-1, start, end, i, s.Name, s.Version)
+	first, n := off/pl, (end-start)/pl
+	what := fmt.Sprintf("pieces %d-%d (bytes %d-%d of chunk %d) of %s:%s", first, first+n-1, start, end-1, i, s.Name, s.Version)
 	var data []byte
+	stop := r.watch(what, true)
 	err := r.o.Fetcher.Slice(ctx, s.Name, s.Version, off, end-start, what, func(b []byte) error {
-		for k := int64(0); k*pl < int64(len(b)); k++ {
+		// The length first: a WebSeeder is anyone's, and a short answer
+		// would check no piece at all.
+		if int64(len(b)) != end-start {
+			return fmt.Errorf("%w: %d bytes for %d pieces of %d", image.ErrFormat, len(b), n, pl)
+		}
+		for k := int64(0); k < n; k++ {
 			got := sha256.Sum256(b[k*pl : (k+1)*pl])
 			want := s.Hashes[(first+k)*image.PieceHashLen : (first+k+1)*image.PieceHashLen]
 			if !bytes.Equal(got[:image.PieceHashLen], want) {
@@ -176,37 +188,67 @@ func (r *Reader) loadWindow(ctx context.Context, i, w int) ([]byte, error) {
 				r.st.PiecesRefused++
 				r.mu.Unlock()
 				return fmt.Errorf("%w: piece %d (bytes %d-%d of chunk %d) hashes to %x, the image says %x",
-					image.ErrChecksum, first+k, start+k*pl, start+(k+1)*pl, i, got[:image.PieceHashLen], want)
+					image.ErrChecksum, first+k, start+k*pl, start+(k+1)*pl-1, i, got[:image.PieceHashLen], want)
 			}
 		}
 		data = b
 		return nil
 	})
+	if stop() {
+		r.endWait(what, err == nil)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		r.mu.Lock()
-		first := !r.slicesOff && errors.Is(err, fetch.ErrNoWebSeed)
-		if first {
-			r.slicesOff = true
-		}
-		r.st.PieceFallbacks++
-		r.mu.Unlock()
-		if first {
-			r.logf("no source serves the swarm web seed of %s:%s (%v); reading whole chunks", s.Name, s.Version, err)
-		}
+		r.noSlice(i, err)
 		return nil, fmt.Errorf("%w: %w", errNoSlice, err)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.seedGone {
+		r.seedGone = false
+		r.logf("signed pieces from the web seed again, from %s", what)
+	}
 	r.st.FetchedBytes += int64(len(data))
 	r.st.PieceBytes += int64(len(data))
-	r.st.Pieces += int(int64(len(data)) / pl)
+	r.st.Pieces += int(n)
 	r.st.PieceRequests++
-	if r.seen[ckey{i, w}] {
+	key := ckey{s.Torrent[i], w}
+	if r.seen[key] {
 		r.st.Refetched++
 	}
-	r.seen[ckey{i, w}] = true
+	r.seen[key] = true
 	return data, nil
+}
+
+// noSlice counts and says that a window could not be had (err) and chunk i
+// is read whole: when no source serves the web seed (for good: reads
+// stop asking for pieces), when every web seed is off for now, once
+// each time; otherwise at most once every SayEvery (an outage fails
+// every window).
+func (r *Reader) noSlice(i int, err error) {
+	now := time.Now()
+	r.mu.Lock()
+	r.st.PieceFallbacks++
+	var say string
+	switch {
+	case errors.Is(err, fetch.ErrNoWebSeed):
+		if !r.slicesOff {
+			say = fmt.Sprintf("no source serves the swarm web seed of %s:%s (%v); reading whole chunks", r.sl.Name, r.sl.Version, err)
+		}
+		r.slicesOff = true
+	case errors.Is(err, fetch.ErrWebSeedOff):
+		if !r.seedGone {
+			say = fmt.Sprintf("%v; reading whole chunks until a web seed is back", err)
+		}
+		r.seedGone = true
+	case now.Sub(r.lastSlice) >= r.o.SayEvery:
+		r.lastSlice = now
+		say = fmt.Sprintf("%v; reading chunk %d whole", err, i)
+	}
+	r.mu.Unlock()
+	if say != "" {
+		r.logf("%s", say)
+	}
 }
