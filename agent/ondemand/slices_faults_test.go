@@ -152,14 +152,22 @@ func TestAForbiddenWebSeedIsNoWebSeed(t *testing.T) {
 }
 
 // wrongLength is a WebSeeder (over a store directory) that answers a
-// range of n bytes with size(n) bytes.
+// range of n bytes with size(n) bytes: the real web seed's, cut short or
+// followed by zeros.
 type wrongLength struct {
 	*store.Dir
+	real fetch.WebSeeder
 	size func(n int64) int64
 }
 
 func (w wrongLength) WebSeed(ctx context.Context, name, version string, off, n int64) ([]byte, error) {
-	return make([]byte, w.size(n)), nil
+	b, err := w.real.WebSeed(ctx, name, version, off, n)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, w.size(n))
+	copy(out, b)
+	return out, nil
 }
 
 // TestAWebSeedAnswerOfTheWrongLengthIsRefused: any WebSeeder's answer is
@@ -177,8 +185,9 @@ func TestAWebSeedAnswerOfTheWrongLengthIsRefused(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			im := newSliceImage(t, true)
-			r := newFaultSliceReader(t, im, fast(), wrongLength{im.dir, tc.size})
-			for _, off := range []int64{0, 100, cs + 40<<10} {
+			real := httpSrc(t, newSeedServer(t, im, plainSeed).url).(fetch.WebSeeder)
+			r := newFaultSliceReader(t, im, fast(), wrongLength{im.dir, real, tc.size})
+			for _, off := range []int64{0, 24 << 10, cs + 100} {
 				done := make(chan error, 1)
 				got := make([]byte, 100)
 				go func() { done <- r.ReadAt(t.Context(), got, off) }()
