@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/identity"
@@ -117,6 +118,19 @@ const MaxReadahead = 64
 // MaxSlice bounds imprint.slice=: the largest chunk the format allows.
 const MaxSlice = 64 << 20
 
+// parseSlice reads imprint.slice=: a size as layout.ParseSize reads it,
+// any number of bytes (the window is rounded up to whole pieces anyway),
+// and 0 with or without a unit (off).
+func parseSlice(v string) (int64, error) {
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		return n, nil
+	}
+	if num := strings.TrimRightFunc(v, unicode.IsLetter); num != "" && strings.Trim(num, "0") == "" {
+		return 0, nil
+	}
+	return layout.ParseSize(v)
+}
+
 // ParseCmdline reads imprint.* parameters.
 func ParseCmdline(c string) (Params, error) {
 	p := Params{OnFail: "reboot"}
@@ -177,12 +191,11 @@ func ParseCmdline(c string) (Params, error) {
 			}
 			p.Readahead = &n
 		case "imprint.slice":
-			var n int64
-			var err error
-			if v != "0" {
-				n, err = layout.ParseSize(v)
-			}
-			if err != nil || n < 0 || n > MaxSlice {
+			n, err := parseSlice(v)
+			switch {
+			case err != nil:
+				sliceErr = fmt.Errorf("imprint.slice=%s: want a size from 0 (whole chunks) to %d (e.g. 128K): %w", v, MaxSlice, err)
+			case n < 0 || n > MaxSlice:
 				sliceErr = fmt.Errorf("imprint.slice=%s: want a size from 0 (whole chunks) to %d (e.g. 128K)", v, MaxSlice)
 			}
 			p.Slice = &n

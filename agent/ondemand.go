@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -98,14 +99,15 @@ func (a *Agent) ondemandRoot(ctx context.Context, m *image.Manifest, rp *image.P
 }
 
 // ondemandSlices gives the root's pieces for cfg, or nil: whole chunks
-// (imprint.slice=0, an image without the swarm-pieces extension, the
-// modes built on whole chunks), said when it is not the operator's word.
+// (imprint.slice=0, an image without the swarm-pieces extension, no
+// http(s) source to serve a web seed, the modes built on whole chunks),
+// said when it is not the operator's word.
 func (a *Agent) ondemandSlices(m *image.Manifest, rp *image.Partition, cfg serverConfig) *ondemand.Slices {
 	window := int64(ondemand.DefaultWindow)
 	if a.Params.Slice != nil {
 		window = *a.Params.Slice
 	}
-	if window == 0 || cfg.Fill || cfg.Swarm != nil || cfg.Readahead > 0 || cfg.Local != "" {
+	if window == 0 || cfg.Fill || cfg.Swarm != nil || cfg.Readahead > 0 || cfg.Local != "" || !slices.ContainsFunc(cfg.Sources, isHTTP) {
 		return nil
 	}
 	part := -1
@@ -120,6 +122,11 @@ func (a *Agent) ondemandSlices(m *image.Manifest, rp *image.Partition, cfg serve
 		return nil
 	}
 	return sl
+}
+
+// isHTTP says source s is a server, which may serve a web seed.
+func isHTTP(s string) bool {
+	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
 }
 
 // serveRoot starts the root server on a free NBD device for cfg (its
@@ -359,6 +366,17 @@ func (f *fetchReport) poke() {
 	}
 }
 
+// fetchedLine says what the root fetched, st, of size bytes: in whole
+// chunks and, with imprint.slice=, in windows of signed pieces.
+func fetchedLine(st ondemand.Stats, size int64) string {
+	in := fmt.Sprintf("%d chunks", st.FetchedChunks)
+	if st.Pieces > 0 {
+		in = fmt.Sprintf("%d chunks and %d signed pieces (%d bytes)", st.FetchedChunks, st.Pieces, st.PieceBytes)
+	}
+	return fmt.Sprintf("fetched %d bytes in %s, %d%% of the root's %d bytes (cache %d bytes, %d fetched again); read ahead: %d chunks, %d of them read since",
+		st.FetchedBytes, in, st.FetchedBytes*100/max(size, 1), size, st.CachedBytes, st.Refetched, st.AheadChunks, st.AheadUsed)
+}
+
 func (f *fetchReport) run(ctx context.Context) {
 	const quiet, most = 500 * time.Millisecond, 5 * time.Second
 	for {
@@ -383,8 +401,7 @@ func (f *fetchReport) run(ctx context.Context) {
 		if st.FetchedChunks == 0 && st.Pieces == 0 {
 			continue
 		}
-		f.say("fetched %d bytes in %d chunks, %d%% of the root's %d bytes (cache %d bytes, %d chunks fetched again); read ahead: %d chunks, %d of them read since",
-			st.FetchedBytes, st.FetchedChunks, st.FetchedBytes*100/max(f.size, 1), f.size, st.CachedBytes, st.Refetched, st.AheadChunks, st.AheadUsed)
+		f.say("%s", fetchedLine(st, f.size))
 		if st.Pieces > 0 || st.PiecesRefused > 0 || st.PieceFallbacks > 0 {
 			f.say("pieces: %d bytes in %d signed pieces from the web seed, %d range requests (%d pieces refused, %d windows read from whole chunks instead)",
 				st.PieceBytes, st.Pieces, st.PieceRequests, st.PiecesRefused, st.PieceFallbacks)

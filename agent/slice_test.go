@@ -1,9 +1,11 @@
 package agent
 
 import (
-	"github.com/imprint-dev/imprint/image"
 	"strings"
 	"testing"
+
+	"github.com/imprint-dev/imprint/agent/ondemand"
+	"github.com/imprint-dev/imprint/image"
 )
 
 func TestParseCmdlineSlice(t *testing.T) {
@@ -17,7 +19,10 @@ func TestParseCmdlineSlice(t *testing.T) {
 		{"imprint.source=http://a/ imprint.slice=64K", 64 << 10, ""},
 		{"imprint.source=http://a/ imprint.slice=1M", 1 << 20, ""},
 		{"imprint.source=http://a/ imprint.slice=65536", 64 << 10, ""},
+		{"imprint.source=http://a/ imprint.slice=0K", 0, ""},
+		{"imprint.source=http://a/ imprint.slice=100000", 100000, ""},
 		{"imprint.source=http://a/ imprint.slice=128M", 0, "imprint.slice=128M: want a size from 0 (whole chunks) to 67108864"},
+		{"imprint.source=http://a/ imprint.slice=64KB", 0, `ambiguous unit "KB"`},
 		{"imprint.source=http://a/ imprint.slice=-1", 0, "imprint.slice=-1"},
 		{"imprint.source=http://a/ imprint.slice=lots", 0, "imprint.slice=lots"},
 		{"imprint.source=http://a/ imprint.slice", 0, "imprint.slice="},
@@ -84,11 +89,15 @@ func TestTheRootReadsPiecesOnlyWhereItCan(t *testing.T) {
 		{"imprint.swarm=1", nil, serverConfig{Swarm: &rootSwarm{}}, false, 0, ""},
 		{"imprint.readahead=2", nil, serverConfig{Readahead: 2}, false, 0, ""},
 		{"a malformed extension", nil, serverConfig{}, true, 0, "WARNING: the image's swarm pieces are unusable"},
+		{"no http(s) source: no web seed", nil, serverConfig{Sources: []string{"/srv/store"}}, false, 0, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out strings.Builder
 			a := &Agent{Console: &out, Params: Params{Slice: tc.slice}}
 			m, rp := piecesManifest(t, tc.malformed)
+			if tc.cfg.Sources == nil {
+				tc.cfg.Sources = []string{"/srv/store", "http://10.0.2.2:8080/"}
+			}
 			sl := a.ondemandSlices(m, rp, tc.cfg)
 			var got int64
 			if sl != nil {
@@ -98,5 +107,21 @@ func TestTheRootReadsPiecesOnlyWhereItCan(t *testing.T) {
 				t.Fatalf("window %d, said %q; want %d, %q", got, out.String(), tc.want, tc.say)
 			}
 		})
+	}
+}
+
+// TestTheFetchedLineCountsPieces: a root that fetched only pieces does not
+// say it fetched its bytes in 0 chunks.
+func TestTheFetchedLineCountsPieces(t *testing.T) {
+	for _, tc := range []struct {
+		st   ondemand.Stats
+		want string
+	}{
+		{ondemand.Stats{FetchedBytes: 1 << 20, FetchedChunks: 1}, "fetched 1048576 bytes in 1 chunks, 25% of the root's"},
+		{ondemand.Stats{FetchedBytes: 128 << 10, PieceBytes: 128 << 10, Pieces: 2}, "fetched 131072 bytes in 0 chunks and 2 signed pieces (131072 bytes), 3% of the root's"},
+	} {
+		if got := fetchedLine(tc.st, 4<<20); !strings.HasPrefix(got, tc.want) {
+			t.Errorf("%q; want %q", got, tc.want)
+		}
 	}
 }

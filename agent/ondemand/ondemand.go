@@ -509,9 +509,8 @@ func (r *Reader) fetch(ctx context.Context, i int) (data []byte, peer bool, err 
 
 // watch says, while a fetch of what runs ("chunk 3", a window of pieces;
 // first: it is not a wait yet), that it has had no answer once SlowAfter
-// has passed and then
-// every SayEvery: the sources may be busy or cut off, and a read hangs
-// meanwhile. stop ends the watch and says whether it started a wait,
+// has passed and then every SayEvery: the sources may be busy or cut off,
+// and a read hangs meanwhile. stop ends the watch and says whether it started a wait,
 // which the caller then ends.
 func (r *Reader) watch(what string, first bool) (stop func() bool) {
 	done := make(chan struct{})

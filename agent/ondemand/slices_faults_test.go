@@ -110,7 +110,7 @@ func TestAWindowWithNoAnswerGivesWayToTheChunk(t *testing.T) {
 func TestAFailingWebSeedIsTurnedOffSaidOnceAndTheChunksStayWithItsSource(t *testing.T) {
 	im := newSliceImage(t, true)
 	a := newSeedServer(t, im, func(http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "no", 500) })
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "no", http.StatusInternalServerError) })
 	})
 	b := newSeedServer(t, im, nil)
 	r := newFaultSliceReader(t, im, fast(), httpSrc(t, a.url), httpSrc(t, b.url))
@@ -135,7 +135,7 @@ func TestAFailingWebSeedIsTurnedOffSaidOnceAndTheChunksStayWithItsSource(t *test
 func TestAForbiddenWebSeedIsNoWebSeed(t *testing.T) {
 	im := newSliceImage(t, true)
 	a := newSeedServer(t, im, func(http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "AccessDenied", 403) })
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "AccessDenied", http.StatusForbidden) })
 	})
 	b := newSeedServer(t, im, nil)
 	r := newFaultSliceReader(t, im, fast(), httpSrc(t, a.url), httpSrc(t, b.url))
