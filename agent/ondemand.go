@@ -271,10 +271,14 @@ func ServerMain(console io.Writer) error {
 		}
 	}
 	f := fetch.New(srcs, fetch.Options{OnError: func(i int, what string, err error) {
-		// Waits are said by the reader, once a round; a refused chunk is
-		// said here, every time.
+		// Waits are said by the reader, once a round; a refused chunk or
+		// window is said here, every time.
 		if errors.Is(err, image.ErrChecksum) || errors.Is(err, image.ErrFormat) {
 			say("refused %s from %s: %v", what, cfg.Sources[i], err)
+		}
+		// Once each time a web seed is turned off (fetch.Slice).
+		if errors.Is(err, fetch.ErrWebSeedOff) {
+			say("the web seed of %s: %v; its chunks are still asked of it", cfg.Sources[i], err)
 		}
 	}})
 	stats := newFetchReport(say, cfg.Content.Size)
