@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/imprint-dev/imprint/disk"
 	"github.com/imprint-dev/imprint/identity"
@@ -75,6 +76,11 @@ type Params struct {
 	// fetches the next N non-zero chunks at once (0: off; nil:
 	// DefaultReadahead).
 	Readahead *int
+	// Slice is imprint.slice=SIZE: a read an on-demand root misses fetches
+	// the image's signed swarm pieces around it, SIZE bytes (whole pieces,
+	// within its chunk), from the server's web seed rather than its whole
+	// chunk (0: whole chunks; nil: ondemand.DefaultWindow).
+	Slice *int64
 	// Swarm is imprint.swarm=1: an install, or a diskless root in RAM,
 	// takes its chunks from the image's BitTorrent swarm first (the first
 	// http(s) source is tracker and web seed) and seeds what it checked;
@@ -109,10 +115,26 @@ const DefaultReadahead = 0
 // flight and a chunk in the cache.
 const MaxReadahead = 64
 
+// MaxSlice bounds imprint.slice=: the largest chunk the format allows.
+const MaxSlice = 64 << 20
+
+// parseSlice reads imprint.slice=: a size as layout.ParseSize reads it,
+// any number of bytes (the window is rounded up to whole pieces anyway),
+// and 0 with or without a unit (off).
+func parseSlice(v string) (int64, error) {
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		return n, nil
+	}
+	if num := strings.TrimRightFunc(v, unicode.IsLetter); num != "" && strings.Trim(num, "0") == "" {
+		return 0, nil
+	}
+	return layout.ParseSize(v)
+}
+
 // ParseCmdline reads imprint.* parameters.
 func ParseCmdline(c string) (Params, error) {
 	p := Params{OnFail: "reboot"}
-	var cacheErr, fillErr, swarmErr, raErr, peersErr error
+	var cacheErr, fillErr, swarmErr, raErr, peersErr, sliceErr error
 	for _, w := range strings.Fields(c) {
 		k, v, _ := strings.Cut(w, "=")
 		switch k {
@@ -168,6 +190,15 @@ func ParseCmdline(c string) (Params, error) {
 				raErr = fmt.Errorf("imprint.readahead=%s: want a number of chunks from 0 (off) to %d", v, MaxReadahead)
 			}
 			p.Readahead = &n
+		case "imprint.slice":
+			n, err := parseSlice(v)
+			switch {
+			case err != nil:
+				sliceErr = fmt.Errorf("imprint.slice=%s: want a size from 0 (whole chunks) to %d (e.g. 128K): %w", v, MaxSlice, err)
+			case n < 0 || n > MaxSlice:
+				sliceErr = fmt.Errorf("imprint.slice=%s: want a size from 0 (whole chunks) to %d (e.g. 128K)", v, MaxSlice)
+			}
+			p.Slice = &n
 		case "imprint.swarm":
 			if on, err := parseFlag(k, v); err != nil {
 				swarmErr = err
@@ -219,6 +250,9 @@ func ParseCmdline(c string) (Params, error) {
 	}
 	if raErr != nil {
 		return p, raErr
+	}
+	if sliceErr != nil {
+		return p, sliceErr
 	}
 	switch p.Verify {
 	case "", "none", "quick", VerifyChunks, "full":

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -48,6 +49,9 @@ type serverConfig struct {
 	// Swarm, with imprint.swarm=1, puts the root in the image's swarm:
 	// chunks are asked of peers first, and every chunk is kept and seeded.
 	Swarm *rootSwarm `json:"swarm,omitempty"`
+	// Slices, with the image's swarm pieces and imprint.slice= not 0: a
+	// miss fetches the signed pieces around it from the web seed.
+	Slices *ondemand.Slices `json:"slices,omitempty"`
 }
 
 // ondemandRoot starts the root server, mounts the partition it serves
@@ -82,6 +86,7 @@ func (a *Agent) ondemandRoot(ctx context.Context, m *image.Manifest, rp *image.P
 	}
 	lower := "/run/imprint/lower"
 	cfg := serverConfig{Sources: a.Params.Sources, Content: rp.Content, ChunkSize: m.ChunkSize, CacheBytes: cache, Fill: fill, Readahead: ra, Swarm: a.ondemandSwarm(m, rp)}
+	cfg.Slices = a.ondemandSlices(m, rp, cfg)
 	dev, err := a.serveRoot(ctx, cfg, rp.Name, lower)
 	if err != nil {
 		return err
@@ -91,6 +96,37 @@ func (a *Agent) ondemandRoot(ctx context.Context, m *image.Manifest, rp *image.P
 		state = ""
 	}
 	return a.assemble(lower, state, "the network on demand ("+dev+")", begin)
+}
+
+// ondemandSlices gives the root's pieces for cfg, or nil: whole chunks
+// (imprint.slice=0, an image without the swarm-pieces extension, no
+// http(s) source to serve a web seed, the modes built on whole chunks),
+// said when it is not the operator's word.
+func (a *Agent) ondemandSlices(m *image.Manifest, rp *image.Partition, cfg serverConfig) *ondemand.Slices {
+	window := int64(ondemand.DefaultWindow)
+	if a.Params.Slice != nil {
+		window = *a.Params.Slice
+	}
+	if window == 0 || cfg.Fill || cfg.Swarm != nil || cfg.Readahead > 0 || cfg.Local != "" || !slices.ContainsFunc(cfg.Sources, isHTTP) {
+		return nil
+	}
+	part := -1
+	for i := range m.Partitions {
+		if &m.Partitions[i] == rp {
+			part = i
+		}
+	}
+	sl, err := ondemand.SlicesOf(m, part, window)
+	if err != nil {
+		a.say("WARNING: the image's swarm pieces are unusable (%v); the root reads whole chunks", err)
+		return nil
+	}
+	return sl
+}
+
+// isHTTP says source s is a server, which may serve a web seed.
+func isHTTP(s string) bool {
+	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
 }
 
 // serveRoot starts the root server on a free NBD device for cfg (its
@@ -116,6 +152,9 @@ func (a *Agent) serveRoot(ctx context.Context, cfg serverConfig, name, lower str
 		kept = fmt.Sprintf("every chunk read kept in RAM and seeded (imprint.swarm=1), read-ahead %d chunks", cfg.Readahead)
 	}
 	from := "the network"
+	if cfg.Slices != nil {
+		from = fmt.Sprintf("the network, a miss fetching %d KiB of signed %d KiB pieces from the web seed (imprint.slice=), whole chunks from a source without one", cfg.Slices.Window>>10, cfg.Slices.PieceLength>>10)
+	}
 	if cfg.Local != "" {
 		from = cfg.Local + ", every chunk checked as it is read"
 	} else if cfg.Swarm != nil {
@@ -232,15 +271,19 @@ func ServerMain(console io.Writer) error {
 		}
 	}
 	f := fetch.New(srcs, fetch.Options{OnError: func(i int, what string, err error) {
-		// Waits are said by the reader, once a round; a refused chunk is
-		// said here, every time.
+		// Waits are said by the reader, once a round; a refused chunk or
+		// window is said here, every time.
 		if errors.Is(err, image.ErrChecksum) || errors.Is(err, image.ErrFormat) {
 			say("refused %s from %s: %v", what, cfg.Sources[i], err)
+		}
+		// Once each time a web seed is turned off (fetch.Slice).
+		if errors.Is(err, fetch.ErrWebSeedOff) {
+			say("the web seed of %s: %v; its chunks are still asked of it", cfg.Sources[i], err)
 		}
 	}})
 	stats := newFetchReport(say, cfg.Content.Size)
 	o := ondemand.Options{
-		Content: cfg.Content, ChunkSize: cfg.ChunkSize, Fetcher: f, Decoder: dec, CacheBytes: cfg.CacheBytes, Fill: cfg.Fill, Readahead: cfg.Readahead,
+		Content: cfg.Content, ChunkSize: cfg.ChunkSize, Fetcher: f, Decoder: dec, CacheBytes: cfg.CacheBytes, Fill: cfg.Fill, Readahead: cfg.Readahead, Slices: cfg.Slices,
 		Logf:    func(format string, args ...any) { say(format, args...) },
 		OnFetch: func(int, int64) { stats.poke() },
 	}
@@ -327,6 +370,17 @@ func (f *fetchReport) poke() {
 	}
 }
 
+// fetchedLine says what the root fetched, st, of size bytes: in whole
+// chunks and, with imprint.slice=, in windows of signed pieces.
+func fetchedLine(st ondemand.Stats, size int64) string {
+	in := fmt.Sprintf("%d chunks", st.FetchedChunks)
+	if st.Pieces > 0 {
+		in = fmt.Sprintf("%d chunks and %d signed pieces (%d bytes)", st.FetchedChunks, st.Pieces, st.PieceBytes)
+	}
+	return fmt.Sprintf("fetched %d bytes in %s, %d%% of the root's %d bytes (cache %d bytes, %d fetched again); read ahead: %d chunks, %d of them read since",
+		st.FetchedBytes, in, st.FetchedBytes*100/max(size, 1), size, st.CachedBytes, st.Refetched, st.AheadChunks, st.AheadUsed)
+}
+
 func (f *fetchReport) run(ctx context.Context) {
 	const quiet, most = 500 * time.Millisecond, 5 * time.Second
 	for {
@@ -348,11 +402,14 @@ func (f *fetchReport) run(ctx context.Context) {
 		if st.LocalBytes > 0 || st.Drifted > 0 {
 			f.say("read %d bytes of the local partition, every chunk checked (%d drifted)", st.LocalBytes, st.Drifted)
 		}
-		if st.FetchedChunks == 0 {
+		if st.FetchedChunks == 0 && st.Pieces == 0 {
 			continue
 		}
-		f.say("fetched %d bytes in %d chunks, %d%% of the root's %d bytes (cache %d bytes, %d chunks fetched again); read ahead: %d chunks, %d of them read since",
-			st.FetchedBytes, st.FetchedChunks, st.FetchedBytes*100/max(f.size, 1), f.size, st.CachedBytes, st.Refetched, st.AheadChunks, st.AheadUsed)
+		f.say("%s", fetchedLine(st, f.size))
+		if st.Pieces > 0 || st.PiecesRefused > 0 || st.PieceFallbacks > 0 {
+			f.say("pieces: %d bytes in %d signed pieces from the web seed, %d range requests (%d pieces refused, %d windows read from whole chunks instead)",
+				st.PieceBytes, st.Pieces, st.PieceRequests, st.PiecesRefused, st.PieceFallbacks)
+		}
 		if f.peers != nil {
 			f.say("%s", swarmLine(f.peers.Stats()))
 		}

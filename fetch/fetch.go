@@ -66,6 +66,16 @@ type Options struct {
 	// large chunk over a slow link). With no other source nothing changes.
 	// A request cut short this way passes the source over for DownFor.
 	QuietAfter time.Duration
+	// A web seed (Slice) keeps its own health, apart from its source's
+	// chunks: a range request is tried once per source (the caller reads
+	// the whole chunk when no piece comes), and cut short when it has no
+	// answer after WebSeedTimeout plus a second a MiB asked [5s].
+	// WebSeedOffAfter failed range requests in a row turn a source's web
+	// seed off for WebSeedOffFor, said once through OnError with
+	// ErrWebSeedOff [3, 10m].
+	WebSeedTimeout  time.Duration
+	WebSeedOffAfter int
+	WebSeedOffFor   time.Duration
 	// OnError hears about every answer that did not give the item (not
 	// counting "not yet" answers still waited for): the source's index,
 	// what was asked ("chunk <sha256>", "image name:version") and why.
@@ -94,6 +104,11 @@ func (o Options) withDefaults() Options {
 	def(&o.HedgeAfter, 2*time.Second)
 	def(&o.StallAfter, 30*time.Second)
 	def(&o.QuietAfter, 10*time.Second)
+	def(&o.WebSeedTimeout, 5*time.Second)
+	def(&o.WebSeedOffFor, 10*time.Minute)
+	if o.WebSeedOffAfter <= 0 {
+		o.WebSeedOffAfter = 3
+	}
 	return o
 }
 
@@ -104,7 +119,9 @@ type Fetcher struct {
 	opt   Options
 	peers []*peer
 
-	mu sync.Mutex // guards every peer's state below its src
+	// mu guards every peer's state below its src; a pointer, as the
+	// view of Slice over the web seeding sources shares it.
+	mu *sync.Mutex
 }
 
 type peer struct {
@@ -120,28 +137,35 @@ type peer struct {
 	lagging   bool          // its last answer was "not yet"
 	stalled   bool          // stalled, and said so
 	bytes     int64
+
+	// seed is the source's web seed (Slice), with its own health: a web
+	// seed that fails does not pass the source over for chunks.
+	seed     *peer
+	noSeed   bool      // (of a seed) none here: not asked again
+	offUntil time.Time // (of a seed) failed too often: not asked until then
 }
 
 // New makes a Fetcher over srcs, in order of preference.
 func New(srcs []store.Source, opt Options) *Fetcher {
-	f := &Fetcher{opt: opt.withDefaults()}
+	f := &Fetcher{opt: opt.withDefaults(), mu: new(sync.Mutex)}
 	for i, s := range srcs {
 		name := fmt.Sprintf("source %d", i+1)
 		if st, ok := s.(fmt.Stringer); ok {
 			name = st.String()
 		}
-		f.peers = append(f.peers, &peer{src: s, name: name})
+		f.peers = append(f.peers, &peer{src: s, name: name, seed: &peer{src: s, name: name + " (web seed)"}})
 	}
 	return f
 }
 
-// BytesFrom says how many bytes of chunks (uncompressed) each source gave.
+// BytesFrom says how many bytes of chunks (uncompressed) each source
+// gave, its web seed's included.
 func (f *Fetcher) BytesFrom() []int64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	out := make([]int64, len(f.peers))
 	for i, p := range f.peers {
-		out[i] = p.bytes
+		out[i] = p.bytes + p.seed.bytes
 	}
 	return out
 }
@@ -293,7 +317,7 @@ func classify(err error) answer {
 	switch {
 	case err == nil:
 		return found
-	case errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrNoRange):
 		return notFound
 	case errors.Is(err, store.ErrNotYet):
 		return notYet

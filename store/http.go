@@ -225,3 +225,92 @@ func OpenSource(s string) (Source, error) {
 	}
 	return OpenDir(s)
 }
+
+// WebSeed reads n bytes at off of the swarm torrent file of name:version
+// from `imprint serve`'s web seed (swarm/data/NAME/VERSION below the
+// source's URL) with one Range request. The bytes are as sent: the caller
+// checks them against the image's piece hashes. A server without the web
+// seed answers ErrNotFound (404, 410); one that refuses the request for
+// good (noWebSeed) or answers with anything but exactly the range asked
+// for (a 200 with the whole file, another range, a short or a long body)
+// is an error, ErrNoRange when it refused or ignored the Range.
+func (h *HTTP) WebSeed(ctx context.Context, name, version string, off, n int64) ([]byte, error) {
+	if image.ValidName(name) != nil || image.ValidName(version) != nil {
+		return nil, fmt.Errorf("web seed of image %s:%s: %w", name, version, ErrNotFound)
+	}
+	if off < 0 || n <= 0 || n > maxChunkBytes {
+		return nil, fmt.Errorf("web seed of image %s:%s: a range of %d bytes at %d", name, version, n, off)
+	}
+	u := h.Base.ResolveReference(&url.URL{Path: "swarm/data/" + name + "/" + version}).String()
+	b, err := h.rangeOnce(ctx, u, off, n)
+	// As in get: a kept-alive connection closed under the request.
+	if err != nil && ctx.Err() == nil && !errors.Is(err, ErrNoProgress) && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)) {
+		b, err = h.rangeOnce(ctx, u, off, n)
+	}
+	return b, err
+}
+
+func (h *HTTP) rangeOnce(ctx context.Context, u string, off, n int64) ([]byte, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	want := fmt.Sprintf("bytes %d-%d/", off, off+n-1)
+	what := fmt.Sprintf("GET %s (%s)", u, strings.TrimSuffix(want, "/"))
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, off+n-1))
+	resp, err := h.Client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone:
+		return nil, fmt.Errorf("%s: %w", what, ErrNotFound)
+	case noWebSeed(resp.StatusCode):
+		return nil, fmt.Errorf("%s: %w: %s", what, ErrNoRange, resp.Status)
+	case resp.StatusCode == http.StatusOK:
+		return nil, fmt.Errorf("%s: %w: the server sent the whole file (200)", what, ErrNoRange)
+	case resp.StatusCode != http.StatusPartialContent:
+		return nil, fmt.Errorf("%s: %s", what, resp.Status)
+	}
+	if cr := resp.Header.Get("Content-Range"); !strings.HasPrefix(cr, want) {
+		return nil, fmt.Errorf("%s: %w: the server sent Content-Range %q", what, ErrNoRange, cr)
+	}
+	if resp.ContentLength >= 0 && resp.ContentLength != n {
+		return nil, fmt.Errorf("%s: %w: the server announced %d bytes", what, ErrNoRange, resp.ContentLength)
+	}
+	var body io.Reader = resp.Body
+	if h.Stall > 0 {
+		t := time.AfterFunc(h.Stall, func() { cancel(ErrNoProgress) })
+		defer t.Stop()
+		body = &stallReader{r: resp.Body, t: t, d: h.Stall}
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(body, b); err != nil {
+		if errors.Is(context.Cause(ctx), ErrNoProgress) {
+			return nil, fmt.Errorf("%s: %w: no byte for %s", what, ErrNoProgress, h.Stall)
+		}
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	// A body longer than the range is a server that does not do what it
+	// says: nothing of it is used.
+	if k, _ := body.Read(make([]byte, 1)); k > 0 {
+		return nil, fmt.Errorf("%s: %w: the body is longer than %d bytes", what, ErrNoRange, n)
+	}
+	return b, nil
+}
+
+// noWebSeed says a status answers a range request of the web seed for
+// good, not for now: a request the server does not take (400, 405, 416,
+// 501) or one it does not allow (401, 403: a bucket's missing key). Asking
+// again would get the same.
+func noWebSeed(status int) bool {
+	switch status {
+	case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusMethodNotAllowed,
+		http.StatusRequestedRangeNotSatisfiable, http.StatusNotImplemented:
+		return true
+	}
+	return false
+}

@@ -23,7 +23,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imprint-dev/imprint/agent"
 	"github.com/imprint-dev/imprint/bootloader"
+	"github.com/imprint-dev/imprint/fetch/swarm"
 	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/internal/qemu"
 	"github.com/imprint-dev/imprint/layout"
@@ -50,6 +52,12 @@ const DisklessBenchCPUEnv = "IMPRINT_BENCH_CPU"
 // the same for every size.
 const DisklessBenchChunkEnv = "IMPRINT_BENCH_CHUNK"
 
+// DisklessBenchSliceEnv lists imprint.slice= values, e.g. "0 64K 128K":
+// the small half's dl-ondemand case boots once per value a round, as
+// dl-ondemand-s<value> (0: whole chunks). Unset: dl-ondemand alone, with
+// the agent's default (ondemand.DefaultWindow).
+const DisklessBenchSliceEnv = "IMPRINT_BENCH_SLICE"
+
 // fillerBytes is what the big image adds to the Debian root: random bytes
 // (no compression or dedup helps) in files no boot opens.
 const fillerBytes = 2 << 30
@@ -62,6 +70,7 @@ var multiUserTexts = []string{"multi-user.target\x1b[0m - Multi-User System", "R
 
 var (
 	ndbFetchedRe = regexp.MustCompile(`IMPRINT-NBD: fetched (\d+) bytes in (\d+) chunks.*\(cache (\d+) bytes, (\d+) chunks fetched again\)`)
+	ndbPiecesRe  = regexp.MustCompile(`IMPRINT-NBD: pieces: (\d+) bytes in (\d+) signed pieces from the web seed, (\d+) range requests`)
 )
 
 // stampWriter notes when each of its texts first appears in what is
@@ -129,12 +138,14 @@ func (c countingRW) Write(p []byte) (int, error) {
 
 func (s *countingServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	begin := time.Now()
-	if strings.Contains(r.URL.Path, "/chunks/") {
+	// Chunks, and the web seed's ranges of signed pieces.
+	counted := strings.Contains(r.URL.Path, "/chunks/") || strings.HasPrefix(r.URL.Path, "/swarm/data/")
+	if counted {
 		s.requests.Add(1)
 		w = countingRW{w, &s.bytes}
 	}
 	s.h.ServeHTTP(w, r)
-	if strings.Contains(r.URL.Path, "/chunks/") {
+	if counted {
 		s.busy.Add(int64(time.Since(begin)))
 	}
 }
@@ -156,8 +167,11 @@ type benchBoot struct {
 	fetchIn   time.Duration // ram: QEMU start to "fetching partition"
 	agent     time.Duration // the agent's own start-to-root time
 	fetched   int64         // the NBD server's last count (on demand)
-	chunks    int64         // chunks in that count
-	served    int64         // chunk bytes the HTTP server sent
+	chunks    int64         // whole chunks in that count
+	pieceB    int64         // of fetched, bytes of signed pieces (web seed)
+	pieces    int64
+	pieceReqs int64
+	served    int64 // chunk bytes the HTTP server sent
 	requests  int64
 	busy      time.Duration // HTTP handler time for those requests
 	kv        map[string]string
@@ -248,6 +262,11 @@ func bootTimed(t *testing.T, what string, cfg qemu.Config, srv *countingServer) 
 	if all := ndbFetchedRe.FindAllStringSubmatch(b.console, -1); len(all) > 0 {
 		b.fetched, _ = strconv.ParseInt(all[len(all)-1][1], 10, 64)
 		b.chunks, _ = strconv.ParseInt(all[len(all)-1][2], 10, 64)
+	}
+	if all := ndbPiecesRe.FindAllStringSubmatch(b.console, -1); len(all) > 0 {
+		b.pieceB, _ = strconv.ParseInt(all[len(all)-1][1], 10, 64)
+		b.pieces, _ = strconv.ParseInt(all[len(all)-1][2], 10, 64)
+		b.pieceReqs, _ = strconv.ParseInt(all[len(all)-1][3], 10, 64)
 	}
 	t.Logf("%s: multi-user after %v (systemd's line %v), agent up %v, root there %v (ram fetch began %v), agent start to root %v, fetched %d, served %d bytes in %d requests (%v in the handler), meminfo %s, server RSS %s kB; %s",
 		what, b.multiUser.Round(10*time.Millisecond), b.reached.Round(10*time.Millisecond), b.agentIn.Round(10*time.Millisecond),
@@ -398,7 +417,9 @@ func TestDisklessBootTimes(t *testing.T) {
 		t.Logf("chunk size %s: image %s, root %d bytes, %d data bytes in %d data chunks", c.label, ref, content.Size, chunkSizes[i].dataBytes, chunkSizes[i].dataChunks)
 	}
 
-	srv := &countingServer{h: &netboot.HTTP{Store: store, Decider: netboot.Static{}}}
+	// The swarm routes on, as `imprint serve` has them by default: the
+	// web seed serves the on-demand root's signed pieces.
+	srv := &countingServer{h: &netboot.HTTP{Store: store, Decider: netboot.Static{}, SwarmTracker: &swarm.Tracker{}}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -439,6 +460,18 @@ func TestDisklessBootTimes(t *testing.T) {
 			{chunkEntry("dl-ondemand-ra", c.label), refOf[c.label], "ondemand imprint.readahead=" + ra},
 		}...)
 	}
+	// IMPRINT_BENCH_SLICE: dl-ondemand once per imprint.slice= value.
+	var sliceCases []string
+	for _, v := range strings.FieldsFunc(os.Getenv(DisklessBenchSliceEnv), func(r rune) bool { return r == ',' || r == ' ' }) {
+		if _, err := agent.ParseCmdline("imprint.source=x imprint.slice=" + v); err != nil {
+			t.Fatalf("%s: %v", DisklessBenchSliceEnv, err)
+		}
+		e := "dl-ondemand-s" + strings.ToLower(v)
+		sliceCases = append(sliceCases, e)
+		for _, c := range chunkSizes {
+			bootEntries = append(bootEntries, struct{ id, image, mode string }{chunkEntry(e, c.label), refOf[c.label], "ondemand imprint.readahead=0 imprint.slice=" + v})
+		}
+	}
 	for _, e := range bootEntries {
 		opts := strings.Replace(dl.Options, "imprint.image="+smallRef, "imprint.image="+e.image, 1) + " imprint.root=" + e.mode
 		imprint(t, "boot", "add", "--disk", laptop, "--id", e.id, "--title", e.id, "--kernel", dl.Linux,
@@ -471,6 +504,13 @@ func TestDisklessBootTimes(t *testing.T) {
 	entries = slices.DeleteFunc(entries, func(e string) bool {
 		return (e == "dl-ram" && os.Getenv("IMPRINT_BENCH_NORAM") == "1") || (e == "dl-ondemand-ra" && ra == "0")
 	})
+	// dl-ondemand's place, if a filter above ever leaves it out: the
+	// slice cases go last then.
+	if i := slices.Index(entries, "dl-ondemand"); len(sliceCases) > 0 && i >= 0 {
+		entries = slices.Insert(slices.Delete(entries, i, i+1), i, sliceCases...)
+	} else {
+		entries = append(entries, sliceCases...)
+	}
 	type smallCase struct{ name, entry, cpu, chunk string }
 	var cases []smallCase
 	for _, e := range entries {
@@ -600,8 +640,9 @@ func TestDisklessBootTimes(t *testing.T) {
 				data = cs.dataBytes
 			}
 			read := medI(c, func(b benchBoot) int64 { _, n, _ := b.rootReads(); return n })
-			add("%s: NBD server fetched %d MiB in %d chunks (%.0f%% of the root's %d MiB, %.0f%% of its data; %.1fx the bytes read from the device) by the report", c,
+			add("%s: NBD server fetched %d MiB in %d whole chunks and %d signed pieces (%d MiB, %d range requests) (%.0f%% of the root's %d MiB, %.0f%% of its data; %.1fx the bytes read from the device) by the report", c,
 				medI(c, func(b benchBoot) int64 { return b.fetched })>>20, medI(c, func(b benchBoot) int64 { return b.chunks }),
+				medI(c, func(b benchBoot) int64 { return b.pieces }), medI(c, func(b benchBoot) int64 { return b.pieceB })>>20, medI(c, func(b benchBoot) int64 { return b.pieceReqs }),
 				float64(medI(c, func(b benchBoot) int64 { return b.fetched }))*100/float64(small.Size), small.Size>>20,
 				float64(medI(c, func(b benchBoot) int64 { return b.fetched }))*100/float64(data),
 				float64(medI(c, func(b benchBoot) int64 { return b.fetched }))/float64(max(read, 1)))

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imprint-dev/imprint/fetch/swarm"
 	"github.com/imprint-dev/imprint/internal/qemu"
 	"github.com/imprint-dev/imprint/netboot"
 	"github.com/imprint-dev/imprint/vmtests/fixture"
@@ -17,6 +18,7 @@ import (
 var (
 	fetchedRe = regexp.MustCompile(`IMPRINT-NBD: fetched (\d+) bytes in (\d+) chunks`)
 	memRe     = regexp.MustCompile(`IMPRINT-TEST root: MemAvailable:\s+(\d+) kB`)
+	piecesRe  = regexp.MustCompile(`IMPRINT-NBD: pieces: (\d+) bytes in (\d+) signed pieces from the web seed, (\d+) range requests \((\d+) pieces refused`)
 )
 
 // The fixture boots diskless with the agent as its initramfs (kernel
@@ -24,12 +26,13 @@ var (
 // the host at 10.0.2.2), once with the root read on demand from
 // /dev/nbd0 and once fetched whole into RAM. On demand, the root must be
 // the NBD device, its file must hash right, and the server must have
-// fetched less than the root's size; both runs log boot time and the
-// guest's MemAvailable for docs/performance.md.
+// fetched less than the root's size, in signed pieces from the server's
+// web seed (the swarm routes are on, as they are by default); both runs
+// log boot time and the guest's MemAvailable for docs/performance.md.
 func TestDisklessOnDemandRoot(t *testing.T) {
 	requireQEMU(t)
 	im := buildNetImage(t)
-	port := serveHTTP(t, &netboot.HTTP{Store: im.store, Decider: netboot.Static{}})
+	port := serveHTTP(t, &netboot.HTTP{Store: im.store, Decider: netboot.Static{}, SwarmTracker: &swarm.Tracker{}})
 	url := "http://10.0.2.2:" + strconv.Itoa(port) + "/"
 	for _, mode := range []string{"ondemand", "ram"} {
 		t.Run(mode, func(t *testing.T) {
@@ -79,6 +82,17 @@ func TestDisklessOnDemandRoot(t *testing.T) {
 				t.Errorf("the boot fetched %d bytes of a %d-byte root; want some, and less than all", n, im.rootLen)
 			}
 			t.Logf("on demand: fetched %d of %d bytes (%.1f%%)", n, im.rootLen, float64(n)*100/float64(im.rootLen))
+			ps := piecesRe.FindAllStringSubmatch(console, -1)
+			if len(ps) == 0 {
+				t.Fatalf("the root server read no signed pieces from the web seed:\n%s", grepLines(console, "IMPRINT-"))
+			}
+			last := ps[len(ps)-1]
+			if pieces, _ := strconv.Atoi(last[2]); pieces == 0 || last[4] != "0" {
+				t.Errorf("pieces: %s bytes in %s pieces, %s refused; want some, none refused", last[1], last[2], last[4])
+			}
+			if c, _ := strconv.Atoi(all[len(all)-1][2]); c != 0 {
+				t.Errorf("%d whole chunks fetched beside the pieces; want none from a server with the web seed", c)
+			}
 		})
 	}
 }

@@ -84,7 +84,21 @@ type Options struct {
 	// Peers, when set, is asked for a chunk before the Fetcher, and told
 	// of every chunk the Fetcher gave. Every chunk is kept then.
 	Peers Peers
+	// Slices, when set, has a read that misses fetch the signed pieces
+	// around it from a web seed rather than its whole chunk (slices.go).
+	// A chunk is read whole when no source serves the web seed, when its
+	// pieces cannot be had (each answer refused, no answer: then the
+	// chunk path's failover and wait apply) and in the modes built on
+	// whole chunks: Fill, Local, Peers, Readahead.
+	Slices *Slices
 }
+
+// ckey is a cache entry's key: a whole chunk (win -1, chunk its index in
+// the partition) or one window of a chunk's pieces (chunk its index in
+// the torrent: slices.go).
+type ckey struct{ chunk, win int }
+
+func whole(i int) ckey { return ckey{i, -1} }
 
 // Peers is an image's swarm as a reader uses it (fetch/swarm's OnDemand).
 type Peers interface {
@@ -115,6 +129,13 @@ type Stats struct {
 	AheadUsed     int   // of them, chunks a read asked for afterwards
 	PeerBytes     int64 // of FetchedBytes, bytes of chunks the peers gave
 	PeerChunks    int
+	// With Options.Slices: windows of signed pieces fetched from a web
+	// seed (their bytes are in FetchedBytes, not in FetchedChunks).
+	PieceBytes     int64
+	Pieces         int
+	PieceRequests  int // range requests that gave them, one a window
+	PiecesRefused  int // pieces that did not hash to the image's, each time
+	PieceFallbacks int // windows read from a whole chunk as their pieces failed
 }
 
 // Reader is the partition, read on demand. Safe for concurrent use.
@@ -123,10 +144,10 @@ type Reader struct {
 
 	// cache keeps checked chunks by index and runs one fetch per chunk
 	// for all the reads that want it.
-	cache *chunkcache.Cache[int]
+	cache *chunkcache.Cache[ckey]
 
 	mu   sync.Mutex
-	seen map[int]bool // chunks fetched at least once
+	seen map[ckey]bool // chunks and windows fetched at least once
 	// drifted holds, by index, why a chunk of Local did not check: it is
 	// not read from Local again.
 	drifted map[int]error
@@ -142,6 +163,11 @@ type Reader struct {
 	lastSaid  time.Time
 
 	ra *readahead // nil: none
+
+	sl        *Slices   // nil: whole chunks only
+	slicesOff bool      // no source serves the web seed: whole chunks
+	seedGone  bool      // every web seed is off for now, and it was said
+	lastSlice time.Time // a window's failure was last said then
 }
 
 // New makes a Reader over o.Content.
@@ -167,11 +193,20 @@ func New(o Options) (*Reader, error) {
 	if o.SayEvery <= 0 {
 		o.SayEvery = 10 * time.Second
 	}
+	sl := o.Slices
+	if o.Fill || o.Local != nil || o.Peers != nil || o.Readahead > 0 || o.Fetcher == nil {
+		sl = nil
+	}
+	if sl != nil {
+		if err := sl.check(o.Content, o.ChunkSize); err != nil {
+			return nil, err
+		}
+	}
 	idle := make(chan struct{})
 	close(idle)
 	// With peers every chunk is kept: they were told this node has it.
-	cache := chunkcache.New[int](chunkcache.Options{MaxBytes: o.CacheBytes, KeepAll: o.Fill || o.Peers != nil})
-	return &Reader{o: o, cache: cache, seen: map[int]bool{}, drifted: map[int]error{}, idle: idle, ra: newReadahead(o.Readahead)}, nil
+	cache := chunkcache.New[ckey](chunkcache.Options{MaxBytes: o.CacheBytes, KeepAll: o.Fill || o.Peers != nil})
+	return &Reader{o: o, cache: cache, seen: map[ckey]bool{}, drifted: map[int]error{}, idle: idle, ra: newReadahead(o.Readahead), sl: sl}, nil
 }
 
 // Size is the partition's size in bytes.
@@ -204,15 +239,30 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) error {
 			r.st.ZeroReads++
 			r.mu.Unlock()
 		} else {
-			r.ahead(ctx, i)
-			data, err := r.chunk(ctx, i, false)
+			err := errNoSlice
+			if r.sliced(i) {
+				err = r.readSlices(ctx, p[:n], i, in)
+			}
+			if errors.Is(err, errNoSlice) {
+				err = r.readWhole(ctx, p[:n], i, in)
+			}
 			if err != nil {
 				return err
 			}
-			copy(p[:n], data[in:in+n])
 		}
 		p, off = p[n:], off+n
 	}
+	return nil
+}
+
+// readWhole fills p with chunk i's bytes at in from the whole chunk.
+func (r *Reader) readWhole(ctx context.Context, p []byte, i int, in int64) error {
+	r.ahead(ctx, i)
+	data, err := r.chunk(ctx, i, false)
+	if err != nil {
+		return err
+	}
+	copy(p, data[in:])
 	return nil
 }
 
@@ -249,7 +299,7 @@ func (r *Reader) chunk(ctx context.Context, i int, fill bool) ([]byte, error) {
 
 func (r *Reader) chunkOnce(ctx context.Context, i int, fill bool) ([]byte, error) {
 	loaded := false
-	data, hit, err := r.cache.Get(ctx, i, func(ctx context.Context) ([]byte, error) {
+	data, hit, err := r.cache.Get(ctx, whole(i), func(ctx context.Context) ([]byte, error) {
 		data, err := r.load(ctx, i, fill)
 		loaded = err == nil
 		return data, err
@@ -321,10 +371,10 @@ func (r *Reader) load(ctx context.Context, i int, fill bool) (data []byte, err e
 	if fill {
 		r.st.FillBytes += int64(len(data))
 	}
-	if r.seen[i] {
+	if r.seen[whole(i)] {
 		r.st.Refetched++
 	}
-	r.seen[i] = true
+	r.seen[whole(i)] = true
 	return data, nil
 }
 
@@ -374,7 +424,7 @@ func (r *Reader) Fill(ctx context.Context) error {
 			continue
 		}
 		for {
-			have := r.cache.Has(i)
+			have := r.cache.Has(whole(i))
 			r.mu.Lock()
 			idle := r.idle
 			r.mu.Unlock()
@@ -417,11 +467,11 @@ func (r *Reader) fetch(ctx context.Context, i int) (data []byte, peer bool, err 
 	waiting := false
 	defer func() {
 		if waiting {
-			r.endWait(i, ctx.Err() == nil)
+			r.endWait(fmt.Sprintf("chunk %d", i), ctx.Err() == nil)
 		}
 	}()
 	for {
-		stop := r.watch(i, !waiting)
+		stop := r.watch(fmt.Sprintf("chunk %d", i), !waiting)
 		err := r.o.Fetcher.Chunk(ctx, sum, n, nil, func(stored []byte) error {
 			d, err := r.o.Decoder.Decode(stored, sum, n, nil)
 			if err != nil {
@@ -457,12 +507,12 @@ func (r *Reader) fetch(ctx context.Context, i int) (data []byte, peer bool, err 
 	}
 }
 
-// watch says, while a fetch of chunk i runs (first: it is not a wait
-// yet), that it has had no answer once SlowAfter has passed and then
-// every SayEvery: the sources may be busy or cut off, and a read hangs
-// meanwhile. stop ends the watch and says whether it started a wait,
+// watch says, while a fetch of what runs ("chunk 3", a window of pieces;
+// first: it is not a wait yet), that it has had no answer once SlowAfter
+// has passed and then every SayEvery: the sources may be busy or cut off,
+// and a read hangs meanwhile. stop ends the watch and says whether it started a wait,
 // which the caller then ends.
-func (r *Reader) watch(i int, first bool) (stop func() bool) {
+func (r *Reader) watch(what string, first bool) (stop func() bool) {
 	done := make(chan struct{})
 	begin := time.Now()
 	var started bool
@@ -479,8 +529,8 @@ func (r *Reader) watch(i int, first bool) (stop func() bool) {
 		}
 		say := func(first bool) {
 			if ok, waiting, since := r.noteWait(first, begin); ok {
-				r.logf("root source slow: no answer yet for chunk %d after %v (chunks waiting: %d; %v so far); still asking, saying so every %v",
-					i, time.Since(begin).Round(time.Second), waiting, since.Round(time.Second), r.o.SayEvery)
+				r.logf("root source slow: no answer yet for %s after %v (chunks waiting: %d; %v so far); still asking, saying so every %v",
+					what, time.Since(begin).Round(time.Second), waiting, since.Round(time.Second), r.o.SayEvery)
 			}
 		}
 		say(first)
@@ -561,15 +611,16 @@ func causes(errs []error) string {
 	return strings.Join(out, "; ")
 }
 
-// endWait notes that chunk i stopped waiting (got: fetched, rather than
-// given up with its context) and says when the last one did.
-func (r *Reader) endWait(i int, got bool) {
+// endWait notes that what ("chunk 3", a window of pieces) stopped
+// waiting (got: fetched, rather than given up with its context, or for
+// the whole chunk) and says when the last one did.
+func (r *Reader) endWait(what string, got bool) {
 	r.mu.Lock()
 	r.st.Waiting--
 	last, since := r.st.Waiting == 0, time.Since(r.waitStart)
 	r.mu.Unlock()
 	if last && got {
-		r.logf("root source back: chunk %d fetched after waiting %v for the sources; reads go on", i, since.Round(time.Millisecond))
+		r.logf("root source back: %s fetched after waiting %v for the sources; reads go on", what, since.Round(time.Millisecond))
 	}
 }
 

@@ -94,7 +94,7 @@ func (r *Reader) ahead(ctx context.Context, i int) {
 	run := prev >= 0 && ra.read[prev]
 	ra.read[i] = true
 	ra.mu.Unlock()
-	if !first && (!run || r.cache.Has(i)) {
+	if !first && (!run || r.cache.Has(whole(i))) {
 		return
 	}
 	var want []int
@@ -103,7 +103,7 @@ func (r *Reader) ahead(ctx context.Context, i int) {
 			continue
 		}
 		n++
-		if !r.cache.Has(j) {
+		if !r.cache.Has(whole(j)) {
 			want = append(want, j)
 		}
 	}
@@ -135,7 +135,7 @@ func (r *Reader) fetchAhead(ctx context.Context, j int) {
 	ra := r.ra
 	defer func() { <-ra.slots; ra.wg.Done() }()
 	loaded := false
-	data, _, err := r.cache.Get(ctx, j, func(ctx context.Context) ([]byte, error) {
+	data, _, err := r.cache.Get(ctx, whole(j), func(ctx context.Context) ([]byte, error) {
 		data, err := r.load(ctx, j, false)
 		if loaded = err == nil; loaded {
 			// Counted before the readers waiting for it have it.

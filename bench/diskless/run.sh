@@ -19,6 +19,9 @@
 #   IMPRINT_BENCH_CHUNK="1M 256K 128K" IMPRINT_BENCH_PARTS=small IMPRINT_BENCH_NORAM=1 IMPRINT_BENCH_READAHEAD=0 bench/diskless/run.sh
 #       # one image of the root per chunk size (imprint build --chunk-size), every
 #       # diskless case once per size a round, as case/size; local once a round
+#   IMPRINT_BENCH_SLICE="0 64K 128K" IMPRINT_BENCH_PARTS=small IMPRINT_BENCH_NORAM=1 IMPRINT_BENCH_READAHEAD=0 bench/diskless/run.sh
+#       # the ondemand case once per imprint.slice= value a round, as dl-ondemand-s<value>
+#       # (0: whole chunks; else signed pieces from the server's web seed, which is on here)
 #
 # Needs QEMU and OVMF (make deps) and the cached Debian root (built on first
 # use, ~9 min). The whole log goes to $LOG (default /tmp/imprint-bench-diskless.log).
