@@ -349,7 +349,7 @@ func (n *Node) join(m *image.Manifest, server string, places []Place, webSeed bo
 		ps := &pickState{
 			pk:    newPicker(need, solo, shared, rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))),
 			srv:   serverIPs(server),
-			told:  make([]bool, len(st.cs)),
+			prio:  make([]torrent.PiecePriority, len(st.ps)),
 			count: make([]int, len(st.ps)),
 		}
 		s.round(ps, false)
