@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
-	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -190,11 +189,6 @@ func NewNode(o Options) (*Node, error) {
 	// overrun by an engine like this one. It is memory held only while a
 	// peer's link is slower than this node's disk.
 	cfg.MaxAllocPeerRequestDataPerConn = maxPeerRequests * blockSize
-	// Measurements only (docs/performance.md): the engine's request
-	// update scans wanted pieces until this many bytes' worth [64 MiB].
-	if v, err := strconv.ParseInt(os.Getenv("IMPRINT_SWARM_UNVERIFIED"), 10, 64); err == nil && v > 0 {
-		cfg.MaxUnverifiedBytes = v
-	}
 	var allow *allowList
 	if len(o.AllowedNets) > 0 {
 		// The engine refuses accepted connections and peer addresses its
@@ -335,28 +329,28 @@ func (n *Node) join(m *image.Manifest, server string, places []Place, webSeed bo
 	if err != nil {
 		return nil, err
 	}
-	var wantAll chan struct{}
-	if solo, shared, on := pickerParams(); on && server != "" && st.missing() > 0 {
-		// A window of chunks wanted at once (picker.go); the rest wait at
-		// None, the engine's default. The first round is here, so the
-		// engine never starts with nothing wanted.
-		var need []int
-		for k := range st.cs {
-			if st.needs(k) {
-				need = append(need, k)
+	t := s.t
+	// Random first pieces (BitTorrent's "random first piece"): the
+	// engine takes pieces by priority, then rarity, then index, so every
+	// node that starts with only the server to take from would ask it for
+	// the same pieces in the same order, and the nodes would have nothing
+	// to trade. A random half of each node's chunks goes first, all the
+	// pieces of a chunk together, so that chunks complete (and are
+	// written to all their places) as they come.
+	for k := range st.cs {
+		if !st.needs(k) {
+			continue
+		}
+		prio := torrent.PiecePriorityNormal
+		if rand.IntN(2) == 0 {
+			prio = torrent.PiecePriorityHigh
+		}
+		first, end := tor.pieces(k)
+		for p := first; p < end; p++ {
+			if !st.ps[p].complete.Load() {
+				t.Piece(p).SetPriority(prio)
 			}
 		}
-		ps := &pickState{
-			pk:    newPicker(need, solo, shared, rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))),
-			srv:   serverIPs(server),
-			prio:  make([]torrent.PiecePriority, len(st.ps)),
-			count: make([]int, len(st.ps)),
-		}
-		s.round(ps, false)
-		wantAll = make(chan struct{})
-		go s.runPicker(ps, wantAll)
-	} else {
-		s.wantRandomHalfFirst()
 	}
 	if server != "" && st.missing() > 0 {
 		n.startReannounce(s, server)
@@ -366,35 +360,9 @@ func (n *Node) join(m *image.Manifest, server string, places []Place, webSeed bo
 		if after <= 0 {
 			after = 3 * time.Second
 		}
-		go s.webSeedWhenIdle(n.cl, WebSeedURL(server, m.Name, m.Version), after, wantAll)
+		go s.webSeedWhenIdle(n.cl, WebSeedURL(server, m.Name, m.Version), after)
 	}
 	return s, nil
-}
-
-// wantRandomHalfFirst wants every missing chunk, a random half first
-// (BitTorrent's "random first piece"): the engine takes pieces by
-// priority, then rarity, then index, so every node that starts with only
-// the server to take from would ask it for the same pieces in the same
-// order, and the nodes would have nothing to trade. All the pieces of a
-// chunk go together, so that chunks complete (and are written to all
-// their places) as they come. Without the picker (IMPRINT_SWARM_PICK=0).
-func (s *Session) wantRandomHalfFirst() {
-	st := s.store
-	for k := range st.cs {
-		if !st.needs(k) {
-			continue
-		}
-		prio := torrent.PiecePriorityNormal
-		if rand.IntN(2) == 0 {
-			prio = torrent.PiecePriorityHigh
-		}
-		first, end := s.Tor.pieces(k)
-		for p := first; p < end; p++ {
-			if !st.ps[p].complete.Load() {
-				s.t.Piece(p).SetPriority(prio)
-			}
-		}
-	}
 }
 
 // add puts tor, stored in st, in the node's engine with the server's
@@ -473,7 +441,7 @@ func (n *Node) startReannounce(s *Session, server string) {
 // webSeedWhenIdle adds the web seed at url once the peers have given no
 // byte for after (from the start, or since their last), unless the
 // session is done or left first.
-func (s *Session) webSeedWhenIdle(cl *torrent.Client, url string, after time.Duration, wantAll chan<- struct{}) {
+func (s *Session) webSeedWhenIdle(cl *torrent.Client, url string, after time.Duration) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	var last int64
@@ -492,9 +460,6 @@ func (s *Session) webSeedWhenIdle(cl *torrent.Client, url string, after time.Dur
 			continue
 		}
 		if time.Since(since) >= after {
-			if wantAll != nil {
-				close(wantAll)
-			}
 			s.t.AddWebSeeds([]string{url})
 			kickWebSeeds(cl)
 			return

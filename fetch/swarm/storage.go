@@ -198,23 +198,6 @@ func (s *pieceStore) needs(k int) bool {
 	return len(s.cs[k].locs) > 0 && !s.cs[k].done.Load()
 }
 
-// missingPieces counts the needed pieces not complete.
-func (s *pieceStore) missingPieces() int {
-	n := 0
-	for k := range s.cs {
-		if !s.needs(k) {
-			continue
-		}
-		first, end := s.t.pieces(k)
-		for p := first; p < end; p++ {
-			if !s.ps[p].complete.Load() {
-				n++
-			}
-		}
-	}
-	return n
-}
-
 // missingBytes sums the bytes of the needed pieces not complete.
 func (s *pieceStore) missingBytes() int64 {
 	n := int64(0)
