@@ -28,6 +28,10 @@ var (
 	// ErrNoAnswer says a web seed gave no answer within its time
 	// (Options.WebSeedTimeout).
 	ErrNoAnswer = errors.New("no answer")
+	// ErrWebSeed marks what Slice tells OnError of one web seed's answer
+	// (a failure, bytes accept refused), so a caller can say a web
+	// seed's apart from a chunk's.
+	ErrWebSeed = errors.New("web seed")
 )
 
 // Slice gets n bytes at off of the swarm torrent file of name:version
@@ -70,6 +74,7 @@ func (f *Fetcher) Slice(ctx context.Context, name, version string, off, n int64,
 			seeds = append(seeds, p.seed)
 			c := *p.seed
 			c.fails, c.probing, c.downUntil, c.bytes = 0, false, time.Time{}, 0
+			c.src = seedOf{p.src, len(sub.peers)}
 			sub.peers = append(sub.peers, &c)
 		}
 	}
@@ -81,7 +86,9 @@ func (f *Fetcher) Slice(ctx context.Context, name, version string, off, n int64,
 		return fmt.Errorf("%s: %w: every web seed failed too often lately", what, ErrWebSeedOff)
 	}
 	if f.opt.OnError != nil {
-		sub.opt.OnError = func(j int, what string, err error) { f.opt.OnError(idx[j], what, err) }
+		sub.opt.OnError = func(j int, what string, err error) {
+			f.opt.OnError(idx[j], what, fmt.Errorf("%w: %w", ErrWebSeed, err))
+		}
 	}
 	timeout := f.opt.WebSeedTimeout + time.Duration(n>>20)*time.Second
 	// How each seed did in this call, by its index in sub.peers.
@@ -100,20 +107,13 @@ func (f *Fetcher) Slice(ctx context.Context, name, version string, off, n int64,
 		how[j], why[j] = h, err
 		omu.Unlock()
 	}
-	at := func(src store.Source) int {
-		for j, p := range sub.peers {
-			if p.src == src {
-				return j
-			}
-		}
-		return -1
-	}
 	actx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	get := func(rctx context.Context, src store.Source, _ bool) ([]byte, error) {
 		start := time.Now()
-		b, err := src.(WebSeeder).WebSeed(rctx, name, version, off, n)
-		j := at(src)
+		s := src.(seedOf)
+		b, err := s.Source.(WebSeeder).WebSeed(rctx, name, version, off, n)
+		j := s.j
 		switch {
 		case err == nil:
 			note(j, answered, nil)
@@ -190,4 +190,11 @@ func (f *Fetcher) Slice(ctx context.Context, name, version string, off, n int64,
 		return offErr(err)
 	}
 	return err
+}
+
+// seedOf is a source as Slice's view sees it: with its place in the view
+// (sources need not be comparable).
+type seedOf struct {
+	store.Source
+	j int
 }
