@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -270,11 +271,20 @@ func ServerMain(console io.Writer) error {
 			return fail(err)
 		}
 	}
+	refused := refusals{every: 10 * time.Second}
 	f := fetch.New(srcs, fetch.Options{OnError: func(i int, what string, err error) {
-		// Waits are said by the reader, once a round; a refused chunk or
-		// window is said here, every time.
-		if errors.Is(err, image.ErrChecksum) || errors.Is(err, image.ErrFormat) {
+		// Waits are said by the reader, once a round; a refused chunk is
+		// said here, every time; a web seed's refused pieces at most once
+		// every 10 s a source (a stale seed refuses every miss's until it
+		// is turned off).
+		switch {
+		case !errors.Is(err, image.ErrChecksum) && !errors.Is(err, image.ErrFormat):
+		case !errors.Is(err, fetch.ErrWebSeed):
 			say("refused %s from %s: %v", what, cfg.Sources[i], err)
+		default:
+			if more, ok := refused.say(i, time.Now()); ok {
+				say("refused %s from the web seed of %s%s: %v", what, cfg.Sources[i], more, err)
+			}
 		}
 		// Once each time a web seed is turned off (fetch.Slice).
 		if errors.Is(err, fetch.ErrWebSeedOff) {
@@ -414,4 +424,33 @@ func (f *fetchReport) run(ctx context.Context) {
 			f.say("%s", swarmLine(f.peers.Stats()))
 		}
 	}
+}
+
+// refusals rate-limits what is said of one source's refused web seed
+// answers: once every every, with how many went unsaid.
+type refusals struct {
+	mu     sync.Mutex
+	every  time.Duration
+	last   map[int]time.Time
+	unsaid map[int]int
+}
+
+// say notes a refusal from source i at now and says whether to say it,
+// and what to add: how many were not said since the last one.
+func (r *refusals) say(i int, now time.Time) (string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.last == nil {
+		r.last, r.unsaid = map[int]time.Time{}, map[int]int{}
+	}
+	if last, ok := r.last[i]; ok && now.Sub(last) < r.every {
+		r.unsaid[i]++
+		return "", false
+	}
+	more := ""
+	if n := r.unsaid[i]; n > 0 {
+		more = fmt.Sprintf(" (and %d refused answers not said in the last %v)", n, now.Sub(r.last[i]).Round(time.Second))
+	}
+	r.last[i], r.unsaid[i] = now, 0
+	return more, true
 }

@@ -68,11 +68,12 @@ type Options struct {
 	QuietAfter time.Duration
 	// A web seed (Slice) keeps its own health, apart from its source's
 	// chunks: a range request is tried once per source (the caller reads
-	// the whole chunk when no piece comes), and cut short when it has no
-	// answer after WebSeedTimeout plus a second a MiB asked [5s].
-	// WebSeedOffAfter failed range requests in a row turn a source's web
-	// seed off for WebSeedOffFor, said once through OnError with
-	// ErrWebSeedOff [3, 10m].
+	// the whole chunk when no piece comes), and a call is cut short when
+	// it has no answer WebSeedTimeout plus a second a MiB asked after it
+	// began [5s]. WebSeedOffAfter failed range requests in a row (a
+	// failure, an answer refused or ignoring the range, no answer when
+	// another seed's was taken) turn a source's web seed off for
+	// WebSeedOffFor, said once through OnError with ErrWebSeedOff [3, 10m].
 	WebSeedTimeout  time.Duration
 	WebSeedOffAfter int
 	WebSeedOffFor   time.Duration

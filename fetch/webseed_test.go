@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/imprint-dev/imprint/store"
 )
@@ -113,5 +115,163 @@ func TestSliceRemembersOnlyWhatWillNotChange(t *testing.T) {
 	}
 	if err := slice(f); !errors.Is(err, ErrNoWebSeed) || a.seeds.Load() != 1 || b.seeds.Load() != 4 {
 		t.Fatalf("%v, a asked %d times, b %d; want ErrNoWebSeed and no request", err, a.seeds.Load(), b.seeds.Load())
+	}
+}
+
+// hangSeeder's web seed never answers: it waits for its request's end.
+type hangSeeder struct {
+	*fake
+	n atomic.Int32
+}
+
+func (s *hangSeeder) WebSeed(ctx context.Context, name, version string, off, n int64) ([]byte, error) {
+	s.n.Add(1)
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// offSaid collects what OnError says of web seeds turned off, and any
+// whole-chunk wording for them.
+type offSaid struct {
+	mu   sync.Mutex
+	off  []int
+	said []string
+}
+
+func (o *offSaid) hear(i int, what string, err error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.said = append(o.said, fmt.Sprintf("%d %s: %v", i, what, err))
+	if errors.Is(err, ErrWebSeedOff) {
+		o.off = append(o.off, i)
+	}
+}
+
+func (o *offSaid) check(t *testing.T, want []int) {
+	t.Helper()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if fmt.Sprint(o.off) != fmt.Sprint(want) {
+		t.Fatalf("web seeds said off: %v, want %v; said %q", o.off, want, o.said)
+	}
+	for _, s := range o.said {
+		if strings.Contains(s, "passed over") || strings.Contains(s, "failures in a row") {
+			t.Fatalf("a web seed said in whole-chunk words: %q", s)
+		}
+	}
+}
+
+// TestAPreferredWebSeedThatFailsWhileAnotherAnswersIsTurnedOff: a
+// preferred seed that hangs (beaten by the next one's answer each time),
+// answers 500, or sends bytes that do not check is turned off after
+// WebSeedOffAfter calls, though every call got its bytes from the other
+// seed; after that, calls do not wait HedgeAfter on it.
+func TestAPreferredWebSeedThatFailsWhileAnotherAnswersIsTurnedOff(t *testing.T) {
+	_, chunks := testChunks(1)
+	for _, tc := range []struct {
+		name string
+		a    func() (store.Source, func() int32)
+	}{
+		{"hangs", func() (store.Source, func() int32) {
+			a := &hangSeeder{fake: &fake{name: "a", chunks: chunks}}
+			return a, a.n.Load
+		}},
+		{"500", func() (store.Source, func() int32) {
+			a := &seeder{fake: &fake{name: "a", chunks: chunks}, seed: func(int) ([]byte, error) { return nil, errServer }}
+			return a, a.seeds.Load
+		}},
+		{"bytes that do not check", func() (store.Source, func() int32) {
+			a := &seeder{fake: &fake{name: "a", chunks: chunks}, seed: func(int) ([]byte, error) { return []byte("datx"), nil }}
+			return a, a.seeds.Load
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, asked := tc.a()
+			b := &seeder{fake: &fake{name: "b", chunks: chunks}, seed: func(int) ([]byte, error) { return []byte("data"), nil }}
+			var o offSaid
+			opt := fast()
+			opt.WebSeedTimeout = 5 * opt.HedgeAfter
+			opt.OnError = o.hear
+			f := New([]store.Source{a, b}, opt)
+			for k := range 6 {
+				begin := time.Now()
+				if err := slice(f); err != nil {
+					t.Fatalf("call %d: %v; b answers", k, err)
+				}
+				if took := time.Since(begin); k >= 3 && took >= opt.HedgeAfter {
+					t.Fatalf("call %d took %v: waited on a seed that should be off", k, took)
+				}
+			}
+			if asked() != 3 || b.seeds.Load() != 6 {
+				t.Fatalf("a asked %d times, b %d; want a 3 times (then off), b every time", asked(), b.seeds.Load())
+			}
+			o.check(t, []int{0})
+		})
+	}
+}
+
+// TestAWebSeedWhoseBytesNeverCheckIsTurnedOff: a refused answer is a
+// failure of its seed: WebSeedOffAfter of them turn it off.
+func TestAWebSeedWhoseBytesNeverCheckIsTurnedOff(t *testing.T) {
+	_, chunks := testChunks(1)
+	a := &seeder{fake: &fake{name: "a", chunks: chunks}, seed: func(int) ([]byte, error) { return []byte("datx"), nil }}
+	var o offSaid
+	opt := fast()
+	opt.OnError = o.hear
+	f := New([]store.Source{a}, opt)
+	for k := range 6 {
+		err := slice(f)
+		if k >= 2 && !errors.Is(err, ErrWebSeedOff) {
+			t.Fatalf("call %d: %v; a asked %d times; want ErrWebSeedOff", k, err, a.seeds.Load())
+		}
+	}
+	if a.seeds.Load() != 3 {
+		t.Fatalf("a asked %d times, want 3", a.seeds.Load())
+	}
+	o.check(t, []int{0})
+}
+
+// TestARangeIgnoredIsAFailureForNow: a 200 for a range (a caching proxy's
+// first miss) is not "no web seed": the next call asks again.
+func TestARangeIgnoredIsAFailureForNow(t *testing.T) {
+	_, chunks := testChunks(1)
+	a := &seeder{fake: &fake{name: "a", chunks: chunks}, seed: func(k int) ([]byte, error) {
+		if k == 1 {
+			return nil, fmt.Errorf("GET swarm/data/img/1: %w: the server sent the whole file (200)", store.ErrRangeIgnored)
+		}
+		return []byte("data"), nil
+	}}
+	f := New([]store.Source{a}, fast())
+	if err := slice(f); err == nil || errors.Is(err, ErrNoWebSeed) || errors.Is(err, ErrWebSeedOff) {
+		t.Fatalf("first call: %v; want a failure for now", err)
+	}
+	if err := slice(f); err != nil {
+		t.Fatalf("second call: %v; want the bytes", err)
+	}
+}
+
+// TestASliceIsBoundedByWebSeedTimeout: however many seeds hang, a call
+// ends after WebSeedTimeout, not one timeout plus HedgeAfter a seed.
+func TestASliceIsBoundedByWebSeedTimeout(t *testing.T) {
+	_, chunks := testChunks(1)
+	var srcs []store.Source
+	for _, name := range []string{"a", "b", "c"} {
+		srcs = append(srcs, &hangSeeder{fake: &fake{name: name, chunks: chunks}})
+	}
+	opt := fast()
+	opt.HedgeAfter, opt.WebSeedTimeout = 200*time.Millisecond, 300*time.Millisecond
+	f := New(srcs, opt)
+	begin := time.Now()
+	err := slice(f)
+	if took := time.Since(begin); took >= opt.WebSeedTimeout+opt.HedgeAfter {
+		t.Fatalf("took %v; want about WebSeedTimeout (%v)", took, opt.WebSeedTimeout)
+	}
+	if !errors.Is(err, ErrNoAnswer) || errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("%v; want ErrNoAnswer, not a deadline of the caller's", err)
+	}
+	for _, s := range srcs {
+		if n := s.(*hangSeeder).n.Load(); n > 1 {
+			t.Fatalf("%s asked %d times, want once at most", s.(*hangSeeder).name, n)
+		}
 	}
 }

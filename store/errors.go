@@ -18,9 +18,13 @@ var (
 	// ErrNoProgress says a server stopped sending a response: no byte for
 	// the source's stall time. A slow body is not one.
 	ErrNoProgress = errors.New("no progress")
-	// ErrNoRange says a server answered a Range request with something
-	// other than the range asked for (a 200 with the whole file, another
-	// range) or refused it for good (403, 405, 416, ...): it serves no web
-	// seed a client can read pieces from.
+	// ErrNoRange says a server refused a Range request for good (400,
+	// 401, 403, 405, 416, 501): it serves no web seed a client can read
+	// pieces from.
 	ErrNoRange = errors.New("no range support")
+	// ErrRangeIgnored says a server answered a Range request with
+	// something other than the range asked for (a 200 with the whole
+	// file, another range, another length). Not for good: a caching proxy
+	// answers its own first miss with a 200 and later ones with a 206.
+	ErrRangeIgnored = errors.New("range ignored")
 )

@@ -231,9 +231,10 @@ func OpenSource(s string) (Source, error) {
 // source's URL) with one Range request. The bytes are as sent: the caller
 // checks them against the image's piece hashes. A server without the web
 // seed answers ErrNotFound (404, 410); one that refuses the request for
-// good (noWebSeed) or answers with anything but exactly the range asked
-// for (a 200 with the whole file, another range, a short or a long body)
-// is an error, ErrNoRange when it refused or ignored the Range.
+// good (noWebSeed) is ErrNoRange; one that answers with anything but
+// exactly the range asked for (a 200 with the whole file, another range,
+// a short or a long body) is an error, ErrRangeIgnored when it ignored the
+// Range (a caching proxy may, on its own first miss).
 func (h *HTTP) WebSeed(ctx context.Context, name, version string, off, n int64) ([]byte, error) {
 	if image.ValidName(name) != nil || image.ValidName(version) != nil {
 		return nil, fmt.Errorf("web seed of image %s:%s: %w", name, version, ErrNotFound)
@@ -271,15 +272,15 @@ func (h *HTTP) rangeOnce(ctx context.Context, u string, off, n int64) ([]byte, e
 	case noWebSeed(resp.StatusCode):
 		return nil, fmt.Errorf("%s: %w: %s", what, ErrNoRange, resp.Status)
 	case resp.StatusCode == http.StatusOK:
-		return nil, fmt.Errorf("%s: %w: the server sent the whole file (200)", what, ErrNoRange)
+		return nil, fmt.Errorf("%s: %w: the server sent the whole file (200)", what, ErrRangeIgnored)
 	case resp.StatusCode != http.StatusPartialContent:
 		return nil, fmt.Errorf("%s: %s", what, resp.Status)
 	}
 	if cr := resp.Header.Get("Content-Range"); !strings.HasPrefix(cr, want) {
-		return nil, fmt.Errorf("%s: %w: the server sent Content-Range %q", what, ErrNoRange, cr)
+		return nil, fmt.Errorf("%s: %w: the server sent Content-Range %q", what, ErrRangeIgnored, cr)
 	}
 	if resp.ContentLength >= 0 && resp.ContentLength != n {
-		return nil, fmt.Errorf("%s: %w: the server announced %d bytes", what, ErrNoRange, resp.ContentLength)
+		return nil, fmt.Errorf("%s: %w: the server announced %d bytes", what, ErrRangeIgnored, resp.ContentLength)
 	}
 	var body io.Reader = resp.Body
 	if h.Stall > 0 {
@@ -297,7 +298,7 @@ func (h *HTTP) rangeOnce(ctx context.Context, u string, off, n int64) ([]byte, e
 	// A body longer than the range is a server that does not do what it
 	// says: nothing of it is used.
 	if k, _ := body.Read(make([]byte, 1)); k > 0 {
-		return nil, fmt.Errorf("%s: %w: the body is longer than %d bytes", what, ErrNoRange, n)
+		return nil, fmt.Errorf("%s: %w: the body is longer than %d bytes", what, ErrRangeIgnored, n)
 	}
 	return b, nil
 }

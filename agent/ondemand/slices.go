@@ -142,7 +142,10 @@ func (r *Reader) window(ctx context.Context, i, w int) ([]byte, error) {
 			loaded = err == nil
 			return data, err
 		})
-		if err != nil && ctx.Err() == nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		// errNoSlice is this fetch's own answer, whatever its source's
+		// error wraps (a proxy's "canceled"): asking again would be
+		// another range request for the same miss.
+		if err != nil && ctx.Err() == nil && !errors.Is(err, errNoSlice) && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 			continue // another read's fetch, cut short with its context
 		}
 		if hit {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -293,4 +294,59 @@ func (s *sliceReader) console() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return strings.Join(s.logs, "\n")
+}
+
+// canceledSeed is a web seed whose every answer wraps context.Canceled (a
+// proxy's), its own request alive.
+type canceledSeed struct {
+	*store.Dir
+	n *atomic.Int32
+}
+
+func (c canceledSeed) WebSeed(ctx context.Context, name, version string, off, n int64) ([]byte, error) {
+	c.n.Add(1)
+	return nil, fmt.Errorf("proxy: %w", context.Canceled)
+}
+
+// TestASeedsCanceledIsOneRangeRequestPerMiss: a web seed's error that
+// wraps context.Canceled, the read's context alive, is that seed's
+// failure: the read takes the whole chunk after one range request, not
+// several (which turned the seed off inside one read).
+func TestASeedsCanceledIsOneRangeRequestPerMiss(t *testing.T) {
+	im := newSliceImage(t, true)
+	var n atomic.Int32
+	r := newFaultSliceReader(t, im, fast(), canceledSeed{im.dir, &n})
+	readCheck(t, r, im.raw, 100, 100)
+	if n.Load() != 1 {
+		t.Fatalf("%d range requests for one read, want 1; said %q", n.Load(), r.said())
+	}
+	if st := r.Stats(); st.FetchedChunks != 1 || st.PieceFallbacks != 1 {
+		t.Fatalf("%d whole chunks, %d fallbacks; want the chunk whole, once", st.FetchedChunks, st.PieceFallbacks)
+	}
+}
+
+// firstWholeSeed answers its first range request with the whole file
+// (200, as a caching proxy's first miss), the ones after with the range.
+func firstWholeSeed(h http.Handler) http.Handler {
+	var n atomic.Int32
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) == 1 {
+			r.Header.Del("Range")
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// TestARangeIgnoredOnceDoesNotTurnPiecesOff: a 200 for a range request is
+// a failure for now, not "no web seed": later misses get pieces.
+func TestARangeIgnoredOnceDoesNotTurnPiecesOff(t *testing.T) {
+	im := newSliceImage(t, true)
+	srv := newSeedServer(t, im, firstWholeSeed)
+	r := newFaultSliceReader(t, im, fast(), httpSrc(t, srv.url))
+	for _, off := range []int64{100, 4*cs + 100, 5*cs + 100} {
+		readCheck(t, r, im.raw, off, 100)
+	}
+	if st := r.Stats(); st.Pieces == 0 || srv.ranges.Load() != 3 {
+		t.Fatalf("%d pieces, %d range requests after a 200; want pieces, a range request a miss; said %q", st.Pieces, srv.ranges.Load(), r.said())
+	}
 }
