@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/imprint-dev/imprint/agent/nbd"
 	"github.com/imprint-dev/imprint/agent/ondemand"
+	"github.com/imprint-dev/imprint/deploy"
 	"github.com/imprint-dev/imprint/fetch"
 	"github.com/imprint-dev/imprint/fetch/swarm"
 	"github.com/imprint-dev/imprint/image"
@@ -108,26 +108,15 @@ func (a *Agent) ondemandSlices(m *image.Manifest, rp *image.Partition, cfg serve
 	if a.Params.Slice != nil {
 		window = *a.Params.Slice
 	}
-	if window == 0 || cfg.Fill || cfg.Swarm != nil || cfg.Readahead > 0 || cfg.Local != "" || !slices.ContainsFunc(cfg.Sources, isHTTP) {
+	if window == 0 || cfg.Fill || cfg.Swarm != nil || cfg.Readahead > 0 || cfg.Local != "" || deploy.SwarmServer(cfg.Sources) == "" {
 		return nil
 	}
-	part := -1
-	for i := range m.Partitions {
-		if &m.Partitions[i] == rp {
-			part = i
-		}
-	}
-	sl, err := ondemand.SlicesOf(m, part, window)
+	sl, err := ondemand.SlicesOf(m, rp.Content, window)
 	if err != nil {
 		a.say("WARNING: the image's swarm pieces are unusable (%v); the root reads whole chunks", err)
 		return nil
 	}
 	return sl
-}
-
-// isHTTP says source s is a server, which may serve a web seed.
-func isHTTP(s string) bool {
-	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
 }
 
 // serveRoot starts the root server on a free NBD device for cfg (its

@@ -99,12 +99,17 @@ func (h *HTTP) String() string { return h.Base.String() }
 
 func (h *HTTP) get(ctx context.Context, rel string, limit int64) ([]byte, error) {
 	u := h.Base.ResolveReference(&url.URL{Path: rel}).String()
-	b, err := h.once(ctx, u, limit)
-	// A kept-alive connection the server closed or reset as the request
-	// went out is the transport's hiccup, not the server's answer: one
-	// more request on a fresh connection says how the server is.
+	return againOnHiccup(ctx, func() ([]byte, error) { return h.once(ctx, u, limit) })
+}
+
+// againOnHiccup runs req, and once more when it failed as a kept-alive
+// connection the server closed or reset as the request went out does:
+// the transport's hiccup, not the server's answer; one more request on a
+// fresh connection says how the server is.
+func againOnHiccup(ctx context.Context, req func() ([]byte, error)) ([]byte, error) {
+	b, err := req()
 	if err != nil && ctx.Err() == nil && !errors.Is(err, ErrNoProgress) && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)) {
-		b, err = h.once(ctx, u, limit)
+		b, err = req()
 	}
 	return b, err
 }
@@ -243,12 +248,7 @@ func (h *HTTP) WebSeed(ctx context.Context, name, version string, off, n int64) 
 		return nil, fmt.Errorf("web seed of image %s:%s: a range of %d bytes at %d", name, version, n, off)
 	}
 	u := h.Base.ResolveReference(&url.URL{Path: "swarm/data/" + name + "/" + version}).String()
-	b, err := h.rangeOnce(ctx, u, off, n)
-	// As in get: a kept-alive connection closed under the request.
-	if err != nil && ctx.Err() == nil && !errors.Is(err, ErrNoProgress) && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)) {
-		b, err = h.rangeOnce(ctx, u, off, n)
-	}
-	return b, err
+	return againOnHiccup(ctx, func() ([]byte, error) { return h.rangeOnce(ctx, u, off, n) })
 }
 
 func (h *HTTP) rangeOnce(ctx context.Context, u string, off, n int64) ([]byte, error) {

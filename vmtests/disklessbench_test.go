@@ -69,7 +69,7 @@ const fillerBytes = 2 << 30
 var multiUserTexts = []string{"multi-user.target\x1b[0m - Multi-User System", "Reached target multi-user.target", "Reached target Multi-User System"}
 
 var (
-	ndbFetchedRe = regexp.MustCompile(`IMPRINT-NBD: fetched (\d+) bytes in (\d+) chunks.*\(cache (\d+) bytes, (\d+) (?:chunks )?fetched again\)`)
+	ndbFetchedRe = regexp.MustCompile(`IMPRINT-NBD: fetched (\d+) bytes in (\d+) chunks.*\(cache (\d+) bytes, (\d+) fetched again\)`)
 	ndbPiecesRe  = regexp.MustCompile(`IMPRINT-NBD: pieces: (\d+) bytes in (\d+) signed pieces from the web seed, (\d+) range requests`)
 )
 

@@ -286,34 +286,37 @@ func (r *Reader) chunk(ctx context.Context, i int, fill bool) ([]byte, error) {
 			r.mu.Unlock()
 		}()
 	}
+	return r.cached(ctx, whole(i), i, !fill, func(ctx context.Context) ([]byte, error) { return r.load(ctx, i, fill) })
+}
+
+// cached gives the entry key of chunk i from the cache, from the fetch
+// already running for it, or by load now; hits are counted when
+// countHit. A fetch started under another caller's context that ended is
+// no answer for this caller: it asks again. errNoSlice is a fetch's own
+// answer, whatever its source's error wraps (a proxy's "canceled"):
+// asking again would be another range request for the same miss.
+func (r *Reader) cached(ctx context.Context, key ckey, i int, countHit bool, load func(context.Context) ([]byte, error)) ([]byte, error) {
 	for {
-		data, err := r.chunkOnce(ctx, i, fill)
-		// A fetch started under another caller's context that ended is
-		// no answer for this caller: it asks again.
-		if err != nil && ctx.Err() == nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		loaded := false
+		data, hit, err := r.cache.Get(ctx, key, func(ctx context.Context) ([]byte, error) {
+			data, err := load(ctx)
+			loaded = err == nil
+			return data, err
+		})
+		if err != nil && ctx.Err() == nil && !errors.Is(err, errNoSlice) && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 			continue
+		}
+		if hit && countHit {
+			r.mu.Lock()
+			r.st.Hits++
+			r.mu.Unlock()
+		}
+		// Said once the entry is in the cache and its other readers have it.
+		if loaded && r.o.OnFetch != nil {
+			r.o.OnFetch(i, int64(len(data)))
 		}
 		return data, err
 	}
-}
-
-func (r *Reader) chunkOnce(ctx context.Context, i int, fill bool) ([]byte, error) {
-	loaded := false
-	data, hit, err := r.cache.Get(ctx, whole(i), func(ctx context.Context) ([]byte, error) {
-		data, err := r.load(ctx, i, fill)
-		loaded = err == nil
-		return data, err
-	})
-	if hit && !fill {
-		r.mu.Lock()
-		r.st.Hits++
-		r.mu.Unlock()
-	}
-	// Said once the chunk is in the cache and its other readers have it.
-	if loaded && r.o.OnFetch != nil {
-		r.o.OnFetch(i, int64(len(data)))
-	}
-	return data, err
 }
 
 // load gets chunk i, checked: from Local when it holds it intact, else

@@ -43,11 +43,12 @@ type Slices struct {
 // two 64 KiB pieces a miss (docs/performance.md, "Signed pieces").
 const DefaultWindow = 128 << 10
 
-// SlicesOf gives the Slices of partition part of m for windows of window
-// bytes (rounded up to whole pieces, at most a chunk): nil when window is
-// 0 or m has no swarm-pieces extension, an error (image.ErrFormat) when
-// the extension is malformed. m's signature was checked by the caller.
-func SlicesOf(m *image.Manifest, part int, window int64) (*Slices, error) {
+// SlicesOf gives the Slices of content c, one of m's partitions, for
+// windows of window bytes (rounded up to whole pieces, at most a chunk):
+// nil when window is 0 or m has no swarm-pieces extension, an error
+// (image.ErrFormat) when the extension is malformed. m's signature was
+// checked by the caller.
+func SlicesOf(m *image.Manifest, c *image.Content, window int64) (*Slices, error) {
 	if window <= 0 {
 		return nil, nil
 	}
@@ -55,8 +56,8 @@ func SlicesOf(m *image.Manifest, part int, window int64) (*Slices, error) {
 	if !ok || err != nil {
 		return nil, err
 	}
-	if part < 0 || part >= len(m.Partitions) || m.Partitions[part].Content == nil {
-		return nil, fmt.Errorf("ondemand: partition %d of %s:%s has no content", part, m.Name, m.Version)
+	if c == nil {
+		return nil, fmt.Errorf("ondemand: a partition of %s:%s without content", m.Name, m.Version)
 	}
 	chunks, err := m.TorrentChunks()
 	if err != nil {
@@ -68,7 +69,7 @@ func SlicesOf(m *image.Manifest, part int, window int64) (*Slices, error) {
 	}
 	window = min((window+sp.PieceLength-1)/sp.PieceLength*sp.PieceLength, m.ChunkSize)
 	s := &Slices{Name: m.Name, Version: m.Version, PieceLength: sp.PieceLength, Window: window, Hashes: sp.Hashes}
-	for _, sum := range m.Partitions[part].Content.Chunks {
+	for _, sum := range c.Chunks {
 		k, ok := index[sum]
 		if sum == image.ZeroChunk || !ok {
 			k = -1
@@ -134,30 +135,7 @@ func (r *Reader) readSlices(ctx context.Context, p []byte, i int, in int64) erro
 // already running for it, or fetched now. Windows are kept by the
 // chunk's place in the torrent, so a chunk at two offsets is fetched once.
 func (r *Reader) window(ctx context.Context, i, w int) ([]byte, error) {
-	key := ckey{r.sl.Torrent[i], w}
-	for {
-		loaded := false
-		data, hit, err := r.cache.Get(ctx, key, func(ctx context.Context) ([]byte, error) {
-			data, err := r.loadWindow(ctx, i, w)
-			loaded = err == nil
-			return data, err
-		})
-		// errNoSlice is this fetch's own answer, whatever its source's
-		// error wraps (a proxy's "canceled"): asking again would be
-		// another range request for the same miss.
-		if err != nil && ctx.Err() == nil && !errors.Is(err, errNoSlice) && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
-			continue // another read's fetch, cut short with its context
-		}
-		if hit {
-			r.mu.Lock()
-			r.st.Hits++
-			r.mu.Unlock()
-		}
-		if loaded && r.o.OnFetch != nil {
-			r.o.OnFetch(i, int64(len(data)))
-		}
-		return data, err
-	}
+	return r.cached(ctx, ckey{r.sl.Torrent[i], w}, i, true, func(ctx context.Context) ([]byte, error) { return r.loadWindow(ctx, i, w) })
 }
 
 // loadWindow fetches window w of chunk i from a web seed: the pieces

@@ -20,7 +20,7 @@ import (
 // said after 20 ms, every 50 ms.
 func newFaultSliceReader(t *testing.T, im sliceImage, fo fetch.Options, srcs ...store.Source) *sliceReader {
 	t.Helper()
-	sl, err := ondemand.SlicesOf(im.m, 1, 32<<10)
+	sl, err := ondemand.SlicesOf(im.m, im.m.Partitions[1].Content, 32<<10)
 	if err != nil {
 		t.Fatal(err)
 	}

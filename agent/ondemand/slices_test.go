@@ -195,7 +195,7 @@ func newSliceReader(t *testing.T, im sliceImage, window int64, urls ...string) *
 		}
 		srcs = append(srcs, src)
 	}
-	sl, err := ondemand.SlicesOf(im.m, 1, window)
+	sl, err := ondemand.SlicesOf(im.m, im.m.Partitions[1].Content, window)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,14 +334,14 @@ func TestSlicesRefuseWhatDoesNotCheck(t *testing.T) {
 
 func TestSlicesOfAnImage(t *testing.T) {
 	with, without := newSliceImage(t, true), newSliceImage(t, false)
-	if sl, err := ondemand.SlicesOf(without.m, 1, 128<<10); sl != nil || err != nil {
+	if sl, err := ondemand.SlicesOf(without.m, without.m.Partitions[1].Content, 128<<10); sl != nil || err != nil {
 		t.Fatalf("without the extension: %+v, %v; want no slices, no error", sl, err)
 	}
-	if sl, err := ondemand.SlicesOf(with.m, 1, 0); sl != nil || err != nil {
+	if sl, err := ondemand.SlicesOf(with.m, with.m.Partitions[1].Content, 0); sl != nil || err != nil {
 		t.Fatalf("window 0: %+v, %v; want no slices", sl, err)
 	}
 	for _, tc := range []struct{ window, want int64 }{{1, 16 << 10}, {20 << 10, 32 << 10}, {32 << 10, 32 << 10}, {1 << 20, cs}} {
-		sl, err := ondemand.SlicesOf(with.m, 1, tc.window)
+		sl, err := ondemand.SlicesOf(with.m, with.m.Partitions[1].Content, tc.window)
 		if err != nil || sl.Window != tc.want || sl.PieceLength != testPiece {
 			t.Fatalf("window %d: %+v, %v; want %d", tc.window, sl, err, tc.want)
 		}
@@ -353,7 +353,7 @@ func TestSlicesOfAnImage(t *testing.T) {
 	bad := *with.m
 	bad.Extensions = nil
 	bad.SetExtension(image.SwarmPiecesExtension, []byte(`{"piece_length":16384,"hashes":"AAAA"}`))
-	if _, err := ondemand.SlicesOf(&bad, 1, 128<<10); !errors.Is(err, image.ErrFormat) {
+	if _, err := ondemand.SlicesOf(&bad, bad.Partitions[1].Content, 128<<10); !errors.Is(err, image.ErrFormat) {
 		t.Fatalf("a malformed extension: %v, want image.ErrFormat", err)
 	}
 }
