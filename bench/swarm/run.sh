@@ -30,6 +30,7 @@
 #   BENCH_GSO_SEGS=1      at most this many segments per GSO packet on the
 #                         veths (default: the kernel's, up to 64 KiB packets,
 #                         which tbf splits and its FIFO drops whole)
+#   BENCH_CPUPROFILE=/dir a CPU profile of every deploy: /dir/MODE-N-I.pprof
 #   BENCH_NS=imb          namespace name prefix; BENCH_NET=10.199.0 their /24
 #                         (another prefix and net let two runs coexist)
 #
@@ -164,7 +165,7 @@ run() {
 			;;
 		swarm) extra=(--swarm --serve "$(addr "$i"):$PORT" --swarm-listen "$(addr "$i"):6881" ${BENCH_SWARM_ARGS:-}) ;;
 		esac
-		ip netns exec "$NS-$i" "$IMPRINT" deploy --from "http://$from:$PORT/" "${extra[@]}" --image bench:v1 \
+		ip netns exec "$NS-$i" env ${BENCH_CPUPROFILE:+IMPRINT_CPUPROFILE=$BENCH_CPUPROFILE/$mode-$n-$i.pprof} "$IMPRINT" deploy --from "http://$from:$PORT/" "${extra[@]}" --image bench:v1 \
 			--disk "$WORK/d-$i.img" --size "$SIZE" --yes --no-bootloader >"$WORK/d-$i.out" 2>"$WORK/d-$i.err" &
 		pids+=($!)
 		serving+=($!)
