@@ -136,6 +136,9 @@ failed() {
 	grep -h -i -E 'error|fail|timeout' "$WORK"/d-*.err | sort | uniq -c | sort -rn | head -3 >&2 || true
 	echo "0 0 0 0 0 FAILED"
 }
+# Bytes the server's link has sent (its uplink: what every node took from
+# it, peer protocol, web seed and --from alike, with TCP/IP headers).
+srvtx() { ip netns exec "$NS-0" cat /sys/class/net/eth0/statistics/tx_bytes; }
 # CPU ticks of this bench's own processes: the reaped children (deploys) of
 # this shell and the server, so other users of the machine do not count.
 HZ=$(getconf CLK_TCK)
@@ -148,7 +151,8 @@ run() {
 	echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
 	cpusample >"$WORK/cpu" &
 	SAMPLER=$!
-	local t0 c0 serving=()
+	local t0 c0 tx0 serving=()
+	tx0=$(srvtx)
 	c0=$(ticks)
 	t0=$(now)
 	for i in $(seq 1 "$n"); do
@@ -185,8 +189,9 @@ run() {
 		done
 		[ "$left" -gt 0 ] && sleep 0.1
 	done
-	local t1 load
+	local t1 load sent
 	t1=$(now)
+	sent=$(($(srvtx) - tx0))
 	load=$(cut -d' ' -f1 /proc/loadavg)
 	kill "$SAMPLER" 2>/dev/null
 	wait "$SAMPLER" 2>/dev/null || true
@@ -210,9 +215,9 @@ run() {
 		cp "$WORK/swarm-$n.txt" "$OUT/swarm-$n.txt" 2>/dev/null || true
 		cp "$WORK/d-1.err" "$OUT/swarm-$n-node1.err" 2>/dev/null || true
 	fi
-	awk -v a="$t0" -v b="$t1" -v l="$load" -v o="$own" '
+	awk -v a="$t0" -v b="$t1" -v l="$load" -v o="$own" -v x="$sent" -v img=$((MIB << 20)) '
 		{ s += $1; if ($1 > m) m = $1; k++ }
-		END { printf "%.1f %.0f %.0f %s %s\n", b - a, k ? s / k : 0, m, l, o }' "$WORK/cpu"
+		END { printf "%.1f %.0f %.0f %s %s %.2f\n", b - a, k ? s / k : 0, m, l, o, x / img }' "$WORK/cpu"
 }
 
 RES=$WORK/results.tsv
@@ -228,7 +233,7 @@ for step in $PLAN; do
 	log "$mode: $n node(s)"
 	run "$mode" "$n" >"$WORK/r"
 	r=$(cat "$WORK/r")
-	log "$mode N=$n: $r (seconds, machine CPU% mean, max, load, this bench's CPU%)"
+	log "$mode N=$n: $r (seconds, machine CPU% mean, max, load, this bench's CPU%, server sent in images)"
 	echo "$mode $n $r" >>"$RES"
 	cp "$RES" "$OUT/results.tsv"
 done
@@ -240,12 +245,13 @@ T1=$(awk '$1 == "server" && $2 == 1 { print $3 }' "$RES")
 	echo "One link measured at $LINK MB/s. One node alone (server, N=1): ${T1:-?} s. CPU, as a share of"
 	echo "the machine's 2 cores: *bench* is this bench's own processes (server and deploys) over the run;"
 	echo "*machine* is every process on it (other users too), mean and peak of 1 s samples; load: 1-min"
-	echo "average at the end of the run."
+	echo "average at the end of the run; server sent: the bytes out of the server's link over the run"
+	echo "(every protocol, with TCP/IP headers) as a multiple of the image's size."
 	echo
-	echo "| mode | N | wall time | x one node | bench CPU | machine CPU mean / peak | load |"
-	echo "|---|---|---|---|---|---|---|"
-	awk -v t1="$T1" '$8 == "FAILED" { printf "| %s | %d | failed (logs in bench/swarm/out/fail-%s-%d) | | | | |\n", $1, $2, $1, $2; next }
-		{ printf "| %s | %d | %.1f s | %s | %d%% | %d%% / %d%% | %s |\n", $1, $2, $3, t1 ? sprintf("%.2fx", $3 / t1) : "?", $7, $4, $5, $6 }' "$RES"
+	echo "| mode | N | wall time | x one node | bench CPU | machine CPU mean / peak | load | server sent |"
+	echo "|---|---|---|---|---|---|---|---|"
+	awk -v t1="$T1" '$8 == "FAILED" { printf "| %s | %d | failed (logs in bench/swarm/out/fail-%s-%d) | | | | | |\n", $1, $2, $1, $2; next }
+		{ printf "| %s | %d | %.1f s | %s | %d%% | %d%% / %d%% | %s | %.2f images |\n", $1, $2, $3, t1 ? sprintf("%.2fx", $3 / t1) : "?", $7, $4, $5, $6, $8 }' "$RES"
 	echo
 	echo "Tree fan-out: $FANOUT (node i's parent: node (i-1)/$FANOUT, 0 = the server). All disks verified identical (imprint verify)."
 } | tee "$OUT/results.md"
