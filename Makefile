@@ -59,6 +59,7 @@ bench: deps build
 	bash bench/sync/debian.sh
 	bash bench/copier/debian.sh
 	bash bench/diskless/run.sh
+	bash bench/swarm/mesh.sh
 	bash bench/swarm/run.sh
 	bash bench/swarm/faults.sh
 
