@@ -6,6 +6,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
 )
 
 // SwarmPiecesExtension names the manifest extension that gives the swarm
@@ -178,6 +181,9 @@ func (m *Manifest) SetExtension(name string, v json.RawMessage) {
 // of pieceLength bytes. read fills buf (the chunk's length) with the
 // bytes of chunk chunk of partition partition; each is checked against
 // its SHA-256 before it is hashed, so the hashes agree with the chunks.
+// Chunks are read and hashed on every CPU at once (a build pays this
+// pass on top of storing the chunks), so read is called from several
+// goroutines; of several failing chunks, the first in order is named.
 func PieceHashes(m *Manifest, pieceLength int64, read func(partition, chunk int, buf []byte) error) ([]byte, error) {
 	if err := checkPieceLength(pieceLength, m.ChunkSize); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrFormat, err)
@@ -187,20 +193,58 @@ func PieceHashes(m *Manifest, pieceLength int64, read func(partition, chunk int,
 		return nil, err
 	}
 	per := m.ChunkSize / pieceLength
-	out := make([]byte, 0, int64(len(chunks))*per*PieceHashLen)
-	buf := make([]byte, m.ChunkSize)
-	for _, c := range chunks {
-		clear(buf)
-		if err := read(c.Partition, c.Chunk, buf[:c.Length]); err != nil {
-			return nil, fmt.Errorf("partition %s chunk %d: %w", m.Partitions[c.Partition].Name, c.Chunk, err)
+	each := int(per) * PieceHashLen
+	out := make([]byte, len(chunks)*each)
+	var (
+		next     atomic.Int64
+		mu       sync.Mutex
+		firstBad = len(chunks)
+		badErr   error
+		wg       sync.WaitGroup
+	)
+	fail := func(i int, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if i < firstBad {
+			firstBad, badErr = i, err
 		}
-		if got := HashBytes(buf[:c.Length]); got != c.Sum {
-			return nil, fmt.Errorf("partition %s chunk %d: read %s, the manifest says %s", m.Partitions[c.Partition].Name, c.Chunk, got, c.Sum)
-		}
-		for k := int64(0); k < per; k++ {
-			s := sha256.Sum256(buf[k*pieceLength : (k+1)*pieceLength])
-			out = append(out, s[:PieceHashLen]...)
-		}
+	}
+	failed := func(i int) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return firstBad < i
+	}
+	for range min(runtime.GOMAXPROCS(0), max(len(chunks), 1)) {
+		wg.Go(func() {
+			buf := make([]byte, m.ChunkSize)
+			for {
+				i := int(next.Add(1) - 1)
+				// Past the last chunk, or past one that failed already: a
+				// later error would not be the one reported.
+				if i >= len(chunks) || failed(i) {
+					return
+				}
+				c := chunks[i]
+				clear(buf)
+				if err := read(c.Partition, c.Chunk, buf[:c.Length]); err != nil {
+					fail(i, fmt.Errorf("partition %s chunk %d: %w", m.Partitions[c.Partition].Name, c.Chunk, err))
+					continue
+				}
+				if got := HashBytes(buf[:c.Length]); got != c.Sum {
+					fail(i, fmt.Errorf("partition %s chunk %d: read %s, the manifest says %s", m.Partitions[c.Partition].Name, c.Chunk, got, c.Sum))
+					continue
+				}
+				dst := out[i*each : (i+1)*each]
+				for k := int64(0); k < per; k++ {
+					s := sha256.Sum256(buf[k*pieceLength : (k+1)*pieceLength])
+					copy(dst[k*PieceHashLen:], s[:PieceHashLen])
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if badErr != nil {
+		return nil, badErr
 	}
 	return out, nil
 }

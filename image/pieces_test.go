@@ -262,3 +262,63 @@ func TestSwarmPiecesCountDoesNotOverflow(t *testing.T) {
 		t.Fatalf("got %v, %v; want an ErrFormat", ok, err)
 	}
 }
+
+// manyChunks is an image of one partition of n distinct 64 KiB chunks.
+func manyChunks(t *testing.T, n int) (*Manifest, [][]byte) {
+	t.Helper()
+	const cs = 64 << 10
+	d := make([]byte, n*cs)
+	for i := range d {
+		d[i] = byte(i/cs) ^ byte(i*13)
+	}
+	c := &Content{Size: int64(len(d)), SHA256: HashBytes(d)}
+	for off := 0; off < len(d); off += cs {
+		c.Chunks = append(c.Chunks, HashBytes(d[off:off+cs]))
+	}
+	m := &Manifest{Format: FormatVersion, Name: "n", Version: "v", Created: time.Unix(0, 0).UTC(), ChunkSize: cs,
+		Partitions: []Partition{{Name: "p0", Type: layout.TypeLinuxGeneric, Content: c}}}
+	return m, [][]byte{d}
+}
+
+// The chunks are hashed on several goroutines: each chunk's hashes still
+// land in its own place, in the torrent's order.
+func TestPieceHashesOfManyChunksAreInChunkOrder(t *testing.T) {
+	m, data := manyChunks(t, 97)
+	h, err := PieceHashes(m, 16<<10, readFrom(m, data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []byte
+	for off := 0; off < len(data[0]); off += 16 << 10 {
+		s := sha256.Sum256(data[0][off : off+16<<10])
+		want = append(want, s[:PieceHashLen]...)
+	}
+	if !bytes.Equal(h, want) {
+		t.Fatal("the piece hashes are not those of the chunks' pieces in order")
+	}
+}
+
+// Of several chunks that fail, the error names the first in order,
+// whichever goroutine met it first.
+func TestPieceHashesNameTheFirstBadChunk(t *testing.T) {
+	m, data := manyChunks(t, 64)
+	data[0] = bytes.Clone(data[0])
+	data[0][50*64<<10] ^= 1
+	data[0][7*64<<10+9] ^= 1
+	for range 20 {
+		_, err := PieceHashes(m, 16<<10, readFrom(m, data))
+		if err == nil || !strings.Contains(err.Error(), "partition p0 chunk 7:") {
+			t.Fatalf("got %v, want an error naming partition p0 chunk 7", err)
+		}
+	}
+	boom := errors.New("boom")
+	_, err := PieceHashes(m, 16<<10, func(p, c int, buf []byte) error {
+		if c == 3 || c == 60 {
+			return boom
+		}
+		return readFrom(m, data)(p, c, buf)
+	})
+	if !errors.Is(err, boom) || !strings.Contains(err.Error(), "chunk 3:") {
+		t.Fatalf("got %v, want boom at chunk 3", err)
+	}
+}
