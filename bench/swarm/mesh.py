@@ -1,6 +1,7 @@
 # Helper of bench/swarm/mesh.sh (run inside each namespace).
 # mesh.py serve PORT | send HOSTS... : an all-to-all TCP load on the shaped bench network.
-# serve: accept connections, read and discard, count bytes; print total on SIGTERM.
+# serve: accept connections, read and discard (bench/swarm/mesh.sh counts the bytes
+# at the interfaces).
 # send: open one connection to each host and write as fast as the link takes, for DUR seconds.
 import socket, sys, threading, time, signal, os
 mode = sys.argv[1]

@@ -54,6 +54,7 @@ NET=${BENCH_NET:-10.199.0}
 SRV=$NET.1
 PORT=8080
 mkdir -p "$WORK" "$OUT"
+if [ -n "${BENCH_CPUPROFILE:-}" ]; then mkdir -p "$BENCH_CPUPROFILE"; fi
 log() { printf '[bench-swarm %s] %s\n' "$(date +%T)" "$*" >&2; }
 [ -x "$IMPRINT" ] || (cd "$ROOT" && make build)
 
@@ -137,13 +138,15 @@ failed() {
 	echo "0 0 0 0 0 FAILED"
 }
 # Bytes the server's link has sent (its uplink: what every node took from
-# it, peer protocol, web seed and --from alike, with TCP/IP headers).
+# it, peer protocol, web seed and --from alike; the interface's counter,
+# so headers partly included).
 srvtx() { ip netns exec "$NS-0" cat /sys/class/net/eth0/statistics/tx_bytes; }
 # CPU ticks of this bench's own processes: the reaped children (deploys) of
 # this shell and the server, so other users of the machine do not count.
 HZ=$(getconf CLK_TCK)
 ticks() { echo $(($(awk '{ print $16 + $17 }' /proc/$$/stat) + $(awk '{ print $14 + $15 }' /proc/$SERVER/stat))); }
-# run MODE N: deploys N nodes; prints "seconds cpu_mean cpu_max load1 own_cpu"
+# run MODE N: deploys N nodes; prints "seconds cpu_mean cpu_max load1 own_cpu
+# server_sent_images"
 run() {
 	local mode=$1 n=$2 i p
 	rm -f "$WORK"/d-*.img "$WORK"/d-*.out "$WORK"/d-*.err
@@ -246,7 +249,7 @@ T1=$(awk '$1 == "server" && $2 == 1 { print $3 }' "$RES")
 	echo "the machine's 2 cores: *bench* is this bench's own processes (server and deploys) over the run;"
 	echo "*machine* is every process on it (other users too), mean and peak of 1 s samples; load: 1-min"
 	echo "average at the end of the run; server sent: the bytes out of the server's link over the run"
-	echo "(every protocol, with TCP/IP headers) as a multiple of the image's size."
+	echo "(every protocol, headers partly included) as a multiple of the image's size."
 	echo
 	echo "| mode | N | wall time | x one node | bench CPU | machine CPU mean / peak | load | server sent |"
 	echo "|---|---|---|---|---|---|---|---|"
