@@ -313,7 +313,12 @@ func TestPieceHashesNameTheFirstBadChunk(t *testing.T) {
 	}
 	boom := errors.New("boom")
 	_, err := PieceHashes(m, 16<<10, func(p, c int, buf []byte) error {
-		if c == 3 || c == 60 {
+		switch c {
+		case 3:
+			// Fails last: another goroutine meets chunk 60 first.
+			time.Sleep(100 * time.Millisecond)
+			return boom
+		case 60:
 			return boom
 		}
 		return readFrom(m, data)(p, c, buf)
