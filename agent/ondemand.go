@@ -296,7 +296,7 @@ func ServerMain(console io.Writer) error {
 	var peers *swarm.OnDemand
 	if cfg.Swarm != nil && local == nil {
 		// The swarm only speeds the root up: without it, the sources.
-		if peers, err = joinRootSwarm(cfg.Swarm, cfg.Content); err != nil {
+		if peers, _, err = joinRootSwarm(cfg.Swarm, cfg.Content); err != nil {
 			say("swarm: %v; the root reads from the sources only", err)
 		} else {
 			o.Peers = peers

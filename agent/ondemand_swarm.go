@@ -78,25 +78,26 @@ const swarmPiecesInFlight = 8
 // joinRootSwarm puts the root server in the swarm of cfg's image, to read
 // content (its root partition) on demand: a chunk a read misses is asked
 // of the peers before the sources, and every chunk the node holds is
-// kept and offered to peers while the node runs.
-func joinRootSwarm(cfg *rootSwarm, content *image.Content) (*swarm.OnDemand, error) {
+// kept and offered to peers while the node runs. The node is the root
+// server's for as long as it runs; close it to leave (tests do).
+func joinRootSwarm(cfg *rootSwarm, content *image.Content) (*swarm.OnDemand, *swarm.Node, error) {
 	var m image.Manifest
 	if err := json.Unmarshal(cfg.Manifest, &m); err != nil {
-		return nil, fmt.Errorf("the manifest: %w", err)
+		return nil, nil, fmt.Errorf("the manifest: %w", err)
 	}
 	if len(cfg.Allowed) == 0 {
-		return nil, errors.New("the config names no network to take peers from")
+		return nil, nil, errors.New("the config names no network to take peers from")
 	}
 	n, err := swarm.NewNode(swarm.Options{Listen: cfg.Listen, AllowedNets: cfg.Allowed, MaxPeers: peersOr(cfg.MaxPeers)})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	d, err := n.JoinOnDemand(&m, content, cfg.Server, swarm.OnDemandOptions{})
 	if err != nil {
 		n.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	return d, nil
+	return d, n, nil
 }
 
 // swarmReport says every minute what the root did in the swarm, when it

@@ -13,12 +13,13 @@ import (
 
 	"github.com/imprint-dev/imprint/agent/ondemand"
 	"github.com/imprint-dev/imprint/fetch"
+	"github.com/imprint-dev/imprint/fetch/swarm"
 	"github.com/imprint-dev/imprint/image"
 )
 
 // rootReader is what the root server builds for a's on-demand root of m
 // with imprint.swarm=1: the config goes through JSON, as through the pipe.
-func rootReader(t *testing.T, a *Agent, m *image.Manifest) *ondemand.Reader {
+func rootReader(t *testing.T, a *Agent, m *image.Manifest) (*ondemand.Reader, *swarm.OnDemand) {
 	t.Helper()
 	rp, err := m.RootPartition()
 	if err != nil {
@@ -36,10 +37,11 @@ func rootReader(t *testing.T, a *Agent, m *image.Manifest) *ondemand.Reader {
 	if err := json.Unmarshal(raw, &got); err != nil {
 		t.Fatal(err)
 	}
-	peers, err := joinRootSwarm(got.Swarm, got.Content)
+	peers, node, err := joinRootSwarm(got.Swarm, got.Content)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { node.Close() })
 	t.Cleanup(peers.Leave)
 	srcs, err := a.sources()
 	if err != nil {
@@ -54,7 +56,7 @@ func rootReader(t *testing.T, a *Agent, m *image.Manifest) *ondemand.Reader {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return r
+	return r, peers
 }
 
 // With imprint.swarm=1 an on-demand root is in the image's swarm: the
@@ -64,7 +66,7 @@ func TestAnOndemandRootSeedsWhatItRead(t *testing.T) {
 	m, srv, url := swarmImage(t)
 	rp, _ := m.RootPartition()
 	var c1, c2 bytes.Buffer
-	first := rootReader(t, &Agent{Console: &c1, SwarmListen: "127.0.0.7:0", Params: Params{Sources: []string{url}, Swarm: true}}, m)
+	first, p1 := rootReader(t, &Agent{Console: &c1, SwarmListen: "127.0.0.7:0", Params: Params{Sources: []string{url}, Swarm: true}}, m)
 	whole := make([]byte, rp.Content.Size)
 	if err := first.ReadAt(t.Context(), whole, 0); err != nil {
 		t.Fatal(err)
@@ -73,14 +75,17 @@ func TestAnOndemandRootSeedsWhatItRead(t *testing.T) {
 		t.Fatal("the first node's root differs from the image's")
 	}
 	srv.off.Store(true)
-	second := rootReader(t, &Agent{Console: &c2, SwarmListen: "127.0.0.8:0", Params: Params{Sources: []string{url}, Swarm: true}}, m)
+	second, p2 := rootReader(t, &Agent{Console: &c2, SwarmListen: "127.0.0.8:0", Params: Params{Sources: []string{url}, Swarm: true}}, m)
 	again := make([]byte, rp.Content.Size)
 	// Its sources are down: a read the swarm does not serve would wait for
 	// ever, so the test bounds it.
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	if err := second.ReadAt(ctx, again, 0); err != nil {
-		t.Fatal(err)
+		var e1, e2 strings.Builder
+		p1.WriteStatus(&e1)
+		p2.WriteStatus(&e2)
+		t.Fatalf("%v\nfirst node: %+v, swarm %+v\n%s\nsecond node: %+v, swarm %+v\n%s", err, first.Stats(), p1.Stats(), e1.String(), second.Stats(), p2.Stats(), e2.String())
 	}
 	if !bytes.Equal(again, whole) {
 		t.Fatal("the second node's root differs from the first's")

@@ -121,6 +121,10 @@ func (x *storeIndex) received(ev torrent.ReceivedUsefulDataEvent) {
 	s.blame.received(p, s.t.pieceLen(p), int64(m.Begin), m.Piece, peerIP(ev.Peer))
 }
 
+// keepAliveEvery is the engine's keep-alive interval (NewNode: the bound on
+// a lost writer wake-up).
+const keepAliveEvery = 250 * time.Millisecond
+
 // NewNode starts the client: no DHT, no PEX (private torrents), no uTP,
 // no port mapping; peers come from the imprint server's tracker only.
 func NewNode(o Options) (*Node, error) {
@@ -132,6 +136,17 @@ func NewNode(o Options) (*Node, error) {
 	cfg.DisableWebtorrent = true
 	cfg.NoDefaultPortForwarding = true
 	cfg.Seed = true
+	// The engine's connection writer (v1.59.1) fills its buffer under
+	// the client's lock, lets go, and only then takes the signal that
+	// new data is ready: a block read for a peer in between is signalled
+	// to nobody, and sits until the writer's idle timer, the keep-alive
+	// interval (a minute), wakes it. A peer asking for one chunk and
+	// nothing else (an on-demand root, the end of a deploy) then waited
+	// a minute for blocks that were ready (TestAnOndemandRootSeedsWhatItRead
+	// failed 1 run in 28-85 under load). A short interval bounds the lost
+	// wake-up; an idle connection that matters sends a 4-byte keep-alive
+	// as often, and the read timeout (150 s) does not depend on it.
+	cfg.KeepAliveTimeout = keepAliveEvery
 	// Every torrent gets its own storage (Join); the default one would
 	// keep a piece-completion database in the working directory.
 	cfg.DefaultStorage = noStorage{}

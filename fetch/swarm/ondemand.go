@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,6 +50,7 @@ type OnDemandOptions struct {
 // manifest's SHA-256 by the same storage as a deploy's (storage.go):
 // a byte Chunk returns has been checked.
 type OnDemand struct {
+	cl  *torrent.Client
 	s   *Session
 	ram *ramTarget
 	o   OnDemandOptions
@@ -110,7 +112,7 @@ func (n *Node) JoinOnDemand(m *image.Manifest, content *image.Content, server st
 	if server != "" {
 		n.startReannounce(s, server)
 	}
-	return &OnDemand{s: s, ram: ram, o: o, mostSet: mostSet, wants: map[int]int{}}, nil
+	return &OnDemand{cl: n.cl, s: s, ram: ram, o: o, mostSet: mostSet, wants: map[int]int{}}, nil
 }
 
 // Chunk gives the checked bytes of chunk sum from this node's RAM or its
@@ -289,6 +291,10 @@ func (d *OnDemand) Stats() OnDemandStats {
 		FailedCheck: d.s.Failed(),
 	}
 }
+
+// WriteStatus writes the engine's view of the node (its peers, their
+// request states): for a failure's report.
+func (d *OnDemand) WriteStatus(w io.Writer) { d.cl.WriteStatus(w) }
 
 // Leave drops the swarm: nothing more is offered or taken.
 func (d *OnDemand) Leave() { d.s.Leave() }
