@@ -12,53 +12,16 @@ import (
 
 	"github.com/imprint-dev/imprint/agent/ondemand"
 	"github.com/imprint-dev/imprint/fetch"
-	"github.com/imprint-dev/imprint/image"
 	"github.com/imprint-dev/imprint/store"
 )
 
-// newFaultSliceReader is newSliceReader over srcs, with fo, and with waits
-// said after 20 ms, every 50 ms.
+// newFaultSliceReader is newSliceReader over srcs, with fo, 32 KiB
+// windows, and waits said after 20 ms, every 50 ms.
 func newFaultSliceReader(t *testing.T, im sliceImage, fo fetch.Options, srcs ...store.Source) *sliceReader {
 	t.Helper()
-	sl, err := ondemand.SlicesOf(im.m, im.m.Partitions[1].Content, 32<<10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dec, err := image.NewDecoder()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(dec.Close)
-	s := &sliceReader{}
-	fo.OnError = func(i int, what string, err error) {
-		s.mu.Lock()
-		s.errors = append(s.errors, fmt.Sprintf("%s from %d: %v", what, i, err))
-		s.mu.Unlock()
-	}
-	s.Reader, err = ondemand.New(ondemand.Options{
-		Content: im.m.Partitions[1].Content, ChunkSize: cs, Decoder: dec, CacheBytes: 1 << 30,
-		Fetcher: fetch.New(srcs, fo), Slices: sl,
-		RetryMin: 5 * time.Millisecond, RetryMax: 20 * time.Millisecond,
-		SlowAfter: 20 * time.Millisecond, SayEvery: 50 * time.Millisecond,
-		Logf: func(f string, a ...any) {
-			s.mu.Lock()
-			s.logs = append(s.logs, fmt.Sprintf(f, a...))
-			s.mu.Unlock()
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-func httpSrc(t *testing.T, url string) store.Source {
-	t.Helper()
-	src, err := store.OpenHTTP(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return src
+	return sliceReaderOver(t, im, 32<<10, fo, func(o *ondemand.Options) {
+		o.SlowAfter, o.SayEvery = 20*time.Millisecond, 50*time.Millisecond
+	}, srcs...)
 }
 
 // hangingSeed answers no range request until the request ends.

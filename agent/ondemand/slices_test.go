@@ -189,12 +189,16 @@ func newSliceReader(t *testing.T, im sliceImage, window int64, urls ...string) *
 	t.Helper()
 	var srcs []store.Source
 	for _, u := range urls {
-		src, err := store.OpenHTTP(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		srcs = append(srcs, src)
+		srcs = append(srcs, httpSrc(t, u))
 	}
+	return sliceReaderOver(t, im, window, fast(), nil, srcs...)
+}
+
+// sliceReaderOver reads im's second partition in windows of window bytes
+// from srcs with fo, its logs and the fetcher's errors kept for said;
+// tune, when set, changes the reader's options last.
+func sliceReaderOver(t *testing.T, im sliceImage, window int64, fo fetch.Options, tune func(*ondemand.Options), srcs ...store.Source) *sliceReader {
+	t.Helper()
 	sl, err := ondemand.SlicesOf(im.m, im.m.Partitions[1].Content, window)
 	if err != nil {
 		t.Fatal(err)
@@ -205,26 +209,37 @@ func newSliceReader(t *testing.T, im sliceImage, window int64, urls ...string) *
 	}
 	t.Cleanup(dec.Close)
 	s := &sliceReader{}
-	opt := fast()
-	opt.OnError = func(i int, what string, err error) {
+	fo.OnError = func(i int, what string, err error) {
 		s.mu.Lock()
-		s.errors = append(s.errors, fmt.Sprintf("%s from %s: %v", what, urls[i], err))
+		s.errors = append(s.errors, fmt.Sprintf("%s from %v: %v", what, srcs[i], err))
 		s.mu.Unlock()
 	}
-	s.Reader, err = ondemand.New(ondemand.Options{
+	o := ondemand.Options{
 		Content: im.m.Partitions[1].Content, ChunkSize: cs, Decoder: dec, CacheBytes: 1 << 30,
-		Fetcher: fetch.New(srcs, opt), Slices: sl,
+		Fetcher: fetch.New(srcs, fo), Slices: sl,
 		RetryMin: 5 * time.Millisecond, RetryMax: 20 * time.Millisecond,
 		Logf: func(f string, a ...any) {
 			s.mu.Lock()
 			s.logs = append(s.logs, fmt.Sprintf(f, a...))
 			s.mu.Unlock()
 		},
-	})
-	if err != nil {
+	}
+	if tune != nil {
+		tune(&o)
+	}
+	if s.Reader, err = ondemand.New(o); err != nil {
 		t.Fatal(err)
 	}
 	return s
+}
+
+func httpSrc(t *testing.T, url string) store.Source {
+	t.Helper()
+	src, err := store.OpenHTTP(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return src
 }
 
 func readCheck(t *testing.T, r *sliceReader, raw []byte, off int64, n int) {
